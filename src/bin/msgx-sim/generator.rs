@@ -1,0 +1,320 @@
+//! Synthetic sign-ins, deterministic from (seed, rate): each whole second of Unix time
+//! has its own number of records and their contents, so any window can be rendered on
+//! its own and a test can ask for exactly the records a window must contain.
+
+use std::fmt::Write;
+
+/// 100-nanosecond ticks since the Unix epoch: Graph's 7-digit precision.
+pub type Ticks = i64;
+pub const TICKS_PER_SECOND: i64 = 10_000_000;
+
+#[derive(Clone, Copy)]
+pub struct Generator {
+    pub seed: u64,
+    pub rate: f64,
+}
+
+/// splitmix64: a tiny, well-mixed hash of (seed, second, index, field).
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl Generator {
+    fn hash(&self, second: i64, index: u64, field: u64) -> u64 {
+        mix(mix(mix(self.seed ^ second as u64).wrapping_add(index)).wrapping_add(field))
+    }
+
+    fn unit(&self, second: i64, index: u64, field: u64) -> f64 {
+        (self.hash(second, index, field) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// How many sign-ins second `second` has: floor(2·rate·u + v) has mean `rate`.
+    pub fn count(&self, second: i64) -> u64 {
+        let u = self.unit(second, u64::MAX, 1);
+        let v = self.unit(second, u64::MAX, 2);
+        (2.0 * self.rate * u + v).floor() as u64
+    }
+
+    /// The sorted sub-second offsets (ticks) of the sign-ins of `second`.
+    pub fn offsets(&self, second: i64) -> Vec<i64> {
+        let mut offsets: Vec<i64> = (0..self.count(second))
+            .map(|i| (self.hash(second, i, 3) % TICKS_PER_SECOND as u64) as i64)
+            .collect();
+        offsets.sort_unstable();
+        offsets
+    }
+
+    /// The JSON text of the `index`-th sign-in of `second`, at `ticks`.
+    pub fn render(&self, second: i64, index: u64, ticks: Ticks) -> String {
+        let h = |field: u64| self.hash(second, index, field);
+        let user = USERS[(h(10) % USERS.len() as u64) as usize];
+        let place = PLACES[(h(11) % PLACES.len() as u64) as usize];
+        let app = APPS[(h(12) % APPS.len() as u64) as usize];
+        let device = DEVICES[(h(13) % DEVICES.len() as u64) as usize];
+        let failed = h(14) % 10 == 0;
+        let mut out = String::with_capacity(1600);
+        out.push('{');
+        field(&mut out, "id", &guid(h(20), h(21)));
+        field(&mut out, "createdDateTime", &timestamp(ticks));
+        field(&mut out, "userDisplayName", user.1);
+        field(
+            &mut out,
+            "userPrincipalName",
+            &format!("{}@contoso.com", user.0),
+        );
+        field(&mut out, "userId", &guid(h(22), h(23)));
+        field(&mut out, "appId", app.0);
+        field(&mut out, "appDisplayName", app.1);
+        let ip = h(24);
+        field(
+            &mut out,
+            "ipAddress",
+            &format!(
+                "{}.{}.{}.{}",
+                20 + ip % 200,
+                (ip >> 8) % 256,
+                (ip >> 16) % 256,
+                1 + (ip >> 24) % 254
+            ),
+        );
+        field(&mut out, "clientAppUsed", device.2);
+        field(&mut out, "correlationId", &guid(h(25), h(26)));
+        field(
+            &mut out,
+            "conditionalAccessStatus",
+            if failed { "failure" } else { "success" },
+        );
+        raw(&mut out, "isInteractive", "true");
+        for name in [
+            "riskDetail",
+            "riskLevelAggregated",
+            "riskLevelDuringSignIn",
+            "riskState",
+        ] {
+            field(&mut out, name, "none");
+        }
+        raw(&mut out, "riskEventTypes", "[]");
+        raw(&mut out, "riskEventTypes_v2", "[]");
+        field(&mut out, "resourceDisplayName", "Microsoft Graph");
+        field(
+            &mut out,
+            "resourceId",
+            "00000003-0000-0000-c000-000000000000",
+        );
+        let status = if failed {
+            r#"{"errorCode":50126,"failureReason":"Error validating credentials due to invalid username or password.","additionalDetails":null}"#
+        } else {
+            r#"{"errorCode":0,"failureReason":null,"additionalDetails":null}"#
+        };
+        raw(&mut out, "status", status);
+        let mut detail = String::from("{");
+        field(&mut detail, "deviceId", "");
+        raw(&mut detail, "displayName", "null");
+        field(&mut detail, "operatingSystem", device.0);
+        field(&mut detail, "browser", device.1);
+        raw(&mut detail, "isCompliant", "null");
+        raw(&mut detail, "isManaged", "null");
+        raw(&mut detail, "trustType", "null");
+        close(&mut detail);
+        raw(&mut out, "deviceDetail", &detail);
+        let mut location = String::from("{");
+        field(&mut location, "city", place.0);
+        field(&mut location, "state", place.1);
+        field(&mut location, "countryOrRegion", place.2);
+        // Coordinates keep trailing digits a re-serializer would drop, so byte-exact
+        // delivery is observable.
+        raw(
+            &mut location,
+            "geoCoordinates",
+            &format!(
+                r#"{{"altitude":null,"latitude":{:.15},"longitude":{:.15}}}"#,
+                place.3, place.4
+            ),
+        );
+        close(&mut location);
+        raw(&mut out, "location", &location);
+        let mut policies = String::from("[");
+        for p in 0..h(15) % 3 {
+            let policy = POLICIES[((h(16) + p) % POLICIES.len() as u64) as usize];
+            let _ = write!(
+                policies,
+                r#"{{"id":"{}","displayName":{},"enforcedGrantControls":["Mfa"],"enforcedSessionControls":[],"result":"{}"}},"#,
+                policy.0,
+                json_string(policy.1),
+                if failed { "failure" } else { "success" }
+            );
+        }
+        if policies.ends_with(',') {
+            policies.pop();
+        }
+        policies.push(']');
+        raw(&mut out, "appliedConditionalAccessPolicies", &policies);
+        close(&mut out);
+        out
+    }
+}
+
+/// A JSON string literal with every non-ASCII character escaped as `\uXXXX`: Graph's
+/// text as a byte-exact exporter must pass it on (a re-serializer would unescape it).
+pub fn json_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || !c.is_ascii() => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn field(out: &mut String, name: &str, value: &str) {
+    raw(out, name, &json_string(value));
+}
+
+fn raw(out: &mut String, name: &str, value: &str) {
+    if !out.ends_with('{') {
+        out.push(',');
+    }
+    let _ = write!(out, "\"{name}\":{value}");
+}
+
+fn close(out: &mut String) {
+    out.push('}');
+}
+
+fn guid(a: u64, b: u64) -> String {
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | (b >> 48) & 0x3fff,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// `2026-11-29T13:57:00.1234567Z`
+pub fn timestamp(ticks: Ticks) -> String {
+    let second = ticks.div_euclid(TICKS_PER_SECOND);
+    let fraction = ticks.rem_euclid(TICKS_PER_SECOND);
+    let t = time::OffsetDateTime::from_unix_timestamp(second)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{fraction:07}Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+const USERS: &[(&str, &str)] = &[
+    ("adele.vance", "Adele Vance"),
+    ("alex.wilber", "Alex Wilber"),
+    ("zoe.muller", "Zoë Müller"),
+    ("joao.silva", "João Silva"),
+    ("olena.kovalenko", "Олена Коваленко"),
+    ("megan.bowen", "Megan Bowen"),
+    ("hiro.tanaka", "田中 博"),
+    ("lee.gu", "Lee Gu"),
+    ("nestor.wilke", "Nestor Wilke"),
+    ("pradeep.gupta", "Pradeep Gupta"),
+];
+
+/// (city, state, countryOrRegion, latitude, longitude)
+const PLACES: &[(&str, &str, &str, f64, f64)] = &[
+    (
+        "Redmond",
+        "Washington",
+        "US",
+        47.68050003051758,
+        -122.12094116210938,
+    ),
+    (
+        "Zürich",
+        "Zürich",
+        "CH",
+        47.37689971923828,
+        8.54170036315918,
+    ),
+    (
+        "São Paulo",
+        "São Paulo",
+        "BR",
+        -23.55049991607666,
+        -46.63330078125,
+    ),
+    (
+        "Kyiv",
+        "Kyiv City",
+        "UA",
+        50.45009994506836,
+        30.52339935302734,
+    ),
+    (
+        "Tokyo",
+        "Tokyo",
+        "JP",
+        35.68949890136719,
+        139.6916961669922,
+    ),
+    (
+        "Dublin",
+        "Dublin",
+        "IE",
+        53.34980010986328,
+        -6.260300159454346,
+    ),
+];
+
+/// (appId, appDisplayName)
+const APPS: &[(&str, &str)] = &[
+    ("de8bc8b5-d9f9-48b1-a8ad-b748da725064", "Graph explorer"),
+    (
+        "00000002-0000-0ff1-ce00-000000000000",
+        "Office 365 Exchange Online",
+    ),
+    ("c44b4083-3bb0-49c1-b47d-974e53cbdf3c", "Azure Portal"),
+    ("1fec8e78-bce4-4aaf-ab1b-5451cc387264", "Microsoft Teams"),
+];
+
+/// (operatingSystem, browser, clientAppUsed)
+const DEVICES: &[(&str, &str, &str)] = &[
+    ("Windows 10", "Edge 120.0.2210", "Browser"),
+    ("MacOs", "Safari 17.1", "Browser"),
+    (
+        "Ios",
+        "Mobile Safari 17.1",
+        "Mobile Apps and Desktop clients",
+    ),
+    ("Android", "Chrome Mobile 119.0", "Browser"),
+];
+
+const POLICIES: &[(&str, &str)] = &[
+    (
+        "de7e60eb-ed89-4d73-8205-2227def6b7c9",
+        "Require MFA for admins",
+    ),
+    (
+        "6701123a-b4c6-48af-8565-565c8bf7cabc",
+        "Medium sign-in risk → block",
+    ),
+    (
+        "0b5b3c2a-5b7e-4f0e-9a36-1f0c5d2e9a11",
+        "Require compliant device",
+    ),
+];

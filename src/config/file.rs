@@ -1,0 +1,108 @@
+//! Reading the YAML config file of the original: a flat mapping of option names.
+//!
+//! A key with an empty value (`tenant:` or `tenant: ""`, as in the original's shipped
+//! `app_config.yaml`) counts as not set, so such a file still lets the command line or
+//! the environment supply the credentials.
+
+use std::path::Path;
+
+use serde_yaml::Value;
+
+use super::{ConfigError, Source, spec};
+
+pub fn read(path: &Path) -> Result<Vec<(&'static str, String)>, ConfigError> {
+    let source = Source::File(path.to_path_buf());
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            "app_config",
+            source.clone(),
+            format!("cannot read: {e}"),
+            "a readable YAML file",
+        )
+    })?;
+    let document: Value = serde_yaml::from_str(&text).map_err(|e| {
+        ConfigError::new(
+            "app_config",
+            source.clone(),
+            format!("not valid YAML: {e}"),
+            "a YAML mapping of option names to values",
+        )
+    })?;
+    let mapping = match document {
+        Value::Null => return Ok(Vec::new()),
+        Value::Mapping(mapping) => mapping,
+        _ => {
+            return Err(ConfigError::new(
+                "app_config",
+                source,
+                "the document is not a mapping".into(),
+                "a YAML mapping of option names to values",
+            ));
+        }
+    };
+    let mut values = Vec::new();
+    for (key, value) in mapping {
+        let name = key.as_str().unwrap_or_default();
+        let spec = match spec::find(name) {
+            Some(spec) if spec.in_file => spec,
+            Some(spec) => {
+                return Err(ConfigError::new(
+                    spec.name,
+                    source,
+                    "not allowed in a config file".into(),
+                    "this option on the command line or in the environment",
+                ));
+            }
+            None => {
+                return Err(ConfigError::new(
+                    "app_config",
+                    source,
+                    format!("unknown option {:?}", yaml_key(&key)),
+                    &file_options(),
+                ));
+            }
+        };
+        if let Some(text) = scalar(spec.name, &value, &source)? {
+            values.push((spec.name, text));
+        }
+    }
+    Ok(values)
+}
+
+fn scalar(name: &str, value: &Value, source: &Source) -> Result<Option<String>, ConfigError> {
+    let text = match value {
+        Value::Null => return Ok(None),
+        Value::String(s) if s.is_empty() => return Ok(None),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => {
+            return Err(ConfigError::new(
+                name,
+                source.clone(),
+                "expected a single value, found a list or mapping".into(),
+                "a string, number or boolean",
+            ));
+        }
+    };
+    Ok(Some(text))
+}
+
+fn yaml_key(key: &Value) -> String {
+    match key {
+        Value::String(s) => s.clone(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+fn file_options() -> String {
+    let names: Vec<&str> = spec::OPTIONS
+        .iter()
+        .filter(|s| s.in_file)
+        .map(|s| s.name)
+        .collect();
+    names.join(", ")
+}

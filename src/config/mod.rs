@@ -1,0 +1,491 @@
+//! Configuration: gathers option values from the config file, the command line, the
+//! environment and the defaults (in that order of precedence, as the original did),
+//! checks them, and builds the typed [`Config`] a run is made from.
+
+mod cli;
+mod file;
+mod parse;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::secret::Secret;
+
+/// Where an option's value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Not given anywhere (for "missing" errors).
+    Unset,
+    Default,
+    Env,
+    Cli,
+    File(PathBuf),
+}
+
+impl Source {
+    fn describe(&self, option: &str) -> String {
+        match self {
+            Source::Unset => "nowhere".into(),
+            Source::Default => "the default".into(),
+            Source::Env => format!("environment variable {}", spec::env_name(option)),
+            Source::Cli => format!("command line --{option}"),
+            Source::File(path) => format!("config file {}", path.display()),
+        }
+    }
+}
+
+/// A usage or configuration error: exit code 2.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    option: Option<(String, Source)>,
+    problem: String,
+    accepted: Option<String>,
+}
+
+impl ConfigError {
+    pub fn new(option: &str, source: Source, problem: String, accepted: &str) -> Self {
+        ConfigError {
+            option: Some((option.to_string(), source)),
+            problem,
+            accepted: Some(accepted.to_string()),
+        }
+    }
+
+    pub fn invalid(option: &str, source: Source, value: &str, accepted: String) -> Self {
+        let shown = if spec::find(option).is_some_and(|s| s.name == "client_secret") {
+            "(hidden)".to_string()
+        } else {
+            format!("{value:?}")
+        };
+        Self::new(option, source, format!("invalid value {shown}"), &accepted)
+    }
+
+    pub fn usage(problem: String) -> Self {
+        ConfigError {
+            option: None,
+            problem,
+            accepted: None,
+        }
+    }
+
+    /// The option the error is about, if it is about one.
+    pub fn option(&self) -> Option<&str> {
+        self.option.as_ref().map(|(name, _)| name.as_str())
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((name, source)) = &self.option {
+            write!(f, "option {name}: ")?;
+            f.write_str(&self.problem)?;
+            if *source != Source::Unset {
+                write!(f, " (from {})", source.describe(name))?;
+            }
+        } else {
+            f.write_str(&self.problem)?;
+        }
+        if let Some(accepted) = &self.accepted {
+            write!(f, "; accepted: {accepted}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Redis,
+    Log,
+    File,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    List,
+    Channel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    Path(PathBuf),
+}
+
+/// A Redis URL whose password must not be shown: `Debug` and [`RedisTarget::endpoint`]
+/// give host, port and database only.
+#[derive(Clone)]
+pub struct RedisTarget {
+    url: Secret,
+    endpoint: String,
+}
+
+impl RedisTarget {
+    fn new(url: url::Url) -> Self {
+        let endpoint = format!(
+            "{}://{}:{}{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default(),
+            url.port().unwrap_or(6379),
+            url.path()
+        );
+        RedisTarget {
+            url: Secret::new(url.to_string()),
+            endpoint,
+        }
+    }
+
+    /// The full URL, password included: only for opening the connection.
+    pub fn url(&self) -> &Secret {
+        &self.url
+    }
+
+    /// `redis://host:port/db`, safe to log.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+}
+
+impl fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisTarget({})", self.endpoint)
+    }
+}
+
+/// A checked configuration: everything a run needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub app_config: Option<PathBuf>,
+    pub tenant: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub timelag: u64,
+    pub streams: usize,
+    pub stream_frame: u64,
+    pub page_size: u32,
+    pub queue_backend: Backend,
+    pub queue_type: QueueType,
+    pub queue_key: String,
+    pub redis: RedisTarget,
+    pub greenlets_count: usize,
+    pub redis_pool_block: bool,
+    pub redis_pool_gevent_queue: bool,
+    pub redis_pool_max_connections: u32,
+    pub redis_pool_timeout: Duration,
+    pub graph_url: url::Url,
+    pub login_url: url::Url,
+    pub file_path: Output,
+    pub log_level: log::LevelFilter,
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    /// A fixed "now" for replaying cron runs in tests (`MSGX_NOW`, undocumented in --help).
+    pub fixed_now: Option<OffsetDateTime>,
+}
+
+/// What one invocation asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    Help(String),
+    Version(String),
+    Run(Box<Config>),
+}
+
+/// Reads the configuration from `args` (without the program name), the environment
+/// lookup `env`, and the config file they name.
+pub fn load(
+    args: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Invocation, ConfigError> {
+    let cli_values = match cli::parse(args)? {
+        cli::CliRequest::Help => return Ok(Invocation::Help(spec::help_text())),
+        cli::CliRequest::Version => {
+            return Ok(Invocation::Version(format!(
+                "msgx-once {}",
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        cli::CliRequest::Run(values) => values,
+    };
+    let mut values = Values::default();
+    for spec in spec::OPTIONS {
+        if let Some(default) = spec.default {
+            values.set(spec.name, default.to_string(), Source::Default);
+        }
+        if let Some(value) = env(&spec::env_name(spec.name)).filter(|v| !v.is_empty()) {
+            values.set(spec.name, value, Source::Env);
+        }
+    }
+    for (name, value) in cli_values {
+        values.set(name, value, Source::Cli);
+    }
+    if let Some((path, _)) = values.get("app_config") {
+        let path = PathBuf::from(path);
+        for (name, value) in file::read(&path)? {
+            values.set(name, value, Source::File(path.clone()));
+        }
+    }
+    let fixed_now = env("MSGX_NOW")
+        .map(|v| {
+            parse::timestamp(&v).map_err(|accepted| {
+                ConfigError::new(
+                    "MSGX_NOW",
+                    Source::Env,
+                    format!("invalid value {v:?}"),
+                    &accepted,
+                )
+            })
+        })
+        .transpose()?;
+    let mut config = values.build()?;
+    config.fixed_now = fixed_now;
+    Ok(Invocation::Run(Box::new(config)))
+}
+
+/// Raw option values with their sources; later `set`s win.
+#[derive(Default)]
+struct Values(BTreeMap<&'static str, (String, Source)>);
+
+impl Values {
+    fn set(&mut self, name: &'static str, value: String, source: Source) {
+        self.0.insert(name, (value, source));
+    }
+
+    fn get(&self, name: &str) -> Option<(&str, &Source)> {
+        self.0.get(name).map(|(v, s)| (v.as_str(), s))
+    }
+
+    /// Parses option `name` with `parser`, turning its complaint into a ConfigError.
+    fn typed<T>(
+        &self,
+        name: &str,
+        parser: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some((value, source)) => parser(value)
+                .map(Some)
+                .map_err(|accepted| ConfigError::invalid(name, source.clone(), value, accepted)),
+        }
+    }
+
+    fn required<T>(
+        &self,
+        name: &str,
+        parser: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        self.typed(name, parser)?.ok_or_else(|| ConfigError {
+            option: Some((name.to_string(), Source::Unset)),
+            problem: "missing".into(),
+            accepted: Some(format!(
+                "set it in the config file, as --{name}, or as {}",
+                spec::env_name(name)
+            )),
+        })
+    }
+
+    fn number(&self, name: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+        self.required(name, |v| parse::integer(v, min, max))
+    }
+
+    fn build(&self) -> Result<Config, ConfigError> {
+        let text = |v: &str| Ok::<_, String>(v.to_string());
+        let non_empty = |v: &str| {
+            if v.trim().is_empty() {
+                Err("a non-empty string".to_string())
+            } else {
+                Ok(v.to_string())
+            }
+        };
+        let since = self.typed("since", parse::timestamp)?;
+        let until = self.typed("until", parse::timestamp)?;
+        self.check_backfill_bounds(since, until)?;
+        Ok(Config {
+            app_config: self.typed("app_config", text)?.map(PathBuf::from),
+            tenant: self.required("tenant", parse::tenant)?,
+            client_id: self.required("client_id", non_empty)?,
+            client_secret: self.required("client_secret", |v| non_empty(v).map(Secret::new))?,
+            timelag: self.number("timelag", 0, 30 * 86_400)?,
+            streams: self.number("streams", 1, 64)? as usize,
+            stream_frame: self.number("stream_frame", 1, 86_400)?,
+            page_size: self.number("page_size", 1, 1000)? as u32,
+            queue_backend: self.required("queue_backend", |v| {
+                parse::choice(v, &["redis", "log", "file"]).map(|c| match c {
+                    "redis" => Backend::Redis,
+                    "log" => Backend::Log,
+                    _ => Backend::File,
+                })
+            })?,
+            queue_type: self.required("queue_type", |v| {
+                parse::choice(v, &["list", "channel"]).map(|c| match c {
+                    "list" => QueueType::List,
+                    _ => QueueType::Channel,
+                })
+            })?,
+            queue_key: self.required("queue_key", non_empty)?,
+            redis: self.required("redis_url", |v| parse::redis_url(v).map(RedisTarget::new))?,
+            greenlets_count: self.number("greenlets_count", 1, 256)? as usize,
+            redis_pool_block: self.required("redis_pool_block", parse::boolean)?,
+            redis_pool_gevent_queue: self.required("redis_pool_gevent_queue", parse::boolean)?,
+            redis_pool_max_connections: self.number("redis_pool_max_connections", 1, 1024)? as u32,
+            redis_pool_timeout: Duration::from_secs(self.number("redis_pool_timeout", 1, 3600)?),
+            graph_url: self.required("graph_url", parse::origin)?,
+            login_url: self.required("login_url", parse::origin)?,
+            file_path: self.required("file_path", |v| {
+                non_empty(v).map(|p| match p.as_str() {
+                    "-" => Output::Stdout,
+                    _ => Output::Path(PathBuf::from(p)),
+                })
+            })?,
+            log_level: self.required("log_level", parse::log_level)?,
+            since,
+            until,
+            fixed_now: None,
+        })
+    }
+
+    fn check_backfill_bounds(
+        &self,
+        since: Option<OffsetDateTime>,
+        until: Option<OffsetDateTime>,
+    ) -> Result<(), ConfigError> {
+        let until_source = || {
+            self.get("until")
+                .map(|(_, s)| s.clone())
+                .unwrap_or(Source::Cli)
+        };
+        match (since, until) {
+            (None, Some(_)) => Err(ConfigError::new(
+                "until",
+                until_source(),
+                "given without since".into(),
+                "--until together with --since",
+            )),
+            (Some(since), Some(until)) if since >= until => Err(ConfigError::new(
+                "until",
+                until_source(),
+                "not after since".into(),
+                "a time later than --since",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match load(&args, &|name| env.get(name).cloned())? {
+            Invocation::Run(config) => Ok(*config),
+            other => panic!("expected a run, got {other:?}"),
+        }
+    }
+
+    const CREDS: [&str; 6] = ["--tenant", "t", "--client_id", "c", "--client_secret", "s"];
+
+    #[test]
+    fn defaults_match_the_original() {
+        let config = load_with(&CREDS, &[]).unwrap();
+        assert_eq!(config.timelag, 120);
+        assert_eq!(config.streams, 2);
+        assert_eq!(config.stream_frame, 30);
+        assert_eq!(config.page_size, 1000);
+        assert_eq!(config.queue_backend, Backend::Redis);
+        assert_eq!(config.queue_type, QueueType::List);
+        assert_eq!(config.queue_key, "ms_graph_exporter");
+        assert_eq!(config.redis.endpoint(), "redis://localhost:6379/0");
+        assert_eq!(config.greenlets_count, 10);
+        assert!(config.redis_pool_block);
+        assert_eq!(config.redis_pool_max_connections, 15);
+        assert_eq!(config.redis_pool_timeout, Duration::from_secs(1));
+        assert_eq!(config.file_path, Output::Stdout);
+    }
+
+    #[test]
+    fn cli_beats_env() {
+        let config = load_with(
+            &["--streams", "4"],
+            &[
+                ("GRAPH_STREAMS", "3"),
+                ("GRAPH_TIMELAG", "60"),
+                ("GRAPH_TENANT", "t"),
+                ("GRAPH_CLIENT_ID", "c"),
+                ("GRAPH_CLIENT_SECRET", "s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.streams, 4);
+        assert_eq!(config.timelag, 60);
+    }
+
+    #[test]
+    fn errors_name_option_source_and_accepted_values() {
+        let mut args = CREDS.to_vec();
+        args.extend(["--streams", "0"]);
+        let err = load_with(&args, &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "option streams: invalid value \"0\" (from command line --streams); \
+             accepted: a whole number from 1 to 64"
+        );
+        let err = load_with(&CREDS, &[("GRAPH_PAGE_SIZE", "1001")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("(from environment variable GRAPH_PAGE_SIZE)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_credentials_are_errors() {
+        let err = load_with(&["--tenant", "t", "--client_id", "c"], &[]).unwrap_err();
+        assert_eq!(err.option(), Some("client_secret"));
+    }
+
+    #[test]
+    fn secrets_are_never_echoed() {
+        let err = load_with(
+            &["--tenant", "t", "--client_id", "c", "--client_secret", " "],
+            &[],
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("\" \""), "{err}");
+        let config = load_with(
+            &[
+                "--tenant",
+                "t",
+                "--client_id",
+                "c",
+                "--client_secret",
+                "hunter2",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn backfill_bounds_are_ordered() {
+        let mut args = CREDS.to_vec();
+        args.extend([
+            "--since",
+            "2026-01-02T00:00:00Z",
+            "--until",
+            "2026-01-01T00:00:00Z",
+        ]);
+        assert_eq!(load_with(&args, &[]).unwrap_err().option(), Some("until"));
+    }
+}

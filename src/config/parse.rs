@@ -1,0 +1,168 @@
+//! Typed parsers for option values. Each returns what it accepts on failure, so the
+//! caller can say which option, from which source, and what would have been valid.
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+pub fn boolean(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err("true or false (also yes/no, on/off, 1/0)".into()),
+    }
+}
+
+pub fn integer(value: &str, min: u64, max: u64) -> Result<u64, String> {
+    let accepted = || format!("a whole number from {min} to {max}");
+    let number: u64 = value.trim().parse().map_err(|_| accepted())?;
+    if (min..=max).contains(&number) {
+        Ok(number)
+    } else {
+        Err(accepted())
+    }
+}
+
+pub fn choice<'a>(value: &str, choices: &[&'a str]) -> Result<&'a str, String> {
+    let wanted = value.trim().to_ascii_lowercase();
+    choices
+        .iter()
+        .copied()
+        .find(|c| *c == wanted)
+        .ok_or_else(|| format!("one of {}", choices.join(", ")))
+}
+
+/// An RFC 3339 timestamp on a whole second: frames are cut on whole seconds, so a
+/// fraction could not be honoured exactly.
+pub fn timestamp(value: &str) -> Result<OffsetDateTime, String> {
+    let accepted = "an RFC 3339 timestamp on a whole second, e.g. 2026-11-29T13:00:00Z";
+    let parsed = OffsetDateTime::parse(value.trim(), &Rfc3339).map_err(|_| accepted.to_string())?;
+    if parsed.nanosecond() != 0 {
+        return Err(accepted.into());
+    }
+    Ok(parsed.to_offset(time::UtcOffset::UTC))
+}
+
+/// An http(s) origin such as `https://graph.microsoft.com`; returned without a trailing
+/// slash so paths can be appended.
+pub fn origin(value: &str) -> Result<url::Url, String> {
+    let accepted = "an http:// or https:// URL of a host, e.g. https://graph.microsoft.com";
+    let url = url::Url::parse(value.trim()).map_err(|_| accepted.to_string())?;
+    let plain = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && (url.path() == "/" || url.path().is_empty());
+    if plain { Ok(url) } else { Err(accepted.into()) }
+}
+
+/// A tenant as Graph takes it in the token URL: a GUID or a domain name.
+pub fn tenant(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err("a tenant GUID or domain name (letters, digits, '-' and '.')".into())
+    }
+}
+
+pub fn log_level(value: &str) -> Result<log::LevelFilter, String> {
+    let name = choice(value, &["error", "warn", "info", "debug", "trace"])?;
+    name.parse()
+        .map_err(|_| "error, warn, info, debug or trace".into())
+}
+
+/// A Redis URL in redis-py's forms, normalised for the redis crate: redis-py reads the
+/// database from `?db=N` (which wins) or from the path; the redis crate only from the path.
+pub fn redis_url(value: &str) -> Result<url::Url, String> {
+    let accepted = "redis://[:password@]host[:port][/db][?db=N] or rediss://…";
+    let mut url = url::Url::parse(value.trim()).map_err(|_| accepted.to_string())?;
+    if !matches!(url.scheme(), "redis" | "rediss") || url.host_str().is_none() {
+        return Err(accepted.into());
+    }
+    let db_query = url
+        .query_pairs()
+        .find(|(k, _)| k == "db")
+        .map(|(_, v)| v.into_owned());
+    let db = match db_query {
+        Some(db) => db,
+        None => url.path().trim_matches('/').to_string(),
+    };
+    if !db.is_empty() && db.parse::<u16>().is_err() {
+        return Err(format!("{accepted} (the database must be a number)"));
+    }
+    let others: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "db")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.set_query(None);
+    if !others.is_empty() {
+        url.query_pairs_mut().extend_pairs(others);
+    }
+    let db = if db.is_empty() { "0".to_string() } else { db };
+    url.set_path(&format!("/{db}"));
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_urls_in_every_documented_form() {
+        let cases = [
+            ("redis://localhost:6379?db=0", "redis://localhost:6379/0"),
+            ("redis://localhost:6379?db=3", "redis://localhost:6379/3"),
+            ("redis://h:1/0", "redis://h:1/0"),
+            ("redis://h:1/5?db=2", "redis://h:1/2"),
+            ("redis://:pa%40ss@h", "redis://:pa%40ss@h/0"),
+            ("rediss://h:6380", "rediss://h:6380/0"),
+        ];
+        for (given, normalised) in cases {
+            assert_eq!(redis_url(given).unwrap().as_str(), normalised, "{given}");
+        }
+        for bad in ["http://h", "redis://", "redis://h?db=x", "not a url"] {
+            assert!(redis_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn integers_are_range_checked() {
+        assert_eq!(integer("1000", 1, 1000), Ok(1000));
+        assert_eq!(
+            integer("1001", 1, 1000),
+            Err("a whole number from 1 to 1000".into())
+        );
+        assert!(integer("-1", 0, 5).is_err());
+        assert!(integer("2.5", 0, 5).is_err());
+    }
+
+    #[test]
+    fn timestamps_must_be_whole_seconds() {
+        assert!(timestamp("2026-11-29T13:00:00Z").is_ok());
+        assert!(timestamp("2026-11-29T15:00:00+02:00").is_ok());
+        assert!(timestamp("2026-11-29T13:00:00.5Z").is_err());
+        assert!(timestamp("yesterday").is_err());
+    }
+
+    #[test]
+    fn origins_are_plain_hosts() {
+        assert!(origin("https://graph.microsoft.com").is_ok());
+        assert!(origin("http://127.0.0.1:8080/").is_ok());
+        assert!(origin("https://graph.microsoft.com/v1.0").is_err());
+        assert!(origin("ftp://x").is_err());
+        assert!(origin("https://user:pw@x").is_err());
+    }
+
+    #[test]
+    fn tenants_cannot_inject_paths() {
+        assert!(tenant("contoso.onmicrosoft.com").is_ok());
+        assert!(tenant("../evil").is_err());
+        assert!(tenant("a/b").is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! The crate's error type, one variant per boundary, and the exit codes they map to.
+//!
+//! Messages carry context (which option and where it came from, which frame, which URL
+//! with its paging token elided, which Redis host) and never a secret.
+
+use std::fmt;
+
+use crate::config::ConfigError;
+
+/// Exit codes of `msgx-once`, documented in the README.
+pub mod exit {
+    /// Every frame was fetched and written.
+    pub const OK: u8 = 0;
+    /// At least one frame failed: the export is incomplete.
+    pub const INCOMPLETE: u8 = 1;
+    /// Usage or configuration error: nothing was exported.
+    pub const USAGE: u8 = 2;
+    /// The identity platform refused the credentials.
+    pub const AUTH: u8 = 3;
+    /// Interrupted by SIGINT (128 + 2).
+    pub const SIGINT: u8 = 130;
+    /// Interrupted by SIGTERM (128 + 15).
+    pub const SIGTERM: u8 = 143;
+}
+
+/// Why the token endpoint did not give us a token.
+#[derive(Debug, Clone)]
+pub enum AuthError {
+    /// The identity platform answered with an OAuth error: the credentials are wrong.
+    Refused {
+        status: u16,
+        error: String,
+        description: String,
+    },
+    /// The token endpoint could not be reached or answered something unexpected.
+    Unavailable { url: String, message: String },
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::Refused {
+                status,
+                error,
+                description,
+            } => write!(
+                f,
+                "authentication refused (HTTP {status}, {error}): {description}"
+            ),
+            AuthError::Unavailable { url, message } => {
+                write!(f, "token endpoint {url} unavailable: {message}")
+            }
+        }
+    }
+}
+
+/// Why one Graph request (one page) failed.
+#[derive(Debug, Clone)]
+pub enum GraphError {
+    /// Graph answered with a non-success status.
+    Status {
+        url: String,
+        status: u16,
+        code: String,
+        message: String,
+        request_id: Option<String>,
+    },
+    /// No usable answer: connection refused or reset, timeout, TLS or IO error.
+    Transport { url: String, message: String },
+    /// A 200 whose body is not a Graph collection page.
+    Malformed { url: String, message: String },
+    /// A paging link that must not be followed.
+    UnsafeNextLink { url: String, reason: String },
+    /// No token to send.
+    Auth(AuthError),
+}
+
+impl fmt::Display for GraphError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GraphError::Status {
+                url,
+                status,
+                code,
+                message,
+                request_id,
+            } => {
+                write!(f, "GET {url}: HTTP {status} {code}: {message}")?;
+                if let Some(id) = request_id {
+                    write!(f, " (request-id {id})")?;
+                }
+                Ok(())
+            }
+            GraphError::Transport { url, message } => write!(f, "GET {url}: {message}"),
+            GraphError::Malformed { url, message } => {
+                write!(f, "GET {url}: malformed page: {message}")
+            }
+            GraphError::UnsafeNextLink { url, reason } => {
+                write!(f, "refusing to follow @odata.nextLink {url}: {reason}")
+            }
+            GraphError::Auth(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<AuthError> for GraphError {
+    fn from(e: AuthError) -> Self {
+        GraphError::Auth(e)
+    }
+}
+
+/// Why a sink could not take a page.
+#[derive(Debug, Clone)]
+pub struct SinkError {
+    /// Where the records were going: `redis 127.0.0.1:6379`, a file path, `stdout`.
+    pub target: String,
+    pub message: String,
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.target, self.message)
+    }
+}
+
+/// Errors that end a run before or outside the per-frame work.
+#[derive(Debug)]
+pub enum Error {
+    Config(ConfigError),
+    Auth(AuthError),
+    Sink(SinkError),
+    /// Setting up the run failed (thread pool, output file).
+    Setup(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) => exit::USAGE,
+            Error::Auth(AuthError::Refused { .. }) => exit::AUTH,
+            Error::Auth(AuthError::Unavailable { .. }) | Error::Sink(_) | Error::Setup(_) => {
+                exit::INCOMPLETE
+            }
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(e) => e.fmt(f),
+            Error::Auth(e) => e.fmt(f),
+            Error::Sink(e) => e.fmt(f),
+            Error::Setup(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
+    }
+}
+
+impl From<AuthError> for Error {
+    fn from(e: AuthError) -> Self {
+        Error::Auth(e)
+    }
+}
+
+impl From<SinkError> for Error {
+    fn from(e: SinkError) -> Self {
+        Error::Sink(e)
+    }
+}

@@ -1,0 +1,170 @@
+//! The sign-ins client: builds a frame's query, sends each page request with the
+//! shared token, and turns Graph's answers into pages or [`GraphError`]s.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::paging::{NextLinkGuard, Page, display_url};
+use super::transport::{HttpResponse, HttpTransport};
+use crate::auth::TokenSource;
+use crate::error::GraphError;
+use crate::ids;
+use crate::window::Frame;
+
+pub struct GraphClient {
+    transport: Arc<dyn HttpTransport>,
+    tokens: Arc<TokenSource>,
+    graph_url: url::Url,
+    page_size: u32,
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: GraphErrorBody,
+}
+
+#[derive(Deserialize)]
+struct GraphErrorBody {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+impl GraphClient {
+    pub fn new(
+        transport: Arc<dyn HttpTransport>,
+        tokens: Arc<TokenSource>,
+        graph_url: url::Url,
+        page_size: u32,
+    ) -> Self {
+        GraphClient {
+            transport,
+            tokens,
+            graph_url,
+            page_size,
+        }
+    }
+
+    /// The first page of a frame: its `$filter` and `$top`; later pages come from
+    /// `@odata.nextLink`.
+    pub fn first_url(&self, frame: &Frame) -> String {
+        format!(
+            "{}/v1.0/auditLogs/signIns?$filter={}&$top={}",
+            self.graph_url.as_str().trim_end_matches('/'),
+            percent_encode(&frame.filter()),
+            self.page_size
+        )
+    }
+
+    /// Fetches `frame` page by page, handing each page to `on_page` in Graph's order.
+    /// Stops at the first page that fails, or when `on_page` breaks.
+    pub fn fetch_frame(
+        &self,
+        frame: &Frame,
+        mut on_page: impl FnMut(Page) -> ControlFlow<()>,
+    ) -> Result<(), GraphError> {
+        let mut guard = NextLinkGuard::new(&self.graph_url);
+        let mut url = self.first_url(frame);
+        loop {
+            let page = self.fetch_page(&url)?;
+            let next = page.next_link().map(str::to_string);
+            if on_page(page).is_break() {
+                return Ok(());
+            }
+            match next {
+                None => return Ok(()),
+                Some(link) => {
+                    guard
+                        .check(&link)
+                        .map_err(|reason| GraphError::UnsafeNextLink {
+                            url: display_url(&link),
+                            reason,
+                        })?;
+                    url = link;
+                }
+            }
+        }
+    }
+
+    /// One GET of one page.
+    pub fn fetch_page(&self, url: &str) -> Result<Page, GraphError> {
+        let bearer = self.tokens.bearer()?;
+        let authorization = bearer.header_value();
+        let request_id = ids::guid();
+        let headers = [
+            ("Authorization", authorization.as_str()),
+            ("Accept", "application/json"),
+            ("client-request-id", request_id.as_str()),
+        ];
+        let shown = display_url(url);
+        let response = self
+            .transport
+            .get(url, &headers)
+            .map_err(|e| GraphError::Transport {
+                url: shown.clone(),
+                message: format!("{e} (client-request-id {request_id})"),
+            })?;
+        if response.status == 401 {
+            self.tokens.invalidate(&bearer);
+        }
+        if response.status != 200 {
+            return Err(status_error(shown, &response));
+        }
+        let page = Page::parse(response.body).map_err(|message| GraphError::Malformed {
+            url: shown.clone(),
+            message,
+        })?;
+        log::debug!(
+            "GET {shown}: {} records, {} bytes",
+            page.len(),
+            page.body_len()
+        );
+        Ok(page)
+    }
+}
+
+fn status_error(url: String, response: &HttpResponse) -> GraphError {
+    let (code, message) = match serde_json::from_slice::<ErrorEnvelope>(&response.body) {
+        Ok(envelope) => (envelope.error.code, envelope.error.message),
+        Err(_) => (
+            String::new(),
+            String::from_utf8_lossy(&response.body[..response.body.len().min(200)]).into_owned(),
+        ),
+    };
+    GraphError::Status {
+        url,
+        status: response.status,
+        code,
+        message: message.chars().take(300).collect(),
+        request_id: response.request_id.clone(),
+    }
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters stay as they are).
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() * 3 / 2);
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_percent_encoded() {
+        assert_eq!(
+            percent_encode("createdDateTime ge 2026-01-01T00:00:00.0000000Z"),
+            "createdDateTime%20ge%202026-01-01T00%3A00%3A00.0000000Z"
+        );
+    }
+}

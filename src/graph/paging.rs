@@ -1,0 +1,184 @@
+//! Graph collection pages: the records as their exact original JSON text, and the
+//! `@odata.nextLink` to the next page, followed only where it is safe to send a token.
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// One page of a Graph collection. Records are byte ranges of the body, so they are
+/// passed on exactly as Graph sent them, without copying or re-serializing.
+#[derive(Debug)]
+pub struct Page {
+    body: String,
+    records: Vec<Range<usize>>,
+    next_link: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    value: Vec<&'a RawValue>,
+    #[serde(rename = "@odata.nextLink", default)]
+    next_link: Option<String>,
+}
+
+impl Page {
+    /// Parses a response body; anything but a collection page with a `value` array is
+    /// an error (a truncated body, an HTML error page, a JSON object of another shape).
+    pub fn parse(body: Vec<u8>) -> Result<Page, String> {
+        let body = String::from_utf8(body).map_err(|e| format!("not UTF-8: {e}"))?;
+        let envelope: Envelope = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        let base = body.as_ptr() as usize;
+        let records = envelope
+            .value
+            .iter()
+            .map(|raw| {
+                let start = raw.get().as_ptr() as usize - base;
+                start..start + raw.get().len()
+            })
+            .collect();
+        let next_link = envelope.next_link;
+        Ok(Page {
+            body,
+            records,
+            next_link,
+        })
+    }
+
+    pub fn records(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.records.iter().map(|r| &self.body[r.clone()])
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn next_link(&self) -> Option<&str> {
+        self.next_link.as_deref()
+    }
+
+    /// Bytes of the page as received (after decompression).
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+}
+
+/// Decides whether a frame's next link may be followed: the bearer token must only go
+/// to the configured Graph origin, and a link seen before would page forever.
+pub struct NextLinkGuard {
+    origin: url::Origin,
+    seen: HashSet<String>,
+}
+
+impl NextLinkGuard {
+    pub fn new(graph_url: &url::Url) -> Self {
+        NextLinkGuard {
+            origin: graph_url.origin(),
+            seen: HashSet::new(),
+        }
+    }
+
+    pub fn check(&mut self, link: &str) -> Result<(), String> {
+        let url = url::Url::parse(link).map_err(|_| "not an absolute URL".to_string())?;
+        if url.origin() != self.origin {
+            return Err(format!(
+                "it leaves the configured Graph host {}",
+                self.origin.ascii_serialization()
+            ));
+        }
+        if !self.seen.insert(link.to_string()) {
+            return Err("it was already followed in this frame".into());
+        }
+        Ok(())
+    }
+}
+
+/// A URL fit for logs: the opaque `$skiptoken` value is elided.
+pub fn display_url(url: &str) -> String {
+    match url
+        .find("$skiptoken=")
+        .or_else(|| url.find("%24skiptoken="))
+    {
+        Some(at) => {
+            let value_start = url[at..].find('=').map_or(url.len(), |i| at + i + 1);
+            let value_end = url[value_start..]
+                .find('&')
+                .map_or(url.len(), |i| value_start + i);
+            format!("{}…{}", &url[..value_start], &url[value_end..])
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_keep_their_exact_bytes() {
+        let body = r#"{"@odata.context":"x","value":[ {"a":"\u00e9","n":1.50} ,{"b":[1, 2]}],"@odata.nextLink":"https://g/v1.0/x?$skiptoken=a\u0026b"}"#;
+        let page = Page::parse(body.as_bytes().to_vec()).unwrap();
+        let records: Vec<&str> = page.records().collect();
+        assert_eq!(records, [r#"{"a":"\u00e9","n":1.50}"#, r#"{"b":[1, 2]}"#]);
+        assert_eq!(page.next_link(), Some("https://g/v1.0/x?$skiptoken=a&b"));
+    }
+
+    #[test]
+    fn empty_pages_are_valid_and_other_shapes_are_not() {
+        assert!(Page::parse(br#"{"value":[]}"#.to_vec()).unwrap().is_empty());
+        for bad in [
+            &br#"{"error":{}}"#[..],
+            br#"{"value":[{"a":1}"#,
+            b"<html>",
+            b"\xff",
+        ] {
+            assert!(Page::parse(bad.to_vec()).is_err());
+        }
+    }
+
+    #[test]
+    fn next_links_must_stay_on_the_graph_origin() {
+        let graph = url::Url::parse("https://graph.microsoft.com").unwrap();
+        let mut guard = NextLinkGuard::new(&graph);
+        assert!(
+            guard
+                .check("https://graph.microsoft.com/v1.0/a?$skiptoken=1")
+                .is_ok()
+        );
+        assert!(
+            guard
+                .check("https://graph.microsoft.com/v1.0/a?$skiptoken=1")
+                .is_err()
+        );
+        assert!(
+            guard
+                .check("http://graph.microsoft.com/v1.0/a?$skiptoken=2")
+                .is_err()
+        );
+        assert!(
+            guard
+                .check("https://graph.microsoft.com:444/v1.0/a")
+                .is_err()
+        );
+        assert!(guard.check("https://evil.example/v1.0/a").is_err());
+        assert!(guard.check("/v1.0/relative").is_err());
+    }
+
+    #[test]
+    fn skiptokens_are_elided_from_displayed_urls() {
+        assert_eq!(
+            display_url("https://g/v1.0/s?$filter=x&$top=5&$skiptoken=abc123"),
+            "https://g/v1.0/s?$filter=x&$top=5&$skiptoken=…"
+        );
+        assert_eq!(
+            display_url("https://g/s?%24skiptoken=abc&$top=1"),
+            "https://g/s?%24skiptoken=…&$top=1"
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! The HTTP boundary: the one trait through which Graph and the identity platform are
+//! reached, and its ureq implementation.
+
+use std::time::Duration;
+
+/// What we keep of an HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub request_id: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// A request that got no usable response.
+#[derive(Debug, Clone)]
+pub enum TransportError {
+    /// Connect, DNS, TLS, reset or timeout: worth another try.
+    Network(String),
+    /// The body was larger than the cap: the answer will not get smaller on a retry.
+    TooLarge(u64),
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransportError::Network(message) => f.write_str(message),
+            TransportError::TooLarge(limit) => {
+                write!(f, "response body larger than {limit} bytes")
+            }
+        }
+    }
+}
+
+pub trait HttpTransport: Send + Sync {
+    fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, TransportError>;
+    fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<HttpResponse, TransportError>;
+}
+
+pub struct TransportOptions {
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept per host: one per stream, so pages reuse them.
+    pub idle_per_host: usize,
+    /// Largest response body accepted, after decompression.
+    pub body_limit: u64,
+}
+
+pub struct UreqTransport {
+    agent: ureq::Agent,
+    body_limit: u64,
+}
+
+impl UreqTransport {
+    pub fn new(options: &TransportOptions) -> Self {
+        let agent = ureq::Agent::config_builder()
+            // Statuses are ours to interpret: a 429's Retry-After must stay readable.
+            .http_status_as_error(false)
+            // A redirect could carry the request to a host we did not configure.
+            .max_redirects(0)
+            .timeout_global(Some(options.timeout))
+            .timeout_connect(Some(options.connect_timeout))
+            .max_idle_connections_per_host(options.idle_per_host.max(1))
+            .max_idle_connections(options.idle_per_host.max(1) * 2)
+            .user_agent(concat!("msgx-once/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
+        UreqTransport {
+            agent,
+            body_limit: options.body_limit,
+        }
+    }
+
+    fn finish(
+        &self,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<HttpResponse, TransportError> {
+        let mut response = result.map_err(network)?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let retry_after = header("retry-after");
+        let request_id = header("request-id");
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(self.body_limit)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(limit) => TransportError::TooLarge(limit),
+                other => network(other),
+            })?;
+        Ok(HttpResponse {
+            status,
+            retry_after,
+            request_id,
+            body,
+        })
+    }
+}
+
+fn network(error: ureq::Error) -> TransportError {
+    TransportError::Network(error.to_string())
+}
+
+impl HttpTransport for UreqTransport {
+    fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, TransportError> {
+        let mut request = self.agent.get(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.finish(request.call())
+    }
+
+    fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<HttpResponse, TransportError> {
+        let request = self.agent.post(url).header("Accept", "application/json");
+        self.finish(request.send_form(form.iter().copied()))
+    }
+}

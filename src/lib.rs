@@ -1,0 +1,20 @@
+//! msgx: export time-domain audit data (Entra ID sign-ins) from Microsoft Graph into
+//! Redis, one synchronous batch run at a time.
+//!
+//! A run ([`run::run`]) plans a [`window`] of frames from the [`config`], gets a token
+//! ([`auth`]), fetches the frames in parallel from [`graph`], and hands the pages to a
+//! [`sink`] through the [`pipeline`]. Errors and exit codes are in [`error`].
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod graph;
+pub mod ids;
+pub mod logging;
+pub mod pipeline;
+pub mod run;
+pub mod secret;
+pub mod sink;
+pub mod window;
+
+pub use run::{RunReport, run};

@@ -1,0 +1,44 @@
+//! `msgx-once`: parse the configuration, run one export, exit with a code for cron.
+
+use std::process::ExitCode;
+
+use msgx::config::{self, Invocation};
+use msgx::error::exit;
+
+fn main() -> ExitCode {
+    let args: Result<Vec<String>, _> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect();
+    let Ok(args) = args else {
+        eprintln!("msgx-once: error: an argument is not valid UTF-8");
+        return ExitCode::from(exit::USAGE);
+    };
+    let config = match config::load(&args, &|name| std::env::var(name).ok()) {
+        Ok(Invocation::Help(text)) | Ok(Invocation::Version(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Invocation::Run(config)) => config,
+        Err(e) => {
+            eprintln!("msgx-once: error: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    msgx::logging::init(config.log_level);
+    match msgx::run(&config) {
+        Ok(report) => {
+            let code = report.exit_code();
+            if code == exit::OK {
+                log::info!("{}", report.summary());
+            } else {
+                log::error!("{}", report.summary());
+            }
+            ExitCode::from(code)
+        }
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

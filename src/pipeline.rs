@@ -1,0 +1,194 @@
+//! The pipeline of one run: `streams` fetcher threads (a rayon pool) take frames in
+//! order and page through them; pages go through a bounded channel to `writers`
+//! threads that hand them to the sink. Memory is bounded by the channel capacity times
+//! the page size, whatever the window size. A ledger records, per frame, what was
+//! fetched and written, so the run can say exactly which frames are incomplete.
+
+use std::ops::ControlFlow;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::error::{AuthError, Error, GraphError, SinkError};
+use crate::graph::{GraphClient, Page};
+use crate::sink::Sink;
+use crate::window::Frame;
+
+pub struct PipelineOptions {
+    pub streams: usize,
+    pub writers: usize,
+    /// Pages waiting between fetchers and writers.
+    pub queue_capacity: usize,
+}
+
+/// Why a frame is incomplete.
+#[derive(Debug, Clone)]
+pub enum FrameFailure {
+    Fetch(GraphError),
+    Write(SinkError),
+}
+
+impl std::fmt::Display for FrameFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameFailure::Fetch(e) => write!(f, "fetch failed: {e}"),
+            FrameFailure::Write(e) => write!(f, "write failed: {e}"),
+        }
+    }
+}
+
+/// What happened to one frame.
+#[derive(Debug, Clone)]
+pub struct FrameOutcome {
+    pub frame: Frame,
+    pub pages: u64,
+    pub records: u64,
+    pub failure: Option<FrameFailure>,
+}
+
+impl FrameOutcome {
+    pub fn auth_refused(&self) -> bool {
+        matches!(
+            self.failure,
+            Some(FrameFailure::Fetch(GraphError::Auth(
+                AuthError::Refused { .. }
+            )))
+        )
+    }
+}
+
+struct Batch {
+    frame: usize,
+    page: Page,
+}
+
+#[derive(Default)]
+struct Progress {
+    pages: u64,
+    records: u64,
+    failure: Option<FrameFailure>,
+}
+
+/// Per-frame progress, written by fetchers and writers.
+struct Ledger(Vec<Mutex<Progress>>);
+
+impl Ledger {
+    fn new(frames: usize) -> Self {
+        Ledger((0..frames).map(|_| Mutex::default()).collect())
+    }
+
+    fn update(&self, frame: usize, change: impl FnOnce(&mut Progress)) {
+        change(&mut self.0[frame].lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn fail(&self, frame: usize, failure: FrameFailure) {
+        // The first failure is the cause; later ones are usually its consequences.
+        self.update(frame, |p| {
+            p.failure.get_or_insert(failure);
+        });
+    }
+
+    fn outcomes(self, frames: &[Frame]) -> Vec<FrameOutcome> {
+        self.0
+            .into_iter()
+            .zip(frames)
+            .map(|(progress, frame)| {
+                let p = progress.into_inner().unwrap_or_else(|p| p.into_inner());
+                FrameOutcome {
+                    frame: *frame,
+                    pages: p.pages,
+                    records: p.records,
+                    failure: p.failure,
+                }
+            })
+            .collect()
+    }
+}
+
+pub fn run(
+    frames: &[Frame],
+    client: &GraphClient,
+    sink: &dyn Sink,
+    options: &PipelineOptions,
+) -> Result<Vec<FrameOutcome>, Error> {
+    let fetchers = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.streams)
+        .thread_name(|i| format!("fetch-{i}"))
+        .build()
+        .map_err(|e| Error::Setup(format!("cannot start fetcher threads: {e}")))?;
+    let ledger = Ledger::new(frames.len());
+    let next_frame = AtomicUsize::new(0);
+    let (pages_out, pages_in) = crossbeam_channel::bounded::<Batch>(options.queue_capacity);
+    std::thread::scope(|scope| {
+        for i in 0..options.writers {
+            let pages_in = pages_in.clone();
+            let ledger = &ledger;
+            let spawned = std::thread::Builder::new()
+                .name(format!("write-{i}"))
+                .spawn_scoped(scope, move || write_pages(pages_in, sink, ledger));
+            if let Err(e) = spawned {
+                log::warn!("cannot start writer thread {i}: {e}");
+            }
+        }
+        drop(pages_in);
+        fetchers.scope(|s| {
+            for _ in 0..options.streams.min(frames.len()) {
+                let pages_out = pages_out.clone();
+                let (ledger, next_frame) = (&ledger, &next_frame);
+                s.spawn(move |_| fetch_frames(frames, next_frame, client, &pages_out, ledger));
+            }
+        });
+        drop(pages_out);
+    });
+    if let Err(e) = sink.finish() {
+        for i in 0..frames.len() {
+            ledger.fail(i, FrameFailure::Write(e.clone()));
+        }
+    }
+    Ok(ledger.outcomes(frames))
+}
+
+/// Takes frames in order until none are left; each goes page by page to the writers.
+fn fetch_frames(
+    frames: &[Frame],
+    next_frame: &AtomicUsize,
+    client: &GraphClient,
+    pages_out: &Sender<Batch>,
+    ledger: &Ledger,
+) {
+    loop {
+        let i = next_frame.fetch_add(1, Ordering::SeqCst);
+        let Some(frame) = frames.get(i) else { return };
+        log::debug!("frame {frame}: fetching");
+        let fetched = client.fetch_frame(frame, |page| {
+            match pages_out.send(Batch { frame: i, page }) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_) => {
+                    let lost = SinkError {
+                        target: "pipeline".into(),
+                        message: "no writer thread is running".into(),
+                    };
+                    ledger.fail(i, FrameFailure::Write(lost));
+                    ControlFlow::Break(())
+                }
+            }
+        });
+        if let Err(e) = fetched {
+            ledger.fail(i, FrameFailure::Fetch(e));
+        }
+    }
+}
+
+fn write_pages(pages_in: Receiver<Batch>, sink: &dyn Sink, ledger: &Ledger) {
+    for batch in pages_in {
+        let records: Vec<&str> = batch.page.records().collect();
+        match sink.write(&records) {
+            Ok(()) => ledger.update(batch.frame, |p| {
+                p.pages += 1;
+                p.records += records.len() as u64;
+            }),
+            Err(e) => ledger.fail(batch.frame, FrameFailure::Write(e)),
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Where records go: a Redis list or channel ([`redis`]), the log ([`log`]), or an
+//! NDJSON file or stdout ([`file`]). A sink takes one page at a time from several writer
+//! threads at once, and either takes the page whole or fails.
+
+pub mod file;
+pub mod log;
+pub mod redis;
+
+use crate::config::{Backend, Config};
+use crate::error::{Error, SinkError};
+
+pub trait Sink: Send + Sync {
+    /// Checks that the destination can be reached, before any Graph request is spent.
+    fn check(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Delivers one page's records, in order.
+    fn write(&self, records: &[&str]) -> Result<(), SinkError>;
+
+    /// Flushes what is buffered; called once after the last write.
+    fn finish(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+pub fn open(config: &Config) -> Result<Box<dyn Sink>, Error> {
+    Ok(match config.queue_backend {
+        Backend::Redis => Box::new(redis::RedisSink::new(config)?),
+        Backend::Log => Box::new(log::LogSink),
+        Backend::File => Box::new(file::FileSink::open(&config.file_path)?),
+    })
+}
