@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests and the integration tests, which start their
+# own redis-server and msgx-sim on free loopback ports and stop them by pid.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need_cargo
+need_redis
+cargo test --locked --all-targets "$@"

@@ -1,0 +1,340 @@
+//! Test helpers: a real redis-server and a real msgx-sim on free loopback ports, each
+//! stopped by pid when dropped, and a runner for the msgx-once binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+pub const SIM_TENANT: &str = "sim-tenant";
+pub const SIM_CLIENT: &str = "sim-client";
+pub const SIM_SECRET: &str = "sim-secret-Zq81";
+
+/// Polls `ready` every 20 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ready()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "msgx-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        for _ in 0..5 {
+            let dir = TempDir::new();
+            let port = free_port();
+            let mut child = Command::new(&binary)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--dir"])
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server on PATH (scripts/test.sh installs it)");
+            let up = wait_for(Duration::from_secs(10), || {
+                matches!(child.try_wait(), Ok(None)) && ping(port)
+            });
+            if up {
+                return RedisServer {
+                    child,
+                    port,
+                    _dir: dir,
+                };
+            }
+            stop(&mut child);
+        }
+        panic!("redis-server did not start");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("test connection to redis")
+    }
+
+    pub fn list(&self, key: &str) -> Vec<String> {
+        redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query(&mut self.connection())
+            .expect("LRANGE")
+    }
+}
+
+fn ping(port: u16) -> bool {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .is_ok()
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+pub struct Sim {
+    child: Child,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl Sim {
+    /// msgx-sim with the test credentials and `extra` flags (e.g. `--rate 20`).
+    pub fn start(extra: &[&str]) -> Self {
+        let dir = TempDir::new();
+        let port_file = dir.join("port");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_msgx-sim"))
+            .args([
+                "--port",
+                "0",
+                "--tenant",
+                SIM_TENANT,
+                "--client-id",
+                SIM_CLIENT,
+            ])
+            .args(["--client-secret", SIM_SECRET])
+            .arg("--port-file")
+            .arg(&port_file)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("msgx-sim");
+        let mut port = 0;
+        let up = wait_for(Duration::from_secs(10), || {
+            port = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            port != 0
+        });
+        if !up {
+            stop(&mut child);
+            panic!("msgx-sim did not start");
+        }
+        Sim {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The flags that point msgx-once at this simulator.
+    pub fn args(&self) -> Vec<String> {
+        let url = self.url();
+        [
+            "--tenant",
+            SIM_TENANT,
+            "--client_id",
+            SIM_CLIENT,
+            "--client_secret",
+            SIM_SECRET,
+            "--graph_url",
+            &url,
+            "--login_url",
+            &url,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn get(&self, path_and_query: &str) -> String {
+        ureq::get(format!("{}{path_and_query}", self.url()))
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .expect("simulator answers")
+    }
+
+    /// Every record with createdDateTime in `[start, end]` (inclusive whole seconds,
+    /// i.e. up to end.9999999), oldest first, as the simulator renders them.
+    pub fn records(&self, start: OffsetDateTime, end: OffsetDateTime) -> Vec<String> {
+        let filter = format!(
+            "createdDateTime ge {}.0000000Z and createdDateTime le {}.9999999Z",
+            second(start),
+            second(end)
+        );
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("$filter", &filter)
+            .finish();
+        self.get(&format!("/_sim/records?{query}"))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get("/_sim/stats")).expect("stats JSON")
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// `2026-11-29T13:57:00` (no zone) of a UTC time.
+pub fn second(t: OffsetDateTime) -> String {
+    let text = t.format(&Rfc3339).expect("format");
+    text[..19].to_string()
+}
+
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    format!("{}Z", second(t))
+}
+
+/// A whole second `minutes` minutes ago: a fixed "now" with records already in Graph.
+pub fn minutes_ago(minutes: i64) -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("truncate");
+    now - time::Duration::minutes(minutes)
+}
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// The value after `label` in the summary line, e.g. `records`.
+    pub fn summary_field(&self, label: &str) -> String {
+        let line = self
+            .stderr
+            .lines()
+            .rev()
+            .find(|l| l.contains("summary: "))
+            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.stderr));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words
+            .iter()
+            .position(|w| *w == label)
+            .unwrap_or_else(|| panic!("no {label} in {line}"));
+        words[at + 1].to_string()
+    }
+
+    /// The summary's window, `[start - end]`.
+    pub fn summary_window(&self) -> String {
+        let line = self
+            .stderr
+            .lines()
+            .rev()
+            .find(|l| l.contains("summary: "))
+            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.stderr));
+        let window = &line[line.find("window [").expect("window") + "window ".len()..];
+        window[..=window.find(']').expect("window end")].to_string()
+    }
+}
+
+/// Runs msgx-once with `args` and only the environment in `env` (plus PATH).
+pub fn msgx(args: &[String], env: &[(&str, &str)]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_msgx-once"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("msgx-once runs");
+    Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+pub fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Sorted copy, for comparing record sets.
+pub fn sorted(mut records: Vec<String>) -> Vec<String> {
+    records.sort();
+    records
+}
+
+/// Fails the test with both sides' sizes and a sample when two record sets differ.
+pub fn assert_same_records(actual: Vec<String>, expected: Vec<String>) {
+    let (actual, expected) = (sorted(actual), sorted(expected));
+    let mut deduped = actual.clone();
+    deduped.dedup();
+    assert_eq!(deduped.len(), actual.len(), "duplicates delivered");
+    if actual != expected {
+        let missing = expected.iter().filter(|r| !actual.contains(r)).count();
+        let extra = actual.iter().filter(|r| !expected.contains(r)).count();
+        panic!(
+            "record sets differ: {} delivered, {} expected, {missing} missing, {extra} unexpected",
+            actual.len(),
+            expected.len()
+        );
+    }
+}

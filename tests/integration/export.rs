@@ -1,0 +1,312 @@
+//! End-to-end exports: which records arrive, how often, byte for byte, per backend.
+
+use std::time::Duration;
+
+use time::Duration as Span;
+
+use crate::common::*;
+
+/// The lagged window msgx-once must export at `now` with these options: its first
+/// and last second.
+fn lagged(
+    now: time::OffsetDateTime,
+    timelag: i64,
+    streams: i64,
+    frame: i64,
+) -> (time::OffsetDateTime, time::OffsetDateTime) {
+    let end = now - Span::seconds(timelag + 1);
+    (end - Span::seconds(streams * frame - 1), end)
+}
+
+fn redis_args(sim: &Sim, redis: &RedisServer, key: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = sim.args();
+    args.extend(strings(&["--redis_url", &redis.url(), "--queue_key", key]));
+    args.extend(strings(extra));
+    args
+}
+
+#[test]
+fn lagged_window_lands_in_redis_exactly_once_byte_for_byte() {
+    let (sim, redis) = (Sim::start(&["--rate", "20"]), RedisServer::start());
+    let now = minutes_ago(3);
+    let args = redis_args(
+        &sim,
+        &redis,
+        "signins",
+        &["--page_size", "50", "--greenlets_count", "3"],
+    );
+    let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    let (start, end) = lagged(now, 120, 2, 30);
+    let expected = sim.records(start, end);
+    assert!(expected.len() > 500, "the window should span many pages");
+    assert_eq!(run.summary_field("records"), expected.len().to_string());
+    assert_same_records(redis.list("signins"), expected);
+    assert_eq!(
+        run.summary_window(),
+        format!("[{} - {}]", rfc3339(start), rfc3339(end))
+    );
+}
+
+#[test]
+fn one_stream_and_one_writer_keep_graphs_order_page_by_page() {
+    let (sim, redis) = (Sim::start(&["--rate", "8"]), RedisServer::start());
+    let since = minutes_ago(5);
+    let until = since + Span::seconds(20);
+    let args = redis_args(
+        &sim,
+        &redis,
+        "ordered",
+        &[
+            "--since",
+            &rfc3339(since),
+            "--until",
+            &rfc3339(until),
+            "--streams",
+            "1",
+        ],
+    );
+    let run = msgx(
+        &args,
+        &[
+            ("GRAPH_STREAM_FRAME", "10"),
+            ("GRAPH_PAGE_SIZE", "7"),
+            ("GRAPH_GREENLETS_COUNT", "1"),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Backfill frames go oldest first; within a frame Graph pages newest first.
+    let older = sim.records(since, since + Span::seconds(9));
+    let newer = sim.records(since + Span::seconds(10), until - Span::SECOND);
+    let expected: Vec<String> = older
+        .into_iter()
+        .rev()
+        .chain(newer.into_iter().rev())
+        .collect();
+    assert!(expected.len() > 14, "several pages per frame");
+    assert_eq!(redis.list("ordered"), expected);
+}
+
+#[test]
+fn real_clock_run_exports_the_window_ending_timelag_before_now() {
+    let (sim, redis) = (Sim::start(&["--rate", "5"]), RedisServer::start());
+    let before = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let run = msgx(
+        &redis_args(&sim, &redis, "clock", &["--timelag", "30"]),
+        &[],
+    );
+    let after = time::OffsetDateTime::now_utc();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let window = run.summary_window();
+    let candidates: Vec<String> = (0..=(after - before).whole_seconds())
+        .map(|s| {
+            let (start, end) = lagged(before + Span::seconds(s), 30, 2, 30);
+            format!("[{} - {}]", rfc3339(start), rfc3339(end))
+        })
+        .collect();
+    assert!(
+        candidates.contains(&window),
+        "{window} not in {candidates:?}"
+    );
+    let start = time::PrimitiveDateTime::parse(
+        &window[1..20],
+        &time::format_description::well_known::Iso8601::DEFAULT,
+    )
+    .unwrap()
+    .assume_utc();
+    assert_same_records(
+        redis.list("clock"),
+        sim.records(start, start + Span::seconds(59)),
+    );
+}
+
+#[test]
+fn backfill_over_many_frames_exports_exactly_since_to_until() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let since = minutes_ago(20);
+    let until = since + Span::seconds(600);
+    let args = redis_args(
+        &sim,
+        &redis,
+        "backfill",
+        &[
+            "--since",
+            &rfc3339(since),
+            "--until",
+            &rfc3339(until),
+            "--stream_frame",
+            "7",
+            "--streams",
+            "3",
+            "--page_size",
+            "13",
+        ],
+    );
+    let run = msgx(&args, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.summary_field("ok"), "86", "600 s in 7 s frames");
+    assert_same_records(
+        redis.list("backfill"),
+        sim.records(since, until - Span::SECOND),
+    );
+}
+
+#[test]
+fn channel_mode_publishes_every_record_to_a_live_subscriber() {
+    let (sim, redis) = (Sim::start(&["--rate", "10"]), RedisServer::start());
+    let mut subscriber = redis.connection();
+    subscriber
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut pubsub = subscriber.as_pubsub();
+    pubsub.subscribe("live").unwrap();
+
+    let now = minutes_ago(3);
+    let run = msgx(
+        &redis_args(
+            &sim,
+            &redis,
+            "live",
+            &["--queue_type", "channel", "--page_size", "100"],
+        ),
+        &[("MSGX_NOW", &rfc3339(now))],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (start, end) = lagged(now, 120, 2, 30);
+    let expected = sim.records(start, end);
+    let mut received = Vec::new();
+    wait_for(Duration::from_secs(10), || {
+        while let Ok(message) = pubsub.get_message() {
+            received.push(message.get_payload::<String>().unwrap());
+        }
+        received.len() >= expected.len()
+    });
+    assert_same_records(received, expected);
+    assert!(
+        redis.list("live").is_empty(),
+        "channel mode must not fill a list"
+    );
+}
+
+#[test]
+fn log_backend_writes_one_line_per_record_in_the_originals_format() {
+    let sim = Sim::start(&["--rate", "2"]);
+    let now = minutes_ago(3);
+    let mut args = sim.args();
+    args.extend(strings(&["--queue_backend", "log"]));
+    let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (start, end) = lagged(now, 120, 2, 30);
+    let expected: Vec<String> = sim
+        .records(start, end)
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(r).unwrap();
+            format!(
+                "[INFO] [{}]: {} - {} - {}/{}",
+                v["createdDateTime"].as_str().unwrap(),
+                v["userPrincipalName"].as_str().unwrap(),
+                v["ipAddress"].as_str().unwrap(),
+                v["location"]["countryOrRegion"].as_str().unwrap(),
+                v["location"]["city"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let logged: Vec<String> = run
+        .stderr
+        .lines()
+        .filter_map(|l| l.find("[INFO] [").map(|at| l[at..].to_string()))
+        .collect();
+    assert!(!expected.is_empty());
+    assert_same_records(logged, expected);
+    assert!(run.stdout.is_empty());
+}
+
+#[test]
+fn file_backend_writes_ndjson_to_stdout_and_nothing_else() {
+    let sim = Sim::start(&["--rate", "4"]);
+    let now = minutes_ago(3);
+    let mut args = sim.args();
+    args.extend(strings(&[
+        "--queue_backend",
+        "file",
+        "--log_level",
+        "debug",
+    ]));
+    let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (start, end) = lagged(now, 120, 2, 30);
+    let lines: Vec<String> = run.stdout.lines().map(str::to_string).collect();
+    assert_same_records(lines, sim.records(start, end));
+}
+
+#[test]
+fn file_backend_appends_to_file_path() {
+    let sim = Sim::start(&["--rate", "4"]);
+    let dir = TempDir::new();
+    let path = dir.join("out.ndjson");
+    let since = minutes_ago(10);
+    let mut args = sim.args();
+    args.extend(strings(&[
+        "--queue_backend",
+        "file",
+        "--file_path",
+        path.to_str().unwrap(),
+    ]));
+    for offset in [0, 30] {
+        let mut run_args = args.clone();
+        let from = since + Span::seconds(offset);
+        run_args.extend(strings(&[
+            "--since",
+            &rfc3339(from),
+            "--until",
+            &rfc3339(from + Span::seconds(30)),
+        ]));
+        let run = msgx(&run_args, &[]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(run.stdout.is_empty());
+    }
+    let written: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_same_records(written, sim.records(since, since + Span::seconds(59)));
+}
+
+#[test]
+fn an_empty_window_is_a_success() {
+    let (sim, redis) = (Sim::start(&["--rate", "0"]), RedisServer::start());
+    let run = msgx(&redis_args(&sim, &redis, "empty", &[]), &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.summary_field("records"), "0");
+    assert_eq!(run.summary_field("pages"), "2", "one empty page per frame");
+    assert!(redis.list("empty").is_empty());
+}
+
+#[test]
+fn unreachable_redis_exits_1_naming_the_host_but_not_the_password() {
+    let sim = Sim::start(&["--rate", "1"]);
+    let port = free_port();
+    let mut args = sim.args();
+    args.extend(strings(&[
+        "--redis_url",
+        &format!("redis://:Pa55-Hidden@127.0.0.1:{port}/0"),
+    ]));
+    let run = msgx(&args, &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("Pa55-Hidden"), "{}", run.stderr);
+    assert_eq!(
+        sim.stats()["graph_200"],
+        serde_json::Value::Null,
+        "no Graph request spent"
+    );
+}

@@ -1,0 +1,6 @@
+//! Integration tests: msgx-once against a real redis-server and a real msgx-sim.
+
+mod auth;
+mod common;
+mod config;
+mod export;
