@@ -233,12 +233,9 @@ pub fn load(
     let fixed_now = env("MSGX_NOW")
         .map(|v| {
             parse::timestamp(&v).map_err(|accepted| {
-                ConfigError::new(
-                    "MSGX_NOW",
-                    Source::Env,
-                    format!("invalid value {v:?}"),
-                    &accepted,
-                )
+                ConfigError::usage(format!(
+                    "environment variable MSGX_NOW: invalid value {v:?}; accepted: {accepted}"
+                ))
             })
         })
         .transpose()?;

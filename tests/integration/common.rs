@@ -266,14 +266,18 @@ pub struct Output {
 }
 
 impl Output {
-    /// The value after `label` in the summary line, e.g. `records`.
-    pub fn summary_field(&self, label: &str) -> String {
-        let line = self
-            .stderr
+    /// The run's last summary line.
+    pub fn summary_line(&self) -> &str {
+        self.stderr
             .lines()
             .rev()
             .find(|l| l.contains("summary: "))
-            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.stderr));
+            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.stderr))
+    }
+
+    /// The value after `label` in the summary line, e.g. `records`.
+    pub fn summary_field(&self, label: &str) -> String {
+        let line = self.summary_line();
         let words: Vec<&str> = line.split_whitespace().collect();
         let at = words
             .iter()
@@ -284,12 +288,7 @@ impl Output {
 
     /// The summary's window, `[start - end]`.
     pub fn summary_window(&self) -> String {
-        let line = self
-            .stderr
-            .lines()
-            .rev()
-            .find(|l| l.contains("summary: "))
-            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.stderr));
+        let line = self.summary_line();
         let window = &line[line.find("window [").expect("window") + "window ".len()..];
         window[..=window.find(']').expect("window end")].to_string()
     }
