@@ -64,9 +64,20 @@ pub enum GraphError {
         code: String,
         message: String,
         request_id: Option<String>,
+        retry_after: Option<std::time::Duration>,
     },
-    /// No usable answer: connection refused or reset, timeout, TLS or IO error.
-    Transport { url: String, message: String },
+    /// No usable answer: connection refused or reset, timeout, TLS or IO error
+    /// (`transient`), or a body over the size cap (not transient).
+    Transport {
+        url: String,
+        message: String,
+        transient: bool,
+    },
+    /// The run's deadline passed before the request could be (re)sent.
+    Deadline {
+        url: String,
+        last: Option<Box<GraphError>>,
+    },
     /// A 200 whose body is not a Graph collection page.
     Malformed { url: String, message: String },
     /// A paging link that must not be followed.
@@ -84,6 +95,7 @@ impl fmt::Display for GraphError {
                 code,
                 message,
                 request_id,
+                ..
             } => {
                 write!(f, "GET {url}: HTTP {status} {code}: {message}")?;
                 if let Some(id) = request_id {
@@ -91,7 +103,14 @@ impl fmt::Display for GraphError {
                 }
                 Ok(())
             }
-            GraphError::Transport { url, message } => write!(f, "GET {url}: {message}"),
+            GraphError::Transport { url, message, .. } => write!(f, "GET {url}: {message}"),
+            GraphError::Deadline { url, last } => {
+                write!(f, "GET {url}: run deadline reached")?;
+                match last {
+                    Some(last) => write!(f, "; last error: {last}"),
+                    None => Ok(()),
+                }
+            }
             GraphError::Malformed { url, message } => {
                 write!(f, "GET {url}: malformed page: {message}")
             }
@@ -99,6 +118,38 @@ impl fmt::Display for GraphError {
                 write!(f, "refusing to follow @odata.nextLink {url}: {reason}")
             }
             GraphError::Auth(e) => e.fmt(f),
+        }
+    }
+}
+
+impl GraphError {
+    /// Worth another attempt at the same URL: throttling, server errors, network
+    /// failures, a truncated or garbled page, an unreachable token endpoint.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            GraphError::Status { status, .. } => matches!(status, 429 | 500 | 502 | 503 | 504),
+            GraphError::Transport { transient, .. } => *transient,
+            GraphError::Malformed { .. } => true,
+            GraphError::Auth(AuthError::Unavailable { .. }) => true,
+            GraphError::Auth(AuthError::Refused { .. })
+            | GraphError::UnsafeNextLink { .. }
+            | GraphError::Deadline { .. } => false,
+        }
+    }
+
+    /// Graph's verdict on a token it no longer accepts: worth one retry with a new one.
+    pub fn is_expired_token(&self) -> bool {
+        matches!(self, GraphError::Status { status: 401, code, .. } if code == "InvalidAuthenticationToken")
+    }
+
+    pub fn is_throttled(&self) -> bool {
+        matches!(self, GraphError::Status { status: 429, .. })
+    }
+
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            GraphError::Status { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 }

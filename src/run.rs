@@ -10,6 +10,8 @@ use crate::auth::{Credentials, TokenSource};
 use crate::config::{Config, ConfigError, Source};
 use crate::error::{Error, exit};
 use crate::graph::GraphClient;
+use crate::graph::client::RetryOptions;
+use crate::graph::retry::{Backoff, RateLimit, RequestGate};
 use crate::graph::transport::{HttpTransport, TransportOptions, UreqTransport};
 use crate::pipeline::{self, FrameOutcome, PipelineOptions};
 use crate::sink;
@@ -18,8 +20,12 @@ use crate::window::{self, Window};
 /// Largest Graph response accepted (after decompression): a 1000-record page is a few
 /// MB, so this only stops a runaway body from exhausting memory.
 const BODY_LIMIT: u64 = 64 << 20;
-const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Backoff of retries without a Retry-After: full jitter up to 1 s, 2 s, 4 s … 60 s.
+const BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    cap: Duration::from_secs(60),
+};
 
 pub struct RunReport {
     pub window: Window,
@@ -102,8 +108,8 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let transport: Arc<dyn HttpTransport> = Arc::new(UreqTransport::new(&TransportOptions {
-        timeout: HTTP_TIMEOUT,
-        connect_timeout: CONNECT_TIMEOUT,
+        timeout: config.http_timeout,
+        connect_timeout: CONNECT_TIMEOUT.min(config.http_timeout),
         idle_per_host: config.streams + 1,
         body_limit: BODY_LIMIT,
     }));
@@ -124,11 +130,23 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
     sink.check()?;
     // A refused credential ends the run here, before any frame is attempted.
     tokens.bearer()?;
+    let gate = RequestGate::new(
+        config
+            .rate_limit
+            .map(|(requests, per)| RateLimit { requests, per }),
+    );
+    let retry = RetryOptions {
+        max_retries: config.max_retries,
+        backoff: BACKOFF,
+        deadline: started + config.deadline,
+    };
     let client = GraphClient::new(
         transport,
         tokens,
         config.graph_url.clone(),
         config.page_size,
+        gate,
+        retry,
     );
 
     log::info!(

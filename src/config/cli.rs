@@ -55,6 +55,10 @@ cli_args!(
     streams,
     stream_frame,
     page_size,
+    rate_limit,
+    max_retries,
+    deadline,
+    http_timeout,
     queue_backend,
     queue_type,
     queue_key,
@@ -81,7 +85,7 @@ pub fn parse(args: &[String]) -> Result<CliRequest, ConfigError> {
     if args.iter().any(|a| a == "--version" || a == "-V") {
         return Ok(CliRequest::Version);
     }
-    let rewritten = rewrite(args)?;
+    let rewritten = last_wins(rewrite(args)?);
     let refs: Vec<&str> = rewritten.iter().map(String::as_str).collect();
     let parsed = CliArgs::from_args(&["msgx-once"], &refs).map_err(|exit| {
         ConfigError::usage(format!(
@@ -122,6 +126,36 @@ pub fn parse(args: &[String]) -> Result<CliRequest, ConfigError> {
         }
     }
     Ok(CliRequest::Run(values))
+}
+
+/// Drops earlier repetitions of a valued flag, as argparse did (argh would refuse them).
+fn last_wins(args: Vec<String>) -> Vec<String> {
+    let is_switch = |flag: &str| {
+        let name = flag.trim_start_matches("--").trim_start_matches("no-");
+        SWITCHES.contains(&name.replace('-', "_").as_str())
+    };
+    let mut pairs: Vec<(String, Option<String>)> = Vec::new();
+    let mut tokens = args.into_iter();
+    while let Some(token) = tokens.next() {
+        if token == "--" {
+            pairs.push((token, None));
+            pairs.extend(tokens.by_ref().map(|t| (t, None)));
+            break;
+        }
+        let value = if token.starts_with("--") && !is_switch(&token) {
+            tokens.next()
+        } else {
+            None
+        };
+        if value.is_some() {
+            pairs.retain(|(flag, v)| !(v.is_some() && *flag == token));
+        }
+        pairs.push((token, value));
+    }
+    pairs
+        .into_iter()
+        .flat_map(|(flag, value)| std::iter::once(flag).chain(value))
+        .collect()
 }
 
 /// Rewrites the original's spellings into argh's: underscores become dashes in flag
@@ -212,6 +246,14 @@ mod tests {
         );
         assert!(parse(&args(&["--redis_pool_block=maybe"])).is_err());
         assert!(parse(&args(&["--redis_pool_block", "--no-redis_pool_block"])).is_err());
+    }
+
+    #[test]
+    fn a_repeated_option_takes_the_last_value_like_argparse() {
+        assert_eq!(
+            values(&["--streams", "2", "--stream_frame=5", "--streams=4"]),
+            vec![("streams", "4".into()), ("stream_frame", "5".into())]
+        );
     }
 
     #[test]

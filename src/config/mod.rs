@@ -169,6 +169,11 @@ pub struct Config {
     pub streams: usize,
     pub stream_frame: u64,
     pub page_size: u32,
+    /// Requests per window for all streams together; None: unlimited.
+    pub rate_limit: Option<(u32, Duration)>,
+    pub max_retries: u32,
+    pub deadline: Duration,
+    pub http_timeout: Duration,
     pub queue_backend: Backend,
     pub queue_type: QueueType,
     pub queue_key: String,
@@ -311,6 +316,12 @@ impl Values {
             streams: self.number("streams", 1, 64)? as usize,
             stream_frame: self.number("stream_frame", 1, 86_400)?,
             page_size: self.number("page_size", 1, 1000)? as u32,
+            rate_limit: self
+                .required("rate_limit", parse::rate_limit)?
+                .map(|(n, seconds)| (n, Duration::from_secs(seconds))),
+            max_retries: self.number("max_retries", 0, 100)? as u32,
+            deadline: Duration::from_secs(self.number("deadline", 1, 86_400)?),
+            http_timeout: Duration::from_secs(self.number("http_timeout", 1, 3600)?),
             queue_backend: self.required("queue_backend", |v| {
                 parse::choice(v, &["redis", "log", "file"]).map(|c| match c {
                     "redis" => Backend::Redis,
@@ -399,6 +410,10 @@ mod tests {
         assert_eq!(config.streams, 2);
         assert_eq!(config.stream_frame, 30);
         assert_eq!(config.page_size, 1000);
+        assert_eq!(config.rate_limit, Some((5, Duration::from_secs(10))));
+        assert_eq!(config.max_retries, 8);
+        assert_eq!(config.deadline, Duration::from_secs(300));
+        assert_eq!(config.http_timeout, Duration::from_secs(60));
         assert_eq!(config.queue_backend, Backend::Redis);
         assert_eq!(config.queue_type, QueueType::List);
         assert_eq!(config.queue_key, "ms_graph_exporter");

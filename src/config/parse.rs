@@ -22,6 +22,21 @@ pub fn integer(value: &str, min: u64, max: u64) -> Result<u64, String> {
     }
 }
 
+/// `N/SECONDS` (N requests per SECONDS) or `0` for no limit.
+pub fn rate_limit(value: &str) -> Result<Option<(u32, u64)>, String> {
+    let accepted = || {
+        "N/SECONDS with N and SECONDS from 1 to 100000 (e.g. 5/10), or 0 for no limit".to_string()
+    };
+    let value = value.trim();
+    if value == "0" {
+        return Ok(None);
+    }
+    let (requests, seconds) = value.split_once('/').ok_or_else(accepted)?;
+    let requests = integer(requests, 1, 100_000).map_err(|_| accepted())?;
+    let seconds = integer(seconds, 1, 100_000).map_err(|_| accepted())?;
+    Ok(Some((requests as u32, seconds)))
+}
+
 pub fn choice<'a>(value: &str, choices: &[&'a str]) -> Result<&'a str, String> {
     let wanted = value.trim().to_ascii_lowercase();
     choices
@@ -128,6 +143,15 @@ mod tests {
         }
         for bad in ["http://h", "redis://", "redis://h?db=x", "not a url"] {
             assert!(redis_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rate_limits() {
+        assert_eq!(rate_limit("5/10"), Ok(Some((5, 10))));
+        assert_eq!(rate_limit("0"), Ok(None));
+        for bad in ["5", "0/10", "5/0", "a/b", "5/10/2"] {
+            assert!(rate_limit(bad).is_err(), "{bad}");
         }
     }
 

@@ -98,6 +98,30 @@ pub const OPTIONS: &[OptionSpec] = &[
         "records per Graph page ($top), 1 to 1000 (the original defaulted to 50)",
     ),
     opt(
+        "rate_limit",
+        "n/seconds",
+        Some("5/10"),
+        "requests allowed per window, shared by all streams (Graph: 5 per 10 s per app and tenant); 0 disables",
+    ),
+    opt(
+        "max_retries",
+        "count",
+        Some("8"),
+        "retries of one transient failure (429, 5xx, network, garbled page) before its frame fails",
+    ),
+    opt(
+        "deadline",
+        "seconds",
+        Some("300"),
+        "no request starts after this many seconds of run time; unfinished frames fail",
+    ),
+    opt(
+        "http_timeout",
+        "seconds",
+        Some("60"),
+        "limit for one HTTP request, body included",
+    ),
+    opt(
         "queue_backend",
         "redis|log|file",
         Some("redis"),

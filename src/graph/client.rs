@@ -6,18 +6,32 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use std::time::{Duration, Instant, SystemTime};
+
 use super::paging::{NextLinkGuard, Page, display_url};
-use super::transport::{HttpResponse, HttpTransport};
+use super::retry::{Backoff, RequestGate, parse_retry_after};
+use super::transport::{HttpResponse, HttpTransport, TransportError};
 use crate::auth::TokenSource;
 use crate::error::GraphError;
 use crate::ids;
 use crate::window::Frame;
+
+/// How hard one request is tried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryOptions {
+    pub max_retries: u32,
+    pub backoff: Backoff,
+    /// No attempt starts after this instant: a stuck run must not overlap later cron runs.
+    pub deadline: Instant,
+}
 
 pub struct GraphClient {
     transport: Arc<dyn HttpTransport>,
     tokens: Arc<TokenSource>,
     graph_url: url::Url,
     page_size: u32,
+    gate: RequestGate,
+    retry: RetryOptions,
 }
 
 #[derive(Deserialize)]
@@ -39,12 +53,16 @@ impl GraphClient {
         tokens: Arc<TokenSource>,
         graph_url: url::Url,
         page_size: u32,
+        gate: RequestGate,
+        retry: RetryOptions,
     ) -> Self {
         GraphClient {
             transport,
             tokens,
             graph_url,
             page_size,
+            gate,
+            retry,
         }
     }
 
@@ -89,8 +107,58 @@ impl GraphClient {
         }
     }
 
-    /// One GET of one page.
+    /// One page, retried while the failure is transient, up to `max_retries` more
+    /// attempts and never past the deadline. A 429 pauses every stream; an expired
+    /// token is replaced once.
     pub fn fetch_page(&self, url: &str) -> Result<Page, GraphError> {
+        let mut retries = 0;
+        let mut token_renewed = false;
+        loop {
+            if self.gate.wait_turn(self.retry.deadline).is_err() {
+                return Err(GraphError::Deadline {
+                    url: display_url(url),
+                    last: None,
+                });
+            }
+            let error = match self.fetch_once(url) {
+                Ok(page) => return Ok(page),
+                Err(error) => error,
+            };
+            let renew_token = error.is_expired_token() && !token_renewed;
+            if !(renew_token || error.is_transient()) || retries >= self.retry.max_retries {
+                return Err(error);
+            }
+            let wait = if renew_token {
+                token_renewed = true;
+                Duration::ZERO
+            } else {
+                retries += 1;
+                error
+                    .retry_after()
+                    .unwrap_or_else(|| self.retry.backoff.delay(retries))
+            };
+            let resume = Instant::now() + wait;
+            if resume > self.retry.deadline {
+                return Err(GraphError::Deadline {
+                    url: display_url(url),
+                    last: Some(Box::new(error)),
+                });
+            }
+            log::warn!(
+                "{error}; retry {retries}/{} in {:.1}s",
+                self.retry.max_retries,
+                wait.as_secs_f64()
+            );
+            if error.is_throttled() {
+                self.gate.pause_all(resume);
+            } else {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+
+    /// One GET of one page.
+    fn fetch_once(&self, url: &str) -> Result<Page, GraphError> {
         let bearer = self.tokens.bearer()?;
         let authorization = bearer.header_value();
         let request_id = ids::guid();
@@ -106,6 +174,7 @@ impl GraphClient {
             .map_err(|e| GraphError::Transport {
                 url: shown.clone(),
                 message: format!("{e} (client-request-id {request_id})"),
+                transient: matches!(e, TransportError::Network(_)),
             })?;
         if response.status == 401 {
             self.tokens.invalidate(&bearer);
@@ -140,6 +209,10 @@ fn status_error(url: String, response: &HttpResponse) -> GraphError {
         code,
         message: message.chars().take(300).collect(),
         request_id: response.request_id.clone(),
+        retry_after: response
+            .retry_after
+            .as_deref()
+            .and_then(|v| parse_retry_after(v, SystemTime::now())),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod paging;
+pub mod retry;
 pub mod transport;
 
 pub use client::GraphClient;

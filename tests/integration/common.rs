@@ -200,6 +200,9 @@ impl Sim {
             &url,
             "--login_url",
             &url,
+            // The simulator does not throttle unless asked to; tests need no pacing.
+            "--rate_limit",
+            "0",
         ]
         .iter()
         .map(|s| s.to_string())

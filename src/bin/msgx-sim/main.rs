@@ -10,6 +10,7 @@ mod odata;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,42 @@ struct Args {
     /// request-handling threads (default 4)
     #[argh(option, default = "4")]
     threads: usize,
+    /// answer every K-th sign-ins request with 429 (0: never)
+    #[argh(option, default = "0")]
+    every_429: u64,
+    /// seconds of the Retry-After sent with those 429s (default 1)
+    #[argh(option, default = "1")]
+    retry_after: u64,
+    /// answer every K-th sign-ins request with 503 (0: never)
+    #[argh(option, default = "0")]
+    every_503: u64,
+}
+
+/// Injected failures: every K-th sign-ins request gets one.
+struct Faults {
+    every_429: u64,
+    retry_after: u64,
+    every_503: u64,
+    requests: AtomicU64,
+}
+
+impl Faults {
+    fn next(&self) -> Option<Reply> {
+        let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        let hit = |k: u64| k > 0 && n.is_multiple_of(k);
+        if hit(self.every_429) {
+            let reply = graph_error(429, "TooManyRequests", "Too many requests.");
+            return Some(reply.with_header(header("Retry-After", &self.retry_after.to_string())));
+        }
+        if hit(self.every_503) {
+            return Some(graph_error(
+                503,
+                "ServiceUnavailable",
+                "The service is temporarily unavailable.",
+            ));
+        }
+        None
+    }
 }
 
 /// Graph keeps sign-ins 30 days at most; a query without a lower bound starts there.
@@ -63,6 +100,7 @@ struct Sim {
     base_url: String,
     tokens: Mutex<HashMap<String, Instant>>,
     stats: Mutex<BTreeMap<String, u64>>,
+    faults: Faults,
 }
 
 type Reply = Response<std::io::Cursor<Vec<u8>>>;
@@ -97,6 +135,12 @@ fn main() {
         base_url: format!("http://127.0.0.1:{port}"),
         tokens: Mutex::default(),
         stats: Mutex::default(),
+        faults: Faults {
+            every_429: args.every_429,
+            retry_after: args.retry_after,
+            every_503: args.every_503,
+            requests: AtomicU64::new(0),
+        },
     });
     if let Some(path) = &args.port_file
         && let Err(e) = std::fs::write(path, format!("{port}\n"))
@@ -274,6 +318,9 @@ impl Sim {
                 "InvalidAuthenticationToken",
                 "Access token has expired or is not yet valid.",
             );
+        }
+        if let Some(fault) = self.faults.next() {
+            return fault;
         }
         let top = match query.get("$top").map(|t| t.parse::<usize>()) {
             None => 1000,
