@@ -19,6 +19,12 @@ pub enum CliRequest {
 /// Boolean options: `--name`, `--no-name`, and `--name=true|false`.
 const SWITCHES: &[&str] = &["redis_pool_block", "redis_pool_gevent_queue"];
 
+/// The switch a flag name (without `--` or `no-`, dashes or underscores) stands for.
+fn switch_named(name: &str) -> Option<&'static str> {
+    let underscored = name.replace('-', "_");
+    SWITCHES.iter().copied().find(|s| *s == underscored)
+}
+
 macro_rules! cli_args {
     ($($field:ident),* $(,)?) => {
         /// Export sign-ins from Microsoft Graph into Redis (see --help).
@@ -131,8 +137,7 @@ pub fn parse(args: &[String]) -> Result<CliRequest, ConfigError> {
 /// Drops earlier repetitions of a valued flag, as argparse did (argh would refuse them).
 fn last_wins(args: Vec<String>) -> Vec<String> {
     let is_switch = |flag: &str| {
-        let name = flag.trim_start_matches("--").trim_start_matches("no-");
-        SWITCHES.contains(&name.replace('-', "_").as_str())
+        switch_named(flag.trim_start_matches("--").trim_start_matches("no-")).is_some()
     };
     let mut pairs: Vec<(String, Option<String>)> = Vec::new();
     let mut tokens = args.into_iter();
@@ -180,8 +185,7 @@ fn rewrite(args: &[String]) -> Result<Vec<String>, ConfigError> {
         match value {
             None => out.push(format!("--{dashed}")),
             Some(value) => {
-                let underscored = name.replace('-', "_");
-                if let Some(switch) = SWITCHES.iter().copied().find(|s| *s == underscored) {
+                if let Some(switch) = switch_named(name) {
                     let on = super::parse::boolean(value).map_err(|accepted| {
                         ConfigError::invalid(switch, Source::Cli, value, accepted)
                     })?;

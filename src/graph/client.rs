@@ -111,14 +111,15 @@ impl GraphClient {
     /// attempts and never past the deadline. A 429 pauses every stream; an expired
     /// token is replaced once.
     pub fn fetch_page(&self, url: &str) -> Result<Page, GraphError> {
+        let deadline_reached = |last: Option<GraphError>| GraphError::Deadline {
+            url: display_url(url),
+            last: last.map(Box::new),
+        };
         let mut retries = 0;
         let mut token_renewed = false;
         loop {
             if self.gate.wait_turn(self.retry.deadline).is_err() {
-                return Err(GraphError::Deadline {
-                    url: display_url(url),
-                    last: None,
-                });
+                return Err(deadline_reached(None));
             }
             let error = match self.fetch_once(url) {
                 Ok(page) => return Ok(page),
@@ -139,10 +140,7 @@ impl GraphClient {
             };
             let resume = Instant::now() + wait;
             if resume > self.retry.deadline {
-                return Err(GraphError::Deadline {
-                    url: display_url(url),
-                    last: Some(Box::new(error)),
-                });
+                return Err(deadline_reached(Some(error)));
             }
             log::warn!(
                 "{error}; retry {retries}/{} in {:.1}s",

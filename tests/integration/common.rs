@@ -314,6 +314,19 @@ pub fn msgx(args: &[String], env: &[(&str, &str)]) -> Output {
     }
 }
 
+/// The simulator flags plus a Redis list or channel `key` on `redis`, then `extra`.
+pub fn redis_args(sim: &Sim, redis: &RedisServer, key: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = sim.args();
+    args.extend(strings(&["--redis_url", &redis.url(), "--queue_key", key]));
+    args.extend(strings(extra));
+    args
+}
+
+/// `--since since --until until`: a backfill of `[since, until)`.
+pub fn backfill_flags(since: OffsetDateTime, until: OffsetDateTime) -> Vec<String> {
+    strings(&["--since", &rfc3339(since), "--until", &rfc3339(until)])
+}
+
 pub fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }

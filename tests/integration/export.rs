@@ -18,13 +18,6 @@ fn lagged(
     (end - Span::seconds(streams * frame - 1), end)
 }
 
-fn redis_args(sim: &Sim, redis: &RedisServer, key: &str, extra: &[&str]) -> Vec<String> {
-    let mut args = sim.args();
-    args.extend(strings(&["--redis_url", &redis.url(), "--queue_key", key]));
-    args.extend(strings(extra));
-    args
-}
-
 #[test]
 fn lagged_window_lands_in_redis_exactly_once_byte_for_byte() {
     let (sim, redis) = (Sim::start(&["--rate", "20"]), RedisServer::start());
@@ -54,19 +47,8 @@ fn one_stream_and_one_writer_keep_graphs_order_page_by_page() {
     let (sim, redis) = (Sim::start(&["--rate", "8"]), RedisServer::start());
     let since = minutes_ago(5);
     let until = since + Span::seconds(20);
-    let args = redis_args(
-        &sim,
-        &redis,
-        "ordered",
-        &[
-            "--since",
-            &rfc3339(since),
-            "--until",
-            &rfc3339(until),
-            "--streams",
-            "1",
-        ],
-    );
+    let mut args = redis_args(&sim, &redis, "ordered", &["--streams", "1"]);
+    args.extend(backfill_flags(since, until));
     let run = msgx(
         &args,
         &[
@@ -128,23 +110,13 @@ fn backfill_over_many_frames_exports_exactly_since_to_until() {
     let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
     let since = minutes_ago(20);
     let until = since + Span::seconds(600);
-    let args = redis_args(
+    let mut args = redis_args(
         &sim,
         &redis,
         "backfill",
-        &[
-            "--since",
-            &rfc3339(since),
-            "--until",
-            &rfc3339(until),
-            "--stream_frame",
-            "7",
-            "--streams",
-            "3",
-            "--page_size",
-            "13",
-        ],
+        &["--stream_frame", "7", "--streams", "3", "--page_size", "13"],
     );
+    args.extend(backfill_flags(since, until));
     let run = msgx(&args, &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.summary_field("ok"), "86", "600 s in 7 s frames");
@@ -259,12 +231,7 @@ fn file_backend_appends_to_file_path() {
     for offset in [0, 30] {
         let mut run_args = args.clone();
         let from = since + Span::seconds(offset);
-        run_args.extend(strings(&[
-            "--since",
-            &rfc3339(from),
-            "--until",
-            &rfc3339(from + Span::seconds(30)),
-        ]));
+        run_args.extend(backfill_flags(from, from + Span::seconds(30)));
         let run = msgx(&run_args, &[]);
         assert_eq!(run.code, 0, "{}", run.stderr);
         assert!(run.stdout.is_empty());

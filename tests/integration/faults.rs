@@ -12,21 +12,13 @@ fn backfill(
     since: time::OffsetDateTime,
     extra: &[&str],
 ) -> Output {
-    let mut args = sim.args();
-    args.extend(strings(&[
-        "--redis_url",
-        &redis.url(),
-        "--queue_key",
+    let mut args = redis_args(
+        sim,
+        redis,
         key,
-        "--since",
-        &rfc3339(since),
-        "--until",
-        &rfc3339(since + Span::seconds(60)),
-        "--stream_frame",
-        "20",
-        "--page_size",
-        "25",
-    ]));
+        &["--stream_frame", "20", "--page_size", "25"],
+    );
+    args.extend(backfill_flags(since, since + Span::seconds(60)));
     args.extend(strings(extra));
     msgx(&args, &[])
 }
@@ -120,13 +112,10 @@ fn the_rate_limit_spaces_requests_across_all_streams() {
         "2/1",
         "--streams",
         "4",
-        "--since",
-        &rfc3339(since),
-        "--until",
-        &rfc3339(since + Span::seconds(6)),
         "--stream_frame",
         "1",
     ]));
+    args.extend(backfill_flags(since, since + Span::seconds(6)));
     let started = std::time::Instant::now();
     let run = msgx(&args, &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
