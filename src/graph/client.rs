@@ -133,10 +133,12 @@ impl GraphClient {
                 token_renewed = true;
                 Duration::ZERO
             } else {
-                retries += 1;
-                error
+                // The first retry backs off up to `base`, the next up to 2·base, …
+                let wait = error
                     .retry_after()
-                    .unwrap_or_else(|| self.retry.backoff.delay(retries))
+                    .unwrap_or_else(|| self.retry.backoff.delay(retries));
+                retries += 1;
+                wait
             };
             let resume = Instant::now() + wait;
             if resume > self.retry.deadline {
