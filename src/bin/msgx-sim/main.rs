@@ -3,21 +3,26 @@
 //! It serves the client-credentials token endpoint and `GET /v1.0/auditLogs/signIns`
 //! with deterministic synthetic sign-ins, plus two endpoints of its own:
 //! `GET /_sim/records?$filter=…` (every record in a range, oldest first, as NDJSON: the
-//! oracle tests compare against) and `GET /_sim/stats` (request counts). Loopback only.
+//! oracle tests compare against) and `GET /_sim/stats` (request counts). Faults
+//! (429s, 503s, dropped connections, garbled pages, a throttle, latency, nextLinks to a
+//! foreign host) can be switched on per flag. Loopback only.
 
+mod faults;
 mod generator;
+mod http;
 mod odata;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::TcpListener;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
-use tiny_http::{Header, Method, Request, Response, Server};
 
+use faults::{Fault, Faults, Throttle};
 use generator::{Generator, TICKS_PER_SECOND, Ticks};
+use http::{Reply, Request, Response};
 use odata::{Bounds, Cursor};
 
 /// Microsoft Graph simulator for msgx-once (binds 127.0.0.1 only).
@@ -47,9 +52,6 @@ struct Args {
     /// lifetime of issued tokens in seconds (default 3599)
     #[argh(option, default = "3599")]
     token_ttl: u64,
-    /// request-handling threads (default 4)
-    #[argh(option, default = "4")]
-    threads: usize,
     /// answer every K-th sign-ins request with 429 (0: never)
     #[argh(option, default = "0")]
     every_429: u64,
@@ -59,33 +61,23 @@ struct Args {
     /// answer every K-th sign-ins request with 503 (0: never)
     #[argh(option, default = "0")]
     every_503: u64,
-}
-
-/// Injected failures: every K-th sign-ins request gets one.
-struct Faults {
-    every_429: u64,
-    retry_after: u64,
-    every_503: u64,
-    requests: AtomicU64,
-}
-
-impl Faults {
-    fn next(&self) -> Option<Reply> {
-        let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
-        let hit = |k: u64| k > 0 && n.is_multiple_of(k);
-        if hit(self.every_429) {
-            let reply = graph_error(429, "TooManyRequests", "Too many requests.");
-            return Some(reply.with_header(header("Retry-After", &self.retry_after.to_string())));
-        }
-        if hit(self.every_503) {
-            return Some(graph_error(
-                503,
-                "ServiceUnavailable",
-                "The service is temporarily unavailable.",
-            ));
-        }
-        None
-    }
+    /// drop the connection of every K-th sign-ins request, alternately before the
+    /// response and halfway through the body (0: never)
+    #[argh(option, default = "0")]
+    every_reset: u64,
+    /// answer every K-th sign-ins request with a 200 whose JSON is cut off (0: never)
+    #[argh(option, default = "0")]
+    garbage: u64,
+    /// admit N sign-ins requests per W seconds (sliding window), 429 beyond: N/W
+    #[argh(option)]
+    throttle: Option<String>,
+    /// delay every sign-ins response by this many milliseconds (default 0)
+    #[argh(option, default = "0")]
+    latency_ms: u64,
+    /// point nextLinks at a second listener (another origin) that records the
+    /// Authorization headers it receives
+    #[argh(switch)]
+    foreign_next_link: bool,
 }
 
 /// Graph keeps sign-ins 30 days at most; a query without a lower bound starts there.
@@ -98,31 +90,33 @@ struct Sim {
     client_secret: String,
     token_ttl: Duration,
     base_url: String,
+    /// Where nextLinks point: `base_url`, or the foreign listener.
+    next_link_base: String,
+    latency: Duration,
     tokens: Mutex<HashMap<String, Instant>>,
     stats: Mutex<BTreeMap<String, u64>>,
     faults: Faults,
 }
 
-type Reply = Response<std::io::Cursor<Vec<u8>>>;
-
 fn main() {
     let args: Args = argh::from_env();
     if !(args.rate >= 0.0 && args.rate.is_finite()) {
-        eprintln!("msgx-sim: --rate must be a non-negative number");
-        std::process::exit(2);
+        fail(2, "--rate must be a non-negative number");
     }
-    let server = match Server::http(("127.0.0.1", args.port)) {
-        Ok(server) => Arc::new(server),
-        Err(e) => {
-            eprintln!("msgx-sim: cannot listen on 127.0.0.1:{}: {e}", args.port);
-            std::process::exit(1);
-        }
+    let throttle = args
+        .throttle
+        .as_deref()
+        .map(Throttle::parse)
+        .transpose()
+        .unwrap_or_else(|e| fail(2, &e));
+    let listener = listen(args.port);
+    let port = local_port(&listener);
+    let foreign = args.foreign_next_link.then(|| listen(0));
+    let base_url = format!("http://127.0.0.1:{port}");
+    let next_link_base = match &foreign {
+        Some(listener) => format!("http://127.0.0.1:{}", local_port(listener)),
+        None => base_url.clone(),
     };
-    let port = server
-        .server_addr()
-        .to_ip()
-        .map(|a| a.port())
-        .unwrap_or(args.port);
     let sim = Arc::new(Sim {
         generator: Generator {
             seed: args.seed,
@@ -132,85 +126,101 @@ fn main() {
         client_id: args.client_id,
         client_secret: args.client_secret,
         token_ttl: Duration::from_secs(args.token_ttl),
-        base_url: format!("http://127.0.0.1:{port}"),
+        base_url,
+        next_link_base,
+        latency: Duration::from_millis(args.latency_ms),
         tokens: Mutex::default(),
         stats: Mutex::default(),
         faults: Faults {
             every_429: args.every_429,
             retry_after: args.retry_after,
             every_503: args.every_503,
+            every_reset: args.every_reset,
+            garbage: args.garbage,
+            throttle,
             requests: AtomicU64::new(0),
         },
     });
     if let Some(path) = &args.port_file
         && let Err(e) = std::fs::write(path, format!("{port}\n"))
     {
-        eprintln!("msgx-sim: cannot write {path}: {e}");
-        std::process::exit(1);
+        fail(1, &format!("cannot write {path}: {e}"));
     }
     println!("msgx-sim listening on {}", sim.base_url);
-    let workers: Vec<_> = (0..args.threads.max(1))
-        .map(|_| {
-            let (server, sim) = (server.clone(), sim.clone());
-            std::thread::spawn(move || {
-                for request in server.incoming_requests() {
-                    sim.handle(request);
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        let _ = worker.join();
+    if let Some(listener) = foreign {
+        let sim = sim.clone();
+        std::thread::spawn(move || {
+            http::serve(listener, Arc::new(move |request| sim.foreign(request)))
+        });
     }
+    http::serve(listener, Arc::new(move |request| sim.handle(request)));
+}
+
+fn listen(port: u16) -> TcpListener {
+    TcpListener::bind(("127.0.0.1", port))
+        .unwrap_or_else(|e| fail(1, &format!("cannot listen on 127.0.0.1:{port}: {e}")))
+}
+
+fn local_port(listener: &TcpListener) -> u16 {
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| fail(1, &format!("no local address: {e}")))
+}
+
+fn fail(code: i32, message: &str) -> ! {
+    eprintln!("msgx-sim: {message}");
+    std::process::exit(code)
 }
 
 impl Sim {
-    fn handle(&self, mut request: Request) {
-        let url = request.url().to_string();
-        let path = url
+    fn handle(&self, request: &Request) -> Reply {
+        let path = request
+            .target
             .split('?')
             .next()
             .unwrap_or_default()
             .to_ascii_lowercase();
-        let query = parse_query(&url);
-        let reply = match (request.method(), path.as_str()) {
-            (Method::Post, p) if p.ends_with("/oauth2/v2.0/token") => {
-                let tenant = p
-                    .trim_start_matches('/')
-                    .split('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                let mut body = String::new();
-                let read = request.as_reader().take(1 << 16).read_to_string(&mut body);
-                match read {
-                    Ok(_) => self.token(&tenant, &body),
-                    Err(_) => graph_error(400, "BadRequest", "unreadable body"),
-                }
+        let query = parse_query(&request.target);
+        let reply = match (request.method.as_str(), path.as_str()) {
+            ("POST", p) if p.ends_with("/oauth2/v2.0/token") => {
+                let tenant = p.trim_start_matches('/').split('/').next();
+                let body = String::from_utf8_lossy(&request.body);
+                Reply::Full(self.token(tenant.unwrap_or_default(), &body))
             }
-            (Method::Get, "/v1.0/auditlogs/signins") => self.sign_ins(&request, &query),
-            (Method::Get, "/_sim/records") => self.oracle(&query),
-            (Method::Get, "/_sim/stats") => self.stats(),
-            _ => graph_error(
+            ("GET", "/v1.0/auditlogs/signins") => self.sign_ins(request, &query),
+            ("GET", "/_sim/records") => Reply::Full(self.oracle(&query)),
+            ("GET", "/_sim/stats") => Reply::Full(self.stats()),
+            _ => Reply::Full(graph_error(
                 404,
                 "Request_ResourceNotFound",
                 "Resource not found for the segment.",
-            ),
+            )),
         };
-        self.count(&path, reply.status_code().0);
-        let client_request_id = request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("client-request-id"))
-            .map(|h| h.value.to_string());
-        let mut reply = reply.with_header(header("request-id", &request_guid()));
-        if let Some(id) = client_request_id {
-            reply = reply.with_header(header("client-request-id", &id));
+        match reply {
+            Reply::Full(response) => {
+                self.count(&path, &response.status.to_string());
+                let mut response = response.with_header("request-id", &request_guid());
+                if let Some(id) = request.header("client-request-id") {
+                    response = response.with_header("client-request-id", id);
+                }
+                Reply::Full(response)
+            }
+            other => other,
         }
-        let _ = request.respond(reply);
     }
 
-    fn count(&self, path: &str, status: u16) {
+    /// The foreign host of `--foreign-next-link`: counts what reaches it, above all any
+    /// bearer token, and answers with an empty page.
+    fn foreign(&self, request: &Request) -> Reply {
+        self.bump("foreign_requests");
+        if request.header("authorization").is_some() {
+            self.bump("foreign_authorization");
+        }
+        Reply::Full(json(200, r#"{"value":[]}"#.to_string()))
+    }
+
+    fn count(&self, path: &str, outcome: &str) {
         let kind = if path.ends_with("/token") {
             "token"
         } else if path.starts_with("/v1.0/") {
@@ -218,11 +228,15 @@ impl Sim {
         } else {
             "sim"
         };
-        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        *stats.entry(format!("{kind}_{status}")).or_default() += 1;
+        self.bump(&format!("{kind}_{outcome}"));
     }
 
-    fn token(&self, tenant: &str, body: &str) -> Reply {
+    fn bump(&self, key: &str) {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        *stats.entry(key.to_string()).or_default() += 1;
+    }
+
+    fn token(&self, tenant: &str, body: &str) -> Response {
         let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
             .into_owned()
             .collect();
@@ -279,12 +293,7 @@ impl Sim {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         tokens.retain(|_, expiry| *expiry > Instant::now());
         tokens.insert(token.clone(), Instant::now() + self.token_ttl);
-        *self
-            .stats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry("tokens_issued".into())
-            .or_default() += 1;
+        self.bump("tokens_issued");
         json(
             200,
             format!(
@@ -295,14 +304,10 @@ impl Sim {
     }
 
     fn authorized(&self, request: &Request) -> bool {
-        let Some(header) = request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("authorization"))
+        let Some(token) = request
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
         else {
-            return false;
-        };
-        let Some(token) = header.value.as_str().strip_prefix("Bearer ") else {
             return false;
         };
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
@@ -313,34 +318,69 @@ impl Sim {
 
     fn sign_ins(&self, request: &Request, query: &HashMap<String, String>) -> Reply {
         if !self.authorized(request) {
-            return graph_error(
+            return Reply::Full(graph_error(
                 401,
                 "InvalidAuthenticationToken",
                 "Access token has expired or is not yet valid.",
-            );
+            ));
         }
-        if let Some(fault) = self.faults.next() {
-            return fault;
+        std::thread::sleep(self.latency);
+        let fault = self.faults.next();
+        let page = match fault {
+            Some(Fault::TooManyRequests(retry_after)) => {
+                let response = graph_error(429, "TooManyRequests", "Too many requests.");
+                return Reply::Full(response.with_header("Retry-After", &retry_after.to_string()));
+            }
+            Some(Fault::ServiceUnavailable) => {
+                return Reply::Full(graph_error(
+                    503,
+                    "ServiceUnavailable",
+                    "The service is temporarily unavailable.",
+                ));
+            }
+            Some(Fault::Reset) => {
+                self.bump("graph_reset");
+                return Reply::Reset;
+            }
+            _ => match self.page(query) {
+                Ok(body) => body,
+                Err(response) => return Reply::Full(response),
+            },
+        };
+        match fault {
+            Some(Fault::CutShort) => {
+                self.bump("graph_cut_short");
+                Reply::CutShort(json(200, page))
+            }
+            Some(Fault::Garbage) => {
+                self.bump("graph_garbage");
+                let cut = page.len() / 2;
+                Reply::Full(json(200, page[..cut].to_string()))
+            }
+            _ => Reply::Full(json(200, page)),
         }
+    }
+
+    /// The JSON body of one page of sign-ins, or Graph's answer to a bad query.
+    fn page(&self, query: &HashMap<String, String>) -> Result<String, Response> {
         let top = match query.get("$top").map(|t| t.parse::<usize>()) {
             None => 1000,
             Some(Ok(top)) if (1..=1000).contains(&top) => top,
             Some(_) => {
-                return graph_error(
+                return Err(graph_error(
                     400,
                     "BadRequest",
                     "Invalid $top value: must be between 1 and 1000.",
-                );
+                ));
             }
         };
-        let bounds = match self.bounds(query) {
-            Ok(bounds) => bounds,
-            Err(message) => return graph_error(400, "BadRequest", &message),
-        };
+        let bounds = self
+            .bounds(query)
+            .map_err(|message| graph_error(400, "BadRequest", &message))?;
         let cursor = match query.get("$skiptoken").map(|t| Cursor::decode(t)) {
             None => None,
             Some(Some(cursor)) => Some(cursor),
-            Some(None) => return graph_error(400, "BadRequest", "Invalid skip token."),
+            Some(None) => return Err(graph_error(400, "BadRequest", "Invalid skip token.")),
         };
         let (records, next) = odata::page(&self.generator, bounds, cursor, top);
         let mut body = format!(
@@ -350,7 +390,7 @@ impl Sim {
         body.push_str(&records.join(","));
         body.push(']');
         if let Some(next) = next {
-            let mut link = format!("{}/v1.0/auditLogs/signins?", self.base_url);
+            let mut link = format!("{}/v1.0/auditLogs/signins?", self.next_link_base);
             if let Some(filter) = query.get("$filter") {
                 link.push_str("$filter=");
                 link.push_str(
@@ -362,7 +402,7 @@ impl Sim {
             body.push_str(&format!(r#","@odata.nextLink":"{link}""#));
         }
         body.push('}');
-        json(200, body)
+        Ok(body)
     }
 
     /// The query's bounds, clipped to what exists: nothing after now, nothing older
@@ -379,21 +419,20 @@ impl Sim {
         }
     }
 
-    fn oracle(&self, query: &HashMap<String, String>) -> Reply {
+    fn oracle(&self, query: &HashMap<String, String>) -> Response {
         match self.bounds(query) {
             Ok(bounds) => {
                 let mut body = odata::all(&self.generator, bounds).join("\n");
                 if !body.is_empty() {
                     body.push('\n');
                 }
-                Response::from_data(body.into_bytes())
-                    .with_header(header("Content-Type", "application/x-ndjson"))
+                Response::new(200, "application/x-ndjson", body.into_bytes())
             }
             Err(message) => graph_error(400, "BadRequest", &message),
         }
     }
 
-    fn stats(&self) -> Reply {
+    fn stats(&self) -> Response {
         let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         let fields: Vec<String> = stats.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
         json(200, format!("{{{}}}", fields.join(",")))
@@ -407,19 +446,11 @@ fn parse_query(url: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).unwrap_or_else(|_| {
-        Header::from_bytes(&b"X-Invalid"[..], &b"1"[..]).expect("static header")
-    })
+fn json(status: u16, body: String) -> Response {
+    Response::new(status, "application/json", body.into_bytes())
 }
 
-fn json(status: u16, body: String) -> Reply {
-    Response::from_data(body.into_bytes())
-        .with_status_code(status)
-        .with_header(header("Content-Type", "application/json"))
-}
-
-fn graph_error(status: u16, code: &str, message: &str) -> Reply {
+fn graph_error(status: u16, code: &str, message: &str) -> Response {
     let date = time::OffsetDateTime::now_utc();
     json(
         status,
@@ -437,7 +468,7 @@ fn graph_error(status: u16, code: &str, message: &str) -> Reply {
     )
 }
 
-fn oauth_error(status: u16, error: &str, code: u32, description: &str) -> Reply {
+fn oauth_error(status: u16, error: &str, code: u32, description: &str) -> Response {
     let trace = request_guid();
     json(
         status,

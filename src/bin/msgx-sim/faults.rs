@@ -1,0 +1,125 @@
+//! Injected failures of the sign-ins endpoint: every K-th request gets a 429, a 503, a
+//! dropped connection or a garbled page, and `--throttle N/W` enforces a true sliding
+//! window of N requests per W seconds the way Graph's budget does.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// What happens to one sign-ins request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// 429 with this Retry-After, in seconds.
+    TooManyRequests(u64),
+    ServiceUnavailable,
+    /// The connection closes before any response.
+    Reset,
+    /// The connection closes halfway through the body.
+    CutShort,
+    /// 200 with a body that is not the expected JSON.
+    Garbage,
+}
+
+pub struct Throttle {
+    pub requests: usize,
+    pub per: Duration,
+    admitted: Mutex<VecDeque<Instant>>,
+}
+
+impl Throttle {
+    /// Parses `N/W`: N requests per W seconds.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let parsed = value
+            .split_once('/')
+            .and_then(|(n, w)| Some((n.parse().ok()?, w.parse().ok()?)));
+        match parsed {
+            Some((requests, seconds)) if requests > 0 && seconds > 0 => Ok(Throttle {
+                requests,
+                per: Duration::from_secs(seconds),
+                admitted: Mutex::default(),
+            }),
+            _ => Err(format!(
+                "--throttle {value}: expected N/W with whole numbers N, W > 0"
+            )),
+        }
+    }
+
+    /// Admits the request, or says how many whole seconds until the window has room.
+    fn admit(&self, now: Instant) -> Result<(), u64> {
+        let mut admitted = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+        while admitted
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.per)
+        {
+            admitted.pop_front();
+        }
+        match admitted.front() {
+            Some(oldest) if admitted.len() >= self.requests => {
+                let wait = (*oldest + self.per).duration_since(now);
+                Err(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+            }
+            _ => {
+                admitted.push_back(now);
+                Ok(())
+            }
+        }
+    }
+}
+
+pub struct Faults {
+    pub every_429: u64,
+    pub retry_after: u64,
+    pub every_503: u64,
+    pub every_reset: u64,
+    pub garbage: u64,
+    pub throttle: Option<Throttle>,
+    pub requests: AtomicU64,
+}
+
+impl Faults {
+    /// The fault for the next sign-ins request, if any.
+    pub fn next(&self) -> Option<Fault> {
+        if let Some(throttle) = &self.throttle
+            && let Err(wait) = throttle.admit(Instant::now())
+        {
+            return Some(Fault::TooManyRequests(wait));
+        }
+        let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        let hit = |k: u64| k > 0 && n.is_multiple_of(k);
+        if hit(self.every_429) {
+            Some(Fault::TooManyRequests(self.retry_after))
+        } else if hit(self.every_503) {
+            Some(Fault::ServiceUnavailable)
+        } else if hit(self.every_reset) {
+            // Alternate between the two ways a connection can die.
+            Some(if (n / self.every_reset) % 2 == 1 {
+                Fault::Reset
+            } else {
+                Fault::CutShort
+            })
+        } else if hit(self.garbage) {
+            Some(Fault::Garbage)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_is_a_sliding_window() {
+        let throttle = Throttle::parse("2/10").unwrap();
+        let t0 = Instant::now();
+        assert_eq!(throttle.admit(t0), Ok(()));
+        assert_eq!(throttle.admit(t0 + Duration::from_secs(4)), Ok(()));
+        assert_eq!(throttle.admit(t0 + Duration::from_millis(9500)), Err(1));
+        assert_eq!(throttle.admit(t0 + Duration::from_secs(10)), Ok(()));
+        assert_eq!(throttle.admit(t0 + Duration::from_secs(11)), Err(3));
+        assert!(Throttle::parse("0/10").is_err());
+        assert!(Throttle::parse("5").is_err());
+    }
+}
