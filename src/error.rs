@@ -78,6 +78,8 @@ pub enum GraphError {
         url: String,
         last: Option<Box<GraphError>>,
     },
+    /// The run was asked to stop (SIGTERM/SIGINT) before this page was fetched.
+    Interrupted { url: String },
     /// A 200 whose body is not a Graph collection page.
     Malformed { url: String, message: String },
     /// A paging link that must not be followed.
@@ -111,6 +113,7 @@ impl fmt::Display for GraphError {
                     None => Ok(()),
                 }
             }
+            GraphError::Interrupted { url } => write!(f, "GET {url}: interrupted by a signal"),
             GraphError::Malformed { url, message } => {
                 write!(f, "GET {url}: malformed page: {message}")
             }
@@ -133,7 +136,8 @@ impl GraphError {
             GraphError::Auth(AuthError::Unavailable { .. }) => true,
             GraphError::Auth(AuthError::Refused { .. })
             | GraphError::UnsafeNextLink { .. }
-            | GraphError::Deadline { .. } => false,
+            | GraphError::Deadline { .. }
+            | GraphError::Interrupted { .. } => false,
         }
     }
 
@@ -182,6 +186,8 @@ pub enum Error {
     Sink(SinkError),
     /// Setting up the run failed (thread pool, output file).
     Setup(String),
+    /// SIGTERM/SIGINT arrived before the export began; carries the exit code.
+    Interrupted(u8),
 }
 
 impl Error {
@@ -192,6 +198,7 @@ impl Error {
             Error::Auth(AuthError::Unavailable { .. }) | Error::Sink(_) | Error::Setup(_) => {
                 exit::INCOMPLETE
             }
+            Error::Interrupted(code) => *code,
         }
     }
 }
@@ -203,6 +210,7 @@ impl fmt::Display for Error {
             Error::Auth(e) => e.fmt(f),
             Error::Sink(e) => e.fmt(f),
             Error::Setup(message) => f.write_str(message),
+            Error::Interrupted(_) => f.write_str("interrupted by a signal before the export began"),
         }
     }
 }

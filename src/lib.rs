@@ -14,6 +14,7 @@ pub mod logging;
 pub mod pipeline;
 pub mod run;
 pub mod secret;
+pub mod shutdown;
 pub mod sink;
 pub mod window;
 

@@ -3,10 +3,14 @@
 //! threads that hand them to the sink. Memory is bounded by the channel capacity times
 //! the page size, whatever the window size. A ledger records, per frame, what was
 //! fetched and written, so the run can say exactly which frames are incomplete.
+//!
+//! The sink retries a page itself; once a page has failed for good the sink counts as
+//! down: no more pages are fetched or written, and every frame not yet complete fails
+//! with that error instead of spending Graph's budget on pages that cannot land.
 
 use std::ops::ControlFlow;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -119,14 +123,17 @@ pub fn run(
         .map_err(|e| Error::Setup(format!("cannot start fetcher threads: {e}")))?;
     let ledger = Ledger::new(frames.len());
     let next_frame = AtomicUsize::new(0);
+    let sink_down = OnceLock::new();
     let (pages_out, pages_in) = crossbeam_channel::bounded::<Batch>(options.queue_capacity);
     std::thread::scope(|scope| {
         for i in 0..options.writers {
             let pages_in = pages_in.clone();
-            let ledger = &ledger;
+            let (ledger, sink_down) = (&ledger, &sink_down);
             let spawned = std::thread::Builder::new()
                 .name(format!("write-{i}"))
-                .spawn_scoped(scope, move || write_pages(pages_in, sink, ledger));
+                .spawn_scoped(scope, move || {
+                    write_pages(pages_in, sink, ledger, sink_down)
+                });
             if let Err(e) = spawned {
                 log::warn!("cannot start writer thread {i}: {e}");
             }
@@ -135,8 +142,12 @@ pub fn run(
         fetchers.scope(|s| {
             for _ in 0..options.streams.min(frames.len()) {
                 let pages_out = pages_out.clone();
-                let (ledger, next_frame) = (&ledger, &next_frame);
-                s.spawn(move |_| fetch_frames(frames, next_frame, client, &pages_out, ledger));
+                let shared = Shared {
+                    ledger: &ledger,
+                    next_frame: &next_frame,
+                    sink_down: &sink_down,
+                };
+                s.spawn(move |_| fetch_frames(frames, client, &pages_out, shared));
             }
         });
         drop(pages_out);
@@ -149,19 +160,35 @@ pub fn run(
     Ok(ledger.outcomes(frames))
 }
 
+/// What the fetchers share.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    ledger: &'a Ledger,
+    next_frame: &'a AtomicUsize,
+    /// The write failure that made the sink count as down.
+    sink_down: &'a OnceLock<SinkError>,
+}
+
 /// Takes frames in order until none are left; each goes page by page to the writers.
-fn fetch_frames(
-    frames: &[Frame],
-    next_frame: &AtomicUsize,
-    client: &GraphClient,
-    pages_out: &Sender<Batch>,
-    ledger: &Ledger,
-) {
+fn fetch_frames(frames: &[Frame], client: &GraphClient, pages_out: &Sender<Batch>, shared: Shared) {
+    let Shared {
+        ledger,
+        next_frame,
+        sink_down,
+    } = shared;
     loop {
         let i = next_frame.fetch_add(1, Ordering::SeqCst);
         let Some(frame) = frames.get(i) else { return };
+        if let Some(down) = sink_down.get() {
+            ledger.fail(i, FrameFailure::Write(down.clone()));
+            continue;
+        }
         log::debug!("frame {frame}: fetching");
         let fetched = client.fetch_frame(frame, |page| {
+            if let Some(down) = sink_down.get() {
+                ledger.fail(i, FrameFailure::Write(down.clone()));
+                return ControlFlow::Break(());
+            }
             match pages_out.send(Batch { frame: i, page }) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(_) => {
@@ -180,15 +207,27 @@ fn fetch_frames(
     }
 }
 
-fn write_pages(pages_in: Receiver<Batch>, sink: &dyn Sink, ledger: &Ledger) {
+fn write_pages(
+    pages_in: Receiver<Batch>,
+    sink: &dyn Sink,
+    ledger: &Ledger,
+    sink_down: &OnceLock<SinkError>,
+) {
     for batch in pages_in {
+        if let Some(down) = sink_down.get() {
+            ledger.fail(batch.frame, FrameFailure::Write(down.clone()));
+            continue;
+        }
         let records: Vec<&str> = batch.page.records().collect();
         match sink.write(&records) {
             Ok(()) => ledger.update(batch.frame, |p| {
                 p.pages += 1;
                 p.records += records.len() as u64;
             }),
-            Err(e) => ledger.fail(batch.frame, FrameFailure::Write(e)),
+            Err(e) => {
+                let _ = sink_down.set(e.clone());
+                ledger.fail(batch.frame, FrameFailure::Write(e));
+            }
         }
     }
 }

@@ -10,11 +10,11 @@ use crate::auth::{Credentials, TokenSource};
 use crate::config::{Config, ConfigError, Source};
 use crate::error::{Error, exit};
 use crate::graph::GraphClient;
-use crate::graph::client::RetryOptions;
-use crate::graph::retry::{Backoff, RateLimit, RequestGate};
+use crate::graph::retry::{Backoff, RateLimit, RequestGate, RetryOptions};
 use crate::graph::transport::{HttpTransport, TransportOptions, UreqTransport};
 use crate::pipeline::{self, FrameOutcome, PipelineOptions};
-use crate::sink;
+use crate::shutdown::{self, Stop};
+use crate::sink::{self, redis::REDIS_BACKOFF};
 use crate::window::{self, Window};
 
 /// Largest Graph response accepted (after decompression): a 1000-record page is a few
@@ -31,6 +31,8 @@ pub struct RunReport {
     pub window: Window,
     pub frames: Vec<FrameOutcome>,
     pub elapsed: Duration,
+    /// The exit code a SIGTERM/SIGINT asked for.
+    pub interrupted: Option<u8>,
 }
 
 impl RunReport {
@@ -39,7 +41,9 @@ impl RunReport {
     }
 
     pub fn exit_code(&self) -> u8 {
-        if self.frames.iter().any(FrameOutcome::auth_refused) {
+        if let Some(code) = self.interrupted {
+            code
+        } else if self.frames.iter().any(FrameOutcome::auth_refused) {
             exit::AUTH
         } else if self.failed().next().is_some() {
             exit::INCOMPLETE
@@ -113,6 +117,27 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         idle_per_host: config.streams + 1,
         body_limit: BODY_LIMIT,
     }));
+    let stop = Stop::default();
+    let gate = Arc::new(RequestGate::new(
+        config
+            .rate_limit
+            .map(|(requests, per)| RateLimit { requests, per }),
+        stop.clone(),
+    ));
+    {
+        let (gate, transport) = (gate.clone(), transport.clone());
+        shutdown::watch_signals(stop.clone(), move || {
+            gate.wake_all();
+            transport.abort();
+        })
+        .map_err(|e| Error::Setup(format!("cannot watch for SIGTERM/SIGINT: {e}")))?;
+    }
+    let retry = RetryOptions {
+        max_retries: config.max_retries,
+        backoff: BACKOFF,
+        deadline: started + config.deadline,
+        stop: stop.clone(),
+    };
     let tokens = Arc::new(TokenSource::new(
         transport.clone(),
         Credentials {
@@ -126,20 +151,24 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             ),
         },
     ));
-    let sink = sink::open(config)?;
-    sink.check()?;
-    // A refused credential ends the run here, before any frame is attempted.
-    tokens.bearer()?;
-    let gate = RequestGate::new(
-        config
-            .rate_limit
-            .map(|(requests, per)| RateLimit { requests, per }),
-    );
-    let retry = RetryOptions {
-        max_retries: config.max_retries,
-        backoff: BACKOFF,
-        deadline: started + config.deadline,
-    };
+    let sink = sink::open(
+        config,
+        RetryOptions {
+            backoff: REDIS_BACKOFF,
+            ..retry.clone()
+        },
+    )?;
+    // Redis first, then the token: a refusal of either ends the run before any frame.
+    let ready = sink
+        .check()
+        .map_err(Error::from)
+        .and_then(|()| Ok(tokens.bearer().map(drop)?));
+    if let Err(e) = ready {
+        return Err(match stop.requested() {
+            Some(code) => Error::Interrupted(code),
+            None => e,
+        });
+    }
     let client = GraphClient::new(
         transport,
         tokens,
@@ -178,5 +207,6 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         window,
         frames,
         elapsed: started.elapsed(),
+        interrupted: stop.requested(),
     })
 }

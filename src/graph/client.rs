@@ -9,28 +9,19 @@ use serde::Deserialize;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::paging::{NextLinkGuard, Page, display_url};
-use super::retry::{Backoff, RequestGate, parse_retry_after};
+use super::retry::{NoTurn, RequestGate, RetryOptions, parse_retry_after};
 use super::transport::{HttpResponse, HttpTransport, TransportError};
 use crate::auth::TokenSource;
 use crate::error::GraphError;
 use crate::ids;
 use crate::window::Frame;
 
-/// How hard one request is tried.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryOptions {
-    pub max_retries: u32,
-    pub backoff: Backoff,
-    /// No attempt starts after this instant: a stuck run must not overlap later cron runs.
-    pub deadline: Instant,
-}
-
 pub struct GraphClient {
     transport: Arc<dyn HttpTransport>,
     tokens: Arc<TokenSource>,
     graph_url: url::Url,
     page_size: u32,
-    gate: RequestGate,
+    gate: Arc<RequestGate>,
     retry: RetryOptions,
 }
 
@@ -53,7 +44,7 @@ impl GraphClient {
         tokens: Arc<TokenSource>,
         graph_url: url::Url,
         page_size: u32,
-        gate: RequestGate,
+        gate: Arc<RequestGate>,
         retry: RetryOptions,
     ) -> Self {
         GraphClient {
@@ -115,11 +106,16 @@ impl GraphClient {
             url: display_url(url),
             last: last.map(Box::new),
         };
+        let interrupted = || GraphError::Interrupted {
+            url: display_url(url),
+        };
         let mut retries = 0;
         let mut token_renewed = false;
         loop {
-            if self.gate.wait_turn(self.retry.deadline).is_err() {
-                return Err(deadline_reached(None));
+            match self.gate.wait_turn(self.retry.deadline) {
+                Ok(()) => {}
+                Err(NoTurn::Deadline) => return Err(deadline_reached(None)),
+                Err(NoTurn::Stopped) => return Err(interrupted()),
             }
             let error = match self.fetch_once(url) {
                 Ok(page) => return Ok(page),
@@ -151,8 +147,8 @@ impl GraphClient {
             );
             if error.is_throttled() {
                 self.gate.pause_all(resume);
-            } else {
-                std::thread::sleep(wait);
+            } else if !self.retry.stop.sleep(wait) {
+                return Err(interrupted());
             }
         }
     }

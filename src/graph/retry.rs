@@ -11,6 +11,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::ids;
+use crate::shutdown::Stop;
 
 /// `n` requests per `per`, e.g. Graph's 5 per 10 s for sign-ins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,18 +28,25 @@ struct GateState {
 
 pub struct RequestGate {
     limit: Option<RateLimit>,
+    stop: Stop,
     state: Mutex<GateState>,
     changed: Condvar,
 }
 
-/// The run's deadline passed while waiting for a turn.
+/// Why no turn was given.
 #[derive(Debug, PartialEq, Eq)]
-pub struct DeadlinePassed;
+pub enum NoTurn {
+    /// The run's deadline would pass before the turn came.
+    Deadline,
+    /// The run was asked to stop.
+    Stopped,
+}
 
 impl RequestGate {
-    pub fn new(limit: Option<RateLimit>) -> Self {
+    pub fn new(limit: Option<RateLimit>, stop: Stop) -> Self {
         RequestGate {
             limit,
+            stop,
             state: Mutex::default(),
             changed: Condvar::new(),
         }
@@ -46,9 +54,12 @@ impl RequestGate {
 
     /// Blocks until a request may be sent without exceeding the rate limit or cutting
     /// into a pause, then counts it as sent.
-    pub fn wait_turn(&self, deadline: Instant) -> Result<(), DeadlinePassed> {
+    pub fn wait_turn(&self, deadline: Instant) -> Result<(), NoTurn> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
+            if self.stop.requested().is_some() {
+                return Err(NoTurn::Stopped);
+            }
             let now = Instant::now();
             let ready_at = self.ready_at(&mut state, now);
             if ready_at <= now {
@@ -56,7 +67,7 @@ impl RequestGate {
                 return Ok(());
             }
             if ready_at > deadline {
-                return Err(DeadlinePassed);
+                return Err(NoTurn::Deadline);
             }
             state = self
                 .changed
@@ -93,6 +104,23 @@ impl RequestGate {
         }
         self.changed.notify_all();
     }
+
+    /// Wakes every waiting stream, so that a stop request is seen at once.
+    pub fn wake_all(&self) {
+        let _state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.changed.notify_all();
+    }
+}
+
+/// How hard one request (a Graph page, a Redis write) is tried.
+#[derive(Clone)]
+pub struct RetryOptions {
+    pub max_retries: u32,
+    pub backoff: Backoff,
+    /// No attempt starts after this instant: a stuck run must not overlap later cron runs.
+    pub deadline: Instant,
+    /// A stop request ends the waiting between attempts.
+    pub stop: Stop,
 }
 
 /// Exponential backoff with full jitter: attempt `n` waits a random time up to
@@ -164,10 +192,11 @@ mod tests {
 
     #[test]
     fn gate_admits_the_limit_then_holds_until_the_window_moves() {
-        let gate = RequestGate::new(Some(RateLimit {
+        let limit = RateLimit {
             requests: 3,
             per: Duration::from_millis(300),
-        }));
+        };
+        let gate = RequestGate::new(Some(limit), Stop::default());
         let start = Instant::now();
         let far = start + Duration::from_secs(10);
         for _ in 0..4 {
@@ -178,14 +207,28 @@ mod tests {
 
     #[test]
     fn a_pause_holds_everyone_and_respects_the_deadline() {
-        let gate = RequestGate::new(None);
+        let gate = RequestGate::new(None, Stop::default());
         let now = Instant::now();
         gate.pause_all(now + Duration::from_millis(200));
         assert_eq!(
             gate.wait_turn(now + Duration::from_millis(50)),
-            Err(DeadlinePassed)
+            Err(NoTurn::Deadline)
         );
         gate.wait_turn(now + Duration::from_secs(5)).unwrap();
         assert!(now.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn a_stop_releases_a_paused_stream_without_a_turn() {
+        let stop = Stop::default();
+        let gate = std::sync::Arc::new(RequestGate::new(None, stop.clone()));
+        gate.pause_all(Instant::now() + Duration::from_secs(600));
+        let waiter = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.wait_turn(Instant::now() + Duration::from_secs(900)))
+        };
+        stop.request(crate::error::exit::SIGTERM);
+        gate.wake_all();
+        assert_eq!(waiter.join().unwrap(), Err(NoTurn::Stopped));
     }
 }

@@ -35,6 +35,9 @@ impl std::fmt::Display for TransportError {
 pub trait HttpTransport: Send + Sync {
     fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, TransportError>;
     fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<HttpResponse, TransportError>;
+
+    /// Aborts requests in flight, so a stop does not wait out a slow response.
+    fn abort(&self) {}
 }
 
 pub struct TransportOptions {
@@ -120,5 +123,10 @@ impl HttpTransport for UreqTransport {
     fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<HttpResponse, TransportError> {
         let request = self.agent.post(url).header("Accept", "application/json");
         self.finish(request.send_form(form.iter().copied()))
+    }
+
+    fn abort(&self) {
+        // Closes every pooled connection, including those other threads are reading.
+        self.agent.clone().shutdown();
     }
 }

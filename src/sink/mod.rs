@@ -8,6 +8,7 @@ pub mod redis;
 
 use crate::config::{Backend, Config};
 use crate::error::{Error, SinkError};
+use crate::graph::retry::RetryOptions;
 
 pub trait Sink: Send + Sync {
     /// Checks that the destination can be reached, before any Graph request is spent.
@@ -24,9 +25,11 @@ pub trait Sink: Send + Sync {
     }
 }
 
-pub fn open(config: &Config) -> Result<Box<dyn Sink>, Error> {
+/// The configured sink; `redis_retry` limits the Redis sink's retries (files and the
+/// log are not retried: their errors do not go away by waiting).
+pub fn open(config: &Config, redis_retry: RetryOptions) -> Result<Box<dyn Sink>, Error> {
     Ok(match config.queue_backend {
-        Backend::Redis => Box::new(redis::RedisSink::new(config)?),
+        Backend::Redis => Box::new(redis::RedisSink::new(config, redis_retry)?),
         Backend::Log => Box::new(log::LogSink),
         Backend::File => Box::new(file::FileSink::open(&config.file_path)?),
     })
