@@ -9,23 +9,11 @@ need_cargo
 cargo build --locked --release --bins >&2
 
 work=$(mktemp -d)
-sim_pid=""
-cleanup() {
-    if [ -n "$sim_pid" ]; then
-        kill "$sim_pid" 2>/dev/null || true
-        wait "$sim_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'stop_started; rm -rf "$work"' EXIT
 
-target/release/msgx-sim --port 0 --port-file "$work/port" --rate 2 \
-    --tenant demo-tenant --client-id demo-client --client-secret demo-secret >/dev/null &
-sim_pid=$!
-for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.05; done
-[ -s "$work/port" ] || { echo "msgx-sim did not start" >&2; exit 1; }
-sim="http://127.0.0.1:$(cat "$work/port")"
-echo "msgx-sim (pid $sim_pid) on $sim" >&2
+start_sim "$work" --rate 2 --tenant demo-tenant --client-id demo-client --client-secret demo-secret
+sim=$SIM_URL
+echo "msgx-sim (pid $SIM_PID) on $sim" >&2
 
 status=0
 GRAPH_CLIENT_SECRET=demo-secret target/release/msgx-once \

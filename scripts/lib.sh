@@ -9,9 +9,68 @@ need_redis() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
 }
 
+need_curl() {
+    command -v curl >/dev/null 2>&1 && return 0
+    echo "installing curl (apt-get)" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq curl >/dev/null
+}
+
 need_cargo() {
     command -v cargo >/dev/null 2>&1 && return 0
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH" && return 0
     echo "cargo is required (https://rustup.rs)" >&2
     exit 1
+}
+
+# A loopback port nothing listens on (random, probed with bash's /dev/tcp).
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 40000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+    done
+}
+
+# Processes started by start_sim/start_redis, stopped by stop_started (by pid).
+STARTED_PIDS=()
+stop_started() {
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    STARTED_PIDS=()
+}
+
+# start_sim WORKDIR FLAGS...: release msgx-sim on a free port; sets SIM_PID and SIM_URL.
+start_sim() {
+    local dir=$1
+    shift
+    rm -f "$dir/sim.port"
+    target/release/msgx-sim --port 0 --port-file "$dir/sim.port" "$@" >/dev/null &
+    SIM_PID=$!
+    STARTED_PIDS+=("$SIM_PID")
+    for _ in $(seq 200); do [ -s "$dir/sim.port" ] && break; sleep 0.05; done
+    [ -s "$dir/sim.port" ] || { echo "msgx-sim did not start" >&2; return 1; }
+    SIM_URL="http://127.0.0.1:$(cat "$dir/sim.port")"
+}
+
+# start_redis WORKDIR: redis-server on a free loopback port, no persistence; sets
+# REDIS_PID and REDIS_PORT.
+start_redis() {
+    local dir=$1
+    REDIS_PORT=$(free_port)
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$dir" >/dev/null &
+    REDIS_PID=$!
+    STARTED_PIDS+=("$REDIS_PID")
+    for _ in $(seq 200); do
+        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    echo "redis-server did not start" >&2
+    return 1
 }

@@ -20,6 +20,15 @@ pub struct RateLimit {
     pub per: Duration,
 }
 
+impl RateLimit {
+    /// The window the gate keeps, 2 % longer than the server's: the server counts a
+    /// request when it arrives, and arrivals jitter by a few milliseconds, so pacing to
+    /// the exact window would now and then land one request inside it (and earn a 429).
+    fn guarded_span(&self) -> Duration {
+        self.per + self.per / 50
+    }
+}
+
 #[derive(Default)]
 struct GateState {
     sent: VecDeque<Instant>,
@@ -80,17 +89,18 @@ impl RequestGate {
     fn ready_at(&self, state: &mut GateState, now: Instant) -> Instant {
         let mut ready = state.paused_until.unwrap_or(now).max(now);
         if let Some(limit) = self.limit {
+            let span = limit.guarded_span();
             while state
                 .sent
                 .front()
-                .is_some_and(|t| now.duration_since(*t) >= limit.per)
+                .is_some_and(|t| now.duration_since(*t) >= span)
             {
                 state.sent.pop_front();
             }
             if state.sent.len() >= limit.requests as usize
                 && let Some(oldest) = state.sent.front()
             {
-                ready = ready.max(*oldest + limit.per);
+                ready = ready.max(*oldest + span);
             }
         }
         ready

@@ -161,7 +161,7 @@ impl RedisSink {
                 )));
             }
             log::warn!(
-                "redis {}: {}; retry {retries}/{} in {:.1}s",
+                "{}: {}; retry {retries}/{} in {:.1}s",
                 self.endpoint,
                 failure.message,
                 self.retry.max_retries,
@@ -197,7 +197,7 @@ impl RedisSink {
 
     fn failed(&self, message: String) -> SinkError {
         SinkError {
-            target: format!("redis {}", self.endpoint),
+            target: self.endpoint.clone(),
             message,
         }
     }

@@ -70,40 +70,58 @@ fn stop(child: &mut Child) {
 pub struct RedisServer {
     child: Child,
     pub port: u16,
-    _dir: TempDir,
+    dir: TempDir,
+    extra: Vec<String>,
+    password: Option<String>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
-        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        Self::start_with(&[])
+    }
+
+    /// A redis-server with extra configuration, e.g. `["--requirepass", "pw"]` or
+    /// `["--appendonly", "yes"]` (data that survives a restart).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let extra = strings(extra);
+        let password = extra
+            .iter()
+            .position(|a| a == "--requirepass")
+            .and_then(|i| extra.get(i + 1).cloned());
         for _ in 0..5 {
             let dir = TempDir::new();
             let port = free_port();
-            let mut child = Command::new(&binary)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--dir"])
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server on PATH (scripts/test.sh installs it)");
-            let up = wait_for(Duration::from_secs(10), || {
-                matches!(child.try_wait(), Ok(None)) && ping(port)
-            });
-            if up {
+            if let Some(child) = spawn_redis(port, &dir, &extra, password.as_deref()) {
                 return RedisServer {
                     child,
                     port,
-                    _dir: dir,
+                    dir,
+                    extra,
+                    password,
                 };
             }
-            stop(&mut child);
         }
         panic!("redis-server did not start");
     }
 
+    /// Kills the server (SIGKILL: no goodbye to clients) and waits until the port is
+    /// free of it.
+    pub fn kill(&mut self) {
+        stop(&mut self.child);
+    }
+
+    /// Starts it again on the same port and directory.
+    pub fn restart(&mut self) {
+        let password = self.password.as_deref();
+        self.child = spawn_redis(self.port, &self.dir, &self.extra, password)
+            .expect("redis-server restarts on its port");
+    }
+
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
     }
 
     pub fn connection(&self) -> redis::Connection {
@@ -120,10 +138,45 @@ impl RedisServer {
             .query(&mut self.connection())
             .expect("LRANGE")
     }
+
+    pub fn len(&self, key: &str) -> usize {
+        redis::cmd("LLEN")
+            .arg(key)
+            .query(&mut self.connection())
+            .unwrap_or(0)
+    }
 }
 
-fn ping(port: u16) -> bool {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
+fn spawn_redis(
+    port: u16,
+    dir: &TempDir,
+    extra: &[String],
+    password: Option<&str>,
+) -> Option<Child> {
+    let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    let mut child = Command::new(&binary)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(dir.path())
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server on PATH (scripts/test.sh installs it)");
+    let up = wait_for(Duration::from_secs(10), || {
+        matches!(child.try_wait(), Ok(None)) && ping(port, password)
+    });
+    if up {
+        Some(child)
+    } else {
+        stop(&mut child);
+        None
+    }
+}
+
+fn ping(port: u16, password: Option<&str>) -> bool {
+    let auth = password.map(|p| format!(":{p}@")).unwrap_or_default();
+    redis::Client::open(format!("redis://{auth}127.0.0.1:{port}/0"))
         .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
         .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
         .is_ok()
@@ -297,20 +350,90 @@ impl Output {
     }
 }
 
-/// Runs msgx-once with `args` and only the environment in `env` (plus PATH).
-pub fn msgx(args: &[String], env: &[(&str, &str)]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_msgx-once"))
+fn msgx_command(args: &[String], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_msgx-once"));
+    command
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("msgx-once runs");
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs msgx-once with `args` and only the environment in `env` (plus PATH).
+pub fn msgx(args: &[String], env: &[(&str, &str)]) -> Output {
+    let output = msgx_command(args, env).output().expect("msgx-once runs");
     Output {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// msgx-once running in the background, its stderr going to a file the test can watch.
+pub struct Running {
+    child: Child,
+    stderr: PathBuf,
+    _dir: TempDir,
+}
+
+impl Running {
+    pub fn start(args: &[String]) -> Self {
+        let dir = TempDir::new();
+        let stderr = dir.join("stderr");
+        let file = std::fs::File::create(&stderr).expect("stderr file");
+        let child = msgx_command(args, &[])
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("msgx-once starts");
+        Running {
+            child,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Sends `signal` (e.g. "TERM") to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// Waits up to `limit` for the exit; kills the process and panics after that.
+    pub fn finish(mut self, limit: Duration) -> Output {
+        let mut code = None;
+        wait_for(limit, || {
+            code = self.child.try_wait().ok().flatten();
+            code.is_some()
+        });
+        let Some(status) = code else {
+            stop(&mut self.child);
+            panic!(
+                "msgx-once still running after {limit:?}:\n{}",
+                self.stderr()
+            );
+        };
+        Output {
+            code: status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr: self.stderr(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        stop(&mut self.child);
     }
 }
 

@@ -253,27 +253,3 @@ fn an_empty_window_is_a_success() {
     assert_eq!(run.summary_field("pages"), "2", "one empty page per frame");
     assert!(redis.list("empty").is_empty());
 }
-
-#[test]
-fn unreachable_redis_exits_1_naming_the_host_but_not_the_password() {
-    let sim = Sim::start(&["--rate", "1"]);
-    let port = free_port();
-    let mut args = sim.args();
-    args.extend(strings(&[
-        "--redis_url",
-        &format!("redis://:Pa55-Hidden@127.0.0.1:{port}/0"),
-    ]));
-    let run = msgx(&args, &[]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(&format!("127.0.0.1:{port}")),
-        "{}",
-        run.stderr
-    );
-    assert!(!run.stderr.contains("Pa55-Hidden"), "{}", run.stderr);
-    assert_eq!(
-        sim.stats()["graph_200"],
-        serde_json::Value::Null,
-        "no Graph request spent"
-    );
-}

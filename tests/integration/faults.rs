@@ -1,6 +1,8 @@
 //! Faults from Graph: transient ones are retried until the data is complete; lasting
 //! ones fail their frames, named, with exit 1.
 
+use std::time::Duration;
+
 use time::Duration as Span;
 
 use crate::common::*;
@@ -122,4 +124,337 @@ fn the_rate_limit_spaces_requests_across_all_streams() {
     assert_eq!(sim.stats()["graph_200"], 6);
     // Six requests at two per second cannot all have gone within two seconds.
     assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn dropped_connections_and_cut_bodies_are_retried_and_nothing_is_lost() {
+    let (sim, redis) = (
+        Sim::start(&["--rate", "3", "--every-reset", "2"]),
+        RedisServer::start(),
+    );
+    let since = minutes_ago(6);
+    let run = backfill(&sim, &redis, "reset", since, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_records(
+        redis.list("reset"),
+        sim.records(since, since + Span::seconds(59)),
+    );
+    let stats = sim.stats();
+    assert!(stats["graph_reset"].as_u64().unwrap_or(0) >= 1, "{stats}");
+    assert!(
+        stats["graph_cut_short"].as_u64().unwrap_or(0) >= 1,
+        "{stats}"
+    );
+}
+
+#[test]
+fn garbled_pages_are_retried_and_nothing_is_lost() {
+    let (sim, redis) = (
+        Sim::start(&["--rate", "3", "--garbage", "2"]),
+        RedisServer::start(),
+    );
+    let since = minutes_ago(6);
+    let run = backfill(&sim, &redis, "garbage", since, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_records(
+        redis.list("garbage"),
+        sim.records(since, since + Span::seconds(59)),
+    );
+    assert!(sim.stats()["graph_garbage"].as_u64().unwrap_or(0) >= 2);
+    assert!(run.stderr.contains("malformed page"), "{}", run.stderr);
+}
+
+#[test]
+fn a_429_storm_over_four_unpaced_streams_still_delivers_everything() {
+    let (sim, redis) = (
+        Sim::start(&["--rate", "3", "--throttle", "2/1"]),
+        RedisServer::start(),
+    );
+    let since = minutes_ago(6);
+    let run = backfill(
+        &sim,
+        &redis,
+        "storm",
+        since,
+        &["--streams", "4", "--stream_frame", "5"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_records(
+        redis.list("storm"),
+        sim.records(since, since + Span::seconds(59)),
+    );
+    assert!(sim.stats()["graph_429"].as_u64().unwrap_or(0) >= 1);
+}
+
+#[test]
+fn two_second_tokens_are_renewed_and_nothing_is_lost() {
+    let (sim, redis) = (
+        Sim::start(&["--rate", "3", "--token-ttl", "2", "--latency-ms", "250"]),
+        RedisServer::start(),
+    );
+    let since = minutes_ago(6);
+    let run = backfill(
+        &sim,
+        &redis,
+        "tokens",
+        since,
+        &["--streams", "1", "--page_size", "10"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_records(
+        redis.list("tokens"),
+        sim.records(since, since + Span::seconds(59)),
+    );
+    let issued = sim.stats()["tokens_issued"].as_u64().unwrap_or(0);
+    assert!(
+        issued >= 2,
+        "{issued} tokens for a run longer than one token"
+    );
+}
+
+#[test]
+fn with_graphs_budget_paced_a_run_of_twenty_pages_gets_at_most_one_429() {
+    let (sim, redis) = (
+        Sim::start(&["--rate", "1", "--throttle", "5/10"]),
+        RedisServer::start(),
+    );
+    let since = minutes_ago(6);
+    let run = backfill(
+        &sim,
+        &redis,
+        "paced",
+        since,
+        &["--rate_limit", "5/10", "--streams", "4", "--page_size", "3"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_records(
+        redis.list("paced"),
+        sim.records(since, since + Span::seconds(59)),
+    );
+    let stats = sim.stats();
+    assert!(stats["graph_200"].as_u64().unwrap_or(0) >= 20, "{stats}");
+    assert!(stats["graph_429"].as_u64().unwrap_or(0) <= 1, "{stats}");
+}
+
+#[test]
+fn a_foreign_next_link_fails_the_frame_and_gets_no_request() {
+    let (sim, redis) = (
+        Sim::start(&["--rate", "3", "--foreign-next-link"]),
+        RedisServer::start(),
+    );
+    let since = minutes_ago(6);
+    let mut args = redis_args(&sim, &redis, "foreign", &["--page_size", "10"]);
+    args.extend(backfill_flags(since, since + Span::seconds(20)));
+    let run = msgx(&args, &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("refusing to follow @odata.nextLink"),
+        "{}",
+        run.stderr
+    );
+    let span = format!(
+        "[{} - {}]",
+        rfc3339(since),
+        rfc3339(since + Span::seconds(19))
+    );
+    assert!(run.summary_line().contains(&span), "{}", run.summary_line());
+    let stats = sim.stats();
+    assert_eq!(
+        stats["foreign_requests"],
+        serde_json::Value::Null,
+        "{stats}"
+    );
+    assert_eq!(redis.len("foreign"), 10, "the first page was ours to write");
+}
+
+#[test]
+fn redis_down_at_start_exits_1_naming_the_host_and_spends_no_graph_request() {
+    let sim = Sim::start(&["--rate", "1"]);
+    let port = free_port();
+    let mut args = sim.args();
+    args.extend(strings(&[
+        "--redis_url",
+        &format!("redis://:Pa55-Hidden@127.0.0.1:{port}/0"),
+        "--max_retries",
+        "2",
+        "--log_level",
+        "trace",
+    ]));
+    let run = msgx(&args, &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let endpoint = format!("redis://127.0.0.1:{port}/0");
+    assert!(run.stderr.contains(&format!("{endpoint}: cannot connect")));
+    assert_eq!(run.stderr.matches("retry ").count(), 2, "{}", run.stderr);
+    assert!(!run.stderr.contains("Pa55-Hidden"), "{}", run.stderr);
+    assert_eq!(sim.stats()["graph_200"], serde_json::Value::Null);
+}
+
+#[test]
+fn redis_killed_and_restarted_mid_run_loses_nothing() {
+    let sim = Sim::start(&["--rate", "3", "--latency-ms", "150"]);
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let since = minutes_ago(6);
+    let mut args = redis_args(
+        &sim,
+        &redis,
+        "restart",
+        &[
+            "--stream_frame",
+            "10",
+            "--page_size",
+            "10",
+            "--streams",
+            "2",
+        ],
+    );
+    args.extend(backfill_flags(since, since + Span::seconds(60)));
+    let running = Running::start(&args);
+    assert!(wait_for(Duration::from_secs(30), || redis.len("restart") > 0));
+    redis.kill();
+    assert!(
+        wait_for(Duration::from_secs(30), || running
+            .stderr()
+            .contains("; retry 1/")),
+        "{}",
+        running.stderr()
+    );
+    redis.restart();
+    let run = running.finish(Duration::from_secs(90));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let delivered = redis.list("restart");
+    let expected = sim.records(since, since + Span::seconds(59));
+    let mut unique = sorted(delivered.clone());
+    unique.dedup();
+    // At least once: a page whose reply was lost with the server is written again.
+    assert!(
+        delivered.len() - unique.len() <= 10,
+        "more than one page twice"
+    );
+    assert_same_records(unique, expected);
+}
+
+/// Interrupts a slow backfill once records are arriving, then checks that what was
+/// written is exact, that the exit code is the signal's, and that the frames named as
+/// failed are exactly what a re-export needs.
+fn interrupted_run_names_what_is_missing(signal: &str, code: i32) {
+    let sim = Sim::start(&["--rate", "3", "--latency-ms", "200"]);
+    let redis = RedisServer::start();
+    let key = format!("sig{signal}");
+    let since = minutes_ago(6);
+    let frames: Vec<(time::OffsetDateTime, time::OffsetDateTime)> = (0..12)
+        .map(|i| {
+            let start = since + Span::seconds(10 * i);
+            (start, start + Span::seconds(9))
+        })
+        .collect();
+    let mut args = redis_args(
+        &sim,
+        &redis,
+        &key,
+        &[
+            "--stream_frame",
+            "10",
+            "--page_size",
+            "10",
+            "--streams",
+            "2",
+        ],
+    );
+    args.extend(backfill_flags(since, since + Span::seconds(120)));
+    let running = Running::start(&args);
+    assert!(wait_for(Duration::from_secs(30), || redis.len(&key) > 0));
+    running.signal(signal);
+    let run = running.finish(Duration::from_secs(15));
+    assert_eq!(run.code, code, "{}", run.stderr);
+    let failed: Vec<_> = frames
+        .iter()
+        .filter(|(start, end)| {
+            let span = format!("[{} - {}]", rfc3339(*start), rfc3339(*end));
+            run.summary_line().contains(&span)
+        })
+        .collect();
+    assert!(!failed.is_empty(), "{}", run.summary_line());
+    assert_eq!(run.summary_field("failed"), failed.len().to_string());
+    let delivered = redis.list(&key);
+    let all = sim.records(since, since + Span::seconds(119));
+    for (start, end) in frames.iter().filter(|f| !failed.contains(f)) {
+        for record in sim.records(*start, *end) {
+            assert!(
+                delivered.contains(&record),
+                "a complete frame lost a record"
+            );
+        }
+    }
+    assert!(delivered.iter().all(|r| all.contains(r)));
+    // Re-exporting the named frames completes the data.
+    for (start, end) in &failed {
+        let mut again = redis_args(&sim, &redis, &key, &[]);
+        again.extend(backfill_flags(*start, *end + Span::seconds(1)));
+        assert_eq!(msgx(&again, &[]).code, 0);
+    }
+    let mut unique = sorted(redis.list(&key));
+    unique.dedup();
+    assert_same_records(unique, all);
+}
+
+#[test]
+fn sigterm_mid_run_writes_what_was_fetched_and_exits_143() {
+    interrupted_run_names_what_is_missing("TERM", 143);
+}
+
+#[test]
+fn sigint_mid_run_exits_130() {
+    interrupted_run_names_what_is_missing("INT", 130);
+}
+
+/// A bearer token as the simulator issues them: `sim.<guid>.<guid>`.
+fn contains_sim_token(text: &str) -> bool {
+    text.match_indices("sim.").any(|(at, _)| {
+        text[at + 4..]
+            .chars()
+            .take(8)
+            .filter(char::is_ascii_hexdigit)
+            .count()
+            == 8
+    })
+}
+
+#[test]
+fn secrets_stay_out_of_trace_logs_under_every_fault() {
+    let sim = Sim::start(&[
+        "--rate",
+        "3",
+        "--every-429",
+        "4",
+        "--every-503",
+        "5",
+        "--every-reset",
+        "6",
+        "--garbage",
+        "7",
+        "--token-ttl",
+        "2",
+        "--latency-ms",
+        "100",
+    ]);
+    let password = "Redis-Pw-Secret-93";
+    let redis = RedisServer::start_with(&["--requirepass", password]);
+    let since = minutes_ago(6);
+    let run = backfill(
+        &sim,
+        &redis,
+        "secrets",
+        since,
+        &["--log_level", "trace", "--streams", "2"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_records(
+        redis.list("secrets"),
+        sim.records(since, since + Span::seconds(59)),
+    );
+    let output = format!("{}{}", run.stdout, run.stderr);
+    assert!(output.contains("[TRACE]") || output.contains("[DEBUG]"));
+    assert!(!output.contains(SIM_SECRET));
+    assert!(!output.contains(password));
+    assert!(!contains_sim_token(&output), "a bearer token was logged");
 }
