@@ -17,6 +17,8 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The identity platform refused the credentials.
     pub const AUTH: u8 = 3;
+    /// Another run holds the lock: this one wrote nothing.
+    pub const LOCKED: u8 = 4;
     /// Interrupted by SIGINT (128 + 2).
     pub const SIGINT: u8 = 130;
     /// Interrupted by SIGTERM (128 + 15).
@@ -188,6 +190,10 @@ pub enum Error {
     Setup(String),
     /// SIGTERM/SIGINT arrived before the export began; carries the exit code.
     Interrupted(u8),
+    /// The run state (watermark, lock) could not be read or written.
+    State(String),
+    /// Another run holds the lock.
+    Locked(String),
 }
 
 impl Error {
@@ -199,6 +205,8 @@ impl Error {
                 exit::INCOMPLETE
             }
             Error::Interrupted(code) => *code,
+            Error::State(_) => exit::INCOMPLETE,
+            Error::Locked(_) => exit::LOCKED,
         }
     }
 }
@@ -211,6 +219,7 @@ impl fmt::Display for Error {
             Error::Sink(e) => e.fmt(f),
             Error::Setup(message) => f.write_str(message),
             Error::Interrupted(_) => f.write_str("interrupted by a signal before the export began"),
+            Error::State(message) | Error::Locked(message) => f.write_str(message),
         }
     }
 }

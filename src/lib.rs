@@ -16,6 +16,7 @@ pub mod run;
 pub mod secret;
 pub mod shutdown;
 pub mod sink;
+pub mod state;
 pub mod window;
 
 pub use run::{RunReport, run};

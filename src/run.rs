@@ -7,15 +7,16 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use crate::auth::{Credentials, TokenSource};
-use crate::config::{Config, ConfigError, Source};
+use crate::config::{Backend, Config, ConfigError, Source, StateMode};
 use crate::error::{Error, exit};
 use crate::graph::GraphClient;
 use crate::graph::retry::{Backoff, RateLimit, RequestGate, RetryOptions};
 use crate::graph::transport::{HttpTransport, TransportOptions, UreqTransport};
 use crate::pipeline::{self, FrameOutcome, PipelineOptions};
 use crate::shutdown::{self, Stop};
-use crate::sink::{self, redis::REDIS_BACKOFF};
-use crate::window::{self, Window};
+use crate::sink::{self, redis::Dedup, redis::REDIS_BACKOFF};
+use crate::state::{self, FileState, Progress, RedisState, StateStore};
+use crate::window::{self, ResumeLimits, Window};
 
 /// Largest Graph response accepted (after decompression): a 1000-record page is a few
 /// MB, so this only stops a runaway body from exhausting memory.
@@ -33,6 +34,10 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// The exit code a SIGTERM/SIGINT asked for.
     pub interrupted: Option<u8>,
+    /// Where the next run starts, when this run keeps state.
+    pub watermark: Option<OffsetDateTime>,
+    /// The watermark could not be saved.
+    pub state_error: Option<Error>,
 }
 
 impl RunReport {
@@ -45,10 +50,34 @@ impl RunReport {
             code
         } else if self.frames.iter().any(FrameOutcome::auth_refused) {
             exit::AUTH
-        } else if self.failed().next().is_some() {
+        } else if self.failed().next().is_some() || self.state_error.is_some() {
             exit::INCOMPLETE
         } else {
             exit::OK
+        }
+    }
+
+    /// Moves the watermark past the oldest-first run of complete frames and stores it.
+    fn save_progress(&mut self, store: &dyn StateStore, previous: Option<Progress>) {
+        let Some(start) = self.window.start() else {
+            return;
+        };
+        let progress = previous.unwrap_or(Progress {
+            watermark: start,
+            origin: start,
+        });
+        let watermark = self
+            .window
+            .advance(progress.watermark, |i| self.frames[i].failure.is_none());
+        match store.save(Progress {
+            watermark,
+            ..progress
+        }) {
+            Ok(()) => self.watermark = Some(watermark),
+            Err(e) => {
+                log::error!("{e}");
+                self.state_error = Some(e);
+            }
         }
     }
 
@@ -66,6 +95,9 @@ impl RunReport {
             records,
             self.elapsed.as_secs_f64()
         );
+        if let Some(watermark) = self.watermark {
+            line.push_str(&format!(" watermark {}", window::utc_second(watermark)));
+        }
         if failed > 0 {
             let spans: Vec<String> = self.failed().map(|f| f.frame.to_string()).collect();
             line.push_str(&format!(" failed_frames {}", spans.join(" ")));
@@ -103,10 +135,79 @@ pub fn plan(config: &Config, now: OffsetDateTime) -> Result<Window, ConfigError>
     Ok(Window::backfill(since, until, config.stream_frame))
 }
 
+/// Graph keeps sign-ins for 30 days; a watermark older than that cannot be caught up.
+const RETENTION: time::Duration = time::Duration::days(30);
+
+/// The state of a stateful run: its store (locked) and what it loaded.
+struct Resumed {
+    store: Box<dyn StateStore>,
+    progress: Option<Progress>,
+}
+
+/// Opens and locks the state store when this run keeps state: `state auto`, not a
+/// backfill, and somewhere to keep it.
+fn resume(config: &Config, retry: &RetryOptions) -> Result<Option<Resumed>, Error> {
+    if config.state == StateMode::Off || config.since.is_some() {
+        return Ok(None);
+    }
+    let mut store: Box<dyn StateStore> = match (config.queue_backend, &config.state_file) {
+        (Backend::Redis, _) => Box::new(RedisState::new(config, retry.clone())?),
+        (_, Some(path)) => Box::new(FileState::new(path)),
+        (_, None) => {
+            log::warn!(
+                "state auto needs state_file with the log and file backends: running stateless (no watermark, no rescan, no lock)"
+            );
+            return Ok(None);
+        }
+    };
+    store.lock()?;
+    let progress = store.load()?;
+    Ok(Some(Resumed { store, progress }))
+}
+
+/// The window of this run: a backfill, the original's lagged window (first or
+/// stateless run), or from the stored watermark.
+fn plan_run(
+    config: &Config,
+    now: OffsetDateTime,
+    progress: Option<Progress>,
+) -> Result<Window, ConfigError> {
+    let Some(progress) = progress.filter(|_| config.since.is_none()) else {
+        return plan(config, now);
+    };
+    let lagged_end = window::lagged_until(now, config.timelag);
+    let oldest = window::truncate(now - RETENTION);
+    let mut watermark = progress.watermark;
+    if watermark < oldest {
+        log::warn!(
+            "the watermark {watermark} is older than Graph's 30-day retention: sign-ins before {oldest} are gone"
+        );
+        watermark = oldest;
+    }
+    let behind = (lagged_end - watermark).whole_seconds();
+    if behind > config.max_catchup as i64 {
+        log::warn!(
+            "{behind} s behind (watermark {watermark}): this run catches up {} s, oldest first",
+            config.max_catchup
+        );
+    }
+    Ok(Window::resume(
+        watermark,
+        progress.origin.max(oldest),
+        lagged_end,
+        ResumeLimits {
+            rescan: config.rescan,
+            max_catchup: config.max_catchup,
+            stream_frame: config.stream_frame,
+        },
+    ))
+}
+
 pub fn run(config: &Config) -> Result<RunReport, Error> {
     let started = Instant::now();
     let now = config.fixed_now.unwrap_or_else(OffsetDateTime::now_utc);
-    let window = plan(config, now)?;
+    // Checks a backfill's bounds before anything is locked or connected.
+    plan(config, now)?;
     // Both ureq and redis's TLS use rustls with ring; installing it explicitly avoids
     // depending on which crate happens to pick a provider first.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -138,6 +239,23 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         deadline: started + config.deadline,
         stop: stop.clone(),
     };
+    let redis_retry = RetryOptions {
+        backoff: REDIS_BACKOFF,
+        ..retry.clone()
+    };
+    let interrupted = |e: Error| match stop.requested() {
+        Some(code) => Error::Interrupted(code),
+        None => e,
+    };
+    let resumed = resume(config, &redis_retry).map_err(interrupted)?;
+    let window = plan_run(config, now, resumed.as_ref().and_then(|r| r.progress))?;
+    let dedup = (config.state == StateMode::Auto).then(|| Dedup {
+        seen_key: state::redis_key(&config.queue_key, "seen"),
+        floor: resumed
+            .as_ref()
+            .and(window.start())
+            .map(|start| start.unix_timestamp()),
+    });
     let tokens = Arc::new(TokenSource::new(
         transport.clone(),
         Credentials {
@@ -151,24 +269,12 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             ),
         },
     ));
-    let sink = sink::open(
-        config,
-        RetryOptions {
-            backoff: REDIS_BACKOFF,
-            ..retry.clone()
-        },
-    )?;
+    let sink = sink::open(config, redis_retry, dedup)?;
     // Redis first, then the token: a refusal of either ends the run before any frame.
-    let ready = sink
-        .check()
+    sink.check()
         .map_err(Error::from)
-        .and_then(|()| Ok(tokens.bearer().map(drop)?));
-    if let Err(e) = ready {
-        return Err(match stop.requested() {
-            Some(code) => Error::Interrupted(code),
-            None => e,
-        });
-    }
+        .and_then(|()| Ok(tokens.bearer().map(drop)?))
+        .map_err(interrupted)?;
     let client = GraphClient::new(
         transport,
         tokens,
@@ -203,10 +309,21 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             );
         }
     }
-    Ok(RunReport {
+    let mut report = RunReport {
         window,
         frames,
         elapsed: started.elapsed(),
         interrupted: stop.requested(),
-    })
+        watermark: None,
+        state_error: None,
+    };
+    if let Some(Resumed {
+        mut store,
+        progress,
+    }) = resumed
+    {
+        report.save_progress(store.as_ref(), progress);
+        store.unlock();
+    }
+    Ok(report)
 }

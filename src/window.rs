@@ -44,6 +44,14 @@ impl fmt::Display for Frame {
     }
 }
 
+/// How far a stateful run reaches back and forward from its watermark.
+#[derive(Debug, Clone, Copy)]
+pub struct ResumeLimits {
+    pub rescan: u64,
+    pub max_catchup: u64,
+    pub stream_frame: u64,
+}
+
 /// The seconds a run covers, in frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
@@ -81,6 +89,41 @@ impl Window {
         Window { frames }
     }
 
+    /// A stateful run's window: from `rescan` seconds before the `watermark` (never
+    /// before `origin`, the first run's start) to the end of the lagged window, but at
+    /// most `max_catchup` seconds past the watermark. Oldest frame first.
+    pub fn resume(
+        watermark: OffsetDateTime,
+        origin: OffsetDateTime,
+        lagged_end: OffsetDateTime,
+        limits: ResumeLimits,
+    ) -> Self {
+        let rescan_start = (watermark - Duration::seconds(limits.rescan as i64)).max(origin);
+        let catchup_end = watermark + Duration::seconds(limits.max_catchup as i64);
+        let end = lagged_end.min(catchup_end).max(watermark);
+        Window::backfill(rescan_start, end, limits.stream_frame)
+    }
+
+    /// Where the next run starts: past the last frame of the oldest-first run of
+    /// complete frames, never behind `watermark`. `complete(i)` says whether frame `i`
+    /// was fetched and written whole.
+    pub fn advance(
+        &self,
+        watermark: OffsetDateTime,
+        complete: impl Fn(usize) -> bool,
+    ) -> OffsetDateTime {
+        let mut order: Vec<usize> = (0..self.frames.len()).collect();
+        order.sort_by_key(|&i| self.frames[i].start);
+        let mut next = watermark;
+        for i in order {
+            if !complete(i) {
+                break;
+            }
+            next = next.max(self.frames[i].end + SECOND);
+        }
+        next
+    }
+
     /// The first second of the window.
     pub fn start(&self) -> Option<OffsetDateTime> {
         self.frames.iter().map(|f| f.start).min()
@@ -107,8 +150,22 @@ pub fn lagged_until(now: OffsetDateTime, timelag: u64) -> OffsetDateTime {
     truncate(now) - Duration::seconds(timelag as i64)
 }
 
+/// The Unix second of a Graph createdDateTime such as `2026-11-29T14:36:23.2348296Z`.
+pub fn parse_created(text: &str) -> Option<i64> {
+    let whole = text.get(..19)?;
+    let t = time::PrimitiveDateTime::parse(whole, WHOLE_SECOND).ok()?;
+    let rest = &text[19..];
+    let utc = rest.ends_with('Z') || rest.ends_with("+00:00");
+    utc.then(|| t.assume_utc().unix_timestamp())
+}
+
 pub fn truncate(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
+}
+
+/// `2026-11-29T14:00:00Z`.
+pub fn utc_second(t: OffsetDateTime) -> String {
+    format!("{}Z", whole_second(t))
 }
 
 fn whole_second(t: OffsetDateTime) -> String {
@@ -206,5 +263,67 @@ mod tests {
             spans(&one),
             ["[2026-11-29T10:00:00Z - 2026-11-29T10:00:00Z]"]
         );
+    }
+
+    #[test]
+    fn resume_rescans_back_to_origin_and_caps_the_catch_up() {
+        let at = |s: &str| {
+            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+        };
+        let limits = ResumeLimits {
+            rescan: 600,
+            max_catchup: 3600,
+            stream_frame: 60,
+        };
+        // Second run, a minute after the first: the rescan stops at the origin.
+        let w = Window::resume(
+            at("2026-11-29T10:01:00Z"),
+            at("2026-11-29T10:00:00Z"),
+            at("2026-11-29T10:02:00Z"),
+            limits,
+        );
+        assert_eq!(
+            w.to_string(),
+            "[2026-11-29T10:00:00Z - 2026-11-29T10:01:59Z]"
+        );
+        assert_eq!(w.frames.len(), 2);
+        // A day behind: ten minutes of rescan, then one hour of catch-up.
+        let w = Window::resume(
+            at("2026-11-28T10:00:00Z"),
+            at("2026-11-01T00:00:00Z"),
+            at("2026-11-29T10:00:00Z"),
+            limits,
+        );
+        assert_eq!(
+            w.to_string(),
+            "[2026-11-28T09:50:00Z - 2026-11-28T10:59:59Z]"
+        );
+        // Nothing new yet: only the rescan.
+        let w = Window::resume(
+            at("2026-11-29T10:02:00Z"),
+            at("2026-11-29T09:00:00Z"),
+            at("2026-11-29T10:01:30Z"),
+            limits,
+        );
+        assert_eq!(
+            w.to_string(),
+            "[2026-11-29T09:52:00Z - 2026-11-29T10:01:59Z]"
+        );
+    }
+
+    #[test]
+    fn the_watermark_stops_before_the_first_incomplete_frame() {
+        let w = Window::lagged(datetime!(2026-11-29 10:05:00 UTC), 60, 3, 60);
+        // Newest first: frame 2 is the oldest (10:01), frame 0 the newest (10:03).
+        let mark = datetime!(2026-11-29 10:01:00 UTC);
+        assert_eq!(
+            w.advance(mark, |_| true),
+            datetime!(2026-11-29 10:04:00 UTC)
+        );
+        assert_eq!(
+            w.advance(mark, |i| i != 1),
+            datetime!(2026-11-29 10:02:00 UTC)
+        );
+        assert_eq!(w.advance(mark, |i| i != 2), mark);
     }
 }

@@ -76,6 +76,10 @@ cli_args!(
     login_url,
     file_path,
     log_level,
+    state,
+    state_file,
+    max_catchup,
+    rescan,
     since,
     until,
 );

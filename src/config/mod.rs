@@ -158,6 +158,13 @@ impl fmt::Debug for RedisTarget {
     }
 }
 
+/// Whether runs keep a watermark, deduplicate and lock (`state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateMode {
+    Auto,
+    Off,
+}
+
 /// A checked configuration: everything a run needs to know.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -187,6 +194,10 @@ pub struct Config {
     pub login_url: url::Url,
     pub file_path: Output,
     pub log_level: log::LevelFilter,
+    pub state: StateMode,
+    pub state_file: Option<PathBuf>,
+    pub max_catchup: u64,
+    pub rescan: u64,
     pub since: Option<OffsetDateTime>,
     pub until: Option<OffsetDateTime>,
     /// A fixed "now" for replaying cron runs in tests (`MSGX_NOW`, undocumented in --help).
@@ -351,6 +362,16 @@ impl Values {
                 })
             })?,
             log_level: self.required("log_level", parse::log_level)?,
+            state: self.required("state", |v| {
+                parse::choice(v, &["auto", "off"]).map(|c| match c {
+                    "auto" => StateMode::Auto,
+                    _ => StateMode::Off,
+                })
+            })?,
+            state_file: self.typed("state_file", non_empty)?.map(PathBuf::from),
+            // Graph keeps sign-ins 30 days: a longer catch-up could only find nothing.
+            max_catchup: self.number("max_catchup", 60, 30 * 86_400)?,
+            rescan: self.number("rescan", 0, 7 * 86_400)?,
             since,
             until,
             fixed_now: None,

@@ -197,6 +197,30 @@ pub const OPTIONS: &[OptionSpec] = &[
         Some("info"),
         "error, warn, info, debug or trace (logs go to stderr)",
     ),
+    opt(
+        "state",
+        "mode",
+        Some("auto"),
+        "auto: resume from the stored watermark, rescan, deduplicate, one run at a time; off: the original's stateless window",
+    ),
+    opt(
+        "state_file",
+        "path",
+        None,
+        "watermark file of the log and file backends (the redis backend keeps its state in Redis)",
+    ),
+    opt(
+        "max_catchup",
+        "seconds",
+        Some("86400"),
+        "most seconds of backlog one run works off, oldest first",
+    ),
+    opt(
+        "rescan",
+        "seconds",
+        Some("600"),
+        "seconds before the watermark re-read each run for late sign-ins (0: off)",
+    ),
     cli_only(
         "since",
         "rfc3339",
@@ -251,7 +275,7 @@ pub fn help_text() -> String {
     text.push_str(
         "  --help, -h\n        print this help\n  --version\n        print the version\n\n\
          Exit codes: 0 exported, 1 incomplete (a frame failed), 2 usage or config error,\n\
-         3 authentication refused, 130/143 interrupted.\n",
+         3 authentication refused, 4 another run holds the lock, 130/143 interrupted.\n",
     );
     text
 }

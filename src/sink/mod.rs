@@ -27,9 +27,13 @@ pub trait Sink: Send + Sync {
 
 /// The configured sink; `redis_retry` limits the Redis sink's retries (files and the
 /// log are not retried: their errors do not go away by waiting).
-pub fn open(config: &Config, redis_retry: RetryOptions) -> Result<Box<dyn Sink>, Error> {
+pub fn open(
+    config: &Config,
+    redis_retry: RetryOptions,
+    dedup: Option<redis::Dedup>,
+) -> Result<Box<dyn Sink>, Error> {
     Ok(match config.queue_backend {
-        Backend::Redis => Box::new(redis::RedisSink::new(config, redis_retry)?),
+        Backend::Redis => Box::new(redis::RedisSink::new(config, redis_retry, dedup)?),
         Backend::Log => Box::new(log::LogSink),
         Backend::File => Box::new(file::FileSink::open(&config.file_path)?),
     })

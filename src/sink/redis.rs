@@ -50,9 +50,46 @@ impl r2d2::ManageConnection for Connector {
 }
 
 /// One failed attempt, and whether another could succeed.
-struct Attempt {
-    message: String,
-    transient: bool,
+pub struct Attempt {
+    pub message: String,
+    pub transient: bool,
+}
+
+/// Runs `attempt` against the Redis at `endpoint` until it succeeds, fails for good, or
+/// the retries, the deadline or a stop request say to give up; the error is the last
+/// failure's message.
+pub fn retrying<T>(
+    endpoint: &str,
+    retry: &RetryOptions,
+    mut attempt: impl FnMut() -> Result<T, Attempt>,
+) -> Result<T, String> {
+    let mut retries = 0;
+    loop {
+        let failure = match attempt() {
+            Ok(value) => return Ok(value),
+            Err(failure) => failure,
+        };
+        if !failure.transient || retries >= retry.max_retries {
+            return Err(failure.message);
+        }
+        let wait = retry.backoff.delay(retries);
+        retries += 1;
+        if Instant::now() + wait > retry.deadline {
+            return Err(format!(
+                "run deadline reached; last error: {}",
+                failure.message
+            ));
+        }
+        log::warn!(
+            "{endpoint}: {}; retry {retries}/{} in {:.1}s",
+            failure.message,
+            retry.max_retries,
+            wait.as_secs_f64()
+        );
+        if !retry.stop.sleep(wait) {
+            return Err(format!("interrupted; last error: {}", failure.message));
+        }
+    }
 }
 
 impl From<redis::RedisError> for Attempt {
@@ -71,9 +108,80 @@ pub struct RedisSink {
     endpoint: String,
     key: String,
     queue_type: QueueType,
+    dedup: Option<Dedup>,
+    dedup_script: redis::Script,
     block: bool,
     pool_timeout: Duration,
     retry: RetryOptions,
+}
+
+/// Deduplication by record id (`state auto`). Delivered ids live in a sorted set scored
+/// by the record's createdDateTime (Unix seconds); ids older than `floor` — the start
+/// of the run's window — are dropped, because no later run reads before it.
+#[derive(Debug, Clone)]
+pub struct Dedup {
+    pub seen_key: String,
+    /// None: prune nothing (a backfill, which may reach before the cron runs' floor).
+    pub floor: Option<i64>,
+}
+
+/// KEYS: queue, seen-set. ARGV: "list" | "channel", floor, then id, created, record
+/// for each record. Returns how many records were new.
+const DEDUP_SCRIPT: &str = r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
+local fresh = {}
+for i = 3, #ARGV, 3 do
+  if redis.call('ZADD', KEYS[2], 'NX', ARGV[i + 1], ARGV[i]) == 1 then
+    fresh[#fresh + 1] = ARGV[i + 2]
+  end
+end
+if #fresh > 0 then
+  if ARGV[1] == 'list' then
+    redis.call('RPUSH', KEYS[1], unpack(fresh))
+  else
+    for _, record in ipairs(fresh) do
+      redis.call('PUBLISH', KEYS[1], record)
+    end
+  end
+end
+return #fresh
+"#;
+
+/// What deduplication needs of a record.
+struct RecordKey {
+    id: String,
+    created: i64,
+}
+
+#[derive(serde::Deserialize)]
+struct RecordFields<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(rename = "createdDateTime", borrow)]
+    created: std::borrow::Cow<'a, str>,
+}
+
+/// Each record's id and createdDateTime, read without copying the record.
+fn record_keys(records: &[&str]) -> Result<Vec<RecordKey>, String> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| {
+            let fields: RecordFields = serde_json::from_str(record).map_err(|e| {
+                format!("record {i} of the page has no usable id/createdDateTime: {e}")
+            })?;
+            let created = crate::window::parse_created(&fields.created).ok_or_else(|| {
+                format!(
+                    "record {i} of the page: createdDateTime {:?} is not a timestamp",
+                    fields.created
+                )
+            })?;
+            Ok(RecordKey {
+                id: fields.id.into_owned(),
+                created,
+            })
+        })
+        .collect()
 }
 
 /// How long one Redis command may take before the connection counts as dead.
@@ -90,7 +198,7 @@ pub const REDIS_BACKOFF: Backoff = Backoff {
 impl RedisSink {
     /// `retry` limits every write (and the start-up check): its backoff should be
     /// [`REDIS_BACKOFF`].
-    pub fn new(config: &Config, retry: RetryOptions) -> Result<Self, Error> {
+    pub fn new(config: &Config, retry: RetryOptions, dedup: Option<Dedup>) -> Result<Self, Error> {
         let endpoint = config.redis.endpoint().to_string();
         // The error is described by kind only: its text could quote the URL.
         let client = redis::Client::open(config.redis.url().expose())
@@ -114,6 +222,8 @@ impl RedisSink {
             connector,
             endpoint,
             key: config.queue_key.clone(),
+            dedup,
+            dedup_script: redis::Script::new(DEDUP_SCRIPT),
             queue_type: config.queue_type,
             block: config.redis_pool_block,
             pool_timeout: config.redis_pool_timeout,
@@ -137,46 +247,63 @@ impl RedisSink {
         })
     }
 
-    /// Runs `attempt` until it succeeds, fails for good, or the retries, the deadline
-    /// or a stop request say to give up.
-    fn with_retries(
-        &self,
-        mut attempt: impl FnMut() -> Result<(), Attempt>,
-    ) -> Result<(), SinkError> {
-        let mut retries = 0;
-        loop {
-            let failure = match attempt() {
-                Ok(()) => return Ok(()),
-                Err(failure) => failure,
-            };
-            if !failure.transient || retries >= self.retry.max_retries {
-                return Err(self.failed(failure.message));
-            }
-            let wait = self.retry.backoff.delay(retries);
-            retries += 1;
-            if Instant::now() + wait > self.retry.deadline {
-                return Err(self.failed(format!(
-                    "run deadline reached; last error: {}",
-                    failure.message
-                )));
-            }
-            log::warn!(
-                "{}: {}; retry {retries}/{} in {:.1}s",
-                self.endpoint,
-                failure.message,
-                self.retry.max_retries,
-                wait.as_secs_f64()
-            );
-            if !self.retry.stop.sleep(wait) {
-                return Err(self.failed(format!("interrupted; last error: {}", failure.message)));
-            }
-        }
+    fn with_retries(&self, attempt: impl FnMut() -> Result<(), Attempt>) -> Result<(), SinkError> {
+        retrying(&self.endpoint, &self.retry, attempt).map_err(|message| self.failed(message))
     }
 
-    fn write_once(&self, records: &[&str]) -> Result<(), Attempt> {
+    fn write_once(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<(), Attempt> {
         let mut pooled = self.connection()?;
         let connection = &mut pooled.connection;
-        let result = match self.queue_type {
+        let result = match (&self.dedup, keys) {
+            (Some(dedup), Some(keys)) => self.write_new_only(connection, dedup, records, keys),
+            _ => self.write_all(connection, records),
+        };
+        result.map_err(|e| {
+            pooled.broken = true;
+            Attempt::from(e)
+        })
+    }
+
+    /// One `EVALSHA` of [`DEDUP_SCRIPT`]: atomically, only records whose id is not in
+    /// the seen-set are pushed or published, and their ids join the set.
+    fn write_new_only(
+        &self,
+        connection: &mut redis::Connection,
+        dedup: &Dedup,
+        records: &[&str],
+        keys: &[RecordKey],
+    ) -> redis::RedisResult<()> {
+        let mode = match self.queue_type {
+            QueueType::List => "list",
+            QueueType::Channel => "channel",
+        };
+        let floor = dedup.floor.map_or("-inf".to_string(), |f| f.to_string());
+        let mut invocation = self.dedup_script.prepare_invoke();
+        invocation
+            .key(&self.key)
+            .key(&dedup.seen_key)
+            .arg(mode)
+            .arg(floor);
+        for (record, key) in records.iter().zip(keys) {
+            invocation.arg(&key.id).arg(key.created).arg(*record);
+        }
+        let fresh: usize = invocation.invoke(connection)?;
+        if fresh < records.len() {
+            log::debug!(
+                "{} of {} records already delivered",
+                records.len() - fresh,
+                records.len()
+            );
+        }
+        Ok(())
+    }
+
+    fn write_all(
+        &self,
+        connection: &mut redis::Connection,
+        records: &[&str],
+    ) -> redis::RedisResult<()> {
+        match self.queue_type {
             QueueType::List => redis::cmd("RPUSH")
                 .arg(&self.key)
                 .arg(records)
@@ -188,11 +315,7 @@ impl RedisSink {
                 }
                 pipe.query::<()>(connection)
             }
-        };
-        result.map_err(|e| {
-            pooled.broken = true;
-            Attempt::from(e)
-        })
+        }
     }
 
     fn failed(&self, message: String) -> SinkError {
@@ -223,6 +346,10 @@ impl Sink for RedisSink {
         if records.is_empty() {
             return Ok(());
         }
-        self.with_retries(|| self.write_once(records))
+        let keys = match self.dedup {
+            Some(_) => Some(record_keys(records).map_err(|message| self.failed(message))?),
+            None => None,
+        };
+        self.with_retries(|| self.write_once(records, keys.as_deref()))
     }
 }
