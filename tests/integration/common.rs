@@ -286,6 +286,33 @@ impl Sim {
             .collect()
     }
 
+    /// Every record with createdDateTime in `[start, end]` that Graph shows by `by`.
+    pub fn records_visible(
+        &self,
+        start: OffsetDateTime,
+        end: OffsetDateTime,
+        by: OffsetDateTime,
+    ) -> Vec<String> {
+        let filter = format!(
+            "createdDateTime ge {}.0000000Z and createdDateTime le {}.9999999Z",
+            second(start),
+            second(end)
+        );
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("$filter", &filter)
+            .append_pair("visible_by", &rfc3339(by))
+            .finish();
+        self.get(&format!("/_sim/records?{query}"))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Fixes the simulator's "now" (what it shows and clips to).
+    pub fn set_clock(&self, now: OffsetDateTime) {
+        self.get(&format!("/_sim/clock?now={}", rfc3339(now)));
+    }
+
     pub fn stats(&self) -> serde_json::Value {
         serde_json::from_str(&self.get("/_sim/stats")).expect("stats JSON")
     }
@@ -380,10 +407,14 @@ pub struct Running {
 
 impl Running {
     pub fn start(args: &[String]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[String], env: &[(&str, &str)]) -> Self {
         let dir = TempDir::new();
         let stderr = dir.join("stderr");
         let file = std::fs::File::create(&stderr).expect("stderr file");
-        let child = msgx_command(args, &[])
+        let child = msgx_command(args, env)
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()

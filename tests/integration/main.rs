@@ -5,3 +5,4 @@ mod common;
 mod config;
 mod export;
 mod faults;
+mod state;

@@ -12,6 +12,9 @@ pub const TICKS_PER_SECOND: i64 = 10_000_000;
 pub struct Generator {
     pub seed: u64,
     pub rate: f64,
+    /// Late arrivals (`--late P:S`): this share of records becomes visible only this
+    /// many seconds after its createdDateTime.
+    pub late: Option<(f64, i64)>,
 }
 
 /// splitmix64: a tiny, well-mixed hash of (seed, second, index, field).
@@ -36,6 +39,16 @@ impl Generator {
         let u = self.unit(second, u64::MAX, 1);
         let v = self.unit(second, u64::MAX, 2);
         (2.0 * self.rate * u + v).floor() as u64
+    }
+
+    /// When the `index`-th sign-in of `second`, created at `ticks`, shows up in Graph.
+    pub fn visible_at(&self, second: i64, index: u64, ticks: Ticks) -> Ticks {
+        match self.late {
+            Some((share, delay)) if self.unit(second, index, 40) < share => {
+                ticks + delay * TICKS_PER_SECOND
+            }
+            _ => ticks,
+        }
     }
 
     /// The sorted sub-second offsets (ticks) of the sign-ins of `second`.

@@ -74,6 +74,10 @@ struct Args {
     /// delay every sign-ins response by this many milliseconds (default 0)
     #[argh(option, default = "0")]
     latency_ms: u64,
+    /// late arrivals, P:S: a share P (0..1) of sign-ins shows up only S seconds after
+    /// its createdDateTime
+    #[argh(option)]
+    late: Option<String>,
     /// point nextLinks at a second listener (another origin) that records the
     /// Authorization headers it receives
     #[argh(switch)]
@@ -93,6 +97,9 @@ struct Sim {
     /// Where nextLinks point: `base_url`, or the foreign listener.
     next_link_base: String,
     latency: Duration,
+    /// A fixed "now" set through `/_sim/clock` (None: the real clock), so tests can
+    /// replay cron runs at chosen times.
+    clock: Mutex<Option<Ticks>>,
     tokens: Mutex<HashMap<String, Instant>>,
     stats: Mutex<BTreeMap<String, u64>>,
     faults: Faults,
@@ -121,7 +128,9 @@ fn main() {
         generator: Generator {
             seed: args.seed,
             rate: args.rate,
+            late: args.late.as_deref().map(parse_late),
         },
+        clock: Mutex::default(),
         tenant: args.tenant,
         client_id: args.client_id,
         client_secret: args.client_secret,
@@ -154,6 +163,19 @@ fn main() {
         });
     }
     http::serve(listener, Arc::new(move |request| sim.handle(request)));
+}
+
+fn parse_late(value: &str) -> (f64, i64) {
+    let parsed = value
+        .split_once(':')
+        .and_then(|(p, s)| Some((p.parse::<f64>().ok()?, s.parse::<i64>().ok()?)));
+    match parsed {
+        Some((share, delay)) if (0.0..=1.0).contains(&share) && delay >= 0 => (share, delay),
+        _ => fail(
+            2,
+            &format!("--late {value}: expected P:S, P from 0 to 1, S seconds"),
+        ),
+    }
 }
 
 fn listen(port: u16) -> TcpListener {
@@ -191,6 +213,7 @@ impl Sim {
             ("GET", "/v1.0/auditlogs/signins") => self.sign_ins(request, &query),
             ("GET", "/_sim/records") => Reply::Full(self.oracle(&query)),
             ("GET", "/_sim/stats") => Reply::Full(self.stats()),
+            ("GET", "/_sim/clock") => Reply::Full(self.set_clock(&query)),
             _ => Reply::Full(graph_error(
                 404,
                 "Request_ResourceNotFound",
@@ -382,7 +405,7 @@ impl Sim {
             Some(Some(cursor)) => Some(cursor),
             Some(None) => return Err(graph_error(400, "BadRequest", "Invalid skip token.")),
         };
-        let (records, next) = odata::page(&self.generator, bounds, cursor, top);
+        let (records, next) = odata::page(&self.generator, bounds, cursor, top, self.now());
         let mut body = format!(
             r#"{{"@odata.context":"{}/v1.0/$metadata#auditLogs/signIns","value":["#,
             self.base_url
@@ -407,8 +430,29 @@ impl Sim {
 
     /// The query's bounds, clipped to what exists: nothing after now, nothing older
     /// than the retention.
+    fn now(&self) -> Ticks {
+        let fixed = *self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        fixed.unwrap_or_else(|| {
+            (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 100) as Ticks
+        })
+    }
+
+    /// `?now=<RFC 3339>` fixes the clock, `?now=real` releases it.
+    fn set_clock(&self, query: &HashMap<String, String>) -> Response {
+        let fixed = match query.get("now").map(String::as_str) {
+            Some("real") => None,
+            Some(value) => match odata::parse_ticks(value) {
+                Ok(ticks) => Some(ticks),
+                Err(message) => return graph_error(400, "BadRequest", &message),
+            },
+            None => return graph_error(400, "BadRequest", "now=<RFC 3339> or now=real"),
+        };
+        *self.clock.lock().unwrap_or_else(|p| p.into_inner()) = fixed;
+        json(200, "{}".to_string())
+    }
+
     fn bounds(&self, query: &HashMap<String, String>) -> Result<Bounds, String> {
-        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 100) as Ticks;
+        let now = self.now();
         let all = Bounds {
             lo: now - RETENTION,
             hi: now,
@@ -420,9 +464,14 @@ impl Sim {
     }
 
     fn oracle(&self, query: &HashMap<String, String>) -> Response {
+        let visible_by = match query.get("visible_by").map(|v| odata::parse_ticks(v)) {
+            None => None,
+            Some(Ok(ticks)) => Some(ticks),
+            Some(Err(message)) => return graph_error(400, "BadRequest", &message),
+        };
         match self.bounds(query) {
             Ok(bounds) => {
-                let mut body = odata::all(&self.generator, bounds).join("\n");
+                let mut body = odata::all(&self.generator, bounds, visible_by).join("\n");
                 if !body.is_empty() {
                     body.push('\n');
                 }

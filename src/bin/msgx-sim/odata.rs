@@ -74,13 +74,15 @@ impl Cursor {
     }
 }
 
-/// One page of up to `top` records in `bounds`, newest first, starting at `cursor`;
-/// returns the records and where the next page starts (None when done).
+/// One page of up to `top` records in `bounds` that are visible at `now`, newest
+/// first, starting at `cursor`; returns the records and where the next page starts
+/// (None when done).
 pub fn page(
     generator: &Generator,
     bounds: Bounds,
     cursor: Option<Cursor>,
     top: usize,
+    now: Ticks,
 ) -> (Vec<String>, Option<Cursor>) {
     let mut records = Vec::with_capacity(top.min(1000));
     let lo_second = bounds.lo.div_euclid(TICKS_PER_SECOND);
@@ -105,6 +107,9 @@ pub fn page(
             if ticks < bounds.lo {
                 return (records, None);
             }
+            if generator.visible_at(second, index, ticks) > now {
+                continue;
+            }
             records.push(generator.render(second, index, ticks));
             if records.len() == top {
                 return (
@@ -121,8 +126,9 @@ pub fn page(
     (records, None)
 }
 
-/// Every record in `bounds`, oldest first: the oracle tests compare exports against.
-pub fn all(generator: &Generator, bounds: Bounds) -> Vec<String> {
+/// Every record in `bounds` (visible by `visible_by`, if given), oldest first: the
+/// oracle tests compare exports against.
+pub fn all(generator: &Generator, bounds: Bounds, visible_by: Option<Ticks>) -> Vec<String> {
     let mut records = Vec::new();
     let (lo, hi) = (
         bounds.lo.div_euclid(TICKS_PER_SECOND),
@@ -131,7 +137,9 @@ pub fn all(generator: &Generator, bounds: Bounds) -> Vec<String> {
     for second in lo..=hi {
         for (index, offset) in generator.offsets(second).into_iter().enumerate() {
             let ticks = second * TICKS_PER_SECOND + offset;
-            if (bounds.lo..=bounds.hi).contains(&ticks) {
+            let visible =
+                visible_by.is_none_or(|by| generator.visible_at(second, index as u64, ticks) <= by);
+            if (bounds.lo..=bounds.hi).contains(&ticks) && visible {
                 records.push(generator.render(second, index as u64, ticks));
             }
         }

@@ -1,0 +1,213 @@
+//! Consecutive cron runs with `state auto`: replayed at chosen times (MSGX_NOW and the
+//! simulator's clock), their union must be every sign-in of the covered period, once.
+
+use std::time::Duration;
+
+use time::{Duration as Span, OffsetDateTime};
+
+use crate::common::*;
+
+/// One cron run at `now` (defaults: timelag 120, streams 2, stream_frame 30).
+fn tick(sim: &Sim, redis: &RedisServer, key: &str, now: OffsetDateTime, extra: &[&str]) -> Output {
+    sim.set_clock(now);
+    let args = redis_args(sim, redis, key, extra);
+    msgx(&args, &[("MSGX_NOW", &rfc3339(now))])
+}
+
+/// The lagged window's exclusive end at `now`.
+fn lagged_end(now: OffsetDateTime) -> OffsetDateTime {
+    now - Span::seconds(120)
+}
+
+/// The first run's window start: the original's window, two 30 s frames.
+fn origin(first: OffsetDateTime) -> OffsetDateTime {
+    lagged_end(first) - Span::seconds(60)
+}
+
+/// Runs `ticks` (seconds after `t0`) in order, each expected to exit 0, and checks that
+/// everything from the first window's start to the last window's end arrived once.
+fn replay(ticks: &[i64], key: &str) {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let t0 = minutes_ago(30);
+    for offset in ticks {
+        let run = tick(&sim, &redis, key, t0 + Span::seconds(*offset), &[]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let last = t0 + Span::seconds(*ticks.last().expect("ticks"));
+    let expected = sim.records(origin(t0), lagged_end(last) - Span::seconds(1));
+    assert!(!expected.is_empty());
+    assert_same_records(redis.list(key), expected);
+}
+
+#[test]
+fn on_time_ticks_add_up_to_every_record_once() {
+    replay(&[0, 60, 120, 180], "ontime");
+}
+
+#[test]
+fn a_tick_a_second_late_skips_nothing_and_repeats_nothing() {
+    replay(&[0, 61, 120, 181], "late_tick");
+}
+
+#[test]
+fn five_missed_ticks_are_caught_up_by_the_next_one() {
+    replay(&[0, 360], "missed");
+}
+
+#[test]
+fn the_first_run_exports_the_originals_window_and_stores_where_it_ended() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let t0 = minutes_ago(30);
+    let run = tick(&sim, &redis, "first", t0, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let end = lagged_end(t0);
+    assert_eq!(
+        run.summary_window(),
+        format!(
+            "[{} - {}]",
+            rfc3339(origin(t0)),
+            rfc3339(end - Span::seconds(1))
+        )
+    );
+    assert_eq!(run.summary_field("watermark"), rfc3339(end));
+    let stored: Vec<Option<i64>> = redis::cmd("HMGET")
+        .arg("first:msgx:state")
+        .arg("watermark")
+        .arg("origin")
+        .query(&mut redis.connection())
+        .expect("state hash");
+    assert_eq!(
+        stored,
+        vec![
+            Some(end.unix_timestamp()),
+            Some(origin(t0).unix_timestamp())
+        ]
+    );
+    let lock: Option<String> = redis::cmd("GET")
+        .arg("first:msgx:lock")
+        .query(&mut redis.connection())
+        .expect("GET");
+    assert_eq!(lock, None, "the lock is released");
+}
+
+#[test]
+fn a_run_that_fails_mid_frame_is_completed_by_the_next_without_duplicates() {
+    // Same seed, same records: one simulator fails every second request.
+    let flaky = Sim::start(&["--rate", "3", "--every-503", "2"]);
+    let good = Sim::start(&["--rate", "3"]);
+    let redis = RedisServer::start();
+    let t0 = minutes_ago(30);
+    flaky.set_clock(t0);
+    let small_pages = ["--page_size", "10", "--max_retries", "0"];
+    let failed = tick(&flaky, &redis, "resume", t0, &small_pages);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    let written = redis.len("resume");
+    assert!(written > 0, "the failed run wrote part of a frame first");
+    let t1 = t0 + Span::seconds(60);
+    let run = tick(&good, &redis, "resume", t1, &small_pages);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let expected = good.records(origin(t0), lagged_end(t1) - Span::seconds(1));
+    assert_same_records(redis.list("resume"), expected);
+}
+
+/// Six runs a minute apart against a simulator where 30 % of sign-ins show up 150 s
+/// late; returns the simulator, the delivered records and the runs' times.
+fn late_arrivals(rescan: &str, key: &str) -> (Sim, Vec<String>, Vec<OffsetDateTime>) {
+    let (sim, redis) = (
+        Sim::start(&["--rate", "3", "--late", "0.3:150"]),
+        RedisServer::start(),
+    );
+    let t0 = minutes_ago(30);
+    let times: Vec<_> = (0..6).map(|i| t0 + Span::seconds(60 * i)).collect();
+    for now in &times {
+        let run = tick(&sim, &redis, key, *now, &["--rescan", rescan]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let delivered = redis.list(key);
+    (sim, delivered, times)
+}
+
+#[test]
+fn late_sign_ins_are_delivered_once_by_the_rescan() {
+    let (sim, delivered, times) = late_arrivals("600", "late_on");
+    let (first, last) = (times[0], times[times.len() - 1]);
+    let expected = sim.records_visible(origin(first), lagged_end(last) - Span::seconds(1), last);
+    let all = sim.records(origin(first), lagged_end(last) - Span::seconds(1));
+    assert!(expected.len() < all.len(), "some are not visible yet");
+    assert_same_records(delivered, expected);
+}
+
+#[test]
+fn without_rescan_late_sign_ins_are_lost_as_documented() {
+    let (sim, delivered, times) = late_arrivals("0", "late_off");
+    // Each run sees exactly what was visible at its own time in its own window.
+    let mut expected = Vec::new();
+    let mut start = origin(times[0]);
+    for now in &times {
+        let end = lagged_end(*now);
+        expected.extend(sim.records_visible(start, end - Span::seconds(1), *now));
+        start = end;
+    }
+    let (first, last) = (times[0], times[times.len() - 1]);
+    let visible_by_last =
+        sim.records_visible(origin(first), lagged_end(last) - Span::seconds(1), last);
+    assert!(
+        expected.len() < visible_by_last.len(),
+        "rescan off loses some"
+    );
+    assert_same_records(delivered, expected);
+}
+
+#[test]
+fn a_second_overlapping_run_exits_4_and_writes_nothing() {
+    let sim = Sim::start(&["--rate", "3", "--latency-ms", "300"]);
+    let redis = RedisServer::start();
+    let now = minutes_ago(30);
+    sim.set_clock(now);
+    let mut args = redis_args(&sim, &redis, "locked", &["--page_size", "10"]);
+    args.push("--log_level".into());
+    args.push("info".into());
+    let first = Running::start_with_env(&args, &[("MSGX_NOW", &rfc3339(now))]);
+    let held = wait_for(Duration::from_secs(20), || {
+        redis::cmd("EXISTS")
+            .arg("locked:msgx:lock")
+            .query::<i64>(&mut redis.connection())
+            .unwrap_or(0)
+            == 1
+    });
+    assert!(held, "the first run takes the lock");
+    let second = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
+    assert_eq!(second.code, 4, "{}", second.stderr);
+    let message: Vec<&str> = second.stderr.lines().collect();
+    assert_eq!(message.len(), 1, "{}", second.stderr);
+    assert!(message[0].contains("another msgx-once run holds the lock locked:msgx:lock"));
+    let first = first.finish(Duration::from_secs(60));
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_same_records(
+        redis.list("locked"),
+        sim.records(origin(now), lagged_end(now) - Span::seconds(1)),
+    );
+}
+
+#[test]
+fn state_off_reproduces_the_originals_windows_and_keeps_nothing() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let t0 = minutes_ago(30);
+    for now in [t0, t0 + Span::seconds(61)] {
+        let run = tick(&sim, &redis, "stateless", now, &["--state", "off"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(
+            run.summary_window(),
+            format!(
+                "[{} - {}]",
+                rfc3339(origin(now)),
+                rfc3339(lagged_end(now) - Span::seconds(1))
+            )
+        );
+    }
+    let kept: Vec<String> = redis::cmd("KEYS")
+        .arg("stateless:msgx:*")
+        .query(&mut redis.connection())
+        .expect("KEYS");
+    assert!(kept.is_empty(), "{kept:?}");
+}
