@@ -14,6 +14,7 @@ use crate::graph::retry::{Backoff, RateLimit, RequestGate, RetryOptions};
 use crate::graph::transport::{HttpTransport, TransportOptions, UreqTransport};
 use crate::pipeline::{self, FrameOutcome, PipelineOptions};
 use crate::shutdown::{self, Stop};
+use crate::sink::dedup::DedupSink;
 use crate::sink::{self, redis::Dedup, redis::REDIS_BACKOFF};
 use crate::state::{self, FileState, Progress, RedisState, StateStore};
 use crate::window::{self, ResumeLimits, Window};
@@ -152,7 +153,7 @@ fn resume(config: &Config, retry: &RetryOptions) -> Result<Option<Resumed>, Erro
     }
     let mut store: Box<dyn StateStore> = match (config.queue_backend, &config.state_file) {
         (Backend::Redis, _) => Box::new(RedisState::new(config, retry.clone())?),
-        (_, Some(path)) => Box::new(FileState::new(path)),
+        (_, Some(path)) => Box::new(FileState::new(path, config.rescan)),
         (_, None) => {
             log::warn!(
                 "state auto needs state_file with the log and file backends: running stateless (no watermark, no rescan, no lock)"
@@ -269,7 +270,10 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             ),
         },
     ));
-    let sink = sink::open(config, redis_retry, dedup)?;
+    let mut sink = sink::open(config, redis_retry, dedup)?;
+    if let Some(seen) = resumed.as_ref().and_then(|r| r.store.seen()) {
+        sink = Box::new(DedupSink { inner: sink, seen });
+    }
     // Redis first, then the token: a refusal of either ends the run before any frame.
     sink.check()
         .map_err(Error::from)

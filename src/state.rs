@@ -8,6 +8,7 @@
 //! released by compare-and-delete. The log and file backends keep a JSON `state_file`
 //! and lock `{state_file}.lock` with an OS file lock.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::graph::retry::RetryOptions;
 use crate::ids;
+use crate::sink::dedup::SeenSet;
 use crate::sink::redis::{Attempt, retrying};
 
 /// Where the next run starts, and where the first one started.
@@ -38,6 +40,12 @@ pub trait StateStore {
     fn save(&self, progress: Progress) -> Result<(), Error>;
     /// Releases the lock; also done on drop.
     fn unlock(&mut self);
+
+    /// Delivered ids, when the store keeps them itself (the state file); the Redis
+    /// backend keeps them in Redis, written atomically with each page.
+    fn seen(&self) -> Option<Arc<SeenSet>> {
+        None
+    }
 }
 
 /// Redis key names derived from the queue key.
@@ -269,25 +277,43 @@ impl Drop for RedisState {
     }
 }
 
-/// State of the log and file backends: `{"watermark": …, "origin": …}` in Unix
-/// seconds, replaced atomically (write, then rename).
+/// State of the log and file backends: `{"watermark": …, "origin": …, "seen": {id:
+/// created, …}}` in Unix seconds, replaced atomically (write, then rename). `seen`
+/// holds the delivered ids the next run's rescan can meet again.
 pub struct FileState {
     path: PathBuf,
+    rescan: i64,
     lock: Option<File>,
+    seen: Arc<SeenSet>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct FileProgress {
     watermark: i64,
     origin: i64,
+    #[serde(default)]
+    seen: HashMap<String, i64>,
 }
 
 impl FileState {
-    pub fn new(path: &Path) -> Self {
+    pub fn new(path: &Path, rescan: u64) -> Self {
         FileState {
             path: path.to_path_buf(),
+            rescan: rescan as i64,
             lock: None,
+            seen: Arc::default(),
         }
+    }
+
+    fn read(&self) -> Result<Option<FileProgress>, Error> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.failed("cannot read", e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| self.failed("not a msgx state file", e))
     }
 
     fn failed(&self, what: &str, e: impl std::fmt::Display) -> Error {
@@ -318,37 +344,41 @@ impl StateStore for FileState {
     }
 
     fn load(&self) -> Result<Option<Progress>, Error> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.failed("cannot read", e)),
+        let Some(stored) = self.read()? else {
+            return Ok(None);
         };
-        let stored: FileProgress =
-            serde_json::from_str(&text).map_err(|e| self.failed("not a msgx state file", e))?;
         let at = |seconds| {
             OffsetDateTime::from_unix_timestamp(seconds)
                 .map_err(|e| self.failed("not a msgx state file", e))
         };
-        Ok(Some(Progress {
+        let progress = Progress {
             watermark: at(stored.watermark)?,
             origin: at(stored.origin)?,
-        }))
+        };
+        self.seen.replace(stored.seen);
+        Ok(Some(progress))
     }
 
     fn save(&self, progress: Progress) -> Result<(), Error> {
-        let watermark = match self.load()? {
-            Some(current) => current.watermark.max(progress.watermark),
-            None => progress.watermark,
+        let watermark = match self.read()? {
+            Some(current) => progress.watermark.unix_timestamp().max(current.watermark),
+            None => progress.watermark.unix_timestamp(),
         };
+        let floor = (watermark - self.rescan).max(progress.origin.unix_timestamp());
         let stored = FileProgress {
-            watermark: watermark.unix_timestamp(),
+            watermark,
             origin: progress.origin.unix_timestamp(),
+            seen: self.seen.snapshot(floor),
         };
         let text = serde_json::to_string(&stored).map_err(|e| self.failed("cannot encode", e))?;
         let temporary = PathBuf::from(format!("{}.tmp", self.path.display()));
         std::fs::write(&temporary, text + "\n")
             .and_then(|()| std::fs::rename(&temporary, &self.path))
             .map_err(|e| self.failed("cannot write", e))
+    }
+
+    fn seen(&self) -> Option<Arc<SeenSet>> {
+        Some(self.seen.clone())
     }
 
     fn unlock(&mut self) {

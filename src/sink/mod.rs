@@ -2,6 +2,7 @@
 //! NDJSON file or stdout ([`file`]). A sink takes one page at a time from several writer
 //! threads at once, and either takes the page whole or fails.
 
+pub mod dedup;
 pub mod file;
 pub mod log;
 pub mod redis;

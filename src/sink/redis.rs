@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use redis::{ConnectionLike, RetryMethod};
 
 use super::Sink;
+use super::dedup::{RecordKey, record_keys};
 use crate::config::{Config, QueueType};
 use crate::error::{Error, SinkError};
 use crate::graph::retry::{Backoff, RetryOptions};
@@ -146,43 +147,6 @@ if #fresh > 0 then
 end
 return #fresh
 "#;
-
-/// What deduplication needs of a record.
-struct RecordKey {
-    id: String,
-    created: i64,
-}
-
-#[derive(serde::Deserialize)]
-struct RecordFields<'a> {
-    #[serde(borrow)]
-    id: std::borrow::Cow<'a, str>,
-    #[serde(rename = "createdDateTime", borrow)]
-    created: std::borrow::Cow<'a, str>,
-}
-
-/// Each record's id and createdDateTime, read without copying the record.
-fn record_keys(records: &[&str]) -> Result<Vec<RecordKey>, String> {
-    records
-        .iter()
-        .enumerate()
-        .map(|(i, record)| {
-            let fields: RecordFields = serde_json::from_str(record).map_err(|e| {
-                format!("record {i} of the page has no usable id/createdDateTime: {e}")
-            })?;
-            let created = crate::window::parse_created(&fields.created).ok_or_else(|| {
-                format!(
-                    "record {i} of the page: createdDateTime {:?} is not a timestamp",
-                    fields.created
-                )
-            })?;
-            Ok(RecordKey {
-                id: fields.id.into_owned(),
-                created,
-            })
-        })
-        .collect()
-}
 
 /// How long one Redis command may take before the connection counts as dead.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);

@@ -211,3 +211,36 @@ fn state_off_reproduces_the_originals_windows_and_keeps_nothing() {
         .expect("KEYS");
     assert!(kept.is_empty(), "{kept:?}");
 }
+
+#[test]
+fn the_file_backend_keeps_its_watermark_and_seen_ids_in_state_file() {
+    let sim = Sim::start(&["--rate", "3", "--late", "0.3:150"]);
+    let dir = TempDir::new();
+    let (out, state) = (dir.join("out.ndjson"), dir.join("state.json"));
+    let t0 = minutes_ago(30);
+    let times: Vec<_> = (0..5).map(|i| t0 + Span::seconds(60 * i)).collect();
+    for now in &times {
+        sim.set_clock(*now);
+        let mut args = sim.args();
+        args.extend(strings(&["--queue_backend", "file", "--file_path"]));
+        args.push(out.display().to_string());
+        args.push("--state_file".into());
+        args.push(state.display().to_string());
+        let run = msgx(&args, &[("MSGX_NOW", &rfc3339(*now))]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let last = times[times.len() - 1];
+    let delivered: Vec<String> = std::fs::read_to_string(&out)
+        .expect("output file")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_same_records(
+        delivered,
+        sim.records_visible(origin(t0), lagged_end(last) - Span::seconds(1), last),
+    );
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).expect("state file")).expect("JSON");
+    assert_eq!(stored["watermark"], lagged_end(last).unix_timestamp());
+    assert_eq!(stored["origin"], origin(t0).unix_timestamp());
+}
