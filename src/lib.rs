@@ -1,9 +1,11 @@
 //! msgx: export time-domain audit data (Entra ID sign-ins) from Microsoft Graph into
 //! Redis, one synchronous batch run at a time.
 //!
-//! A run ([`run::run`]) plans a [`window`] of frames from the [`config`], gets a token
-//! ([`auth`]), fetches the frames in parallel from [`graph`], and hands the pages to a
-//! [`sink`] through the [`pipeline`]. Errors and exit codes are in [`error`].
+//! A run ([`run::run`]) takes the lock and watermark from its [`state`], [`plan`]s a
+//! [`window`] of frames from the [`config`], gets a token ([`auth`]), fetches the
+//! frames in parallel from [`graph`], and hands the pages to a [`sink`] through the
+//! [`pipeline`]; [`shutdown`] turns signals into an orderly stop. Errors and exit
+//! codes are in [`error`].
 
 pub mod auth;
 pub mod config;
@@ -12,6 +14,7 @@ pub mod graph;
 pub mod ids;
 pub mod logging;
 pub mod pipeline;
+pub mod plan;
 pub mod run;
 pub mod secret;
 pub mod shutdown;

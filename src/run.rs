@@ -1,5 +1,5 @@
-//! One run of msgx-once: plan the window, wire the token source, Graph client, sink and
-//! pipeline together, and report what happened in one summary.
+//! One run of msgx-once: wire the state, token source, Graph client, sink and pipeline
+//! together, and report what happened in one summary.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,17 +7,18 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use crate::auth::{Credentials, TokenSource};
-use crate::config::{Backend, Config, ConfigError, Source, StateMode};
+use crate::config::{Config, StateMode};
 use crate::error::{Error, exit};
 use crate::graph::GraphClient;
 use crate::graph::retry::{Backoff, RateLimit, RequestGate, RetryOptions};
 use crate::graph::transport::{HttpTransport, TransportOptions, UreqTransport};
 use crate::pipeline::{self, FrameOutcome, PipelineOptions};
+use crate::plan::{self, Resumed};
 use crate::shutdown::{self, Stop};
 use crate::sink::dedup::DedupSink;
-use crate::sink::{self, redis::Dedup, redis::REDIS_BACKOFF};
-use crate::state::{self, FileState, Progress, RedisState, StateStore};
-use crate::window::{self, ResumeLimits, Window};
+use crate::sink::{self, Sink, redis::Dedup, redis::REDIS_BACKOFF};
+use crate::state::{self, Progress, StateStore};
+use crate::window::{self, Window};
 
 /// Largest Graph response accepted (after decompression): a 1000-record page is a few
 /// MB, so this only stops a runaway body from exhausting memory.
@@ -107,118 +108,16 @@ impl RunReport {
     }
 }
 
-/// The window this invocation exports: a backfill when `since` is set, otherwise the
-/// original's lagged window.
-pub fn plan(config: &Config, now: OffsetDateTime) -> Result<Window, ConfigError> {
-    let Some(since) = config.since else {
-        return Ok(Window::lagged(
-            now,
-            config.timelag,
-            config.streams,
-            config.stream_frame,
-        ));
-    };
-    let until = match config.until {
-        Some(until) => until,
-        None => {
-            let until = window::lagged_until(now, config.timelag);
-            if since >= until {
-                return Err(ConfigError::new(
-                    "since",
-                    Source::Cli,
-                    format!("not before the end of the lagged window ({until})"),
-                    "a time before now minus timelag, or an explicit --until",
-                ));
-            }
-            until
-        }
-    };
-    Ok(Window::backfill(since, until, config.stream_frame))
-}
-
-/// Graph keeps sign-ins for 30 days; a watermark older than that cannot be caught up.
-const RETENTION: time::Duration = time::Duration::days(30);
-
-/// The state of a stateful run: its store (locked) and what it loaded.
-struct Resumed {
-    store: Box<dyn StateStore>,
-    progress: Option<Progress>,
-}
-
-/// Opens and locks the state store when this run keeps state: `state auto`, not a
-/// backfill, and somewhere to keep it.
-fn resume(config: &Config, retry: &RetryOptions) -> Result<Option<Resumed>, Error> {
-    if config.state == StateMode::Off || config.since.is_some() {
-        return Ok(None);
-    }
-    let mut store: Box<dyn StateStore> = match (config.queue_backend, &config.state_file) {
-        (Backend::Redis, _) => Box::new(RedisState::new(config, retry.clone())?),
-        (_, Some(path)) => Box::new(FileState::new(path, config.rescan)),
-        (_, None) => {
-            log::warn!(
-                "state auto needs state_file with the log and file backends: running stateless (no watermark, no rescan, no lock)"
-            );
-            return Ok(None);
-        }
-    };
-    store.lock()?;
-    let progress = store.load()?;
-    Ok(Some(Resumed { store, progress }))
-}
-
-/// The window of this run: a backfill, the original's lagged window (first or
-/// stateless run), or from the stored watermark.
-fn plan_run(
-    config: &Config,
-    now: OffsetDateTime,
-    progress: Option<Progress>,
-) -> Result<Window, ConfigError> {
-    let Some(progress) = progress.filter(|_| config.since.is_none()) else {
-        return plan(config, now);
-    };
-    let lagged_end = window::lagged_until(now, config.timelag);
-    let oldest = window::truncate(now - RETENTION);
-    let mut watermark = progress.watermark;
-    if watermark < oldest {
-        log::warn!(
-            "the watermark {watermark} is older than Graph's 30-day retention: sign-ins before {oldest} are gone"
-        );
-        watermark = oldest;
-    }
-    let behind = (lagged_end - watermark).whole_seconds();
-    if behind > config.max_catchup as i64 {
-        log::warn!(
-            "{behind} s behind (watermark {watermark}): this run catches up {} s, oldest first",
-            config.max_catchup
-        );
-    }
-    Ok(Window::resume(
-        watermark,
-        progress.origin.max(oldest),
-        lagged_end,
-        ResumeLimits {
-            rescan: config.rescan,
-            max_catchup: config.max_catchup,
-            stream_frame: config.stream_frame,
-        },
-    ))
-}
-
 pub fn run(config: &Config) -> Result<RunReport, Error> {
     let started = Instant::now();
     let now = config.fixed_now.unwrap_or_else(OffsetDateTime::now_utc);
     // Checks a backfill's bounds before anything is locked or connected.
-    plan(config, now)?;
+    plan::plan(config, now)?;
     // Both ureq and redis's TLS use rustls with ring; installing it explicitly avoids
     // depending on which crate happens to pick a provider first.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let transport: Arc<dyn HttpTransport> = Arc::new(UreqTransport::new(&TransportOptions {
-        timeout: config.http_timeout,
-        connect_timeout: CONNECT_TIMEOUT.min(config.http_timeout),
-        idle_per_host: config.streams + 1,
-        body_limit: BODY_LIMIT,
-    }));
+    let transport = http_transport(config);
     let stop = Stop::default();
     let gate = Arc::new(RequestGate::new(
         config
@@ -226,14 +125,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             .map(|(requests, per)| RateLimit { requests, per }),
         stop.clone(),
     ));
-    {
-        let (gate, transport) = (gate.clone(), transport.clone());
-        shutdown::watch_signals(stop.clone(), move || {
-            gate.wake_all();
-            transport.abort();
-        })
-        .map_err(|e| Error::Setup(format!("cannot watch for SIGTERM/SIGINT: {e}")))?;
-    }
+    stop_on_signals(&stop, &gate, &transport)?;
     let retry = RetryOptions {
         max_retries: config.max_retries,
         backoff: BACKOFF,
@@ -248,32 +140,13 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         Some(code) => Error::Interrupted(code),
         None => e,
     };
-    let resumed = resume(config, &redis_retry).map_err(interrupted)?;
-    let window = plan_run(config, now, resumed.as_ref().and_then(|r| r.progress))?;
-    let dedup = (config.state == StateMode::Auto).then(|| Dedup {
-        seen_key: state::redis_key(&config.queue_key, "seen"),
-        floor: resumed
-            .as_ref()
-            .and(window.start())
-            .map(|start| start.unix_timestamp()),
-    });
-    let tokens = Arc::new(TokenSource::new(
-        transport.clone(),
-        Credentials {
-            login_url: config.login_url.clone(),
-            tenant: config.tenant.clone(),
-            client_id: config.client_id.clone(),
-            client_secret: config.client_secret.clone(),
-            scope: format!(
-                "{}/.default",
-                config.graph_url.as_str().trim_end_matches('/')
-            ),
-        },
-    ));
-    let mut sink = sink::open(config, redis_retry, dedup)?;
-    if let Some(seen) = resumed.as_ref().and_then(|r| r.store.seen()) {
-        sink = Box::new(DedupSink { inner: sink, seen });
+    let mut resumed = plan::resume(config, &redis_retry).map_err(interrupted)?;
+    let window = plan::plan_run(config, now, resumed.as_ref().and_then(|r| r.progress))?;
+    if let Some(resumed) = &mut resumed {
+        resumed.start_first_run(&window)?;
     }
+    let sink = open_sink(config, redis_retry, resumed.as_ref(), &window)?;
+    let tokens = Arc::new(token_source(config, transport.clone()));
     // Redis first, then the token: a refusal of either ends the run before any frame.
     sink.check()
         .map_err(Error::from)
@@ -303,16 +176,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             queue_capacity: config.streams.max(2),
         },
     )?;
-    for outcome in &frames {
-        if let Some(failure) = &outcome.failure {
-            log::error!(
-                "frame {} incomplete ({} pages, {} records written): {failure}",
-                outcome.frame,
-                outcome.pages,
-                outcome.records
-            );
-        }
-    }
+    log_failures(&frames);
     let mut report = RunReport {
         window,
         frames,
@@ -330,4 +194,78 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         store.unlock();
     }
     Ok(report)
+}
+
+fn http_transport(config: &Config) -> Arc<dyn HttpTransport> {
+    Arc::new(UreqTransport::new(&TransportOptions {
+        timeout: config.http_timeout,
+        connect_timeout: CONNECT_TIMEOUT.min(config.http_timeout),
+        idle_per_host: config.streams + 1,
+        body_limit: BODY_LIMIT,
+    }))
+}
+
+/// On SIGTERM/SIGINT: wake every stream waiting for a turn and abort requests in flight.
+fn stop_on_signals(
+    stop: &Stop,
+    gate: &Arc<RequestGate>,
+    transport: &Arc<dyn HttpTransport>,
+) -> Result<(), Error> {
+    let (gate, transport) = (gate.clone(), transport.clone());
+    shutdown::watch_signals(stop.clone(), move || {
+        gate.wake_all();
+        transport.abort();
+    })
+    .map_err(|e| Error::Setup(format!("cannot watch for SIGTERM/SIGINT: {e}")))
+}
+
+fn token_source(config: &Config, transport: Arc<dyn HttpTransport>) -> TokenSource {
+    TokenSource::new(
+        transport,
+        Credentials {
+            login_url: config.login_url.clone(),
+            tenant: config.tenant.clone(),
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone(),
+            scope: format!(
+                "{}/.default",
+                config.graph_url.as_str().trim_end_matches('/')
+            ),
+        },
+    )
+}
+
+/// The configured sink, deduplicating with `state auto`: in Redis with a seen-set
+/// pruned below the window's start (not pruned by backfills), otherwise through the
+/// state file's seen ids.
+fn open_sink(
+    config: &Config,
+    redis_retry: RetryOptions,
+    resumed: Option<&Resumed>,
+    window: &Window,
+) -> Result<Box<dyn Sink>, Error> {
+    let dedup = (config.state == StateMode::Auto).then(|| Dedup {
+        seen_key: state::redis_key(&config.queue_key, "seen"),
+        floor: resumed
+            .and(window.start())
+            .map(|start| start.unix_timestamp()),
+    });
+    let sink = sink::open(config, redis_retry, dedup)?;
+    Ok(match resumed.and_then(|r| r.store.seen()) {
+        Some(seen) => Box::new(DedupSink { inner: sink, seen }),
+        None => sink,
+    })
+}
+
+fn log_failures(frames: &[FrameOutcome]) {
+    for outcome in frames {
+        if let Some(failure) = &outcome.failure {
+            log::error!(
+                "frame {} incomplete ({} pages, {} records written): {failure}",
+                outcome.frame,
+                outcome.pages,
+                outcome.records
+            );
+        }
+    }
 }

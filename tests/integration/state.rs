@@ -159,33 +159,66 @@ fn without_rescan_late_sign_ins_are_lost_as_documented() {
 }
 
 #[test]
-fn a_second_overlapping_run_exits_4_and_writes_nothing() {
+fn of_two_runs_started_at_the_same_moment_one_exits_4_and_writes_nothing() {
     let sim = Sim::start(&["--rate", "3", "--latency-ms", "300"]);
     let redis = RedisServer::start();
     let now = minutes_ago(30);
     sim.set_clock(now);
-    let mut args = redis_args(&sim, &redis, "locked", &["--page_size", "10"]);
-    args.push("--log_level".into());
-    args.push("info".into());
-    let first = Running::start_with_env(&args, &[("MSGX_NOW", &rfc3339(now))]);
-    let held = wait_for(Duration::from_secs(20), || {
-        redis::cmd("EXISTS")
-            .arg("locked:msgx:lock")
-            .query::<i64>(&mut redis.connection())
-            .unwrap_or(0)
-            == 1
-    });
-    assert!(held, "the first run takes the lock");
-    let second = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
-    assert_eq!(second.code, 4, "{}", second.stderr);
-    let message: Vec<&str> = second.stderr.lines().collect();
-    assert_eq!(message.len(), 1, "{}", second.stderr);
-    assert!(message[0].contains("another msgx-once run holds the lock locked:msgx:lock"));
-    let first = first.finish(Duration::from_secs(60));
-    assert_eq!(first.code, 0, "{}", first.stderr);
+    let args = redis_args(&sim, &redis, "locked", &["--page_size", "10"]);
+    let env = [("MSGX_NOW", rfc3339(now))];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let runs = [
+        Running::start_with_env(&args, &env),
+        Running::start_with_env(&args, &env),
+    ];
+    let mut outputs: Vec<Output> = runs
+        .into_iter()
+        .map(|r| r.finish(Duration::from_secs(60)))
+        .collect();
+    outputs.sort_by_key(|o| o.code);
+    let codes: Vec<i32> = outputs.iter().map(|o| o.code).collect();
+    assert_eq!(
+        codes,
+        vec![0, 4],
+        "{}\n---\n{}",
+        outputs[0].stderr,
+        outputs[1].stderr
+    );
+    let refused: Vec<&str> = outputs[1].stderr.lines().collect();
+    assert_eq!(refused.len(), 1, "{}", outputs[1].stderr);
+    assert!(
+        refused[0].contains("another msgx-once run holds the lock locked:msgx:lock"),
+        "{}",
+        refused[0]
+    );
     assert_same_records(
         redis.list("locked"),
         sim.records(origin(now), lagged_end(now) - Span::seconds(1)),
+    );
+}
+
+#[test]
+fn a_run_killed_mid_frame_loses_nothing_and_its_successor_repeats_nothing() {
+    let sim = Sim::start(&["--rate", "3", "--latency-ms", "200"]);
+    let redis = RedisServer::start();
+    let t0 = minutes_ago(30);
+    sim.set_clock(t0);
+    let args = redis_args(&sim, &redis, "killed", &["--page_size", "10"]);
+    let killed = Running::start_with_env(&args, &[("MSGX_NOW", &rfc3339(t0))]);
+    assert!(wait_for(Duration::from_secs(30), || redis.len("killed") > 0));
+    killed.signal("KILL");
+    let _ = killed.finish(Duration::from_secs(10));
+    // Its lock would expire within 30 s; expire it now.
+    let _: i64 = redis::cmd("DEL")
+        .arg("killed:msgx:lock")
+        .query(&mut redis.connection())
+        .expect("DEL");
+    let t1 = t0 + Span::seconds(60);
+    let run = tick(&sim, &redis, "killed", t1, &["--page_size", "10"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_records(
+        redis.list("killed"),
+        sim.records(origin(t0), lagged_end(t1) - Span::seconds(1)),
     );
 }
 
