@@ -435,6 +435,10 @@ mod tests {
         assert_eq!(config.max_retries, 8);
         assert_eq!(config.deadline, Duration::from_secs(300));
         assert_eq!(config.http_timeout, Duration::from_secs(60));
+        assert_eq!(config.state, StateMode::Auto);
+        assert_eq!(config.state_file, None);
+        assert_eq!(config.max_catchup, 86_400);
+        assert_eq!(config.rescan, 600);
         assert_eq!(config.queue_backend, Backend::Redis);
         assert_eq!(config.queue_type, QueueType::List);
         assert_eq!(config.queue_key, "ms_graph_exporter");

@@ -277,3 +277,32 @@ fn the_file_backend_keeps_its_watermark_and_seen_ids_in_state_file() {
     assert_eq!(stored["watermark"], lagged_end(last).unix_timestamp());
     assert_eq!(stored["origin"], origin(t0).unix_timestamp());
 }
+
+#[test]
+fn a_backlog_beyond_max_catchup_is_worked_off_oldest_first_over_several_runs() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let t0 = minutes_ago(30);
+    let catch_up = ["--max_catchup", "120"];
+    assert_eq!(tick(&sim, &redis, "backlog", t0, &catch_up).code, 0);
+    // Six minutes later: 360 s behind, 120 s per run.
+    let t1 = t0 + Span::seconds(360);
+    let mut watermarks = Vec::new();
+    for _ in 0..3 {
+        let run = tick(&sim, &redis, "backlog", t1, &catch_up);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        watermarks.push(run.summary_field("watermark"));
+        if watermarks.len() == 1 {
+            assert!(run.stderr.contains("[WARN] 360 s behind"), "{}", run.stderr);
+        }
+    }
+    let end = lagged_end(t0);
+    let expected_marks: Vec<String> = [120, 240, 360]
+        .iter()
+        .map(|s| rfc3339(end + Span::seconds(*s)))
+        .collect();
+    assert_eq!(watermarks, expected_marks);
+    assert_same_records(
+        redis.list("backlog"),
+        sim.records(origin(t0), lagged_end(t1) - Span::seconds(1)),
+    );
+}
