@@ -1,7 +1,9 @@
 //! The pipeline of one run: `streams` fetcher threads (a rayon pool) take frames in
 //! order and page through them; pages go through a bounded channel to `writers`
-//! threads that hand them to the sink. Memory is bounded by the channel capacity times
-//! the page size, whatever the window size. A ledger records, per frame, what was
+//! threads that hand them to the sink. A fetched page waits for one of
+//! `queue_capacity` slots, which it gives back once written: at most `streams +
+//! queue_capacity` pages exist at once, so memory is bounded by that times the page
+//! size, whatever the window size and however many writer threads there are. A ledger records, per frame, what was
 //! fetched and written, so the run can say exactly which frames are incomplete.
 //!
 //! The sink retries a page itself; once a page has failed for good the sink counts as
@@ -65,6 +67,37 @@ impl FrameOutcome {
 struct Batch {
     frame: usize,
     page: Page,
+    _slot: Slot,
+}
+
+/// The right to hold a page between fetch and write; handed back when dropped.
+struct Slot(Sender<()>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let _ = self.0.try_send(());
+    }
+}
+
+/// `capacity` slots for pages between fetchers and writers.
+struct Slots {
+    free: Receiver<()>,
+    returned: Sender<()>,
+}
+
+impl Slots {
+    fn new(capacity: usize) -> Self {
+        let (returned, free) = crossbeam_channel::bounded(capacity);
+        for _ in 0..capacity {
+            let _ = returned.try_send(());
+        }
+        Slots { free, returned }
+    }
+
+    /// Blocks until a written page gives its slot back.
+    fn take(&self) -> Option<Slot> {
+        self.free.recv().ok().map(|()| Slot(self.returned.clone()))
+    }
 }
 
 #[derive(Default)]
@@ -124,6 +157,7 @@ pub fn run(
     let ledger = Ledger::new(frames.len());
     let next_frame = AtomicUsize::new(0);
     let sink_down = OnceLock::new();
+    let slots = Slots::new(options.queue_capacity);
     let (pages_out, pages_in) = crossbeam_channel::bounded::<Batch>(options.queue_capacity);
     std::thread::scope(|scope| {
         for i in 0..options.writers {
@@ -146,6 +180,7 @@ pub fn run(
                     ledger: &ledger,
                     next_frame: &next_frame,
                     sink_down: &sink_down,
+                    slots: &slots,
                 };
                 s.spawn(move |_| fetch_frames(frames, client, &pages_out, shared));
             }
@@ -167,6 +202,7 @@ struct Shared<'a> {
     next_frame: &'a AtomicUsize,
     /// The write failure that made the sink count as down.
     sink_down: &'a OnceLock<SinkError>,
+    slots: &'a Slots,
 }
 
 /// Takes frames in order until none are left; each goes page by page to the writers.
@@ -175,6 +211,7 @@ fn fetch_frames(frames: &[Frame], client: &GraphClient, pages_out: &Sender<Batch
         ledger,
         next_frame,
         sink_down,
+        slots,
     } = shared;
     loop {
         let i = next_frame.fetch_add(1, Ordering::SeqCst);
@@ -189,17 +226,25 @@ fn fetch_frames(frames: &[Frame], client: &GraphClient, pages_out: &Sender<Batch
                 ledger.fail(i, FrameFailure::Write(down.clone()));
                 return ControlFlow::Break(());
             }
-            match pages_out.send(Batch { frame: i, page }) {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(_) => {
-                    let lost = SinkError {
-                        target: "pipeline".into(),
-                        message: "no writer thread is running".into(),
-                    };
-                    ledger.fail(i, FrameFailure::Write(lost));
-                    ControlFlow::Break(())
-                }
+            let sent = match slots.take() {
+                Some(slot) => pages_out
+                    .send(Batch {
+                        frame: i,
+                        page,
+                        _slot: slot,
+                    })
+                    .is_ok(),
+                None => false,
+            };
+            if sent {
+                return ControlFlow::Continue(());
             }
+            let lost = SinkError {
+                target: "pipeline".into(),
+                message: "no writer thread is running".into(),
+            };
+            ledger.fail(i, FrameFailure::Write(lost));
+            ControlFlow::Break(())
         });
         if let Err(e) = fetched {
             ledger.fail(i, FrameFailure::Fetch(e));

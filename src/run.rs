@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use crate::auth::{Credentials, TokenSource};
-use crate::config::{Config, StateMode};
+use crate::config::Config;
 use crate::error::{Error, exit};
 use crate::graph::GraphClient;
 use crate::graph::retry::{Backoff, RateLimit, RequestGate, RetryOptions};
@@ -235,20 +235,18 @@ fn token_source(config: &Config, transport: Arc<dyn HttpTransport>) -> TokenSour
     )
 }
 
-/// The configured sink, deduplicating with `state auto`: in Redis with a seen-set
-/// pruned below the window's start (not pruned by backfills), otherwise through the
-/// state file's seen ids.
+/// The configured sink, deduplicating when the run keeps state: in Redis with a
+/// seen-set pruned below the window's start, otherwise through the state file's seen
+/// ids. A backfill writes every record of its range.
 fn open_sink(
     config: &Config,
     redis_retry: RetryOptions,
     resumed: Option<&Resumed>,
     window: &Window,
 ) -> Result<Box<dyn Sink>, Error> {
-    let dedup = (config.state == StateMode::Auto).then(|| Dedup {
+    let dedup = resumed.map(|_| Dedup {
         seen_key: state::redis_key(&config.queue_key, "seen"),
-        floor: resumed
-            .and(window.start())
-            .map(|start| start.unix_timestamp()),
+        floor: window.start().map(|start| start.unix_timestamp()),
     });
     let sink = sink::open(config, redis_retry, dedup)?;
     Ok(match resumed.and_then(|r| r.store.seen()) {

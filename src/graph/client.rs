@@ -112,12 +112,14 @@ impl GraphClient {
         let mut retries = 0;
         let mut token_renewed = false;
         loop {
-            match self.gate.wait_turn(self.retry.deadline) {
-                Ok(()) => {}
+            let turn = match self.gate.wait_turn(self.retry.deadline) {
+                Ok(turn) => turn,
                 Err(NoTurn::Deadline) => return Err(deadline_reached(None)),
                 Err(NoTurn::Stopped) => return Err(interrupted()),
-            }
-            let error = match self.fetch_once(url) {
+            };
+            let fetched = self.fetch_once(url);
+            drop(turn);
+            let error = match fetched {
                 Ok(page) => return Ok(page),
                 Err(error) => error,
             };

@@ -1,12 +1,12 @@
 //! Staying inside Graph's request budget and retrying what is transient.
 //!
-//! All streams share one [`RequestGate`]: it spaces requests to `rate_limit`, and a 429
+//! All streams share one [`RequestGate`]: it spaces requests to `rate_limit` (a request
+//! holds its place in the window until `per` after its answer), and a 429
 //! pauses every stream until its `Retry-After` has passed (Graph counts the budget per
 //! app and tenant, not per connection). [`Backoff`] decides how long one request waits
 //! before its next attempt: the server's `Retry-After` when given, otherwise
 //! exponential backoff with full jitter.
 
-use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,18 +20,19 @@ pub struct RateLimit {
     pub per: Duration,
 }
 
-impl RateLimit {
-    /// The window the gate keeps, 2 % longer than the server's: the server counts a
-    /// request when it arrives, and arrivals jitter by a few milliseconds, so pacing to
-    /// the exact window would now and then land one request inside it (and earn a 429).
-    fn guarded_span(&self) -> Duration {
-        self.per + self.per / 50
-    }
+/// One request's claim on the budget: from when it is sent until `per` after its
+/// answer arrived. The server counts a request when it arrives, which is somewhere in
+/// between, so a budget kept this way is never overdrawn however the network jitters.
+struct Claim {
+    id: u64,
+    /// None while the request is in flight.
+    answered: Option<Instant>,
 }
 
 #[derive(Default)]
 struct GateState {
-    sent: VecDeque<Instant>,
+    claims: Vec<Claim>,
+    next_id: u64,
     paused_until: Option<Instant>,
 }
 
@@ -51,6 +52,24 @@ pub enum NoTurn {
     Stopped,
 }
 
+/// A granted turn; dropping it (once the answer is in) starts its claim's countdown.
+#[must_use]
+pub struct Turn<'a> {
+    gate: &'a RequestGate,
+    id: u64,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut state = self.gate.lock();
+        let now = Instant::now();
+        if let Some(claim) = state.claims.iter_mut().find(|c| c.id == self.id) {
+            claim.answered = Some(now);
+        }
+        self.gate.changed.notify_all();
+    }
+}
+
 impl RequestGate {
     pub fn new(limit: Option<RateLimit>, stop: Stop) -> Self {
         RequestGate {
@@ -61,54 +80,65 @@ impl RequestGate {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Blocks until a request may be sent without exceeding the rate limit or cutting
-    /// into a pause, then counts it as sent.
-    pub fn wait_turn(&self, deadline: Instant) -> Result<(), NoTurn> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    /// into a pause. Hold the turn until the answer has arrived.
+    pub fn wait_turn(&self, deadline: Instant) -> Result<Turn<'_>, NoTurn> {
+        let mut state = self.lock();
         loop {
             if self.stop.requested().is_some() {
                 return Err(NoTurn::Stopped);
             }
             let now = Instant::now();
             let ready_at = self.ready_at(&mut state, now);
-            if ready_at <= now {
-                state.sent.push_back(now);
-                return Ok(());
+            if ready_at.is_some_and(|t| t <= now) {
+                let id = state.next_id;
+                state.next_id += 1;
+                if self.limit.is_some() {
+                    state.claims.push(Claim { id, answered: None });
+                }
+                return Ok(Turn { gate: self, id });
             }
-            if ready_at > deadline {
+            // Unknown (every claim in flight): wait for an answer, up to the deadline.
+            let wake_at = ready_at.unwrap_or(deadline);
+            if wake_at > deadline || now >= deadline {
                 return Err(NoTurn::Deadline);
             }
             state = self
                 .changed
-                .wait_timeout(state, ready_at - now)
+                .wait_timeout(state, wake_at - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
     }
 
-    fn ready_at(&self, state: &mut GateState, now: Instant) -> Instant {
-        let mut ready = state.paused_until.unwrap_or(now).max(now);
-        if let Some(limit) = self.limit {
-            let span = limit.guarded_span();
-            while state
-                .sent
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= span)
-            {
-                state.sent.pop_front();
-            }
-            if state.sent.len() >= limit.requests as usize
-                && let Some(oldest) = state.sent.front()
-            {
-                ready = ready.max(*oldest + span);
-            }
+    /// When the next request may go; None while that depends on answers still out.
+    fn ready_at(&self, state: &mut GateState, now: Instant) -> Option<Instant> {
+        let ready = state.paused_until.unwrap_or(now).max(now);
+        let Some(limit) = self.limit else {
+            return Some(ready);
+        };
+        state
+            .claims
+            .retain(|c| c.answered.is_none_or(|t| now.duration_since(t) < limit.per));
+        if state.claims.len() < limit.requests as usize {
+            return Some(ready);
         }
-        ready
+        let freed_at = state
+            .claims
+            .iter()
+            .filter_map(|c| c.answered)
+            .min()
+            .map(|t| t + limit.per)?;
+        Some(ready.max(freed_at))
     }
 
     /// Holds every stream until `until` (a 429's Retry-After).
     pub fn pause_all(&self, until: Instant) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.lock();
         if state.paused_until.is_none_or(|t| t < until) {
             state.paused_until = Some(until);
         }
@@ -117,7 +147,7 @@ impl RequestGate {
 
     /// Wakes every waiting stream, so that a stop request is seen at once.
     pub fn wake_all(&self) {
-        let _state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let _state = self.lock();
         self.changed.notify_all();
     }
 }
@@ -210,9 +240,29 @@ mod tests {
         let start = Instant::now();
         let far = start + Duration::from_secs(10);
         for _ in 0..4 {
-            gate.wait_turn(far).unwrap();
+            drop(gate.wait_turn(far).unwrap());
         }
         assert!(start.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[test]
+    fn a_request_still_in_flight_holds_its_claim() {
+        let limit = RateLimit {
+            requests: 1,
+            per: Duration::from_millis(50),
+        };
+        let gate = RequestGate::new(Some(limit), Stop::default());
+        let now = Instant::now();
+        let in_flight = gate.wait_turn(now + Duration::from_secs(5)).unwrap();
+        // Long after `per`, but the first answer is not in: no second turn.
+        assert!(matches!(
+            gate.wait_turn(now + Duration::from_millis(200)),
+            Err(NoTurn::Deadline)
+        ));
+        drop(in_flight);
+        let answered = Instant::now();
+        drop(gate.wait_turn(now + Duration::from_secs(5)).unwrap());
+        assert!(answered.elapsed() >= Duration::from_millis(50));
     }
 
     #[test]
@@ -220,11 +270,11 @@ mod tests {
         let gate = RequestGate::new(None, Stop::default());
         let now = Instant::now();
         gate.pause_all(now + Duration::from_millis(200));
-        assert_eq!(
+        assert!(matches!(
             gate.wait_turn(now + Duration::from_millis(50)),
             Err(NoTurn::Deadline)
-        );
-        gate.wait_turn(now + Duration::from_secs(5)).unwrap();
+        ));
+        drop(gate.wait_turn(now + Duration::from_secs(5)).unwrap());
         assert!(now.elapsed() >= Duration::from_millis(200));
     }
 
@@ -235,7 +285,10 @@ mod tests {
         gate.pause_all(Instant::now() + Duration::from_secs(600));
         let waiter = {
             let gate = gate.clone();
-            std::thread::spawn(move || gate.wait_turn(Instant::now() + Duration::from_secs(900)))
+            std::thread::spawn(move || {
+                gate.wait_turn(Instant::now() + Duration::from_secs(900))
+                    .map(drop)
+            })
         };
         stop.request(crate::error::exit::SIGTERM);
         gate.wake_all();

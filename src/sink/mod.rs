@@ -6,6 +6,7 @@ pub mod dedup;
 pub mod file;
 pub mod log;
 pub mod redis;
+mod resp;
 
 use crate::config::{Backend, Config};
 use crate::error::{Error, SinkError};

@@ -8,6 +8,7 @@ use redis::{ConnectionLike, RetryMethod};
 
 use super::Sink;
 use super::dedup::{RecordKey, record_keys};
+use super::resp;
 use crate::config::{Config, QueueType};
 use crate::error::{Error, SinkError};
 use crate::graph::retry::{Backoff, RetryOptions};
@@ -111,6 +112,7 @@ pub struct RedisSink {
     queue_type: QueueType,
     dedup: Option<Dedup>,
     dedup_script: redis::Script,
+    buffers: resp::BufferPool,
     block: bool,
     pool_timeout: Duration,
     retry: RetryOptions,
@@ -188,6 +190,7 @@ impl RedisSink {
             key: config.queue_key.clone(),
             dedup,
             dedup_script: redis::Script::new(DEDUP_SCRIPT),
+            buffers: resp::BufferPool::default(),
             queue_type: config.queue_type,
             block: config.redis_pool_block,
             pool_timeout: config.redis_pool_timeout,
@@ -262,24 +265,36 @@ impl RedisSink {
         Ok(())
     }
 
+    /// The page as one hand-packed `RPUSH` (or a pipeline of `PUBLISH`es) in a pooled
+    /// buffer: one copy of the records into the buffer, none per record, no allocation
+    /// once the pool is warm (redis-rs's `Cmd` would copy the page twice).
     fn write_all(
         &self,
         connection: &mut redis::Connection,
         records: &[&str],
     ) -> redis::RedisResult<()> {
-        match self.queue_type {
-            QueueType::List => redis::cmd("RPUSH")
-                .arg(&self.key)
-                .arg(records)
-                .query::<()>(connection),
-            QueueType::Channel => {
-                let mut pipe = redis::pipe();
-                for record in records {
-                    pipe.cmd("PUBLISH").arg(&self.key).arg(*record).ignore();
-                }
-                pipe.query::<()>(connection)
+        let mut packed = self.buffers.take();
+        let result = match self.queue_type {
+            QueueType::List => {
+                resp::rpush(&mut packed, &self.key, records);
+                connection
+                    .req_packed_command(&packed)
+                    .and_then(redis::Value::extract_error)
+                    .map(drop)
             }
-        }
+            QueueType::Channel => {
+                resp::publish_each(&mut packed, &self.key, records);
+                connection
+                    .req_packed_commands(&packed, 0, records.len())
+                    .and_then(|replies| {
+                        replies
+                            .into_iter()
+                            .try_for_each(|reply| reply.extract_error().map(drop))
+                    })
+            }
+        };
+        self.buffers.give_back(packed);
+        result
     }
 
     fn failed(&self, message: String) -> SinkError {

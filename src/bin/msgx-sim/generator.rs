@@ -8,6 +8,34 @@ use std::fmt::Write;
 pub type Ticks = i64;
 pub const TICKS_PER_SECOND: i64 = 10_000_000;
 
+/// The top-level properties of a rendered sign-in, in order (for `$select`).
+pub const PROPERTIES: &[&str] = &[
+    "id",
+    "createdDateTime",
+    "userDisplayName",
+    "userPrincipalName",
+    "userId",
+    "appId",
+    "appDisplayName",
+    "ipAddress",
+    "clientAppUsed",
+    "correlationId",
+    "conditionalAccessStatus",
+    "isInteractive",
+    "riskDetail",
+    "riskLevelAggregated",
+    "riskLevelDuringSignIn",
+    "riskState",
+    "riskEventTypes",
+    "riskEventTypes_v2",
+    "resourceDisplayName",
+    "resourceId",
+    "status",
+    "deviceDetail",
+    "location",
+    "appliedConditionalAccessPolicies",
+];
+
 #[derive(Clone, Copy)]
 pub struct Generator {
     pub seed: u64,
@@ -60,30 +88,35 @@ impl Generator {
         offsets
     }
 
-    /// The JSON text of the `index`-th sign-in of `second`, at `ticks`.
-    pub fn render(&self, second: i64, index: u64, ticks: Ticks) -> String {
+    /// The JSON text of the `index`-th sign-in of `second`, at `ticks`; with `select`,
+    /// only those top-level properties (Graph's `$select`).
+    pub fn render(
+        &self,
+        second: i64,
+        index: u64,
+        ticks: Ticks,
+        select: Option<&[String]>,
+    ) -> String {
         let h = |field: u64| self.hash(second, index, field);
         let user = USERS[(h(10) % USERS.len() as u64) as usize];
         let place = PLACES[(h(11) % PLACES.len() as u64) as usize];
         let app = APPS[(h(12) % APPS.len() as u64) as usize];
         let device = DEVICES[(h(13) % DEVICES.len() as u64) as usize];
         let failed = h(14) % 10 == 0;
-        let mut out = String::with_capacity(1600);
-        out.push('{');
-        field(&mut out, "id", &guid(h(20), h(21)));
-        field(&mut out, "createdDateTime", &timestamp(ticks));
-        field(&mut out, "userDisplayName", user.1);
-        field(
-            &mut out,
-            "userPrincipalName",
-            &format!("{}@contoso.com", user.0),
-        );
-        field(&mut out, "userId", &guid(h(22), h(23)));
-        field(&mut out, "appId", app.0);
-        field(&mut out, "appDisplayName", app.1);
+        let mut top = Record {
+            out: String::with_capacity(1600),
+            select,
+        };
+        top.out.push('{');
+        top.text("id", &guid(h(20), h(21)));
+        top.text("createdDateTime", &timestamp(ticks));
+        top.text("userDisplayName", user.1);
+        top.text("userPrincipalName", &format!("{}@contoso.com", user.0));
+        top.text("userId", &guid(h(22), h(23)));
+        top.text("appId", app.0);
+        top.text("appDisplayName", app.1);
         let ip = h(24);
-        field(
-            &mut out,
+        top.text(
             "ipAddress",
             &format!(
                 "{}.{}.{}.{}",
@@ -93,36 +126,31 @@ impl Generator {
                 1 + (ip >> 24) % 254
             ),
         );
-        field(&mut out, "clientAppUsed", device.2);
-        field(&mut out, "correlationId", &guid(h(25), h(26)));
-        field(
-            &mut out,
+        top.text("clientAppUsed", device.2);
+        top.text("correlationId", &guid(h(25), h(26)));
+        top.text(
             "conditionalAccessStatus",
             if failed { "failure" } else { "success" },
         );
-        raw(&mut out, "isInteractive", "true");
+        top.raw("isInteractive", "true");
         for name in [
             "riskDetail",
             "riskLevelAggregated",
             "riskLevelDuringSignIn",
             "riskState",
         ] {
-            field(&mut out, name, "none");
+            top.text(name, "none");
         }
-        raw(&mut out, "riskEventTypes", "[]");
-        raw(&mut out, "riskEventTypes_v2", "[]");
-        field(&mut out, "resourceDisplayName", "Microsoft Graph");
-        field(
-            &mut out,
-            "resourceId",
-            "00000003-0000-0000-c000-000000000000",
-        );
+        top.raw("riskEventTypes", "[]");
+        top.raw("riskEventTypes_v2", "[]");
+        top.text("resourceDisplayName", "Microsoft Graph");
+        top.text("resourceId", "00000003-0000-0000-c000-000000000000");
         let status = if failed {
             r#"{"errorCode":50126,"failureReason":"Error validating credentials due to invalid username or password.","additionalDetails":null}"#
         } else {
             r#"{"errorCode":0,"failureReason":null,"additionalDetails":null}"#
         };
-        raw(&mut out, "status", status);
+        top.raw("status", status);
         let mut detail = String::from("{");
         field(&mut detail, "deviceId", "");
         raw(&mut detail, "displayName", "null");
@@ -132,7 +160,7 @@ impl Generator {
         raw(&mut detail, "isManaged", "null");
         raw(&mut detail, "trustType", "null");
         close(&mut detail);
-        raw(&mut out, "deviceDetail", &detail);
+        top.raw("deviceDetail", &detail);
         let mut location = String::from("{");
         field(&mut location, "city", place.0);
         field(&mut location, "state", place.1);
@@ -148,7 +176,7 @@ impl Generator {
             ),
         );
         close(&mut location);
-        raw(&mut out, "location", &location);
+        top.raw("location", &location);
         let mut policies = String::from("[");
         for p in 0..h(15) % 3 {
             let policy = POLICIES[((h(16) + p) % POLICIES.len() as u64) as usize];
@@ -164,9 +192,34 @@ impl Generator {
             policies.pop();
         }
         policies.push(']');
-        raw(&mut out, "appliedConditionalAccessPolicies", &policies);
-        close(&mut out);
-        out
+        top.raw("appliedConditionalAccessPolicies", &policies);
+        close(&mut top.out);
+        top.out
+    }
+}
+
+/// A record's top-level properties, written unless `$select` leaves them out.
+struct Record<'a> {
+    out: String,
+    select: Option<&'a [String]>,
+}
+
+impl Record<'_> {
+    fn wanted(&self, name: &str) -> bool {
+        self.select
+            .is_none_or(|names| names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+    }
+
+    fn text(&mut self, name: &str, value: &str) {
+        if self.wanted(name) {
+            field(&mut self.out, name, value);
+        }
+    }
+
+    fn raw(&mut self, name: &str, json: &str) {
+        if self.wanted(name) {
+            raw(&mut self.out, name, json);
+        }
     }
 }
 

@@ -30,11 +30,16 @@ impl Request {
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    /// Shared, so a cached page is sent without a copy.
+    pub body: Arc<Vec<u8>>,
 }
 
 impl Response {
     pub fn new(status: u16, content_type: &str, body: Vec<u8>) -> Self {
+        Self::shared(status, content_type, Arc::new(body))
+    }
+
+    pub fn shared(status: u16, content_type: &str, body: Arc<Vec<u8>>) -> Self {
         Response {
             status,
             headers: vec![("Content-Type".into(), content_type.into())],

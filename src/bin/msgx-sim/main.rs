@@ -11,6 +11,7 @@ mod faults;
 mod generator;
 mod http;
 mod odata;
+mod pages;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
@@ -23,7 +24,8 @@ use argh::FromArgs;
 use faults::{Fault, Faults, Throttle};
 use generator::{Generator, TICKS_PER_SECOND, Ticks};
 use http::{Reply, Request, Response};
-use odata::{Bounds, Cursor};
+use odata::{Bounds, Cursor, PageQuery};
+use pages::{Body, PageCache};
 
 /// Microsoft Graph simulator for msgx-once (binds 127.0.0.1 only).
 #[derive(FromArgs)]
@@ -78,6 +80,12 @@ struct Args {
     /// its createdDateTime
     #[argh(option)]
     late: Option<String>,
+    /// memory for rendered pages, in MiB, so a window is rendered once (default 256)
+    #[argh(option, default = "256")]
+    cache_mb: usize,
+    /// never compress, even when the client sends Accept-Encoding: gzip
+    #[argh(switch)]
+    no_gzip: bool,
     /// point nextLinks at a second listener (another origin) that records the
     /// Authorization headers it receives
     #[argh(switch)]
@@ -97,6 +105,8 @@ struct Sim {
     /// Where nextLinks point: `base_url`, or the foreign listener.
     next_link_base: String,
     latency: Duration,
+    pages: PageCache,
+    gzip: bool,
     /// A fixed "now" set through `/_sim/clock` (None: the real clock), so tests can
     /// replay cron runs at chosen times.
     clock: Mutex<Option<Ticks>>,
@@ -138,6 +148,8 @@ fn main() {
         base_url,
         next_link_base,
         latency: Duration::from_millis(args.latency_ms),
+        pages: PageCache::new(args.cache_mb << 20),
+        gzip: !args.no_gzip,
         tokens: Mutex::default(),
         stats: Mutex::default(),
         faults: Faults {
@@ -255,8 +267,12 @@ impl Sim {
     }
 
     fn bump(&self, key: &str) {
+        self.add(key, 1);
+    }
+
+    fn add(&self, key: &str, amount: u64) {
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        *stats.entry(key.to_string()).or_default() += 1;
+        *stats.entry(key.to_string()).or_default() += amount;
     }
 
     fn token(&self, tenant: &str, body: &str) -> Response {
@@ -349,7 +365,7 @@ impl Sim {
         }
         std::thread::sleep(self.latency);
         let fault = self.faults.next();
-        let page = match fault {
+        match fault {
             Some(Fault::TooManyRequests(retry_after)) => {
                 let response = graph_error(429, "TooManyRequests", "Too many requests.");
                 return Reply::Full(response.with_header("Retry-After", &retry_after.to_string()));
@@ -365,27 +381,55 @@ impl Sim {
                 self.bump("graph_reset");
                 return Reply::Reset;
             }
-            _ => match self.page(query) {
-                Ok(body) => body,
-                Err(response) => return Reply::Full(response),
-            },
+            _ => {}
+        }
+        let page = match self
+            .pages
+            .get_or_render(&request.target, || self.page(query))
+        {
+            Ok(page) => page,
+            Err(response) => return Reply::Full(response),
         };
         match fault {
             Some(Fault::CutShort) => {
                 self.bump("graph_cut_short");
-                Reply::CutShort(json(200, page))
+                Reply::CutShort(Response::shared(200, "application/json", page))
             }
             Some(Fault::Garbage) => {
                 self.bump("graph_garbage");
                 let cut = page.len() / 2;
-                Reply::Full(json(200, page[..cut].to_string()))
+                Reply::Full(Response::new(200, "application/json", page[..cut].to_vec()))
             }
-            _ => Reply::Full(json(200, page)),
+            _ => Reply::Full(self.deliver(request, page)),
         }
     }
 
-    /// The JSON body of one page of sign-ins, or Graph's answer to a bad query.
-    fn page(&self, query: &HashMap<String, String>) -> Result<String, Response> {
+    /// A page as it goes on the wire: gzipped (once, then cached) when the client
+    /// accepts it.
+    fn deliver(&self, request: &Request, page: Body) -> Response {
+        let accepts_gzip = request
+            .header("accept-encoding")
+            .is_some_and(|v| v.split(',').any(|e| e.trim() == "gzip"));
+        let response = if self.gzip && accepts_gzip {
+            let key = format!("gzip {}", request.target);
+            // Kept only alongside a kept (stable) plain page.
+            let stable = self.pages.get(&request.target).is_some();
+            let zipped = self
+                .pages
+                .get_or_render(&key, || Ok::<_, ()>((pages::gzip(&page), stable)))
+                .unwrap_or(page);
+            Response::shared(200, "application/json", zipped)
+                .with_header("Content-Encoding", "gzip")
+        } else {
+            Response::shared(200, "application/json", page)
+        };
+        self.add("graph_bytes", response.body.len() as u64);
+        response
+    }
+
+    /// The JSON body of one page of sign-ins and whether it can be cached, or Graph's
+    /// answer to a bad query.
+    fn page(&self, query: &HashMap<String, String>) -> Result<(Vec<u8>, bool), Response> {
         let top = match query.get("$top").map(|t| t.parse::<usize>()) {
             None => 1000,
             Some(Ok(top)) if (1..=1000).contains(&top) => top,
@@ -405,7 +449,16 @@ impl Sim {
             Some(Some(cursor)) => Some(cursor),
             Some(None) => return Err(graph_error(400, "BadRequest", "Invalid skip token.")),
         };
-        let (records, next) = odata::page(&self.generator, bounds, cursor, top, self.now());
+        let select = query.get("$select").map(|s| parse_select(s)).transpose()?;
+        let now = self.now();
+        let page_query = PageQuery {
+            bounds,
+            cursor,
+            top,
+            now,
+            select: select.as_deref(),
+        };
+        let (records, next) = odata::page(&self.generator, &page_query);
         let mut body = format!(
             r#"{{"@odata.context":"{}/v1.0/$metadata#auditLogs/signIns","value":["#,
             self.base_url
@@ -414,18 +467,20 @@ impl Sim {
         body.push(']');
         if let Some(next) = next {
             let mut link = format!("{}/v1.0/auditLogs/signins?", self.next_link_base);
-            if let Some(filter) = query.get("$filter") {
-                link.push_str("$filter=");
-                link.push_str(
-                    &url::form_urlencoded::byte_serialize(filter.as_bytes()).collect::<String>(),
-                );
-                link.push('&');
+            for name in ["$filter", "$select"] {
+                if let Some(value) = query.get(name) {
+                    let encoded: String =
+                        url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+                    link.push_str(&format!("{name}={encoded}&"));
+                }
             }
             link.push_str(&format!("$top={top}&$skiptoken={}", next.encode()));
             body.push_str(&format!(r#","@odata.nextLink":"{link}""#));
         }
         body.push('}');
-        Ok(body)
+        // A page reaching into the last second, or with late arrivals, can still change.
+        let stable = self.generator.late.is_none() && bounds.hi + TICKS_PER_SECOND < now;
+        Ok((body.into_bytes(), stable))
     }
 
     /// The query's bounds, clipped to what exists: nothing after now, nothing older
@@ -486,6 +541,29 @@ impl Sim {
         let fields: Vec<String> = stats.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
         json(200, format!("{{{}}}", fields.join(",")))
     }
+}
+
+/// `$select=a,b`: known sign-in properties only, as Graph insists.
+fn parse_select(value: &str) -> Result<Vec<String>, Response> {
+    value
+        .split(',')
+        .map(|name| {
+            let name = name.trim();
+            match generator::PROPERTIES
+                .iter()
+                .find(|p| p.eq_ignore_ascii_case(name))
+            {
+                Some(property) => Ok(property.to_string()),
+                None => Err(graph_error(
+                    400,
+                    "BadRequest",
+                    &format!(
+                        "Could not find a property named '{name}' on type 'microsoft.graph.signIn'."
+                    ),
+                )),
+            }
+        })
+        .collect()
 }
 
 fn parse_query(url: &str) -> HashMap<String, String> {

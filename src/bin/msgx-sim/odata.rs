@@ -74,16 +74,27 @@ impl Cursor {
     }
 }
 
+/// What one page request asks for.
+pub struct PageQuery<'a> {
+    pub bounds: Bounds,
+    pub cursor: Option<Cursor>,
+    pub top: usize,
+    /// Records not yet visible at `now` (late arrivals) are left out.
+    pub now: Ticks,
+    pub select: Option<&'a [String]>,
+}
+
 /// One page of up to `top` records in `bounds` that are visible at `now`, newest
 /// first, starting at `cursor`; returns the records and where the next page starts
 /// (None when done).
-pub fn page(
-    generator: &Generator,
-    bounds: Bounds,
-    cursor: Option<Cursor>,
-    top: usize,
-    now: Ticks,
-) -> (Vec<String>, Option<Cursor>) {
+pub fn page(generator: &Generator, query: &PageQuery) -> (Vec<String>, Option<Cursor>) {
+    let PageQuery {
+        bounds,
+        cursor,
+        top,
+        now,
+        select,
+    } = *query;
     let mut records = Vec::with_capacity(top.min(1000));
     let lo_second = bounds.lo.div_euclid(TICKS_PER_SECOND);
     let start = cursor.unwrap_or(Cursor {
@@ -110,7 +121,7 @@ pub fn page(
             if generator.visible_at(second, index, ticks) > now {
                 continue;
             }
-            records.push(generator.render(second, index, ticks));
+            records.push(generator.render(second, index, ticks, select));
             if records.len() == top {
                 return (
                     records,
@@ -140,7 +151,7 @@ pub fn all(generator: &Generator, bounds: Bounds, visible_by: Option<Ticks>) -> 
             let visible =
                 visible_by.is_none_or(|by| generator.visible_at(second, index as u64, ticks) <= by);
             if (bounds.lo..=bounds.hi).contains(&ticks) && visible {
-                records.push(generator.render(second, index as u64, ticks));
+                records.push(generator.render(second, index as u64, ticks, None));
             }
         }
     }
