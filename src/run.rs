@@ -10,6 +10,7 @@ use crate::auth::{Credentials, TokenSource};
 use crate::config::Config;
 use crate::error::{Error, exit};
 use crate::graph::GraphClient;
+use crate::graph::client::PageShape;
 use crate::graph::retry::{Backoff, RateLimit, RequestGate, RetryOptions};
 use crate::graph::transport::{HttpTransport, TransportOptions, UreqTransport};
 use crate::pipeline::{self, FrameOutcome, PipelineOptions};
@@ -156,7 +157,10 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         transport,
         tokens,
         config.graph_url.clone(),
-        config.page_size,
+        PageShape {
+            page_size: config.page_size,
+            select: config.select.clone(),
+        },
         gate,
         retry,
     );

@@ -76,6 +76,7 @@ cli_args!(
     login_url,
     file_path,
     log_level,
+    select,
     state,
     state_file,
     max_catchup,

@@ -194,6 +194,8 @@ pub struct Config {
     pub login_url: url::Url,
     pub file_path: Output,
     pub log_level: log::LevelFilter,
+    /// Graph `$select`; None: every property.
+    pub select: Option<Vec<String>>,
     pub state: StateMode,
     pub state_file: Option<PathBuf>,
     pub max_catchup: u64,
@@ -362,6 +364,7 @@ impl Values {
                 })
             })?,
             log_level: self.required("log_level", parse::log_level)?,
+            select: self.typed("select", parse::select)?.flatten(),
             state: self.required("state", |v| {
                 parse::choice(v, &["auto", "off"]).map(|c| match c {
                     "auto" => StateMode::Auto,

@@ -37,6 +37,25 @@ pub fn rate_limit(value: &str) -> Result<Option<(u32, u64)>, String> {
     Ok(Some((requests as u32, seconds)))
 }
 
+/// `$select`: a comma-separated list of sign-in property names. `id` and
+/// `createdDateTime` are always added: deduplication and the windows need them.
+pub fn select(value: &str) -> Result<Option<Vec<String>>, String> {
+    let accepted = || {
+        "a comma-separated list of sign-in property names (letters, digits, _), e.g. userPrincipalName,ipAddress,status".to_string()
+    };
+    let mut names = vec!["id".to_string(), "createdDateTime".to_string()];
+    for name in value.split(',').map(str::trim) {
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(accepted());
+        }
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            names.push(name.to_string());
+        }
+    }
+    Ok(Some(names))
+}
+
 pub fn choice<'a>(value: &str, choices: &[&'a str]) -> Result<&'a str, String> {
     let wanted = value.trim().to_ascii_lowercase();
     choices

@@ -198,6 +198,12 @@ pub const OPTIONS: &[OptionSpec] = &[
         "error, warn, info, debug or trace (logs go to stderr)",
     ),
     opt(
+        "select",
+        "properties",
+        None,
+        "fetch only these sign-in properties (Graph $select, comma-separated; id and createdDateTime are always added)",
+    ),
+    opt(
         "state",
         "mode",
         Some("auto"),

@@ -16,11 +16,20 @@ use crate::error::GraphError;
 use crate::ids;
 use crate::window::Frame;
 
+/// What each page asks for besides its frame.
+#[derive(Debug, Clone)]
+pub struct PageShape {
+    /// `$top`
+    pub page_size: u32,
+    /// `$select`; None: every property.
+    pub select: Option<Vec<String>>,
+}
+
 pub struct GraphClient {
     transport: Arc<dyn HttpTransport>,
     tokens: Arc<TokenSource>,
     graph_url: url::Url,
-    page_size: u32,
+    shape: PageShape,
     gate: Arc<RequestGate>,
     retry: RetryOptions,
 }
@@ -43,7 +52,7 @@ impl GraphClient {
         transport: Arc<dyn HttpTransport>,
         tokens: Arc<TokenSource>,
         graph_url: url::Url,
-        page_size: u32,
+        shape: PageShape,
         gate: Arc<RequestGate>,
         retry: RetryOptions,
     ) -> Self {
@@ -51,21 +60,26 @@ impl GraphClient {
             transport,
             tokens,
             graph_url,
-            page_size,
+            shape,
             gate,
             retry,
         }
     }
 
-    /// The first page of a frame: its `$filter` and `$top`; later pages come from
-    /// `@odata.nextLink`.
+    /// The first page of a frame: its `$filter`, `$top` and `$select`; later pages
+    /// come from `@odata.nextLink`.
     pub fn first_url(&self, frame: &Frame) -> String {
-        format!(
+        let mut url = format!(
             "{}/v1.0/auditLogs/signIns?$filter={}&$top={}",
             self.graph_url.as_str().trim_end_matches('/'),
             percent_encode(&frame.filter()),
-            self.page_size
-        )
+            self.shape.page_size
+        );
+        if let Some(select) = &self.shape.select {
+            url.push_str("&$select=");
+            url.push_str(&percent_encode(&select.join(",")));
+        }
+        url
     }
 
     /// Fetches `frame` page by page, handing each page to `on_page` in Graph's order.

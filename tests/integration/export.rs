@@ -253,3 +253,50 @@ fn an_empty_window_is_a_success() {
     assert_eq!(run.summary_field("pages"), "2", "one empty page per frame");
     assert!(redis.list("empty").is_empty());
 }
+
+#[test]
+fn select_fetches_only_the_named_properties_plus_id_and_created() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let since = minutes_ago(20);
+    let until = since + Span::seconds(60);
+    let mut args = redis_args(
+        &sim,
+        &redis,
+        "selected",
+        &[
+            "--select",
+            "userPrincipalName,ipAddress",
+            "--page_size",
+            "50",
+        ],
+    );
+    args.extend(backfill_flags(since, until));
+    let run = msgx(&args, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let id_of = |record: &str| -> String {
+        let value: serde_json::Value = serde_json::from_str(record).expect("JSON record");
+        value["id"].as_str().expect("id").to_string()
+    };
+    let delivered = redis.list("selected");
+    for record in &delivered {
+        let value: serde_json::Value = serde_json::from_str(record).expect("JSON record");
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["createdDateTime", "id", "ipAddress", "userPrincipalName"]
+        );
+    }
+    let ids: Vec<String> = delivered.iter().map(|r| id_of(r)).collect();
+    let expected: Vec<String> = sim
+        .records(since, until - Span::SECOND)
+        .iter()
+        .map(|r| id_of(r))
+        .collect();
+    assert_same_records(ids, expected);
+}
