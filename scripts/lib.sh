@@ -74,3 +74,12 @@ start_redis() {
     echo "redis-server did not start" >&2
     return 1
 }
+
+need_time() {
+    [ -x /usr/bin/time ] && return 0
+    echo "installing time (apt-get)" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq time >/dev/null
+}

@@ -166,7 +166,7 @@ pub fn run(
             let spawned = std::thread::Builder::new()
                 .name(format!("write-{i}"))
                 .spawn_scoped(scope, move || {
-                    write_pages(pages_in, sink, ledger, sink_down)
+                    write_pages(pages_in, sink, client, ledger, sink_down)
                 });
             if let Err(e) = spawned {
                 log::warn!("cannot start writer thread {i}: {e}");
@@ -255,24 +255,35 @@ fn fetch_frames(frames: &[Frame], client: &GraphClient, pages_out: &Sender<Batch
 fn write_pages(
     pages_in: Receiver<Batch>,
     sink: &dyn Sink,
+    client: &GraphClient,
     ledger: &Ledger,
     sink_down: &OnceLock<SinkError>,
 ) {
-    for batch in pages_in {
-        if let Some(down) = sink_down.get() {
-            ledger.fail(batch.frame, FrameFailure::Write(down.clone()));
-            continue;
+    for Batch { frame, page, _slot } in pages_in {
+        match sink_down.get() {
+            Some(down) => ledger.fail(frame, FrameFailure::Write(down.clone())),
+            None => write_page(&page, frame, sink, ledger, sink_down),
         }
-        let records: Vec<&str> = batch.page.records().collect();
-        match sink.write(&records) {
-            Ok(()) => ledger.update(batch.frame, |p| {
-                p.pages += 1;
-                p.records += records.len() as u64;
-            }),
-            Err(e) => {
-                let _ = sink_down.set(e.clone());
-                ledger.fail(batch.frame, FrameFailure::Write(e));
-            }
+        client.recycle(page);
+    }
+}
+
+fn write_page(
+    page: &Page,
+    frame: usize,
+    sink: &dyn Sink,
+    ledger: &Ledger,
+    sink_down: &OnceLock<SinkError>,
+) {
+    let records: Vec<&str> = page.records().collect();
+    match sink.write(&records) {
+        Ok(()) => ledger.update(frame, |p| {
+            p.pages += 1;
+            p.records += records.len() as u64;
+        }),
+        Err(e) => {
+            let _ = sink_down.set(e.clone());
+            ledger.fail(frame, FrameFailure::Write(e));
         }
     }
 }

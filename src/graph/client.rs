@@ -12,6 +12,7 @@ use super::paging::{NextLinkGuard, Page, display_url};
 use super::retry::{NoTurn, RequestGate, RetryOptions, parse_retry_after};
 use super::transport::{HttpResponse, HttpTransport, TransportError};
 use crate::auth::TokenSource;
+use crate::buffers::BufferPool;
 use crate::error::GraphError;
 use crate::ids;
 use crate::window::Frame;
@@ -32,6 +33,7 @@ pub struct GraphClient {
     shape: PageShape,
     gate: Arc<RequestGate>,
     retry: RetryOptions,
+    bodies: BufferPool,
 }
 
 #[derive(Deserialize)]
@@ -63,7 +65,13 @@ impl GraphClient {
             shape,
             gate,
             retry,
+            bodies: BufferPool::default(),
         }
+    }
+
+    /// Hands a written page's buffer to a later page.
+    pub fn recycle(&self, page: Page) {
+        self.bodies.give_back(page.into_body());
     }
 
     /// The first page of a frame: its `$filter`, `$top` and `$select`; later pages
@@ -182,7 +190,7 @@ impl GraphClient {
         let shown = display_url(url);
         let response = self
             .transport
-            .get(url, &headers)
+            .get(url, &headers, self.bodies.take())
             .map_err(|e| GraphError::Transport {
                 url: shown.clone(),
                 message: format!("{e} (client-request-id {request_id})"),

@@ -63,6 +63,11 @@ impl Page {
         self.next_link.as_deref()
     }
 
+    /// The body's buffer, for the next page to reuse.
+    pub fn into_body(self) -> Vec<u8> {
+        self.body.into_bytes()
+    }
+
     /// Bytes of the page as received (after decompression).
     pub fn body_len(&self) -> usize {
         self.body.len()

@@ -1,6 +1,7 @@
 //! The HTTP boundary: the one trait through which Graph and the identity platform are
 //! reached, and its ureq implementation.
 
+use std::io::Read;
 use std::time::Duration;
 
 /// What we keep of an HTTP response.
@@ -33,7 +34,13 @@ impl std::fmt::Display for TransportError {
 }
 
 pub trait HttpTransport: Send + Sync {
-    fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, TransportError>;
+    /// A GET whose body is read into `buffer` (cleared first), so pages can reuse one.
+    fn get(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        buffer: Vec<u8>,
+    ) -> Result<HttpResponse, TransportError>;
     fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<HttpResponse, TransportError>;
 
     /// Aborts requests in flight, so a stop does not wait out a slow response.
@@ -77,6 +84,7 @@ impl UreqTransport {
     fn finish(
         &self,
         result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        mut body: Vec<u8>,
     ) -> Result<HttpResponse, TransportError> {
         let mut response = result.map_err(network)?;
         let header = |name: &str| {
@@ -89,14 +97,19 @@ impl UreqTransport {
         let retry_after = header("retry-after");
         let request_id = header("request-id");
         let status = response.status().as_u16();
-        let body = response
+        body.clear();
+        response
             .body_mut()
             .with_config()
             .limit(self.body_limit)
-            .read_to_vec()
-            .map_err(|e| match e {
-                ureq::Error::BodyExceedsLimit(limit) => TransportError::TooLarge(limit),
-                other => network(other),
+            .reader()
+            .read_to_end(&mut body)
+            .map_err(|e| {
+                let inner = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>());
+                match inner {
+                    Some(ureq::Error::BodyExceedsLimit(limit)) => TransportError::TooLarge(*limit),
+                    _ => TransportError::Network(e.to_string()),
+                }
             })?;
         Ok(HttpResponse {
             status,
@@ -112,17 +125,22 @@ fn network(error: ureq::Error) -> TransportError {
 }
 
 impl HttpTransport for UreqTransport {
-    fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, TransportError> {
+    fn get(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        buffer: Vec<u8>,
+    ) -> Result<HttpResponse, TransportError> {
         let mut request = self.agent.get(url);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        self.finish(request.call())
+        self.finish(request.call(), buffer)
     }
 
     fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<HttpResponse, TransportError> {
         let request = self.agent.post(url).header("Accept", "application/json");
-        self.finish(request.send_form(form.iter().copied()))
+        self.finish(request.send_form(form.iter().copied()), Vec::new())
     }
 
     fn abort(&self) {

@@ -9,6 +9,7 @@ use redis::{ConnectionLike, RetryMethod};
 use super::Sink;
 use super::dedup::{RecordKey, record_keys};
 use super::resp;
+use crate::buffers::BufferPool;
 use crate::config::{Config, QueueType};
 use crate::error::{Error, SinkError};
 use crate::graph::retry::{Backoff, RetryOptions};
@@ -112,7 +113,7 @@ pub struct RedisSink {
     queue_type: QueueType,
     dedup: Option<Dedup>,
     dedup_script: redis::Script,
-    buffers: resp::BufferPool,
+    buffers: BufferPool,
     block: bool,
     pool_timeout: Duration,
     retry: RetryOptions,
@@ -190,7 +191,7 @@ impl RedisSink {
             key: config.queue_key.clone(),
             dedup,
             dedup_script: redis::Script::new(DEDUP_SCRIPT),
-            buffers: resp::BufferPool::default(),
+            buffers: BufferPool::default(),
             queue_type: config.queue_type,
             block: config.redis_pool_block,
             pool_timeout: config.redis_pool_timeout,

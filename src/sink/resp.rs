@@ -2,8 +2,6 @@
 //! buffers: a page of 1000 sign-ins is ~1.5 MB, and building it through redis-rs's
 //! `Cmd` costs two extra copies and two allocations of that size per page.
 
-use std::sync::Mutex;
-
 /// `*n\r\n`
 fn array(out: &mut Vec<u8>, len: usize) {
     out.push(b'*');
@@ -46,27 +44,6 @@ pub fn publish_each(out: &mut Vec<u8>, key: &str, records: &[&str]) {
         bulk(out, b"PUBLISH");
         bulk(out, key.as_bytes());
         bulk(out, record.as_bytes());
-    }
-}
-
-/// Buffers handed from one page to the next; at most as many as pages written at once.
-#[derive(Default)]
-pub struct BufferPool(Mutex<Vec<Vec<u8>>>);
-
-impl BufferPool {
-    pub fn take(&self) -> Vec<u8> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or_default()
-    }
-
-    pub fn give_back(&self, buffer: Vec<u8>) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(buffer);
     }
 }
 
