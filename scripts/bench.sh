@@ -59,7 +59,7 @@ walk_frame() {
     local url=$1 page="$work/walk.$BASHPID"
     while [ -n "$url" ]; do
         echo "$url"
-        curl -fsS -o "$page" -H "Authorization: Bearer $TOKEN" "$url"
+        curl -fsS $CURL_GZIP -o "$page" -H "Authorization: Bearer $TOKEN" "$url"
         url=$(grep -o '"@odata.nextLink":"[^"]*"' "$page" | cut -d'"' -f4 || true)
     done
     rm -f "$page"
@@ -86,7 +86,9 @@ for size in "${sizes[@]}"; do
     # Warm-up: render every page once in both simulators, and list the page URLs.
     for target in "$sim" "$sim_plain"; do
         TOKEN=$(token "$target")
-        export TOKEN
+        CURL_GZIP=""
+        [ "$target" = "$sim" ] && CURL_GZIP=--compressed # caches the gzipped pages too
+        export TOKEN CURL_GZIP
         for f in "${frames[@]}"; do frame_url "$target" $f; done |
             xargs -P 4 -I{} bash -c 'walk_frame "$@"' _ {} >"$work/urls.$(basename "$target" | tr -d :)"
     done
