@@ -49,7 +49,10 @@ impl std::fmt::Display for FrameFailure {
 pub struct FrameOutcome {
     pub frame: Frame,
     pub pages: u64,
+    /// Records fetched and handed to the sink.
     pub records: u64,
+    /// Of those, the ones not delivered before (all of them without deduplication).
+    pub delivered: u64,
     pub failure: Option<FrameFailure>,
 }
 
@@ -104,6 +107,7 @@ impl Slots {
 struct Progress {
     pages: u64,
     records: u64,
+    delivered: u64,
     failure: Option<FrameFailure>,
 }
 
@@ -136,6 +140,7 @@ impl Ledger {
                     frame: *frame,
                     pages: p.pages,
                     records: p.records,
+                    delivered: p.delivered,
                     failure: p.failure,
                 }
             })
@@ -277,9 +282,10 @@ fn write_page(
 ) {
     let records: Vec<&str> = page.records().collect();
     match sink.write(&records) {
-        Ok(()) => ledger.update(frame, |p| {
+        Ok(delivered) => ledger.update(frame, |p| {
             p.pages += 1;
             p.records += records.len() as u64;
+            p.delivered += delivered as u64;
         }),
         Err(e) => {
             let _ = sink_down.set(e.clone());

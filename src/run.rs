@@ -89,13 +89,15 @@ impl RunReport {
         let failed = self.failed().count();
         let pages: u64 = self.frames.iter().map(|f| f.pages).sum();
         let records: u64 = self.frames.iter().map(|f| f.records).sum();
+        let delivered: u64 = self.frames.iter().map(|f| f.delivered).sum();
         let mut line = format!(
-            "summary: window {} frames ok {} failed {} pages {} records {} seconds {:.3}",
+            "summary: window {} frames ok {} failed {} pages {} records {} delivered {} seconds {:.3}",
             self.window,
             self.frames.len() - failed,
             failed,
             pages,
             records,
+            delivered,
             self.elapsed.as_secs_f64()
         );
         if let Some(watermark) = self.watermark {

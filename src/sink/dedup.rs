@@ -98,7 +98,7 @@ impl Sink for DedupSink {
         self.inner.check()
     }
 
-    fn write(&self, records: &[&str]) -> Result<(), SinkError> {
+    fn write(&self, records: &[&str]) -> Result<usize, SinkError> {
         let keys = record_keys(records).map_err(|message| SinkError {
             target: "deduplication".into(),
             message,
@@ -111,6 +111,9 @@ impl Sink for DedupSink {
             .filter(|(_, is_new)| **is_new)
             .map(|((record, key), _)| (*record, key))
             .unzip();
+        if new_records.is_empty() {
+            return Ok(0);
+        }
         let written = self.inner.write(&new_records);
         if written.is_err() {
             // Not delivered, so not seen: a later run may deliver them.

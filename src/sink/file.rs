@@ -43,7 +43,7 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
-    fn write(&self, records: &[&str]) -> Result<(), SinkError> {
+    fn write(&self, records: &[&str]) -> Result<usize, SinkError> {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         for record in records {
             // Raw line breaks can only be whitespace between JSON tokens; blanks keep
@@ -57,7 +57,7 @@ impl Sink for FileSink {
                 .and_then(|_| out.write_all(b"\n"))
                 .map_err(|e| self.failed(e))?;
         }
-        Ok(())
+        Ok(records.len())
     }
 
     fn finish(&self) -> Result<(), SinkError> {

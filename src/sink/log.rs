@@ -39,7 +39,7 @@ pub fn format_record(record: &str) -> Result<String, serde_json::Error> {
 }
 
 impl Sink for LogSink {
-    fn write(&self, records: &[&str]) -> Result<(), SinkError> {
+    fn write(&self, records: &[&str]) -> Result<usize, SinkError> {
         for record in records {
             let line = format_record(record).map_err(|e| SinkError {
                 target: "log".into(),
@@ -47,7 +47,7 @@ impl Sink for LogSink {
             })?;
             log::info!(target: "msgx::record", "{line}");
         }
-        Ok(())
+        Ok(records.len())
     }
 }
 

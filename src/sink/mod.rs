@@ -18,8 +18,9 @@ pub trait Sink: Send + Sync {
         Ok(())
     }
 
-    /// Delivers one page's records, in order.
-    fn write(&self, records: &[&str]) -> Result<(), SinkError>;
+    /// Delivers one page's records, in order; returns how many were delivered (fewer
+    /// when a deduplicating sink had delivered some before).
+    fn write(&self, records: &[&str]) -> Result<usize, SinkError>;
 
     /// Flushes what is buffered; called once after the last write.
     fn finish(&self) -> Result<(), SinkError> {

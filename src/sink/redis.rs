@@ -215,11 +215,11 @@ impl RedisSink {
         })
     }
 
-    fn with_retries(&self, attempt: impl FnMut() -> Result<(), Attempt>) -> Result<(), SinkError> {
+    fn with_retries<T>(&self, attempt: impl FnMut() -> Result<T, Attempt>) -> Result<T, SinkError> {
         retrying(&self.endpoint, &self.retry, attempt).map_err(|message| self.failed(message))
     }
 
-    fn write_once(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<(), Attempt> {
+    fn write_once(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<usize, Attempt> {
         let mut pooled = self.connection()?;
         let connection = &mut pooled.connection;
         let result = match (&self.dedup, keys) {
@@ -240,7 +240,7 @@ impl RedisSink {
         dedup: &Dedup,
         records: &[&str],
         keys: &[RecordKey],
-    ) -> redis::RedisResult<()> {
+    ) -> redis::RedisResult<usize> {
         let mode = match self.queue_type {
             QueueType::List => "list",
             QueueType::Channel => "channel",
@@ -255,15 +255,7 @@ impl RedisSink {
         for (record, key) in records.iter().zip(keys) {
             invocation.arg(&key.id).arg(key.created).arg(*record);
         }
-        let fresh: usize = invocation.invoke(connection)?;
-        if fresh < records.len() {
-            log::debug!(
-                "{} of {} records already delivered",
-                records.len() - fresh,
-                records.len()
-            );
-        }
-        Ok(())
+        invocation.invoke(connection)
     }
 
     /// The page as one hand-packed `RPUSH` (or a pipeline of `PUBLISH`es) in a pooled
@@ -273,7 +265,7 @@ impl RedisSink {
         &self,
         connection: &mut redis::Connection,
         records: &[&str],
-    ) -> redis::RedisResult<()> {
+    ) -> redis::RedisResult<usize> {
         let mut packed = self.buffers.take();
         let result = match self.queue_type {
             QueueType::List => {
@@ -295,7 +287,7 @@ impl RedisSink {
             }
         };
         self.buffers.give_back(packed);
-        result
+        result.map(|()| records.len())
     }
 
     fn failed(&self, message: String) -> SinkError {
@@ -322,9 +314,9 @@ impl Sink for RedisSink {
         })
     }
 
-    fn write(&self, records: &[&str]) -> Result<(), SinkError> {
+    fn write(&self, records: &[&str]) -> Result<usize, SinkError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let keys = match self.dedup {
             Some(_) => Some(record_keys(records).map_err(|message| self.failed(message))?),

@@ -29,13 +29,23 @@ fn origin(first: OffsetDateTime) -> OffsetDateTime {
 fn replay(ticks: &[i64], key: &str) {
     let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
     let t0 = minutes_ago(30);
+    let mut delivered = 0;
     for offset in ticks {
         let run = tick(&sim, &redis, key, t0 + Span::seconds(*offset), &[]);
         assert_eq!(run.code, 0, "{}", run.stderr);
+        delivered += run
+            .summary_field("delivered")
+            .parse::<usize>()
+            .expect("count");
     }
     let last = t0 + Span::seconds(*ticks.last().expect("ticks"));
     let expected = sim.records(origin(t0), lagged_end(last) - Span::seconds(1));
     assert!(!expected.is_empty());
+    assert_eq!(
+        delivered,
+        expected.len(),
+        "the summaries count each record once"
+    );
     assert_same_records(redis.list(key), expected);
 }
 
