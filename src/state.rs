@@ -191,7 +191,12 @@ impl StateStore for RedisState {
                 .arg(ttl_ms)
                 .query(c)
         })?;
-        if taken.is_none() {
+        // A retried SET whose first reply was lost finds its own token there.
+        let ours = taken.is_some()
+            || self
+                .with_connection(|c| redis::cmd("GET").arg(key).query::<Option<String>>(c))?
+                .is_some_and(|holder| holder == *token);
+        if !ours {
             let left: i64 = self
                 .with_connection(|c| redis::cmd("PTTL").arg(key).query(c))
                 .unwrap_or(-1);
