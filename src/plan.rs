@@ -121,6 +121,7 @@ pub fn plan_run(
             rescan: config.rescan,
             max_catchup: config.max_catchup,
             stream_frame: config.stream_frame,
+            streams: config.streams,
         },
     ))
 }

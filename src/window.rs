@@ -50,6 +50,7 @@ pub struct ResumeLimits {
     pub rescan: u64,
     pub max_catchup: u64,
     pub stream_frame: u64,
+    pub streams: usize,
 }
 
 /// The seconds a run covers, in frames.
@@ -92,6 +93,10 @@ impl Window {
     /// A stateful run's window: from `rescan` seconds before the `watermark` (never
     /// before `origin`, the first run's start) to the end of the lagged window, but at
     /// most `max_catchup` seconds past the watermark. Oldest frame first.
+    ///
+    /// The rescan is cut into at most `streams` frames (never shorter than
+    /// `stream_frame`): every frame costs at least one request of Graph's budget, and
+    /// the rescanned seconds were exported before, so they need no fine cut.
     pub fn resume(
         watermark: OffsetDateTime,
         origin: OffsetDateTime,
@@ -101,7 +106,14 @@ impl Window {
         let rescan_start = (watermark - Duration::seconds(limits.rescan as i64)).max(origin);
         let catchup_end = watermark + Duration::seconds(limits.max_catchup as i64);
         let end = lagged_end.min(catchup_end).max(watermark);
-        Window::backfill(rescan_start, end, limits.stream_frame)
+        let rescan_frame = limits
+            .stream_frame
+            .max(limits.rescan.div_ceil(limits.streams.max(1) as u64));
+        let mut window = Window::backfill(rescan_start, watermark, rescan_frame);
+        window
+            .frames
+            .extend(Window::backfill(watermark, end, limits.stream_frame).frames);
+        window
     }
 
     /// Where the next run starts: past the last frame of the oldest-first run of
@@ -274,6 +286,7 @@ mod tests {
             rescan: 600,
             max_catchup: 3600,
             stream_frame: 60,
+            streams: 2,
         };
         // Second run, a minute after the first: the rescan stops at the origin.
         let w = Window::resume(
@@ -298,7 +311,7 @@ mod tests {
             w.to_string(),
             "[2026-11-28T09:50:00Z - 2026-11-28T10:59:59Z]"
         );
-        // Nothing new yet: only the rescan.
+        // Nothing new yet: only the rescan, in two 5-minute frames (one per stream).
         let w = Window::resume(
             at("2026-11-29T10:02:00Z"),
             at("2026-11-29T09:00:00Z"),
@@ -308,6 +321,14 @@ mod tests {
         assert_eq!(
             w.to_string(),
             "[2026-11-29T09:52:00Z - 2026-11-29T10:01:59Z]"
+        );
+        let spans: Vec<String> = w.frames.iter().map(Frame::to_string).collect();
+        assert_eq!(
+            spans,
+            [
+                "[2026-11-29T09:52:00Z - 2026-11-29T09:56:59Z]",
+                "[2026-11-29T09:57:00Z - 2026-11-29T10:01:59Z]"
+            ]
         );
     }
 
