@@ -1,10 +1,12 @@
 //! The pipeline of one run: `streams` fetcher threads (a rayon pool) take frames in
 //! order and page through them; pages go through a bounded channel to `writers`
-//! threads that hand them to the sink. A fetched page waits for one of
-//! `queue_capacity` slots, which it gives back once written: at most `streams +
-//! queue_capacity` pages exist at once, so memory is bounded by that times the page
-//! size, whatever the window size and however many writer threads there are. A ledger records, per frame, what was
-//! fetched and written, so the run can say exactly which frames are incomplete.
+//! threads that hand them to the sink.
+//!
+//! A fetched page waits for one of `queue_capacity` slots, which it gives back once
+//! written: at most `streams + queue_capacity` pages exist at once, so memory is
+//! bounded by that times the page size, whatever the window size and however many
+//! writer threads there are. A ledger records, per frame, what was fetched and
+//! written, so the run can say exactly which frames are incomplete.
 //!
 //! The sink retries a page itself; once a page has failed for good the sink counts as
 //! down: no more pages are fetched or written, and every frame not yet complete fails
@@ -24,7 +26,7 @@ use crate::window::Frame;
 pub struct PipelineOptions {
     pub streams: usize,
     pub writers: usize,
-    /// Pages waiting between fetchers and writers.
+    /// Pages between fetched and written (waiting or being written).
     pub queue_capacity: usize,
 }
 

@@ -125,7 +125,7 @@ pub struct RedisSink {
 #[derive(Debug, Clone)]
 pub struct Dedup {
     pub seen_key: String,
-    /// None: prune nothing (a backfill, which may reach before the cron runs' floor).
+    /// None: prune nothing (an empty window has no start).
     pub floor: Option<i64>,
 }
 
