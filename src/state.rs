@@ -115,6 +115,7 @@ impl RedisState {
     /// Runs `command` on a fresh connection, retried like a sink write.
     fn with_connection<T>(
         &self,
+        key: &str,
         mut command: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, Error> {
         retrying(&self.endpoint, &self.retry, || {
@@ -127,7 +128,7 @@ impl RedisState {
             })?;
             Ok(command(&mut connection)?)
         })
-        .map_err(|message| Error::State(format!("{}: {message}", self.endpoint)))
+        .map_err(|message| Error::State(format!("{} key {key}: {message}", self.endpoint)))
     }
 
     fn start_renewing(&mut self) {
@@ -182,7 +183,7 @@ impl StateStore for RedisState {
     fn lock(&mut self) -> Result<(), Error> {
         let ttl_ms = LOCK_TTL.as_millis() as u64;
         let (key, token) = (&self.lock_key, &self.token);
-        let taken: Option<String> = self.with_connection(|c| {
+        let taken: Option<String> = self.with_connection(key, |c| {
             redis::cmd("SET")
                 .arg(key)
                 .arg(token)
@@ -194,11 +195,13 @@ impl StateStore for RedisState {
         // A retried SET whose first reply was lost finds its own token there.
         let ours = taken.is_some()
             || self
-                .with_connection(|c| redis::cmd("GET").arg(key).query::<Option<String>>(c))?
+                .with_connection(key, |c| {
+                    redis::cmd("GET").arg(key).query::<Option<String>>(c)
+                })?
                 .is_some_and(|holder| holder == *token);
         if !ours {
             let left: i64 = self
-                .with_connection(|c| redis::cmd("PTTL").arg(key).query(c))
+                .with_connection(key, |c| redis::cmd("PTTL").arg(key).query(c))
                 .unwrap_or(-1);
             return Err(Error::Locked(format!(
                 "another msgx-once run holds the lock {key} on {} (it expires in {} s unless renewed)",
@@ -212,7 +215,7 @@ impl StateStore for RedisState {
 
     fn load(&self) -> Result<Option<Progress>, Error> {
         let key = &self.state_key;
-        let (watermark, origin): (Option<i64>, Option<i64>) = self.with_connection(|c| {
+        let (watermark, origin): (Option<i64>, Option<i64>) = self.with_connection(key, |c| {
             redis::cmd("HMGET")
                 .arg(key)
                 .arg("watermark")
@@ -234,7 +237,7 @@ impl StateStore for RedisState {
 
     fn save(&self, progress: Progress) -> Result<(), Error> {
         let script = redis::Script::new(SAVE_SCRIPT);
-        let saved: i64 = self.with_connection(|c| {
+        let saved: i64 = self.with_connection(&self.state_key, |c| {
             script
                 .key(&self.lock_key)
                 .key(&self.state_key)

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use redis::{ConnectionLike, RetryMethod};
+use redis::ConnectionLike;
 
 use super::Sink;
 use super::dedup::{RecordKey, record_keys};
@@ -58,6 +58,27 @@ pub struct Attempt {
     pub transient: bool,
 }
 
+/// Worth another try: the connection failed or timed out, or the server is loading,
+/// failing over or busy. A reply of the wrong type, a script error or a refused
+/// password will not change by waiting.
+fn is_transient(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+            )
+        )
+}
+
 /// Runs `attempt` against the Redis at `endpoint` until it succeeds, fails for good, or
 /// the retries, the deadline or a stop request say to give up; the error is the last
 /// failure's message.
@@ -98,7 +119,7 @@ pub fn retrying<T>(
 impl From<redis::RedisError> for Attempt {
     fn from(e: redis::RedisError) -> Self {
         Attempt {
-            transient: !matches!(e.retry_method(), RetryMethod::NoRetry),
+            transient: is_transient(&e),
             message: e.to_string(),
         }
     }

@@ -316,3 +316,29 @@ fn a_backlog_beyond_max_catchup_is_worked_off_oldest_first_over_several_runs() {
         sim.records(origin(t0), lagged_end(t1) - Span::seconds(1)),
     );
 }
+
+#[test]
+fn a_corrupt_watermark_fails_loudly_and_writes_nothing() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let _: () = redis::cmd("HSET")
+        .arg("corrupt:msgx:state")
+        .arg("watermark")
+        .arg("yesterday")
+        .arg("origin")
+        .arg("1")
+        .query(&mut redis.connection())
+        .expect("HSET");
+    let run = tick(&sim, &redis, "corrupt", minutes_ago(30), &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("[ERROR] redis://127.0.0.1:")
+            && run
+                .stderr
+                .contains("key corrupt:msgx:state: Incompatible type"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("retry"), "not retried: {}", run.stderr);
+    assert_eq!(redis.len("corrupt"), 0);
+    assert_eq!(sim.stats()["graph_200"], serde_json::Value::Null);
+}
