@@ -12,6 +12,7 @@ mod generator;
 mod http;
 mod odata;
 mod pages;
+mod responses;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
@@ -26,6 +27,7 @@ use generator::{Generator, TICKS_PER_SECOND, Ticks};
 use http::{Reply, Request, Response};
 use odata::{Bounds, Cursor, PageQuery};
 use pages::{Body, PageCache};
+use responses::{graph_error, json, oauth_error, request_guid};
 
 /// Microsoft Graph simulator for msgx-once (binds 127.0.0.1 only).
 #[derive(FromArgs)]
@@ -571,47 +573,4 @@ fn parse_query(url: &str) -> HashMap<String, String> {
     url::form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect()
-}
-
-fn json(status: u16, body: String) -> Response {
-    Response::new(status, "application/json", body.into_bytes())
-}
-
-fn graph_error(status: u16, code: &str, message: &str) -> Response {
-    let date = time::OffsetDateTime::now_utc();
-    json(
-        status,
-        format!(
-            r#"{{"error":{{"code":"{code}","message":{},"innerError":{{"date":"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}","request-id":"{}"}}}}}}"#,
-            generator::json_string(message),
-            date.year(),
-            date.month() as u8,
-            date.day(),
-            date.hour(),
-            date.minute(),
-            date.second(),
-            request_guid()
-        ),
-    )
-}
-
-fn oauth_error(status: u16, error: &str, code: u32, description: &str) -> Response {
-    let trace = request_guid();
-    json(
-        status,
-        format!(
-            r#"{{"error":"{error}","error_description":{},"error_codes":[{code}],"timestamp":"{}","trace_id":"{trace}","correlation_id":"{}"}}"#,
-            generator::json_string(&format!(
-                "AADSTS{code}: {description}\r\nTrace ID: {trace}\r\nCorrelation ID: {trace}"
-            )),
-            generator::timestamp(
-                (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 100) as Ticks
-            ),
-            request_guid()
-        ),
-    )
-}
-
-fn request_guid() -> String {
-    msgx::ids::guid()
 }
