@@ -347,4 +347,20 @@ mod tests {
         );
         assert_eq!(w.advance(mark, |i| i != 2), mark);
     }
+
+    #[test]
+    fn created_times_are_read_to_the_second_and_only_in_utc() {
+        assert_eq!(
+            parse_created("2026-11-29T14:36:23.2348296Z"),
+            Some(1_795_962_983)
+        );
+        assert_eq!(parse_created("2026-11-29T14:36:23Z"), Some(1_795_962_983));
+        assert_eq!(
+            parse_created("2026-11-29T14:36:23+00:00"),
+            Some(1_795_962_983)
+        );
+        assert_eq!(parse_created("2026-11-29T14:36:23+01:00"), None);
+        assert_eq!(parse_created("yesterday"), None);
+        assert_eq!(parse_created("2026-11-29T14:36"), None);
+    }
 }

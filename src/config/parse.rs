@@ -208,4 +208,19 @@ mod tests {
         assert!(tenant("../evil").is_err());
         assert!(tenant("a/b").is_err());
     }
+
+    #[test]
+    fn select_always_includes_id_and_created() {
+        assert_eq!(
+            super::select("ipAddress, id,status").unwrap(),
+            Some(vec![
+                "id".to_string(),
+                "createdDateTime".to_string(),
+                "ipAddress".to_string(),
+                "status".to_string()
+            ])
+        );
+        assert!(super::select("ip address").is_err());
+        assert!(super::select("a,,b").is_err());
+    }
 }
