@@ -87,16 +87,9 @@ pub fn resume(config: &Config, retry: &RetryOptions) -> Result<Option<Resumed>, 
     Ok(Some(Resumed { store, progress }))
 }
 
-/// The window of this run: a backfill, the original's lagged window (first or
-/// stateless run), or from the stored watermark.
-pub fn plan_run(
-    config: &Config,
-    now: OffsetDateTime,
-    progress: Option<Progress>,
-) -> Result<Window, ConfigError> {
-    let Some(progress) = progress.filter(|_| config.since.is_none()) else {
-        return plan(config, now);
-    };
+/// A stateful run's window: from the stored watermark (and `rescan` before it) to the
+/// end of the lagged window, at most `max_catchup` ahead.
+pub fn from_watermark(config: &Config, now: OffsetDateTime, progress: Progress) -> Window {
     let lagged_end = window::lagged_until(now, config.timelag);
     let oldest = window::truncate(now - RETENTION);
     let mut watermark = progress.watermark;
@@ -113,7 +106,7 @@ pub fn plan_run(
             config.max_catchup
         );
     }
-    Ok(Window::resume(
+    Window::resume(
         watermark,
         progress.origin.max(oldest),
         lagged_end,
@@ -123,5 +116,5 @@ pub fn plan_run(
             stream_frame: config.stream_frame,
             streams: config.streams,
         },
-    ))
+    )
 }

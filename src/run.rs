@@ -61,14 +61,12 @@ impl RunReport {
     }
 
     /// Moves the watermark past the oldest-first run of complete frames and stores it.
-    fn save_progress(&mut self, store: &dyn StateStore, previous: Option<Progress>) {
-        let Some(start) = self.window.start() else {
+    /// An empty window leaves it as it is; any other window has `progress` to start
+    /// from (a first run stored its start before exporting).
+    fn save_progress(&mut self, store: &dyn StateStore, progress: Option<Progress>) {
+        let Some(progress) = progress.filter(|_| self.window.start().is_some()) else {
             return;
         };
-        let progress = previous.unwrap_or(Progress {
-            watermark: start,
-            origin: start,
-        });
         let watermark = self
             .window
             .advance(progress.watermark, |i| self.frames[i].failure.is_none());
@@ -114,8 +112,9 @@ impl RunReport {
 pub fn run(config: &Config) -> Result<RunReport, Error> {
     let started = Instant::now();
     let now = config.fixed_now.unwrap_or_else(OffsetDateTime::now_utc);
-    // Checks a backfill's bounds before anything is locked or connected.
-    plan::plan(config, now)?;
+    // A backfill's or the original's window, planned (and a bad range refused) before
+    // anything is locked or connected; a run with a watermark replaces it below.
+    let planned = plan::plan(config, now)?;
     // Both ureq and redis's TLS use rustls with ring; installing it explicitly avoids
     // depending on which crate happens to pick a provider first.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -144,7 +143,10 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         None => e,
     };
     let mut resumed = plan::resume(config, &redis_retry).map_err(interrupted)?;
-    let window = plan::plan_run(config, now, resumed.as_ref().and_then(|r| r.progress))?;
+    let window = match resumed.as_ref().and_then(|r| r.progress) {
+        Some(progress) => plan::from_watermark(config, now, progress),
+        None => planned,
+    };
     if let Some(resumed) = &mut resumed {
         resumed.start_first_run(&window)?;
     }

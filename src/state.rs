@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::graph::retry::RetryOptions;
 use crate::ids;
 use crate::sink::dedup::SeenSet;
-use crate::sink::redis::{Attempt, retrying};
+use crate::sink::redis::{connect, connect_attempt, open_client, retrying};
 
 /// Where the next run starts, and where the first one started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,12 +97,9 @@ pub struct RedisState {
 
 impl RedisState {
     pub fn new(config: &Config, retry: RetryOptions) -> Result<Self, Error> {
-        let endpoint = config.redis.endpoint().to_string();
-        let client = redis::Client::open(config.redis.url().expose())
-            .map_err(|e| Error::Setup(format!("redis_url {endpoint}: {:?}", e.kind())))?;
         Ok(RedisState {
-            client,
-            endpoint,
+            client: open_client(config)?,
+            endpoint: config.redis.endpoint().to_string(),
             lock_key: redis_key(&config.queue_key, "lock"),
             state_key: redis_key(&config.queue_key, "state"),
             token: ids::guid(),
@@ -119,13 +116,7 @@ impl RedisState {
         mut command: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, Error> {
         retrying(&self.endpoint, &self.retry, || {
-            let mut connection = connect(&self.client).map_err(|e| {
-                let attempt = Attempt::from(e);
-                Attempt {
-                    message: format!("cannot connect: {}", attempt.message),
-                    ..attempt
-                }
-            })?;
+            let mut connection = connect_attempt(&self.client)?;
             Ok(command(&mut connection)?)
         })
         .map_err(|message| Error::State(format!("{} key {key}: {message}", self.endpoint)))
@@ -169,14 +160,6 @@ impl RedisState {
             Err(e) => log::warn!("cannot start the lock renewer: {e}"),
         }
     }
-}
-
-fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
-    let timeout = Duration::from_secs(10);
-    let connection = client.get_connection_with_timeout(timeout)?;
-    connection.set_read_timeout(Some(timeout))?;
-    connection.set_write_timeout(Some(timeout))?;
-    Ok(connection)
 }
 
 impl StateStore for RedisState {

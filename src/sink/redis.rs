@@ -14,12 +14,41 @@ use crate::config::{Config, QueueType};
 use crate::error::{Error, SinkError};
 use crate::graph::retry::{Backoff, RetryOptions};
 
-/// Opens connections with timeouts, so a Redis that stops answering fails a write
-/// instead of hanging the run.
-#[derive(Clone)]
+/// The client for `redis_url`; an invalid URL is described by kind only, since the
+/// error's text could quote the URL and its password.
+pub fn open_client(config: &Config) -> Result<redis::Client, Error> {
+    redis::Client::open(config.redis.url().expose()).map_err(|e| {
+        Error::Setup(format!(
+            "redis_url {}: {:?}",
+            config.redis.endpoint(),
+            e.kind()
+        ))
+    })
+}
+
+/// A connection with timeouts, so a Redis that stops answering fails a command instead
+/// of hanging the run.
+pub fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+    let connection = client.get_connection_with_timeout(COMMAND_TIMEOUT)?;
+    connection.set_read_timeout(Some(COMMAND_TIMEOUT))?;
+    connection.set_write_timeout(Some(COMMAND_TIMEOUT))?;
+    Ok(connection)
+}
+
+/// [`connect`], its failure worded for a retry loop.
+pub fn connect_attempt(client: &redis::Client) -> Result<redis::Connection, Attempt> {
+    connect(client).map_err(|e| {
+        let attempt = Attempt::from(e);
+        Attempt {
+            message: format!("cannot connect: {}", attempt.message),
+            ..attempt
+        }
+    })
+}
+
+/// Opens the pool's connections.
 struct Connector {
     client: redis::Client,
-    timeout: Duration,
 }
 
 /// A pooled connection that is dropped from the pool after any error, so a retry never
@@ -34,11 +63,8 @@ impl r2d2::ManageConnection for Connector {
     type Error = redis::RedisError;
 
     fn connect(&self) -> Result<Self::Connection, Self::Error> {
-        let connection = self.client.get_connection_with_timeout(self.timeout)?;
-        connection.set_read_timeout(Some(self.timeout))?;
-        connection.set_write_timeout(Some(self.timeout))?;
         Ok(Tracked {
-            connection,
+            connection: connect(&self.client)?,
             broken: false,
         })
     }
@@ -128,7 +154,7 @@ impl From<redis::RedisError> for Attempt {
 pub struct RedisSink {
     pool: r2d2::Pool<Connector>,
     /// For the start-up check, which connects outside the pool to see the cause.
-    connector: Connector,
+    client: redis::Client,
     endpoint: String,
     key: String,
     queue_type: QueueType,
@@ -188,26 +214,22 @@ impl RedisSink {
     /// [`REDIS_BACKOFF`].
     pub fn new(config: &Config, retry: RetryOptions, dedup: Option<Dedup>) -> Result<Self, Error> {
         let endpoint = config.redis.endpoint().to_string();
-        // The error is described by kind only: its text could quote the URL.
-        let client = redis::Client::open(config.redis.url().expose())
-            .map_err(|e| Error::Setup(format!("redis_url {endpoint}: {:?}", e.kind())))?;
+        let client = open_client(config)?;
         if config.redis_pool_gevent_queue {
             log::debug!("redis_pool_gevent_queue is accepted for compatibility and has no effect");
         }
-        let connector = Connector {
-            client,
-            timeout: COMMAND_TIMEOUT,
-        };
         let pool = r2d2::Pool::builder()
             .max_size(config.redis_pool_max_connections)
             .min_idle(Some(0))
             .connection_timeout(config.redis_pool_timeout)
             .test_on_check_out(false)
             .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build_unchecked(connector.clone());
+            .build_unchecked(Connector {
+                client: client.clone(),
+            });
         Ok(RedisSink {
             pool,
-            connector,
+            client,
             endpoint,
             key: config.queue_key.clone(),
             dedup,
@@ -322,16 +344,9 @@ impl RedisSink {
 impl Sink for RedisSink {
     fn check(&self) -> Result<(), SinkError> {
         // Directly rather than through the pool, whose timeout error hides the cause.
-        use r2d2::ManageConnection;
         self.with_retries(|| {
-            let mut connection = self.connector.connect().map_err(|e| {
-                let attempt = Attempt::from(e);
-                Attempt {
-                    message: format!("cannot connect: {}", attempt.message),
-                    ..attempt
-                }
-            })?;
-            Ok(self.connector.is_valid(&mut connection)?)
+            let mut connection = connect_attempt(&self.client)?;
+            Ok(redis::cmd("PING").query::<()>(&mut connection)?)
         })
     }
 
