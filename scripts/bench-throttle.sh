@@ -24,7 +24,6 @@ start_sim "$work" --rate 10 --throttle "$budget" \
 
 until_s=$(( $(date +%s) - 600 ))
 since_s=$(( until_s - pages ))
-iso() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
 started=$(date +%s.%N)
 GRAPH_CLIENT_SECRET=bench-secret target/release/msgx-once \
     --tenant bench --client_id bench --graph_url "$SIM_URL" --login_url "$SIM_URL" \
@@ -34,10 +33,8 @@ GRAPH_CLIENT_SECRET=bench-secret target/release/msgx-once \
     2>"$work/log" || { tail -5 "$work/log" >&2; exit 1; }
 ended=$(date +%s.%N)
 
-stats=$(curl -fsS "$SIM_URL/_sim/stats")
-stat() { echo "$stats" | grep -o "\"$1\":[0-9]*" | cut -d: -f2 || true; }
-ok=$(stat graph_200)
-throttled=$(stat graph_429)
+ok=$(sim_stat "$SIM_URL" graph_200)
+throttled=$(sim_stat "$SIM_URL" graph_429)
 ok=${ok:-0}; throttled=${throttled:-0}
 records=$(redis-cli -p "$REDIS_PORT" llen bench)
 awk -v ok="$ok" -v t="$throttled" -v s="$started" -v e="$ended" -v b="$budget" \

@@ -40,8 +40,6 @@ mkdir -p "$work/empty"
 start_sim "$work/empty" --rate 0 --tenant bench --client-id bench --client-secret "$secret"
 sim_empty=$SIM_URL
 
-iso() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
-stat_of() { curl -fsS "$1/_sim/stats" | grep -o "\"$2\":[0-9]*" | cut -d: -f2 || true; }
 token() {
     curl -fsS "$1/bench/oauth2/v2.0/token" -d grant_type=client_credentials \
         -d client_id=bench -d "client_secret=$secret" --data-urlencode "scope=$1/.default" |
@@ -74,6 +72,17 @@ wall_of() { tv "Elapsed (wall clock)" | awk -F: '{ if (NF == 3) print $1*3600 + 
 row() { printf "%-34s %9s %8s %10s %8s %7s %9s\n" "$@"; }
 results=()
 add() { results+=("$(row "$@")"); }
+# add_timed LABEL: a row for the run /usr/bin/time -v just measured, moving $records
+# records of $bytes bytes.
+add_timed() {
+    local wall
+    wall=$(wall_of)
+    add "$1" "$records" "$wall" \
+        "$(awk -v r="$records" -v w="$wall" 'BEGIN { printf "%d", r / w }')" \
+        "$(awk -v b="$bytes" -v w="$wall" 'BEGIN { printf "%.1f", b / w / 1e6 }')" \
+        "$(awk -v u="$(tv 'User time')" -v s="$(tv 'System time')" 'BEGIN { print u + s }')" \
+        "$(( $(tv 'Maximum resident set size') / 1024 )) MiB"
+}
 
 for size in "${sizes[@]}"; do
     span=$((size / rate))
@@ -118,23 +127,17 @@ for size in "${sizes[@]}"; do
         target=$sim
         [ "$variant" = plain ] && target=$sim_plain
         $redis flushall >/dev/null
-        before=$(stat_of "$target" graph_bytes)
+        before=$(sim_stat "$target" graph_bytes)
         GRAPH_CLIENT_SECRET=$secret /usr/bin/time -v -o "$work/time" target/release/msgx-once \
             --tenant bench --client_id bench --graph_url "$target" --login_url "$target" \
             --redis_url "redis://127.0.0.1:$REDIS_PORT/0" --queue_key bench \
             --since "$(iso "$since_s")" --until "$(iso "$until_s")" \
             --stream_frame 10 --streams 4 --page_size 1000 --rate_limit 0 \
             --log_level warn 2>"$work/log" || { cat "$work/log" >&2; exit 1; }
-        wire=$(( $(stat_of "$target" graph_bytes) - ${before:-0} ))
+        wire=$(( $(sim_stat "$target" graph_bytes) - ${before:-0} ))
         got=$($redis llen bench)
         [ "$got" -eq "$records" ] || { echo "msgx-once delivered $got of $records" >&2; exit 1; }
-        wall=$(wall_of)
-        cpu=$(awk -v u="$(tv 'User time')" -v s="$(tv 'System time')" 'BEGIN { print u + s }')
-        rss=$(( $(tv 'Maximum resident set size') / 1024 ))
-        add "msgx-once $size ($variant)" "$records" "$wall" \
-            "$(awk -v r="$records" -v w="$wall" 'BEGIN { printf "%d", r / w }')" \
-            "$(awk -v b="$bytes" -v w="$wall" 'BEGIN { printf "%.1f", b / w / 1e6 }')" \
-            "$cpu" "$rss MiB"
+        add_timed "msgx-once $size ($variant)"
         add "   bytes from Graph ($variant)" "" "" "" "$(awk -v b="$wire" 'BEGIN { printf "%.1f MB", b / 1e6 }')" "" ""
     done
 
@@ -143,22 +146,12 @@ for size in "${sizes[@]}"; do
     sed 's/.*/url = "&"\noutput = "\/dev\/null"/' "$urls" >"$work/curl.cfg"
     /usr/bin/time -v -o "$work/time" curl -fsS --no-progress-meter --compressed --parallel --parallel-max 4 \
         -H "Authorization: Bearer $TOKEN" -K "$work/curl.cfg"
-    wall=$(wall_of)
-    add "curl download $size (gzip)" "$records" "$wall" \
-        "$(awk -v r="$records" -v w="$wall" 'BEGIN { printf "%d", r / w }')" \
-        "$(awk -v b="$bytes" -v w="$wall" 'BEGIN { printf "%.1f", b / w / 1e6 }')" \
-        "$(awk -v u="$(tv 'User time')" -v s="$(tv 'System time')" 'BEGIN { print u + s }')" \
-        "$(( $(tv 'Maximum resident set size') / 1024 )) MiB"
+    add_timed "curl download $size (gzip)"
 
     # redis-cli --pipe: the same records, RPUSH of 1000 at a time.
     $redis flushall >/dev/null
     /usr/bin/time -v -o "$work/time" $redis --pipe <"$work/records.resp" >/dev/null
-    wall=$(wall_of)
-    add "redis-cli --pipe $size" "$records" "$wall" \
-        "$(awk -v r="$records" -v w="$wall" 'BEGIN { printf "%d", r / w }')" \
-        "$(awk -v b="$bytes" -v w="$wall" 'BEGIN { printf "%.1f", b / w / 1e6 }')" \
-        "$(awk -v u="$(tv 'User time')" -v s="$(tv 'System time')" 'BEGIN { print u + s }')" \
-        "$(( $(tv 'Maximum resident set size') / 1024 )) MiB"
+    add_timed "redis-cli --pipe $size"
     rm -f "$work/records.resp"
     $redis flushall >/dev/null
 done

@@ -83,3 +83,9 @@ need_time() {
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq time >/dev/null
 }
+
+# A Unix time as RFC 3339 UTC, e.g. for --since/--until.
+iso() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
+
+# sim_stat URL KEY: one counter of msgx-sim's /_sim/stats (empty when not counted yet).
+sim_stat() { curl -fsS "$1/_sim/stats" | grep -o "\"$2\":[0-9]*" | cut -d: -f2 || true; }

@@ -272,18 +272,7 @@ impl Sim {
     /// Every record with createdDateTime in `[start, end]` (inclusive whole seconds,
     /// i.e. up to end.9999999), oldest first, as the simulator renders them.
     pub fn records(&self, start: OffsetDateTime, end: OffsetDateTime) -> Vec<String> {
-        let filter = format!(
-            "createdDateTime ge {}.0000000Z and createdDateTime le {}.9999999Z",
-            second(start),
-            second(end)
-        );
-        let query: String = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("$filter", &filter)
-            .finish();
-        self.get(&format!("/_sim/records?{query}"))
-            .lines()
-            .map(str::to_string)
-            .collect()
+        self.oracle(start, end, None)
     }
 
     /// Every record with createdDateTime in `[start, end]` that Graph shows by `by`.
@@ -293,16 +282,26 @@ impl Sim {
         end: OffsetDateTime,
         by: OffsetDateTime,
     ) -> Vec<String> {
+        self.oracle(start, end, Some(by))
+    }
+
+    fn oracle(
+        &self,
+        start: OffsetDateTime,
+        end: OffsetDateTime,
+        visible_by: Option<OffsetDateTime>,
+    ) -> Vec<String> {
         let filter = format!(
             "createdDateTime ge {}.0000000Z and createdDateTime le {}.9999999Z",
             second(start),
             second(end)
         );
-        let query: String = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("$filter", &filter)
-            .append_pair("visible_by", &rfc3339(by))
-            .finish();
-        self.get(&format!("/_sim/records?{query}"))
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query.append_pair("$filter", &filter);
+        if let Some(by) = visible_by {
+            query.append_pair("visible_by", &rfc3339(by));
+        }
+        self.get(&format!("/_sim/records?{}", query.finish()))
             .lines()
             .map(str::to_string)
             .collect()

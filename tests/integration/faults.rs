@@ -25,6 +25,21 @@ fn backfill(
     msgx(&args, &[])
 }
 
+/// The run exited 0 and the key holds the backfilled minute, each record once.
+fn assert_exported_once(
+    run: &Output,
+    sim: &Sim,
+    redis: &RedisServer,
+    key: &str,
+    since: time::OffsetDateTime,
+) {
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_records(
+        redis.list(key),
+        sim.records(since, since + Span::seconds(59)),
+    );
+}
+
 #[test]
 fn throttled_requests_are_retried_after_retry_after_and_nothing_is_lost() {
     let (sim, redis) = (
@@ -33,11 +48,7 @@ fn throttled_requests_are_retried_after_retry_after_and_nothing_is_lost() {
     );
     let since = minutes_ago(6);
     let run = backfill(&sim, &redis, "t429", since, &[]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_same_records(
-        redis.list("t429"),
-        sim.records(since, since + Span::seconds(59)),
-    );
+    assert_exported_once(&run, &sim, &redis, "t429", since);
     let throttled = sim.stats()["graph_429"].as_u64().unwrap_or(0);
     assert!(
         throttled >= 2,
@@ -57,11 +68,7 @@ fn service_unavailable_is_retried_and_nothing_is_lost() {
     );
     let since = minutes_ago(6);
     let run = backfill(&sim, &redis, "t503", since, &[]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_same_records(
-        redis.list("t503"),
-        sim.records(since, since + Span::seconds(59)),
-    );
+    assert_exported_once(&run, &sim, &redis, "t503", since);
     assert!(sim.stats()["graph_503"].as_u64().unwrap_or(0) >= 3);
 }
 
@@ -134,11 +141,7 @@ fn dropped_connections_and_cut_bodies_are_retried_and_nothing_is_lost() {
     );
     let since = minutes_ago(6);
     let run = backfill(&sim, &redis, "reset", since, &[]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_same_records(
-        redis.list("reset"),
-        sim.records(since, since + Span::seconds(59)),
-    );
+    assert_exported_once(&run, &sim, &redis, "reset", since);
     let stats = sim.stats();
     assert!(stats["graph_reset"].as_u64().unwrap_or(0) >= 1, "{stats}");
     assert!(
@@ -155,11 +158,7 @@ fn garbled_pages_are_retried_and_nothing_is_lost() {
     );
     let since = minutes_ago(6);
     let run = backfill(&sim, &redis, "garbage", since, &[]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_same_records(
-        redis.list("garbage"),
-        sim.records(since, since + Span::seconds(59)),
-    );
+    assert_exported_once(&run, &sim, &redis, "garbage", since);
     assert!(sim.stats()["graph_garbage"].as_u64().unwrap_or(0) >= 2);
     assert!(run.stderr.contains("malformed page"), "{}", run.stderr);
 }
@@ -178,11 +177,7 @@ fn a_429_storm_over_four_unpaced_streams_still_delivers_everything() {
         since,
         &["--streams", "4", "--stream_frame", "5"],
     );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_same_records(
-        redis.list("storm"),
-        sim.records(since, since + Span::seconds(59)),
-    );
+    assert_exported_once(&run, &sim, &redis, "storm", since);
     assert!(sim.stats()["graph_429"].as_u64().unwrap_or(0) >= 1);
 }
 
@@ -200,11 +195,7 @@ fn two_second_tokens_are_renewed_and_nothing_is_lost() {
         since,
         &["--streams", "1", "--page_size", "10"],
     );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_same_records(
-        redis.list("tokens"),
-        sim.records(since, since + Span::seconds(59)),
-    );
+    assert_exported_once(&run, &sim, &redis, "tokens", since);
     let issued = sim.stats()["tokens_issued"].as_u64().unwrap_or(0);
     assert!(
         issued >= 2,
@@ -454,11 +445,7 @@ fn secrets_stay_out_of_trace_logs_under_every_fault() {
         since,
         &["--log_level", "trace", "--streams", "2"],
     );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_same_records(
-        redis.list("secrets"),
-        sim.records(since, since + Span::seconds(59)),
-    );
+    assert_exported_once(&run, &sim, &redis, "secrets", since);
     let output = format!("{}{}", run.stdout, run.stderr);
     assert!(output.contains("[TRACE]") || output.contains("[DEBUG]"));
     assert!(!output.contains(SIM_SECRET));
