@@ -5,11 +5,12 @@
 //! Graph says it is no longer valid. The secret and the token are [`Secret`]s.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 
 use crate::error::AuthError;
+use crate::graph::retry::parse_http_date;
 use crate::graph::transport::HttpTransport;
 use crate::secret::Secret;
 
@@ -42,13 +43,24 @@ pub struct TokenSource {
     token_url: String,
     credentials: Credentials,
     cached: Mutex<Option<Cached>>,
+    /// The identity platform's clock (`Date` of the last token response) and when it
+    /// was read.
+    server_clock: Mutex<Option<(SystemTime, Instant)>>,
 }
+
+/// How long a token is used when `expires_in` is below a second (0, negative): such an
+/// endpoint must not be asked again for every page. A short but real lifetime (tests
+/// use 2 s) is honoured as given, so a token is never kept past its end.
+const MIN_LIFETIME: Duration = Duration::from_secs(5);
+/// Longest: Entra's tokens live 60-90 minutes; anything above a day is a broken answer.
+const MAX_LIFETIME: Duration = Duration::from_secs(86_400);
 
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
     /// Seconds; the v1 endpoint sent it as a string, so both are taken.
-    expires_in: serde_json::Value,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -70,7 +82,15 @@ impl TokenSource {
             token_url,
             credentials,
             cached: Mutex::new(None),
+            server_clock: Mutex::new(None),
         }
+    }
+
+    /// Now, by the identity platform's clock, if a token response said (Microsoft's
+    /// clock: a host clock that runs ahead must not make a run ask for the future).
+    pub fn server_now(&self) -> Option<SystemTime> {
+        let clock = self.server_clock.lock().unwrap_or_else(|p| p.into_inner());
+        clock.and_then(|(date, read_at)| date.checked_add(read_at.elapsed()))
     }
 
     /// A token valid for a while yet, fetched if the cached one is due for refresh.
@@ -111,12 +131,17 @@ impl TokenSource {
             .transport
             .post_form(&self.token_url, &form)
             .map_err(|e| self.unavailable(e.to_string()))?;
+        if let Some(date) = response.date.as_deref().and_then(parse_http_date) {
+            *self.server_clock.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((date, Instant::now()));
+        }
         let scrub = |text: &str| c.client_secret.scrub(text);
         if response.status == 200 {
-            let token: TokenResponse = serde_json::from_slice(&response.body)
-                .map_err(|e| self.unavailable(format!("unreadable token response: {e}")))?;
-            let lifetime = lifetime(&token.expires_in)
-                .ok_or_else(|| self.unavailable("token response without expires_in".into()))?;
+            let token: TokenResponse = serde_json::from_slice(&response.body).map_err(|e| {
+                // serde's message names the problem, never the token's value.
+                self.unavailable(format!("unreadable token response: {e}"))
+            })?;
+            let lifetime = lifetime(&token.expires_in).map_err(|e| self.unavailable(e))?;
             log::debug!("token acquired, valid for {}s", lifetime.as_secs());
             return Ok(Cached {
                 bearer: Bearer(Arc::new(Secret::new(token.access_token))),
@@ -141,13 +166,42 @@ impl TokenSource {
     }
 }
 
-fn lifetime(expires_in: &serde_json::Value) -> Option<Duration> {
+/// How long a token is used: `expires_in` seconds (a number or a numeric string,
+/// fractions dropped); below a second it is [`MIN_LIFETIME`], above [`MAX_LIFETIME`]
+/// that, each with a WARN.
+fn lifetime(expires_in: &Option<serde_json::Value>) -> Result<Duration, String> {
     let seconds = match expires_in {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => s.parse().ok(),
-        _ => None,
-    }?;
-    Some(Duration::from_secs(seconds))
+        None | Some(serde_json::Value::Null) => {
+            return Err("token response without expires_in".into());
+        }
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    }
+    .filter(|s| s.is_finite())
+    .ok_or_else(|| {
+        let shown: String = expires_in
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+            .chars()
+            .take(40)
+            .collect();
+        format!("token response: expires_in {shown} is not a number of seconds")
+    })?;
+    let used = if seconds < 1.0 {
+        MIN_LIFETIME
+    } else {
+        Duration::from_secs(seconds.min(MAX_LIFETIME.as_secs_f64()) as u64)
+    };
+    if seconds < 1.0 || seconds > MAX_LIFETIME.as_secs_f64() {
+        log::warn!(
+            "token response: expires_in {seconds} is not a lifetime from 1 to {} s; the token is used for {} s",
+            MAX_LIFETIME.as_secs(),
+            used.as_secs()
+        );
+    }
+    Ok(used)
 }
 
 /// How long before expiry a token is replaced: a tenth of its life, at most 5 minutes,
@@ -173,15 +227,26 @@ mod tests {
     }
 
     #[test]
-    fn expires_in_as_number_or_string() {
+    fn expires_in_as_number_or_string_within_bounds() {
+        let secs = |v: serde_json::Value| lifetime(&Some(v)).map(|d| d.as_secs());
+        assert_eq!(secs(serde_json::json!(3599)), Ok(3599));
+        assert_eq!(secs(serde_json::json!("3599")), Ok(3599));
+        assert_eq!(secs(serde_json::json!(3599.5)), Ok(3599));
+        assert_eq!(secs(serde_json::json!(0)), Ok(5));
+        assert_eq!(secs(serde_json::json!(2)), Ok(2));
+        assert_eq!(secs(serde_json::json!(-1)), Ok(5));
+        assert_eq!(secs(serde_json::json!(u64::MAX)), Ok(86_400));
         assert_eq!(
-            lifetime(&serde_json::json!(3599)),
-            Some(Duration::from_secs(3599))
+            secs(serde_json::json!("soon")),
+            Err("token response: expires_in \"soon\" is not a number of seconds".into())
         );
         assert_eq!(
-            lifetime(&serde_json::json!("3599")),
-            Some(Duration::from_secs(3599))
+            lifetime(&None),
+            Err("token response without expires_in".into())
         );
-        assert_eq!(lifetime(&serde_json::json!(null)), None);
+        assert_eq!(
+            secs(serde_json::json!(null)),
+            Err("token response without expires_in".into())
+        );
     }
 }

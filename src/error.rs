@@ -105,7 +105,10 @@ impl fmt::Display for GraphError {
                 if let Some(id) = request_id {
                     write!(f, " (request-id {id})")?;
                 }
-                Ok(())
+                match forbidden_hint(*status, code) {
+                    Some(hint) => write!(f, "; {hint}"),
+                    None => Ok(()),
+                }
             }
             GraphError::Transport { url, message, .. } => write!(f, "GET {url}: {message}"),
             GraphError::Deadline { url, last } => {
@@ -148,6 +151,15 @@ impl GraphError {
         matches!(self, GraphError::Status { status: 401, code, .. } if code == "InvalidAuthenticationToken")
     }
 
+    /// Graph or the identity platform refused the credentials or the application's
+    /// rights: nothing in this run will change that.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            GraphError::Auth(AuthError::Refused { .. }) | GraphError::Status { status: 403, .. }
+        )
+    }
+
     pub fn is_throttled(&self) -> bool {
         matches!(self, GraphError::Status { status: 429, .. })
     }
@@ -157,6 +169,24 @@ impl GraphError {
             GraphError::Status { retry_after, .. } => *retry_after,
             _ => None,
         }
+    }
+}
+
+/// What to do about a 403 from the sign-ins endpoint.
+fn forbidden_hint(status: u16, code: &str) -> Option<&'static str> {
+    match (status, code) {
+        (403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant") => {
+            Some("the tenant needs an Entra ID P1/P2 licence to read sign-in logs through Graph")
+        }
+        (403, "Authorization_RequestDenied") => Some(
+            "grant the application permission AuditLog.Read.All (admin consent) and make sure \
+             it can read the directory",
+        ),
+        (403, _) => Some(
+            "Graph refused the application: it needs AuditLog.Read.All with admin consent \
+             (and the tenant an Entra ID P1/P2 licence)",
+        ),
+        _ => None,
     }
 }
 

@@ -10,7 +10,13 @@
 //!
 //! The sink retries a page itself; once a page has failed for good the sink counts as
 //! down: no more pages are fetched or written, and every frame not yet complete fails
-//! with that error instead of spending Graph's budget on pages that cannot land.
+//! with that error instead of spending Graph's budget on pages that cannot land. A
+//! refusal by Graph (403: permission or licence missing) likewise stops all fetching:
+//! it will not change within the run; pages already fetched are still written.
+//!
+//! When the run deduplicates (`keyed`), each page's record keys are read here, once: a
+//! record without a usable id or createdDateTime is delivered all the same (keyed by
+//! its bytes), named in one ERROR line and counted.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,9 +24,10 @@ use std::sync::{Mutex, OnceLock};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::error::{AuthError, Error, GraphError, SinkError};
+use crate::error::{Error, GraphError, SinkError};
 use crate::graph::{GraphClient, Page};
 use crate::sink::Sink;
+use crate::sink::dedup::record_keys;
 use crate::window::Frame;
 
 pub struct PipelineOptions {
@@ -28,6 +35,8 @@ pub struct PipelineOptions {
     pub writers: usize,
     /// Pages between fetched and written (waiting or being written).
     pub queue_capacity: usize,
+    /// Hand the sink each record's key, for deduplication.
+    pub keyed: bool,
 }
 
 /// Why a frame is incomplete.
@@ -55,22 +64,22 @@ pub struct FrameOutcome {
     pub records: u64,
     /// Of those, the ones not delivered before (all of them without deduplication).
     pub delivered: u64,
+    /// Records without a usable id or createdDateTime (deduplicated by their bytes).
+    pub unkeyed: u64,
     pub failure: Option<FrameFailure>,
 }
 
 impl FrameOutcome {
+    /// The credentials or the application's rights were refused.
     pub fn auth_refused(&self) -> bool {
-        matches!(
-            self.failure,
-            Some(FrameFailure::Fetch(GraphError::Auth(
-                AuthError::Refused { .. }
-            )))
-        )
+        matches!(&self.failure, Some(FrameFailure::Fetch(e)) if e.is_refusal())
     }
 }
 
 struct Batch {
     frame: usize,
+    /// The page's number in its frame, from 1.
+    number: u64,
     page: Page,
     _slot: Slot,
 }
@@ -110,6 +119,7 @@ struct Progress {
     pages: u64,
     records: u64,
     delivered: u64,
+    unkeyed: u64,
     failure: Option<FrameFailure>,
 }
 
@@ -143,6 +153,7 @@ impl Ledger {
                     pages: p.pages,
                     records: p.records,
                     delivered: p.delivered,
+                    unkeyed: p.unkeyed,
                     failure: p.failure,
                 }
             })
@@ -164,17 +175,22 @@ pub fn run(
     let ledger = Ledger::new(frames.len());
     let next_frame = AtomicUsize::new(0);
     let sink_down = OnceLock::new();
+    let refused = OnceLock::new();
     let slots = Slots::new(options.queue_capacity);
     let (pages_out, pages_in) = crossbeam_channel::bounded::<Batch>(options.queue_capacity);
     std::thread::scope(|scope| {
         for i in 0..options.writers {
             let pages_in = pages_in.clone();
-            let (ledger, sink_down) = (&ledger, &sink_down);
+            let writer = Writer {
+                sink,
+                frames,
+                keyed: options.keyed,
+                ledger: &ledger,
+                sink_down: &sink_down,
+            };
             let spawned = std::thread::Builder::new()
                 .name(format!("write-{i}"))
-                .spawn_scoped(scope, move || {
-                    write_pages(pages_in, sink, client, ledger, sink_down)
-                });
+                .spawn_scoped(scope, move || writer.write_pages(pages_in, client));
             if let Err(e) = spawned {
                 log::warn!("cannot start writer thread {i}: {e}");
             }
@@ -187,6 +203,7 @@ pub fn run(
                     ledger: &ledger,
                     next_frame: &next_frame,
                     sink_down: &sink_down,
+                    refused: &refused,
                     slots: &slots,
                 };
                 s.spawn(move |_| fetch_frames(frames, client, &pages_out, shared));
@@ -209,7 +226,19 @@ struct Shared<'a> {
     next_frame: &'a AtomicUsize,
     /// The write failure that made the sink count as down.
     sink_down: &'a OnceLock<SinkError>,
+    /// Graph's refusal that ends all fetching.
+    refused: &'a OnceLock<GraphError>,
     slots: &'a Slots,
+}
+
+impl Shared<'_> {
+    /// Why no more pages are fetched, if that is so.
+    fn halted(&self) -> Option<FrameFailure> {
+        if let Some(down) = self.sink_down.get() {
+            return Some(FrameFailure::Write(down.clone()));
+        }
+        self.refused.get().cloned().map(FrameFailure::Fetch)
+    }
 }
 
 /// Takes frames in order until none are left; each goes page by page to the writers.
@@ -217,26 +246,29 @@ fn fetch_frames(frames: &[Frame], client: &GraphClient, pages_out: &Sender<Batch
     let Shared {
         ledger,
         next_frame,
-        sink_down,
         slots,
+        ..
     } = shared;
     loop {
         let i = next_frame.fetch_add(1, Ordering::SeqCst);
         let Some(frame) = frames.get(i) else { return };
-        if let Some(down) = sink_down.get() {
-            ledger.fail(i, FrameFailure::Write(down.clone()));
+        if let Some(halt) = shared.halted() {
+            ledger.fail(i, halt);
             continue;
         }
         log::debug!("frame {frame}: fetching");
+        let mut number = 0;
         let fetched = client.fetch_frame(frame, |page| {
-            if let Some(down) = sink_down.get() {
-                ledger.fail(i, FrameFailure::Write(down.clone()));
+            if let Some(halt) = shared.halted() {
+                ledger.fail(i, halt);
                 return ControlFlow::Break(());
             }
+            number += 1;
             let sent = match slots.take() {
                 Some(slot) => pages_out
                     .send(Batch {
                         frame: i,
+                        number,
                         page,
                         _slot: slot,
                     })
@@ -254,44 +286,72 @@ fn fetch_frames(frames: &[Frame], client: &GraphClient, pages_out: &Sender<Batch
             ControlFlow::Break(())
         });
         if let Err(e) = fetched {
+            if e.is_refusal() && shared.refused.set(e.clone()).is_ok() {
+                log::error!("{e}: no further Graph requests in this run");
+            }
             ledger.fail(i, FrameFailure::Fetch(e));
         }
     }
 }
 
-fn write_pages(
-    pages_in: Receiver<Batch>,
-    sink: &dyn Sink,
-    client: &GraphClient,
-    ledger: &Ledger,
-    sink_down: &OnceLock<SinkError>,
-) {
-    for Batch { frame, page, _slot } in pages_in {
-        match sink_down.get() {
-            Some(down) => ledger.fail(frame, FrameFailure::Write(down.clone())),
-            None => write_page(&page, frame, sink, ledger, sink_down),
-        }
-        client.recycle(page);
-    }
+/// What a writer thread needs.
+#[derive(Clone, Copy)]
+struct Writer<'a> {
+    sink: &'a dyn Sink,
+    frames: &'a [Frame],
+    keyed: bool,
+    ledger: &'a Ledger,
+    sink_down: &'a OnceLock<SinkError>,
 }
 
-fn write_page(
-    page: &Page,
-    frame: usize,
-    sink: &dyn Sink,
-    ledger: &Ledger,
-    sink_down: &OnceLock<SinkError>,
-) {
-    let records: Vec<&str> = page.records().collect();
-    match sink.write(&records) {
-        Ok(delivered) => ledger.update(frame, |p| {
-            p.pages += 1;
-            p.records += records.len() as u64;
-            p.delivered += delivered as u64;
-        }),
-        Err(e) => {
-            let _ = sink_down.set(e.clone());
-            ledger.fail(frame, FrameFailure::Write(e));
+impl Writer<'_> {
+    fn write_pages(&self, pages_in: Receiver<Batch>, client: &GraphClient) {
+        for batch in pages_in {
+            match self.sink_down.get() {
+                Some(down) => self
+                    .ledger
+                    .fail(batch.frame, FrameFailure::Write(down.clone())),
+                None => self.write_page(&batch),
+            }
+            client.recycle(batch.page);
+        }
+    }
+
+    fn write_page(&self, batch: &Batch) {
+        let Batch {
+            frame,
+            number,
+            page,
+            ..
+        } = batch;
+        let records: Vec<&str> = page.records().collect();
+        let (keys, problems) = if self.keyed {
+            let frame_end = self.frames[*frame].end.unix_timestamp();
+            let (keys, problems) = record_keys(&records, frame_end);
+            (Some(keys), problems)
+        } else {
+            (None, Vec::new())
+        };
+        for problem in &problems {
+            log::error!(
+                "frame {} page {number} record {}: {}; delivered as Graph sent it, \
+                 deduplicated by its exact bytes",
+                self.frames[*frame],
+                problem.offset,
+                problem.reason
+            );
+        }
+        match self.sink.write(&records, keys.as_deref()) {
+            Ok(delivered) => self.ledger.update(*frame, |p| {
+                p.pages += 1;
+                p.records += records.len() as u64;
+                p.delivered += delivered as u64;
+                p.unkeyed += problems.len() as u64;
+            }),
+            Err(e) => {
+                let _ = self.sink_down.set(e.clone());
+                self.ledger.fail(*frame, FrameFailure::Write(e));
+            }
         }
     }
 }

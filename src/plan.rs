@@ -3,6 +3,8 @@
 //! watermark, rescanning back and catching up at most `max_catchup`. Also opens and
 //! locks the state store that holds the watermark.
 
+use std::time::SystemTime;
+
 use time::OffsetDateTime;
 
 use crate::config::{Backend, Config, ConfigError, Source, StateMode};
@@ -43,6 +45,33 @@ pub fn plan(config: &Config, now: OffsetDateTime) -> Result<Window, ConfigError>
 /// Graph keeps sign-ins for 30 days; a watermark older than that cannot be caught up.
 const RETENTION: time::Duration = time::Duration::days(30);
 
+/// How far the host clock may be from Microsoft's before a run says so.
+const MAX_SKEW: time::Duration = time::Duration::minutes(1);
+
+/// `now`, never ahead of `server_now` (the identity platform's `Date`), so a host
+/// clock that jumped forward cannot move the watermark past what Graph can have. A
+/// skew over a minute either way is logged.
+pub fn bound_by_server(now: OffsetDateTime, server_now: Option<SystemTime>) -> OffsetDateTime {
+    // `Date` has whole seconds: Microsoft's clock may be up to a second later.
+    let Some(server) = server_now.map(|t| OffsetDateTime::from(t) + time::Duration::SECOND) else {
+        return now;
+    };
+    let skew = now - server;
+    if skew.abs() > MAX_SKEW {
+        let (seconds, way) = match skew.is_positive() {
+            true => (skew.whole_seconds(), "ahead of"),
+            false => (-skew.whole_seconds(), "behind"),
+        };
+        log::warn!(
+            "the host clock ({}) is {seconds} s {way} Microsoft's (Date of the token endpoint, {}): \
+             the window ends by the earlier of the two; fix the host's time sync",
+            window::utc_second(now),
+            window::utc_second(server)
+        );
+    }
+    window::truncate(now.min(server))
+}
+
 /// The state of a stateful run: its store (locked) and what it loaded.
 pub struct Resumed {
     pub store: Box<dyn StateStore>,
@@ -52,17 +81,42 @@ pub struct Resumed {
 impl Resumed {
     /// A first run stores where it starts before it exports anything, so that if it
     /// dies its successor resumes there instead of starting a window of its own.
-    pub fn start_first_run(&mut self, window: &Window) -> Result<(), Error> {
+    ///
+    /// A first run is also what a run looks like whose state was lost (Redis restarted
+    /// without persistence, the state file deleted): it says so at WARN, and when the
+    /// store shows traces of earlier runs it returns an error (exit 1) naming the
+    /// backfill that closes the gap.
+    pub fn start_first_run(&mut self, window: &Window) -> Result<Option<Error>, Error> {
         let (None, Some(start)) = (self.progress, window.start()) else {
-            return Ok(());
+            return Ok(None);
         };
+        let traces = self.store.traces()?;
         let progress = Progress {
             watermark: start,
             origin: start,
         };
         self.store.save(progress)?;
         self.progress = Some(progress);
-        Ok(())
+        let start = window::utc_second(start);
+        let gap = format!("backfill the gap with --since <end of the last export> --until {start}");
+        let place = self.store.location();
+        Ok(match traces {
+            None => {
+                log::warn!(
+                    "no watermark at {place}: starting a first window at {start}; if this is \
+                     not the first run, state was lost — {gap}"
+                );
+                None
+            }
+            Some(traces) => {
+                let message = format!(
+                    "no watermark at {place}, but {traces}: state was lost; this run starts a \
+                     new first window at {start} — {gap}"
+                );
+                log::error!("{message}");
+                Some(Error::State(message))
+            }
+        })
     }
 }
 

@@ -88,6 +88,7 @@ impl RunReport {
         let pages: u64 = self.frames.iter().map(|f| f.pages).sum();
         let records: u64 = self.frames.iter().map(|f| f.records).sum();
         let delivered: u64 = self.frames.iter().map(|f| f.delivered).sum();
+        let unkeyed: u64 = self.frames.iter().map(|f| f.unkeyed).sum();
         let mut line = format!(
             "summary: window {} frames ok {} failed {} pages {} records {} delivered {} seconds {:.3}",
             self.window,
@@ -98,6 +99,9 @@ impl RunReport {
             delivered,
             self.elapsed.as_secs_f64()
         );
+        if unkeyed > 0 {
+            line.push_str(&format!(" unkeyed {unkeyed}"));
+        }
         if let Some(watermark) = self.watermark {
             line.push_str(&format!(" watermark {}", window::utc_second(watermark)));
         }
@@ -111,10 +115,10 @@ impl RunReport {
 
 pub fn run(config: &Config) -> Result<RunReport, Error> {
     let started = Instant::now();
-    let now = config.fixed_now.unwrap_or_else(OffsetDateTime::now_utc);
+    let local_now = config.fixed_now.unwrap_or_else(OffsetDateTime::now_utc);
     // A backfill's or the original's window, planned (and a bad range refused) before
     // anything is locked or connected; a run with a watermark replaces it below.
-    let planned = plan::plan(config, now)?;
+    let planned = plan::plan(config, local_now)?;
     // Both ureq and redis's TLS use rustls with ring; installing it explicitly avoids
     // depending on which crate happens to pick a provider first.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -142,21 +146,29 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         Some(code) => Error::Interrupted(code),
         None => e,
     };
+    // The first token comes before the window: its Date header is Microsoft's clock,
+    // and a host clock running ahead must not plan (and store) seconds Graph cannot
+    // have yet. A refusal ends the run before anything else is touched.
+    let tokens = Arc::new(token_source(config, transport.clone()));
+    tokens.bearer().map_err(Error::from).map_err(interrupted)?;
+    let now = plan::bound_by_server(local_now, tokens.server_now());
+    let planned = if now == local_now {
+        planned
+    } else {
+        plan::plan(config, now)?
+    };
     let mut resumed = plan::resume(config, &redis_retry).map_err(interrupted)?;
     let window = match resumed.as_ref().and_then(|r| r.progress) {
         Some(progress) => plan::from_watermark(config, now, progress),
         None => planned,
     };
-    if let Some(resumed) = &mut resumed {
-        resumed.start_first_run(&window)?;
-    }
+    let state_lost = match &mut resumed {
+        Some(resumed) => resumed.start_first_run(&window)?,
+        None => None,
+    };
     let sink = open_sink(config, redis_retry, resumed.as_ref(), &window)?;
-    let tokens = Arc::new(token_source(config, transport.clone()));
-    // Redis first, then the token: a refusal of either ends the run before any frame.
-    sink.check()
-        .map_err(Error::from)
-        .and_then(|()| Ok(tokens.bearer().map(drop)?))
-        .map_err(interrupted)?;
+    // A Redis that refuses ends the run before any frame.
+    sink.check().map_err(Error::from).map_err(interrupted)?;
     let client = GraphClient::new(
         transport,
         tokens,
@@ -182,6 +194,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             streams: config.streams,
             writers: config.greenlets_count,
             queue_capacity: config.streams.max(2),
+            keyed: resumed.is_some(),
         },
     )?;
     log_failures(&frames);
@@ -191,7 +204,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         elapsed: started.elapsed(),
         interrupted: stop.requested(),
         watermark: None,
-        state_error: None,
+        state_error: state_lost,
     };
     if let Some(Resumed {
         mut store,
@@ -258,7 +271,7 @@ fn open_sink(
     });
     let sink = sink::open(config, redis_retry, dedup)?;
     Ok(match resumed.and_then(|r| r.store.seen()) {
-        Some(seen) => Box::new(DedupSink { inner: sink, seen }),
+        Some(seen) => Box::new(DedupSink::new(sink, seen)),
         None => sink,
     })
 }

@@ -41,6 +41,13 @@ pub trait StateStore {
     /// Releases the lock; also done on drop.
     fn unlock(&mut self);
 
+    /// Where the watermark is kept, for messages.
+    fn location(&self) -> String;
+
+    /// Signs that runs wrote here before (when no watermark was found, they mean the
+    /// state was lost): a description, or None.
+    fn traces(&self) -> Result<Option<String>, Error>;
+
     /// Delivered ids, when the store keeps them itself (the state file); the Redis
     /// backend keeps them in Redis, written atomically with each page.
     fn seen(&self) -> Option<Arc<SeenSet>> {
@@ -87,6 +94,7 @@ return 1
 pub struct RedisState {
     client: redis::Client,
     endpoint: String,
+    queue_key: String,
     lock_key: String,
     state_key: String,
     token: String,
@@ -100,6 +108,7 @@ impl RedisState {
         Ok(RedisState {
             client: open_client(config)?,
             endpoint: config.redis.endpoint().to_string(),
+            queue_key: config.queue_key.clone(),
             lock_key: redis_key(&config.queue_key, "lock"),
             state_key: redis_key(&config.queue_key, "state"),
             token: ids::guid(),
@@ -239,6 +248,31 @@ impl StateStore for RedisState {
         }
     }
 
+    fn location(&self) -> String {
+        format!("{} key {}", self.endpoint, self.state_key)
+    }
+
+    fn traces(&self) -> Result<Option<String>, Error> {
+        let (queue, seen) = (&self.queue_key, redis_key(&self.queue_key, "seen"));
+        let (kind, seen_exists): (String, bool) = self.with_connection(queue, |c| {
+            redis::pipe()
+                .cmd("TYPE")
+                .arg(queue)
+                .cmd("EXISTS")
+                .arg(&seen)
+                .query(c)
+        })?;
+        let queued: i64 = match kind.as_str() {
+            "list" => self.with_connection(queue, |c| redis::cmd("LLEN").arg(queue).query(c))?,
+            _ => 0,
+        };
+        Ok(if queued > 0 {
+            Some(format!("the queue {queue} holds {queued} records"))
+        } else {
+            seen_exists.then(|| format!("the seen-set {seen} of delivered ids exists"))
+        })
+    }
+
     fn unlock(&mut self) {
         let Some((stop, handle)) = self.renewer.take() else {
             return;
@@ -247,10 +281,17 @@ impl StateStore for RedisState {
         let _ = handle.join();
         let script = redis::Script::new(RELEASE_SCRIPT);
         let released = connect(&self.client).and_then(|mut c| {
-            script
+            match script
                 .key(&self.lock_key)
                 .arg(&self.token)
                 .invoke::<i64>(&mut c)
+            {
+                // A user without script rights still frees the lock for the next run.
+                Err(e) if e.code() == Some("NOPERM") => {
+                    release_without_script(&mut c, &self.lock_key, &self.token)
+                }
+                other => other.map(drop),
+            }
         });
         if let Err(e) = released {
             log::warn!(
@@ -260,6 +301,26 @@ impl StateStore for RedisState {
             );
         }
     }
+}
+
+/// Compare-and-delete with WATCH/MULTI instead of a script: the DEL happens only if
+/// nobody changed the lock since it was read as ours.
+fn release_without_script(
+    connection: &mut redis::Connection,
+    key: &str,
+    token: &str,
+) -> redis::RedisResult<()> {
+    redis::cmd("WATCH").arg(key).exec(connection)?;
+    let holder: Option<String> = redis::cmd("GET").arg(key).query(connection)?;
+    if holder.as_deref() != Some(token) {
+        return redis::cmd("UNWATCH").exec(connection);
+    }
+    redis::pipe()
+        .atomic()
+        .cmd("DEL")
+        .arg(key)
+        .query::<Option<(i64,)>>(connection)
+        .map(drop)
 }
 
 impl Drop for RedisState {
@@ -275,6 +336,8 @@ pub struct FileState {
     path: PathBuf,
     rescan: i64,
     lock: Option<File>,
+    /// The lock file was there before this run: an earlier run used this state file.
+    lock_file_existed: bool,
     seen: Arc<SeenSet>,
 }
 
@@ -292,6 +355,7 @@ impl FileState {
             path: path.to_path_buf(),
             rescan: rescan as i64,
             lock: None,
+            lock_file_existed: false,
             seen: Arc::default(),
         }
     }
@@ -315,6 +379,7 @@ impl FileState {
 impl StateStore for FileState {
     fn lock(&mut self) -> Result<(), Error> {
         let lock_path = PathBuf::from(format!("{}.lock", self.path.display()));
+        self.lock_file_existed = lock_path.exists();
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -370,6 +435,19 @@ impl StateStore for FileState {
 
     fn seen(&self) -> Option<Arc<SeenSet>> {
         Some(self.seen.clone())
+    }
+
+    fn location(&self) -> String {
+        format!("state_file {}", self.path.display())
+    }
+
+    fn traces(&self) -> Result<Option<String>, Error> {
+        Ok(self.lock_file_existed.then(|| {
+            format!(
+                "its lock file {}.lock was left by an earlier run",
+                self.path.display()
+            )
+        }))
     }
 
     fn unlock(&mut self) {

@@ -39,6 +39,16 @@ impl Source {
     }
 }
 
+/// `value` with everything between `scheme://` and its last `@` hidden: a URL's user
+/// and password, however malformed the rest (a password may hold `/`, `:` or `@`).
+fn redact_userinfo(value: &str) -> String {
+    let Some(at) = value.rfind('@') else {
+        return value.to_string();
+    };
+    let start = value.find("://").map_or(0, |i| i + 3).min(at);
+    format!("{}[redacted]{}", &value[..start], &value[at..])
+}
+
 /// A usage or configuration error: exit code 2.
 #[derive(Debug, Clone)]
 pub struct ConfigError {
@@ -57,10 +67,11 @@ impl ConfigError {
     }
 
     pub fn invalid(option: &str, source: Source, value: &str, accepted: String) -> Self {
-        let shown = if spec::find(option).is_some_and(|s| s.name == "client_secret") {
-            "(hidden)".to_string()
-        } else {
-            format!("{value:?}")
+        let shown = match spec::find(option).map(|s| s.name) {
+            Some("client_secret") => "(hidden)".to_string(),
+            // A URL that failed to parse may still carry a password.
+            Some("redis_url") => format!("{:?}", redact_userinfo(value)),
+            _ => format!("{value:?}"),
         };
         Self::new(option, source, format!("invalid value {shown}"), &accepted)
     }
@@ -515,6 +526,27 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn redis_passwords_are_never_echoed() {
+        for bad in [
+            "redis://:hunter2-redis-pass@127.0.0.1:6379/x",
+            "redis://user:hunter2-redis-pass@127.0.0.1:port/0",
+            "redis://:hunter2-redis-pass/with/slash@127.0.0.1/0",
+            "redis//:hunter2-redis-pass@127.0.0.1/0",
+            "http://:hunter2-redis-pass@h@127.0.0.1/0",
+        ] {
+            let mut args = CREDS.to_vec();
+            args.extend(["--redis_url", bad]);
+            let env = [("GRAPH_REDIS_URL", bad)];
+            let from_env = load_with(&CREDS, &env).unwrap_err().to_string();
+            let from_cli = load_with(&args, &[]).unwrap_err().to_string();
+            for err in [from_env, from_cli] {
+                assert!(!err.contains("hunter2"), "{err}");
+                assert!(err.contains("[redacted]@"), "{err}");
+            }
+        }
     }
 
     #[test]

@@ -17,6 +17,10 @@ use crate::error::GraphError;
 use crate::ids;
 use crate::window::Frame;
 
+/// More sign-ins per second than any tenant has: a frame whose nextLinks go on past
+/// what this many records a second would fill is a Graph paging without end.
+const MAX_RECORDS_PER_SECOND: u64 = 10_000;
+
 /// What each page asks for besides its frame.
 #[derive(Debug, Clone)]
 pub struct PageShape {
@@ -97,8 +101,12 @@ impl GraphClient {
         frame: &Frame,
         mut on_page: impl FnMut(Page) -> ControlFlow<()>,
     ) -> Result<(), GraphError> {
-        let mut guard = NextLinkGuard::new(&self.graph_url);
         let mut url = self.first_url(frame);
+        let seconds = (frame.end - frame.start).whole_seconds().max(0) as u64 + 1;
+        let max_pages = (seconds * MAX_RECORDS_PER_SECOND)
+            .div_ceil(u64::from(self.shape.page_size.max(1)))
+            + 10;
+        let mut guard = NextLinkGuard::new(&self.graph_url, &url, max_pages);
         loop {
             let page = self.fetch_page(&url)?;
             let next = page.next_link().map(str::to_string);
@@ -188,9 +196,14 @@ impl GraphClient {
             ("client-request-id", request_id.as_str()),
         ];
         let shown = display_url(url);
+        // Never past the deadline: a run must not overlap the next cron run's.
+        let timeout = self
+            .retry
+            .deadline
+            .saturating_duration_since(Instant::now());
         let response = self
             .transport
-            .get(url, &headers, self.bodies.take())
+            .get(url, &headers, self.bodies.take(), timeout)
             .map_err(|e| GraphError::Transport {
                 url: shown.clone(),
                 message: format!("{e} (client-request-id {request_id})"),

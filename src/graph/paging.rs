@@ -75,17 +75,23 @@ impl Page {
 }
 
 /// Decides whether a frame's next link may be followed: the bearer token must only go
-/// to the configured Graph origin, and a link seen before would page forever.
+/// to the configured Graph origin, a link seen before would page forever, and so would
+/// a Graph that keeps handing out fresh links: a frame gets at most `max_pages` pages.
 pub struct NextLinkGuard {
     origin: url::Origin,
+    /// Every URL of the frame so far, the first included, as parsed (normalised).
     seen: HashSet<String>,
+    max_pages: u64,
 }
 
 impl NextLinkGuard {
-    pub fn new(graph_url: &url::Url) -> Self {
+    pub fn new(graph_url: &url::Url, first_url: &str, max_pages: u64) -> Self {
+        let mut seen = HashSet::new();
+        seen.insert(normalise(first_url));
         NextLinkGuard {
             origin: graph_url.origin(),
-            seen: HashSet::new(),
+            seen,
+            max_pages,
         }
     }
 
@@ -97,11 +103,23 @@ impl NextLinkGuard {
                 self.origin.ascii_serialization()
             ));
         }
-        if !self.seen.insert(link.to_string()) {
+        if !self.seen.insert(url.to_string()) {
             return Err("it was already followed in this frame".into());
+        }
+        if self.seen.len() as u64 > self.max_pages {
+            return Err(format!(
+                "it would be page {} of the frame, more than the {} its length can need \
+                 (Graph keeps sending nextLinks)",
+                self.seen.len(),
+                self.max_pages
+            ));
         }
         Ok(())
     }
+}
+
+fn normalise(url: &str) -> String {
+    url::Url::parse(url).map_or_else(|_| url.to_string(), |u| u.to_string())
 }
 
 /// A URL fit for logs: the opaque `$skiptoken` value is elided.
@@ -150,7 +168,12 @@ mod tests {
     #[test]
     fn next_links_must_stay_on_the_graph_origin() {
         let graph = url::Url::parse("https://graph.microsoft.com").unwrap();
-        let mut guard = NextLinkGuard::new(&graph);
+        let first = "https://graph.microsoft.com/v1.0/a?$top=1";
+        let mut guard = NextLinkGuard::new(&graph, first, 100);
+        assert!(
+            guard.check(first).is_err(),
+            "the first page is not fetched twice"
+        );
         assert!(
             guard
                 .check("https://graph.microsoft.com/v1.0/a?$skiptoken=1")
@@ -173,6 +196,16 @@ mod tests {
         );
         assert!(guard.check("https://evil.example/v1.0/a").is_err());
         assert!(guard.check("/v1.0/relative").is_err());
+    }
+
+    #[test]
+    fn a_frame_has_at_most_max_pages() {
+        let graph = url::Url::parse("https://g").unwrap();
+        let mut guard = NextLinkGuard::new(&graph, "https://g/a", 3);
+        assert!(guard.check("https://g/a?s=2").is_ok());
+        assert!(guard.check("https://g/a?s=3").is_ok());
+        let err = guard.check("https://g/a?s=4").unwrap_err();
+        assert!(err.contains("page 4"), "{err}");
     }
 
     #[test]

@@ -93,6 +93,11 @@ impl RequestGate {
                 return Err(NoTurn::Stopped);
             }
             let now = Instant::now();
+            // Checked before a turn is given, not only before waiting for one: an
+            // unpaced gate never waits, and no request may start after the deadline.
+            if now >= deadline {
+                return Err(NoTurn::Deadline);
+            }
             let ready_at = self.ready_at(&mut state, now);
             if ready_at.is_some_and(|t| t <= now) {
                 let id = state.next_id;
@@ -182,21 +187,34 @@ impl Backoff {
     }
 }
 
-/// A `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110).
+/// The longest wait taken from a server: a longer `Retry-After` is read as this (the
+/// run's deadline ends the wait long before), so no arithmetic on it can overflow.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// A `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110), at most
+/// [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => parse_http_date(value)?
+            .duration_since(now)
+            .unwrap_or_default(),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// An HTTP-date in the IMF-fixdate form servers send (`Sun, 06 Nov 1994 08:49:37 GMT`).
+pub fn parse_http_date(value: &str) -> Option<SystemTime> {
     let format = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
-    let date = time::PrimitiveDateTime::parse(value, format)
+    let date = time::PrimitiveDateTime::parse(value.trim(), format)
         .ok()?
         .assume_utc();
-    let at =
-        SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(date.unix_timestamp()).ok()?);
-    Some(at.duration_since(now).unwrap_or_default())
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(
+        u64::try_from(date.unix_timestamp()).ok()?,
+    ))
 }
 
 #[cfg(test)]
@@ -216,6 +234,14 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(
+            parse_retry_after("9300000000000000000", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
+            Some(MAX_RETRY_AFTER)
+        );
     }
 
     #[test]
@@ -263,6 +289,15 @@ mod tests {
         let answered = Instant::now();
         drop(gate.wait_turn(now + Duration::from_secs(5)).unwrap());
         assert!(answered.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn no_turn_after_the_deadline_even_unpaced() {
+        let gate = RequestGate::new(None, Stop::default());
+        assert_eq!(
+            gate.wait_turn(Instant::now()).map(drop),
+            Err(NoTurn::Deadline)
+        );
     }
 
     #[test]

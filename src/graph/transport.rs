@@ -10,6 +10,8 @@ pub struct HttpResponse {
     pub status: u16,
     pub retry_after: Option<String>,
     pub request_id: Option<String>,
+    /// The server's clock (`Date`), an HTTP-date.
+    pub date: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -34,12 +36,14 @@ impl std::fmt::Display for TransportError {
 }
 
 pub trait HttpTransport: Send + Sync {
-    /// A GET whose body is read into `buffer` (cleared first), so pages can reuse one.
+    /// A GET whose body is read into `buffer` (cleared first), so pages can reuse one;
+    /// it takes `timeout` at most (less when the transport's own timeout is shorter).
     fn get(
         &self,
         url: &str,
         headers: &[(&str, &str)],
         buffer: Vec<u8>,
+        timeout: Duration,
     ) -> Result<HttpResponse, TransportError>;
     fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<HttpResponse, TransportError>;
 
@@ -58,6 +62,7 @@ pub struct TransportOptions {
 
 pub struct UreqTransport {
     agent: ureq::Agent,
+    timeout: Duration,
     body_limit: u64,
 }
 
@@ -77,6 +82,7 @@ impl UreqTransport {
             .new_agent();
         UreqTransport {
             agent,
+            timeout: options.timeout,
             body_limit: options.body_limit,
         }
     }
@@ -96,6 +102,7 @@ impl UreqTransport {
         };
         let retry_after = header("retry-after");
         let request_id = header("request-id");
+        let date = header("date");
         let status = response.status().as_u16();
         body.clear();
         response
@@ -115,6 +122,7 @@ impl UreqTransport {
             status,
             retry_after,
             request_id,
+            date,
             body,
         })
     }
@@ -130,8 +138,14 @@ impl HttpTransport for UreqTransport {
         url: &str,
         headers: &[(&str, &str)],
         buffer: Vec<u8>,
+        timeout: Duration,
     ) -> Result<HttpResponse, TransportError> {
-        let mut request = self.agent.get(url);
+        let mut request = self
+            .agent
+            .get(url)
+            .config()
+            .timeout_global(Some(timeout.min(self.timeout)))
+            .build();
         for (name, value) in headers {
             request = request.header(*name, *value);
         }

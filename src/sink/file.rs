@@ -1,36 +1,49 @@
 //! The file sink: NDJSON, one record per line, to a file or to stdout. Nothing else is
 //! ever written to stdout (logs go to stderr), so the output can be piped.
+//!
+//! A page is written with one `write_all` and nothing is buffered between pages, so a
+//! failing disk or a closed pipe fails the page it hit, not a later flush. A page cut
+//! short in a file (disk full, file size limit) is truncated back to its last whole
+//! line; a pipe cannot be taken back, so its reader may see a partial last line, and
+//! the records of that page count as not delivered. The file is synced to disk when the
+//! run finishes, before the state file records its ids as delivered.
 
-use std::fs::OpenOptions;
-use std::io::{BufWriter, Write};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::sync::Mutex;
 
-use super::Sink;
+use super::{RecordKey, Sink};
 use crate::config::Output;
 use crate::error::{Error, SinkError};
 
+enum Target {
+    Stdout,
+    File(File),
+}
+
 pub struct FileSink {
     target: String,
-    out: Mutex<BufWriter<Box<dyn Write + Send>>>,
+    /// The destination and a page buffer reused from page to page.
+    out: Mutex<(Target, Vec<u8>)>,
 }
 
 impl FileSink {
     /// Opens `output` for appending, so consecutive runs add to one file.
     pub fn open(output: &Output) -> Result<Self, Error> {
-        let (target, writer): (String, Box<dyn Write + Send>) = match output {
-            Output::Stdout => ("stdout".into(), Box::new(std::io::stdout())),
+        let (target, out) = match output {
+            Output::Stdout => ("stdout".into(), Target::Stdout),
             Output::Path(path) => {
                 let file = OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
                     .map_err(|e| Error::Setup(format!("cannot open {}: {e}", path.display())))?;
-                (path.display().to_string(), Box::new(file))
+                (path.display().to_string(), Target::File(file))
             }
         };
         Ok(FileSink {
             target,
-            out: Mutex::new(BufWriter::with_capacity(1 << 20, writer)),
+            out: Mutex::new((out, Vec::new())),
         })
     }
 
@@ -42,26 +55,64 @@ impl FileSink {
     }
 }
 
+/// The page as NDJSON lines.
+fn pack(page: &mut Vec<u8>, records: &[&str]) {
+    page.clear();
+    for record in records {
+        // Raw line breaks can only be whitespace between JSON tokens; blanks keep the
+        // record valid JSON and the output one record per line.
+        if record.contains(['\n', '\r']) {
+            page.extend(record.bytes().map(|b| match b {
+                b'\n' | b'\r' => b' ',
+                other => other,
+            }));
+        } else {
+            page.extend_from_slice(record.as_bytes());
+        }
+        page.push(b'\n');
+    }
+}
+
 impl Sink for FileSink {
-    fn write(&self, records: &[&str]) -> Result<usize, SinkError> {
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        for record in records {
-            // Raw line breaks can only be whitespace between JSON tokens; blanks keep
-            // the record valid JSON and the output one record per line.
-            let line = if record.contains(['\n', '\r']) {
-                record.replace(['\n', '\r'], " ").into()
-            } else {
-                std::borrow::Cow::Borrowed(*record)
-            };
-            out.write_all(line.as_bytes())
-                .and_then(|_| out.write_all(b"\n"))
-                .map_err(|e| self.failed(e))?;
+    fn write(&self, records: &[&str], _keys: Option<&[RecordKey]>) -> Result<usize, SinkError> {
+        let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let (out, page) = &mut *guard;
+        pack(page, records);
+        match out {
+            Target::Stdout => {
+                let mut stdout = std::io::stdout().lock();
+                stdout
+                    .write_all(page)
+                    .and_then(|()| stdout.flush())
+                    .map_err(|e| self.failed(e))?;
+            }
+            Target::File(file) => {
+                let before = file.metadata().map(|m| m.len()).ok();
+                if let Err(e) = file.write_all(page) {
+                    // Leave no half record behind: cut back to the last whole line.
+                    if let (Some(len), true) = (before, file.metadata().is_ok_and(|m| m.is_file()))
+                        && let Err(cut) = file.set_len(len)
+                    {
+                        log::error!(
+                            "{}: cannot remove the partial page after a failed write: {cut}",
+                            self.target
+                        );
+                    }
+                    return Err(self.failed(e));
+                }
+            }
         }
         Ok(records.len())
     }
 
     fn finish(&self) -> Result<(), SinkError> {
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        out.flush().map_err(|e| self.failed(e))
+        let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut guard.0 {
+            Target::Stdout => std::io::stdout().flush(),
+            // A character device (/dev/stdout, /dev/null) cannot be synced.
+            Target::File(file) if file.metadata().is_ok_and(|m| m.is_file()) => file.sync_data(),
+            Target::File(_) => Ok(()),
+        }
+        .map_err(|e| self.failed(e))
     }
 }

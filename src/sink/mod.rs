@@ -8,6 +8,8 @@ pub mod log;
 pub mod redis;
 mod resp;
 
+pub use dedup::RecordKey;
+
 use crate::config::{Backend, Config};
 use crate::error::{Error, SinkError};
 use crate::graph::retry::RetryOptions;
@@ -19,10 +21,12 @@ pub trait Sink: Send + Sync {
     }
 
     /// Delivers one page's records, in order; returns how many were delivered (fewer
-    /// when a deduplicating sink had delivered some before).
-    fn write(&self, records: &[&str]) -> Result<usize, SinkError>;
+    /// when a deduplicating sink had delivered some before). `keys` (one per record)
+    /// come with runs that deduplicate. On an error nothing of the page may count as
+    /// delivered: a sink leaves no trace of a failed page it can undo.
+    fn write(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<usize, SinkError>;
 
-    /// Flushes what is buffered; called once after the last write.
+    /// Flushes what is buffered and makes it durable; called once after the last write.
     fn finish(&self) -> Result<(), SinkError> {
         Ok(())
     }

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 
 use redis::ConnectionLike;
 
-use super::Sink;
-use super::dedup::{RecordKey, record_keys};
 use super::resp;
+use super::{RecordKey, Sink};
 use crate::buffers::BufferPool;
 use crate::config::{Config, QueueType};
 use crate::error::{Error, SinkError};
@@ -144,9 +143,20 @@ pub fn retrying<T>(
 
 impl From<redis::RedisError> for Attempt {
     fn from(e: redis::RedisError) -> Self {
+        let hint = match e.code() {
+            Some("NOPERM") => {
+                "; the Redis user lacks a right msgx-once needs: grant it (state auto runs \
+                 scripts, e.g. ACL SETUSER <user> +eval +evalsha), or run with --state off"
+            }
+            Some("OOM") => {
+                "; Redis is full (maxmemory): nothing of this page was written, and a later \
+                 run delivers it once memory is freed"
+            }
+            _ => "",
+        };
         Attempt {
             transient: is_transient(&e),
-            message: e.to_string(),
+            message: format!("{e}{hint}"),
         }
     }
 }
@@ -178,23 +188,47 @@ pub struct Dedup {
 
 /// KEYS: queue, seen-set. ARGV: "list" | "channel", floor, then id, created, record
 /// for each record. Returns how many records were new.
+///
+/// Redis does not undo a script's earlier writes when a later command fails, so the
+/// script writes nothing until nothing can fail: it checks the key types first, reads
+/// which ids are new, and then writes. Its first write is one that Redis refuses when
+/// over `maxmemory` (RPUSH for a list, ZADD before the PUBLISHes of a channel): Redis
+/// checks memory only at a script's first write, so a full Redis refuses the page, not
+/// half of it. Ids are marked seen after the records are pushed, and old ids are
+/// pruned last.
 const DEDUP_SCRIPT: &str = r#"
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
-local fresh = {}
+local function wrong_type(key, expected)
+  local actual = redis.call('TYPE', key)['ok']
+  if actual ~= 'none' and actual ~= expected then
+    return redis.error_reply('WRONGTYPE key ' .. key .. ' holds a ' .. actual .. ', not a ' .. expected)
+  end
+end
+local refused = (ARGV[1] == 'list' and wrong_type(KEYS[1], 'list')) or wrong_type(KEYS[2], 'zset')
+if refused then
+  return refused
+end
+local fresh, marks, taken = {}, {}, {}
 for i = 3, #ARGV, 3 do
-  if redis.call('ZADD', KEYS[2], 'NX', ARGV[i + 1], ARGV[i]) == 1 then
+  local id = ARGV[i]
+  if not taken[id] and not redis.call('ZSCORE', KEYS[2], id) then
+    taken[id] = true
     fresh[#fresh + 1] = ARGV[i + 2]
+    marks[#marks + 1] = ARGV[i + 1]
+    marks[#marks + 1] = id
   end
 end
 if #fresh > 0 then
   if ARGV[1] == 'list' then
     redis.call('RPUSH', KEYS[1], unpack(fresh))
+    redis.call('ZADD', KEYS[2], unpack(marks))
   else
+    redis.call('ZADD', KEYS[2], unpack(marks))
     for _, record in ipairs(fresh) do
       redis.call('PUBLISH', KEYS[1], record)
     end
   end
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
 return #fresh
 "#;
 
@@ -350,14 +384,10 @@ impl Sink for RedisSink {
         })
     }
 
-    fn write(&self, records: &[&str]) -> Result<usize, SinkError> {
+    fn write(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<usize, SinkError> {
         if records.is_empty() {
             return Ok(0);
         }
-        let keys = match self.dedup {
-            Some(_) => Some(record_keys(records).map_err(|message| self.failed(message))?),
-            None => None,
-        };
-        self.with_retries(|| self.write_once(records, keys.as_deref()))
+        self.with_retries(|| self.write_once(records, keys))
     }
 }

@@ -348,12 +348,12 @@ pub struct Output {
 }
 
 impl Output {
-    /// The run's last summary line.
+    /// The run's last summary line: a log line whose message starts with `summary: `.
     pub fn summary_line(&self) -> &str {
         self.stderr
             .lines()
             .rev()
-            .find(|l| l.contains("summary: "))
+            .find(|l| is_summary(l))
             .unwrap_or_else(|| panic!("no summary line in:\n{}", self.stderr))
     }
 
@@ -376,6 +376,13 @@ impl Output {
     }
 }
 
+/// A log line (`<time> [LEVEL] message`) whose message starts with `summary: `.
+pub fn is_summary(line: &str) -> bool {
+    line.splitn(3, ' ')
+        .nth(2)
+        .is_some_and(|message| message.starts_with("summary: "))
+}
+
 fn msgx_command(args: &[String], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_msgx-once"));
     command
@@ -390,6 +397,27 @@ fn msgx_command(args: &[String], env: &[(&str, &str)]) -> Command {
 /// Runs msgx-once with `args` and only the environment in `env` (plus PATH).
 pub fn msgx(args: &[String], env: &[(&str, &str)]) -> Output {
     let output = msgx_command(args, env).output().expect("msgx-once runs");
+    Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs msgx-once under bash: `script` runs it as `"$0" "$@"`, e.g. with a pipe or a
+/// ulimit around it.
+pub fn msgx_in_bash(script: &str, args: &[String], env: &[(&str, &str)]) -> Output {
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_msgx-once"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash runs");
     Output {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -5,4 +5,5 @@ mod common;
 mod config;
 mod export;
 mod faults;
+mod loss;
 mod state;

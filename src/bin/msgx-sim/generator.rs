@@ -4,6 +4,8 @@
 
 use std::fmt::Write;
 
+use crate::hostile::{self, Damage};
+
 /// 100-nanosecond ticks since the Unix epoch: Graph's 7-digit precision.
 pub type Ticks = i64;
 pub const TICKS_PER_SECOND: i64 = 10_000_000;
@@ -43,6 +45,10 @@ pub struct Generator {
     /// Late arrivals (`--late P:S`): this share of records becomes visible only this
     /// many seconds after its createdDateTime.
     pub late: Option<(f64, i64)>,
+    /// `--damage`: every 25th record broken this way.
+    pub damage: Option<Damage>,
+    /// `--hostile`: attacker-typed text in failed sign-ins.
+    pub hostile: bool,
 }
 
 /// splitmix64: a tiny, well-mixed hash of (seed, second, index, field).
@@ -97,12 +103,30 @@ impl Generator {
         ticks: Ticks,
         select: Option<&[String]>,
     ) -> String {
+        let record = self.render_sound(second, index, ticks, select);
+        match self.damage {
+            Some(damage) if self.hash(second, index, 30).is_multiple_of(25) => damage.apply(record),
+            _ => record,
+        }
+    }
+
+    fn render_sound(
+        &self,
+        second: i64,
+        index: u64,
+        ticks: Ticks,
+        select: Option<&[String]>,
+    ) -> String {
         let h = |field: u64| self.hash(second, index, field);
-        let user = USERS[(h(10) % USERS.len() as u64) as usize];
-        let place = PLACES[(h(11) % PLACES.len() as u64) as usize];
+        let mut user = USERS[(h(10) % USERS.len() as u64) as usize];
+        let mut place = PLACES[(h(11) % PLACES.len() as u64) as usize];
         let app = APPS[(h(12) % APPS.len() as u64) as usize];
         let device = DEVICES[(h(13) % DEVICES.len() as u64) as usize];
         let failed = h(14) % 10 == 0;
+        if failed && self.hostile {
+            user = (hostile::TYPED_USER, hostile::TYPED_USER);
+            place.0 = hostile::TYPED_CITY;
+        }
         let mut top = Record {
             out: String::with_capacity(1600),
             select,

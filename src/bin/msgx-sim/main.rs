@@ -9,6 +9,7 @@
 
 mod faults;
 mod generator;
+mod hostile;
 mod http;
 mod odata;
 mod pages;
@@ -92,6 +93,27 @@ struct Args {
     /// Authorization headers it receives
     #[argh(switch)]
     foreign_next_link: bool,
+    /// every page's nextLink is the page's own URL (a paging loop)
+    #[argh(switch)]
+    next_link_loop: bool,
+    /// never end a query: after the last records, empty pages with fresh skiptokens
+    #[argh(switch)]
+    endless_paging: bool,
+    /// break every 25th sign-in: no_id, null_id, number_id, no_created, bad_created
+    /// or not_object
+    #[argh(option)]
+    damage: Option<String>,
+    /// put attacker-typed text (line breaks, escapes, a forged log line) into the user
+    /// name and city of failed sign-ins
+    #[argh(switch)]
+    hostile: bool,
+    /// answer sign-ins requests with 403 and this Graph error code (e.g.
+    /// Authorization_RequestDenied)
+    #[argh(option)]
+    deny: Option<String>,
+    /// the token response's expires_in, as raw JSON (default: the token lifetime)
+    #[argh(option)]
+    expires_in: Option<String>,
 }
 
 /// Graph keeps sign-ins 30 days at most; a query without a lower bound starts there.
@@ -99,6 +121,12 @@ const RETENTION: i64 = 30 * 86_400 * TICKS_PER_SECOND;
 
 struct Sim {
     generator: Generator,
+    next_link_loop: bool,
+    endless_paging: bool,
+    /// Endless pages served so far (each gets a fresh skiptoken).
+    endless: AtomicU64,
+    deny: Option<String>,
+    expires_in: Option<String>,
     tenant: String,
     client_id: String,
     client_secret: String,
@@ -141,7 +169,19 @@ fn main() {
             seed: args.seed,
             rate: args.rate,
             late: args.late.as_deref().map(parse_late),
+            damage: args
+                .damage
+                .as_deref()
+                .map(hostile::Damage::parse)
+                .transpose()
+                .unwrap_or_else(|e| fail(2, &e)),
+            hostile: args.hostile,
         },
+        next_link_loop: args.next_link_loop,
+        endless_paging: args.endless_paging,
+        endless: AtomicU64::new(0),
+        deny: args.deny,
+        expires_in: args.expires_in,
         clock: Mutex::default(),
         tenant: args.tenant,
         client_id: args.client_id,
@@ -237,7 +277,9 @@ impl Sim {
         match reply {
             Reply::Full(response) => {
                 self.count(&path, &response.status.to_string());
-                let mut response = response.with_header("request-id", &request_guid());
+                let mut response = response
+                    .with_header("request-id", &request_guid())
+                    .with_header("Date", &http_date(self.now()));
                 if let Some(id) = request.header("client-request-id") {
                     response = response.with_header("client-request-id", id);
                 }
@@ -335,11 +377,12 @@ impl Sim {
         tokens.retain(|_, expiry| *expiry > Instant::now());
         tokens.insert(token.clone(), Instant::now() + self.token_ttl);
         self.bump("tokens_issued");
+        let ttl = self.token_ttl.as_secs().to_string();
         json(
             200,
             format!(
-                r#"{{"token_type":"Bearer","expires_in":{ttl},"ext_expires_in":{ttl},"access_token":"{token}"}}"#,
-                ttl = self.token_ttl.as_secs()
+                r#"{{"token_type":"Bearer","expires_in":{},"ext_expires_in":{ttl},"access_token":"{token}"}}"#,
+                self.expires_in.as_deref().unwrap_or(&ttl)
             ),
         )
     }
@@ -366,6 +409,13 @@ impl Sim {
             ));
         }
         std::thread::sleep(self.latency);
+        if let Some(code) = &self.deny {
+            return Reply::Full(graph_error(
+                403,
+                code,
+                "Insufficient privileges to complete the operation.",
+            ));
+        }
         let fault = self.faults.next();
         match fault {
             Some(Fault::TooManyRequests(retry_after)) => {
@@ -387,7 +437,7 @@ impl Sim {
         }
         let page = match self
             .pages
-            .get_or_render(&request.target, || self.page(query))
+            .get_or_render(&request.target, || self.page(&request.target, query))
         {
             Ok(page) => page,
             Err(response) => return Reply::Full(response),
@@ -431,7 +481,11 @@ impl Sim {
 
     /// The JSON body of one page of sign-ins and whether it can be cached, or Graph's
     /// answer to a bad query.
-    fn page(&self, query: &HashMap<String, String>) -> Result<(Vec<u8>, bool), Response> {
+    fn page(
+        &self,
+        target: &str,
+        query: &HashMap<String, String>,
+    ) -> Result<(Vec<u8>, bool), Response> {
         let top = match query.get("$top").map(|t| t.parse::<usize>()) {
             None => 1000,
             Some(Ok(top)) if (1..=1000).contains(&top) => top,
@@ -446,7 +500,14 @@ impl Sim {
         let bounds = self
             .bounds(query)
             .map_err(|message| graph_error(400, "BadRequest", &message))?;
-        let cursor = match query.get("$skiptoken").map(|t| Cursor::decode(t)) {
+        let endless = query
+            .get("$skiptoken")
+            .is_some_and(|t| t.starts_with("endless"));
+        let cursor = match query
+            .get("$skiptoken")
+            .filter(|_| !endless)
+            .map(|t| Cursor::decode(t))
+        {
             None => None,
             Some(Some(cursor)) => Some(cursor),
             Some(None) => return Err(graph_error(400, "BadRequest", "Invalid skip token.")),
@@ -460,14 +521,30 @@ impl Sim {
             now,
             select: select.as_deref(),
         };
-        let (records, next) = odata::page(&self.generator, &page_query);
+        let (records, next) = match endless {
+            true => (Vec::new(), None),
+            false => odata::page(&self.generator, &page_query),
+        };
         let mut body = format!(
             r#"{{"@odata.context":"{}/v1.0/$metadata#auditLogs/signIns","value":["#,
             self.base_url
         );
         body.push_str(&records.join(","));
         body.push(']');
-        if let Some(next) = next {
+        let next = next.map(|cursor| cursor.encode()).or_else(|| {
+            self.endless_paging.then(|| {
+                let n = self
+                    .endless
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                format!("endless{n}")
+            })
+        });
+        if self.next_link_loop {
+            body.push_str(&format!(
+                r#","@odata.nextLink":"{}{target}""#,
+                self.next_link_base
+            ));
+        } else if let Some(next) = next {
             let mut link = format!("{}/v1.0/auditLogs/signins?", self.next_link_base);
             for name in ["$filter", "$select"] {
                 if let Some(value) = query.get(name) {
@@ -476,12 +553,14 @@ impl Sim {
                     link.push_str(&format!("{name}={encoded}&"));
                 }
             }
-            link.push_str(&format!("$top={top}&$skiptoken={}", next.encode()));
+            link.push_str(&format!("$top={top}&$skiptoken={next}"));
             body.push_str(&format!(r#","@odata.nextLink":"{link}""#));
         }
         body.push('}');
         // A page reaching into the last second, or with late arrivals, can still change.
-        let stable = self.generator.late.is_none() && bounds.hi + TICKS_PER_SECOND < now;
+        let stable = self.generator.late.is_none()
+            && !self.endless_paging
+            && bounds.hi + TICKS_PER_SECOND < now;
         Ok((body.into_bytes(), stable))
     }
 
@@ -543,6 +622,17 @@ impl Sim {
         let fields: Vec<String> = stats.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
         json(200, format!("{{{}}}", fields.join(",")))
     }
+}
+
+/// An HTTP-date (IMF-fixdate) of the simulator's clock, for the `Date` header.
+fn http_date(now: Ticks) -> String {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::OffsetDateTime::from_unix_timestamp(now.div_euclid(TICKS_PER_SECOND))
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_default()
 }
 
 /// `$select=a,b`: known sign-in properties only, as Graph insists.

@@ -1,0 +1,682 @@
+//! Nothing lost under hostile input and unplanned faults: a sink that fails, a script
+//! that fails halfway, a host clock that jumps, state that vanishes, a Graph that pages
+//! for ever or refuses, records without ids, attacker-typed fields, foreign numbers
+//! that overflow. Each test replays cron runs (MSGX_NOW + the simulator's clock) and
+//! compares what arrived with the simulator's oracle.
+
+use std::time::Duration;
+
+use time::{Duration as Span, OffsetDateTime};
+
+use crate::common::*;
+
+/// The lagged window's exclusive end at `now` (timelag 120).
+fn lagged_end(now: OffsetDateTime) -> OffsetDateTime {
+    now - Span::seconds(120)
+}
+
+/// The first run's window start: two 30 s frames before the lagged end.
+fn origin(first: OffsetDateTime) -> OffsetDateTime {
+    lagged_end(first) - Span::seconds(60)
+}
+
+/// Every record a first run at `first` and the runs after it up to `last` must deliver.
+fn expected(sim: &Sim, first: OffsetDateTime, last: OffsetDateTime) -> Vec<String> {
+    sim.records(origin(first), lagged_end(last) - Span::seconds(1))
+}
+
+fn now_env(now: OffsetDateTime) -> [(&'static str, String); 1] {
+    [("MSGX_NOW", rfc3339(now))]
+}
+
+/// One cron run at `now` against Redis key `key`.
+fn tick(sim: &Sim, redis: &RedisServer, key: &str, now: OffsetDateTime, extra: &[&str]) -> Output {
+    sim.set_clock(now);
+    msgx(
+        &redis_args(sim, redis, key, extra),
+        &[("MSGX_NOW", &rfc3339(now))],
+    )
+}
+
+/// One cron run at `now` with the file backend and a state file in `dir`.
+fn file_args(sim: &Sim, dir: &TempDir, file_path: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = sim.args();
+    let state = dir.join("state.json");
+    args.extend(strings(&[
+        "--queue_backend",
+        "file",
+        "--file_path",
+        file_path,
+        "--state_file",
+        state.to_str().expect("path"),
+        "--page_size",
+        "10",
+    ]));
+    args.extend(strings(extra));
+    args
+}
+
+fn lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn redis_query<T: redis::FromRedisValue>(redis: &RedisServer, args: &[&str]) -> T {
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(&mut redis.connection()).expect("redis answers")
+}
+
+// 1. A file sink that cannot write marks nothing delivered.
+
+#[test]
+fn a_full_device_marks_no_record_delivered_and_the_next_run_delivers_them() {
+    let sim = Sim::start(&["--rate", "3"]);
+    let dir = TempDir::new();
+    let now = minutes_ago(30);
+    sim.set_clock(now);
+    let env = now_env(now);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let failed = msgx(&file_args(&sim, &dir, "/dev/full", &[]), &env);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(failed.stderr.contains("/dev/full"), "{}", failed.stderr);
+    let out = dir.join("out.ndjson");
+    let run = msgx(
+        &file_args(&sim, &dir, out.to_str().expect("path"), &[]),
+        &env,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_records(lines(&out), expected(&sim, now, now));
+}
+
+/// A pipe cannot say what its reader took: pages it accepted count as delivered. One
+/// whose reader has gone fails the page, and nothing of it is marked delivered.
+#[test]
+fn a_closed_stdout_pipe_marks_no_record_delivered() {
+    let sim = Sim::start(&["--rate", "3"]);
+    let dir = TempDir::new();
+    let now = minutes_ago(30);
+    sim.set_clock(now);
+    let env = now_env(now);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let piped = msgx_in_bash(
+        r#""$0" "$@" | (exec <&-); exit "${PIPESTATUS[0]}""#,
+        &file_args(&sim, &dir, "-", &[]),
+        &env,
+    );
+    assert_eq!(piped.code, 1, "{}", piped.stderr);
+    let out = dir.join("out.ndjson");
+    let run = msgx(
+        &file_args(&sim, &dir, out.to_str().expect("path"), &[]),
+        &env,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_records(lines(&out), expected(&sim, now, now));
+}
+
+#[test]
+fn a_disk_that_fills_mid_run_leaves_whole_lines_and_loses_nothing() {
+    let sim = Sim::start(&["--rate", "3"]);
+    let dir = TempDir::new();
+    let now = minutes_ago(30);
+    sim.set_clock(now);
+    let env = now_env(now);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = dir.join("out.ndjson");
+    let path = out.to_str().expect("path");
+    // A 40 KiB file size limit stands in for a full disk: writes past it fail (EFBIG),
+    // the one that crosses it is cut short.
+    let limited = msgx_in_bash(
+        r#"trap "" XFSZ; ulimit -f 40; exec "$0" "$@""#,
+        &file_args(&sim, &dir, path, &[]),
+        &env,
+    );
+    assert_eq!(limited.code, 1, "{}", limited.stderr);
+    let text = std::fs::read_to_string(&out).expect("output");
+    assert!(!text.is_empty(), "some pages fit");
+    assert!(text.ends_with('\n'), "no torn last record");
+    let all = expected(&sim, now, now);
+    assert!(lines(&out).len() < all.len(), "the limit cut the run short");
+    for line in lines(&out) {
+        assert!(all.contains(&line), "a whole record: {line}");
+    }
+    let run = msgx(&file_args(&sim, &dir, path, &[]), &env);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_records(lines(&out), all);
+}
+
+// 15. The log sink fails its frames when stderr cannot be written.
+
+#[test]
+fn a_log_sink_whose_stderr_is_full_fails_and_the_next_run_logs_every_record() {
+    let sim = Sim::start(&["--rate", "3"]);
+    let dir = TempDir::new();
+    let now = minutes_ago(30);
+    sim.set_clock(now);
+    let env = now_env(now);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let args: Vec<String> = file_args(&sim, &dir, "-", &[])
+        .into_iter()
+        .map(|a| if a == "file" { "log".to_string() } else { a })
+        .collect();
+    let full = msgx_in_bash(r#"exec "$0" "$@" 2>/dev/full"#, &args, &env);
+    assert_eq!(full.code, 1);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).expect("state"))
+            .expect("state JSON");
+    assert_eq!(state["watermark"], origin(now).unix_timestamp());
+    assert_eq!(state["seen"], serde_json::json!({}), "nothing marked seen");
+    let run = msgx(&args, &env);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let logged = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("[INFO] ["))
+        .count();
+    assert_eq!(logged, expected(&sim, now, now).len());
+}
+
+// 2. and 7. The dedup script writes nothing unless all of it can be written.
+
+#[test]
+fn a_queue_key_of_the_wrong_type_leaves_no_id_marked_seen() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let now = minutes_ago(30);
+    let _: () = redis_query(&redis, &["SET", "wq", "not a list"]);
+    let failed = tick(&sim, &redis, "wq", now, &[]);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(
+        failed
+            .stderr
+            .contains("WRONGTYPE\": key wq holds a string, not a list"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(redis_query::<i64>(&redis, &["EXISTS", "wq:msgx:seen"]), 0);
+    let _: () = redis_query(&redis, &["DEL", "wq"]);
+    let run = tick(&sim, &redis, "wq", now, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_records(redis.list("wq"), expected(&sim, now, now));
+}
+
+#[test]
+fn a_seen_set_of_the_wrong_type_leaves_nothing_pushed() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let now = minutes_ago(30);
+    let _: () = redis_query(&redis, &["SET", "ws:msgx:seen", "not a zset"]);
+    let failed = tick(&sim, &redis, "ws", now, &[]);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(
+        failed
+            .stderr
+            .contains("WRONGTYPE\": key ws:msgx:seen holds a string, not a zset"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(redis.len("ws"), 0, "nothing pushed");
+    let _: () = redis_query(&redis, &["DEL", "ws:msgx:seen"]);
+    let run = tick(&sim, &redis, "ws", now, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_records(redis.list("ws"), expected(&sim, now, now));
+}
+
+#[test]
+fn a_full_redis_refuses_pages_and_every_record_arrives_once_memory_is_freed() {
+    let sim = Sim::start(&["--rate", "40"]);
+    let redis =
+        RedisServer::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]);
+    let now = minutes_ago(30);
+    let pages = ["--page_size", "20"];
+    let failed = tick(&sim, &redis, "oom", now, &pages);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(failed.stderr.contains("OOM"), "{}", failed.stderr);
+    let info: String = redis_query(&redis, &["INFO", "memory"]);
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory");
+    // Over the limit by at most a page or so (20 records of ~1.4 KB), not by megabytes.
+    assert!(used < (2 << 20) + (256 << 10), "used_memory {used}");
+    let watermark: i64 = redis_query(&redis, &["HGET", "oom:msgx:state", "watermark"]);
+    assert_eq!(
+        watermark,
+        origin(now).unix_timestamp(),
+        "the watermark holds"
+    );
+    let _: () = redis_query(&redis, &["CONFIG", "SET", "maxmemory", "0"]);
+    let run = tick(&sim, &redis, "oom", now, &pages);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_records(redis.list("oom"), expected(&sim, now, now));
+}
+
+// 3. A host clock that jumps ahead cannot move the watermark into the future.
+
+#[test]
+fn a_host_clock_a_day_ahead_is_bounded_by_microsofts_and_loses_nothing() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let t0 = minutes_ago(30);
+    sim.set_clock(t0);
+    let ahead = t0 + Span::days(1);
+    let args = redis_args(&sim, &redis, "skew", &[]);
+    let jumped = msgx(&args, &[("MSGX_NOW", &rfc3339(ahead))]);
+    assert_eq!(jumped.code, 0, "{}", jumped.stderr);
+    assert!(
+        jumped.stderr.contains("[WARN] the host clock (")
+            && jumped.stderr.contains("s ahead of Microsoft's"),
+        "{}",
+        jumped.stderr
+    );
+    // Microsoft's Date has whole seconds: its clock may be up to a second later.
+    let bounded = t0 + Span::seconds(1);
+    assert_eq!(
+        jumped.summary_field("watermark"),
+        rfc3339(lagged_end(bounded))
+    );
+    let last = t0 + Span::seconds(120);
+    for now in [t0 + Span::seconds(60), last] {
+        let run = tick(&sim, &redis, "skew", now, &[]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    assert_same_records(
+        redis.list("skew"),
+        sim.records(origin(bounded), lagged_end(last) - Span::seconds(1)),
+    );
+}
+
+// 4. Lost state is reported, an ERROR when Redis shows earlier runs.
+
+#[test]
+fn a_redis_restarted_without_persistence_gets_a_warning_naming_the_backfill() {
+    let (sim, mut redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let t0 = minutes_ago(30);
+    let first = tick(&sim, &redis, "lost", t0, &[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(
+        first.stderr.contains("[WARN] no watermark at"),
+        "{}",
+        first.stderr
+    );
+    redis.kill();
+    redis.restart();
+    let t1 = t0 + Span::seconds(60);
+    let run = tick(&sim, &redis, "lost", t1, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let warning = format!(
+        "[WARN] no watermark at redis://127.0.0.1:{}/0 key lost:msgx:state: starting a first \
+         window at {}; if this is not the first run, state was lost — backfill the gap with \
+         --since <end of the last export> --until {}",
+        redis.port,
+        rfc3339(origin(t1)),
+        rfc3339(origin(t1))
+    );
+    assert!(run.stderr.contains(&warning), "{}", run.stderr);
+}
+
+#[test]
+fn a_lost_watermark_beside_a_full_queue_is_an_error() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let t0 = minutes_ago(30);
+    assert_eq!(tick(&sim, &redis, "gone", t0, &[]).code, 0);
+    let queued = redis.len("gone");
+    let _: () = redis_query(&redis, &["DEL", "gone:msgx:state"]);
+    let t1 = t0 + Span::seconds(60);
+    let run = tick(&sim, &redis, "gone", t1, &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let error = format!(
+        "[ERROR] no watermark at redis://127.0.0.1:{}/0 key gone:msgx:state, but the queue gone \
+         holds {queued} records: state was lost; this run starts a new first window at {} — \
+         backfill the gap with --since <end of the last export> --until {}",
+        redis.port,
+        rfc3339(origin(t1)),
+        rfc3339(origin(t1))
+    );
+    assert!(run.stderr.contains(&error), "{}", run.stderr);
+    // The run still exported its window and stored a watermark: the next one is normal.
+    let t2 = t1 + Span::seconds(60);
+    assert_eq!(tick(&sim, &redis, "gone", t2, &[]).code, 0);
+}
+
+// 5. The deadline holds on every path, and a Graph that pages for ever is stopped.
+
+#[test]
+fn no_request_starts_after_the_deadline_even_unpaced_and_paging_for_ever() {
+    let sim = Sim::start(&["--rate", "3", "--endless-paging", "--latency-ms", "200"]);
+    let redis = RedisServer::start();
+    let now = minutes_ago(30);
+    sim.set_clock(now);
+    let args = redis_args(
+        &sim,
+        &redis,
+        "endless",
+        &["--deadline", "2", "--state", "off"],
+    );
+    let running = Running::start_with_env(&args, &[("MSGX_NOW", &rfc3339(now))]);
+    let run = running.finish(Duration::from_secs(60));
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("run deadline reached"),
+        "{}",
+        run.stderr
+    );
+    // Two streams, 200 ms a request, 2 s: at most 2 × (10 + 1) requests.
+    let requests = sim.stats()["graph_200"].as_u64().unwrap_or(0);
+    assert!(requests <= 22, "{requests} requests");
+}
+
+#[test]
+fn a_frame_that_pages_beyond_what_its_seconds_can_hold_fails_by_name() {
+    let sim = Sim::start(&["--rate", "3", "--endless-paging"]);
+    let redis = RedisServer::start();
+    let now = minutes_ago(30);
+    sim.set_clock(now);
+    let extra = [
+        "--stream_frame",
+        "1",
+        "--page_size",
+        "1000",
+        "--state",
+        "off",
+    ];
+    let run = msgx(
+        &redis_args(&sim, &redis, "pages", &extra),
+        &[("MSGX_NOW", &rfc3339(now))],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "it would be page 21 of the frame, more than the 20 its length can need (Graph \
+             keeps sending nextLinks)"
+        ),
+        "{}",
+        run.stderr
+    );
+    // Two 1 s frames, 20 pages each at most (1 s × 10,000 records / 1000 + 10).
+    assert_eq!(sim.stats()["graph_200"], 40);
+}
+
+// 6. One bad record costs at most that record's deduplication.
+
+#[test]
+fn records_without_usable_ids_are_delivered_once_and_hold_nothing_up() {
+    for damage in [
+        "no_id",
+        "null_id",
+        "number_id",
+        "no_created",
+        "bad_created",
+        "not_object",
+    ] {
+        let sim = Sim::start(&["--rate", "5", "--damage", damage]);
+        let redis = RedisServer::start();
+        let t0 = minutes_ago(30);
+        let last = t0 + Span::seconds(120);
+        let mut unkeyed = 0;
+        for now in [t0, t0 + Span::seconds(60), last] {
+            let run = tick(&sim, &redis, "bad", now, &["--page_size", "20"]);
+            assert_eq!(run.code, 0, "{damage}: {}", run.stderr);
+            assert!(!run.stderr.contains("write failed"), "{}", run.stderr);
+            if run.stderr.contains(" unkeyed ") {
+                unkeyed += run
+                    .summary_field("unkeyed")
+                    .parse::<usize>()
+                    .expect("count");
+                let error = run
+                    .stderr
+                    .lines()
+                    .find(|l| l.contains("[ERROR] frame ["))
+                    .expect("an ERROR per bad record");
+                assert!(
+                    error.contains(" page ")
+                        && error.contains(" record ")
+                        && error.contains("delivered as Graph sent it"),
+                    "{error}"
+                );
+            }
+        }
+        let all = expected(&sim, t0, last);
+        let damaged = all.iter().filter(|r| !is_sound(r)).count();
+        assert!(
+            damaged > 0 && unkeyed >= damaged,
+            "{damage}: {damaged} damaged, {unkeyed} unkeyed"
+        );
+        assert_same_records(redis.list("bad"), all);
+    }
+}
+
+/// A record with a string id and a createdDateTime of this century.
+fn is_sound(record: &str) -> bool {
+    let value: serde_json::Value = serde_json::from_str(record).unwrap_or_default();
+    value["id"].is_string()
+        && value["createdDateTime"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20"))
+}
+
+// 9. Attacker-typed fields cannot forge log lines.
+
+#[test]
+fn attacker_typed_fields_stay_inside_their_own_log_line() {
+    let sim = Sim::start(&["--rate", "5", "--hostile"]);
+    let now = minutes_ago(30);
+    sim.set_clock(now);
+    let mut args = sim.args();
+    args.extend(strings(&["--queue_backend", "log", "--state", "off"]));
+    let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let all = expected(&sim, now, now);
+    let typed = all.iter().filter(|r| r.contains("forged line")).count();
+    assert!(typed > 0, "the window has attacker-typed sign-ins");
+    for bad in ['\r', '\u{1b}', '\u{2028}', '\u{85}'] {
+        assert!(!run.stderr.contains(bad), "{bad:?} reached the log");
+    }
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    for line in &lines {
+        let level = line.split_whitespace().nth(1).unwrap_or_default();
+        assert!(
+            line.starts_with("20") && level.starts_with('[') && level.ends_with(']'),
+            "a line that is no log event: {line:?}"
+        );
+    }
+    let records = lines.iter().filter(|l| l.contains("[INFO] [")).count();
+    assert_eq!(records, all.len(), "one line per record");
+    let forged = lines.iter().filter(|l| l.contains("forged line")).count();
+    assert_eq!(forged, typed, "each typed name stays in its record's line");
+    let summaries = lines.iter().filter(|l| is_summary(l)).count();
+    assert_eq!(summaries, 1, "the typed city forges no summary");
+}
+
+// 10. and 11. Foreign numbers neither overflow nor surprise.
+
+#[test]
+fn a_retry_after_of_centuries_ends_at_the_deadline_without_a_panic() {
+    let sim = Sim::start(&[
+        "--rate",
+        "3",
+        "--every-429",
+        "1",
+        "--retry-after",
+        "9300000000000000000",
+    ]);
+    let redis = RedisServer::start();
+    let now = minutes_ago(30);
+    sim.set_clock(now);
+    let run = msgx(
+        &redis_args(&sim, &redis, "ra", &["--state", "off"]),
+        &[("MSGX_NOW", &rfc3339(now))],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("run deadline reached; last error"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.summary_field("failed"), "2");
+}
+
+#[test]
+fn odd_token_lifetimes_are_used_within_bounds_or_named() {
+    for (expires_in, code, warns) in [
+        ("18446744073709551615", 0, true),
+        ("0", 0, true),
+        ("-1", 0, true),
+        ("3599.5", 0, false),
+        (r#""3599""#, 0, false),
+    ] {
+        let sim = Sim::start(&["--rate", "3", "--expires-in", expires_in]);
+        let redis = RedisServer::start();
+        let now = minutes_ago(30);
+        sim.set_clock(now);
+        let run = msgx(
+            &redis_args(
+                &sim,
+                &redis,
+                "ttl",
+                &["--state", "off", "--page_size", "10"],
+            ),
+            &[("MSGX_NOW", &rfc3339(now))],
+        );
+        assert_eq!(run.code, code, "{expires_in}: {}", run.stderr);
+        assert_eq!(
+            run.stderr.contains("[WARN] token response: expires_in"),
+            warns,
+            "{}",
+            run.stderr
+        );
+        // Many pages, one token: even a 0 s lifetime is used for 5 s.
+        assert!(sim.stats()["graph_200"].as_u64().unwrap_or(0) > 10);
+        assert_eq!(sim.stats()["tokens_issued"], 1, "{expires_in}");
+        assert_same_records(redis.list("ttl"), expected(&sim, now, now));
+    }
+    let sim = Sim::start(&["--expires-in", r#""soon""#]);
+    let run = msgx(&sim.args(), &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(r#"token response: expires_in "soon" is not a number of seconds"#),
+        "{}",
+        run.stderr
+    );
+}
+
+// 12. A 403 stops the run at once and says what to grant.
+
+#[test]
+fn a_403_stops_all_requests_exits_3_and_names_the_fix() {
+    for (code, fix) in [
+        (
+            "Authorization_RequestDenied",
+            "grant the application permission AuditLog.Read.All (admin consent)",
+        ),
+        (
+            "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+            "the tenant needs an Entra ID P1/P2 licence",
+        ),
+    ] {
+        let sim = Sim::start(&["--deny", code]);
+        let redis = RedisServer::start();
+        let now = minutes_ago(30);
+        sim.set_clock(now);
+        // A 10-minute backfill of 30 s frames: 20 frames, one 403 is enough.
+        let mut args = redis_args(&sim, &redis, "denied", &["--streams", "1"]);
+        args.extend(backfill_flags(
+            lagged_end(now) - Span::seconds(600),
+            lagged_end(now),
+        ));
+        let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
+        assert_eq!(run.code, 3, "{}", run.stderr);
+        assert!(run.stderr.contains(fix), "{}", run.stderr);
+        assert_eq!(sim.stats()["graph_403"], 1, "one request, then none");
+    }
+}
+
+// 13. A Redis user without script rights is told which, and the lock is freed.
+
+#[test]
+fn a_redis_user_without_eval_gets_the_acl_to_add_and_leaves_no_lock() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let _: () = redis_query(
+        &redis,
+        &[
+            "ACL",
+            "SETUSER",
+            "msgx",
+            "on",
+            ">msgx-pass-81",
+            "~*",
+            "&*",
+            "+@all",
+            "-eval",
+            "-evalsha",
+            "-eval_ro",
+            "-evalsha_ro",
+        ],
+    );
+    let now = minutes_ago(30);
+    sim.set_clock(now);
+    let mut args = sim.args();
+    let url = format!("redis://msgx:msgx-pass-81@127.0.0.1:{}/0", redis.port);
+    args.extend(strings(&["--redis_url", &url, "--queue_key", "acl"]));
+    let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("NoPerm: this user has no permissions to run the 'evalsha' command"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("ACL SETUSER <user> +eval +evalsha), or run with --state off"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("msgx-pass-81"));
+    assert_eq!(
+        redis_query::<i64>(&redis, &["EXISTS", "acl:msgx:lock"]),
+        0,
+        "lock released"
+    );
+}
+
+// 14. A nextLink back to the first page is not followed.
+
+#[test]
+fn a_next_link_to_the_same_page_is_never_followed() {
+    let sim = Sim::start(&["--rate", "3", "--next-link-loop"]);
+    let now = minutes_ago(30);
+    sim.set_clock(now);
+    let mut args = sim.args();
+    args.extend(strings(&[
+        "--queue_backend",
+        "file",
+        "--state",
+        "off",
+        "--page_size",
+        "10",
+    ]));
+    let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("it was already followed in this frame"),
+        "{}",
+        run.stderr
+    );
+    let records: Vec<String> = run.stdout.lines().map(str::to_string).collect();
+    assert_eq!(
+        records.len(),
+        20,
+        "the first page of each of the two frames"
+    );
+    let mut unique = records.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 20, "each once");
+    assert_eq!(sim.stats()["graph_200"], 2);
+}
