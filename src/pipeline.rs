@@ -18,16 +18,18 @@
 //! record without a usable id or createdDateTime is delivered all the same (keyed by
 //! its bytes), named in one ERROR line and counted.
 
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use crossbeam_channel::{Receiver, Sender};
+use time::OffsetDateTime;
 
 use crate::error::{Error, GraphError, SinkError};
 use crate::graph::{GraphClient, Page};
 use crate::sink::Sink;
-use crate::sink::dedup::record_keys;
+use crate::sink::dedup::{created_second, record_keys};
 use crate::window::Frame;
 
 pub struct PipelineOptions {
@@ -67,6 +69,11 @@ pub struct FrameOutcome {
     /// Records without a usable id or createdDateTime (deduplicated by their bytes).
     pub unkeyed: u64,
     pub failure: Option<FrameFailure>,
+    /// What a later run must still read of a failed frame: from its start to the
+    /// oldest second of the pages written in an unbroken run from its first page
+    /// (Graph pages newest first; that second may go on on the next page). None when
+    /// the frame is complete.
+    pub unfinished: Option<Frame>,
 }
 
 impl FrameOutcome {
@@ -121,6 +128,26 @@ struct Progress {
     delivered: u64,
     unkeyed: u64,
     failure: Option<FrameFailure>,
+    /// The oldest createdDateTime second of each page written, by page number.
+    written: BTreeMap<u64, Option<i64>>,
+}
+
+impl Progress {
+    /// The part of `frame` not yet read, if it failed.
+    fn unfinished(&self, frame: &Frame) -> Option<Frame> {
+        self.failure.as_ref()?;
+        let oldest = (1..)
+            .map_while(|number| self.written.get(&number))
+            .flatten()
+            .min();
+        let end = oldest
+            .and_then(|s| OffsetDateTime::from_unix_timestamp(*s).ok())
+            .map_or(frame.end, |t| t.clamp(frame.start, frame.end));
+        Some(Frame {
+            start: frame.start,
+            end,
+        })
+    }
 }
 
 /// Per-frame progress, written by fetchers and writers.
@@ -149,6 +176,7 @@ impl Ledger {
             .map(|(progress, frame)| {
                 let p = progress.into_inner().unwrap_or_else(|p| p.into_inner());
                 FrameOutcome {
+                    unfinished: p.unfinished(frame),
                     frame: *frame,
                     pages: p.pages,
                     records: p.records,
@@ -341,12 +369,17 @@ impl Writer<'_> {
                 problem.reason
             );
         }
+        let oldest = match &keys {
+            Some(keys) => keys.iter().map(|k| k.created).min(),
+            None => records.iter().rev().find_map(|r| created_second(r)),
+        };
         match self.sink.write(&records, keys.as_deref()) {
             Ok(delivered) => self.ledger.update(*frame, |p| {
                 p.pages += 1;
                 p.records += records.len() as u64;
                 p.delivered += delivered as u64;
                 p.unkeyed += problems.len() as u64;
+                p.written.insert(*number, oldest);
             }),
             Err(e) => {
                 let _ = self.sink_down.set(e.clone());

@@ -11,7 +11,7 @@ use crate::config::{Backend, Config, ConfigError, Source, StateMode};
 use crate::error::Error;
 use crate::graph::retry::RetryOptions;
 use crate::state::{FileState, Progress, RedisState, StateStore};
-use crate::window::{self, ResumeLimits, Window};
+use crate::window::{self, Frame, Window};
 
 /// The window this invocation exports: a backfill when `since` is set, otherwise the
 /// original's lagged window.
@@ -39,7 +39,11 @@ pub fn plan(config: &Config, now: OffsetDateTime) -> Result<Window, ConfigError>
             until
         }
     };
-    Ok(Window::backfill(since, until, config.stream_frame))
+    // Cut by streams, not by the clock: within a frame requests follow the records.
+    let frames = Frame::between(since, until)
+        .map(|range| Window::cut(range, config.streams, config.stream_frame))
+        .unwrap_or_default();
+    Ok(Window { frames })
 }
 
 /// Graph keeps sign-ins for 30 days; a watermark older than that cannot be caught up.
@@ -87,15 +91,12 @@ impl Resumed {
     /// store shows traces of earlier runs it returns an error (exit 1) naming the
     /// backfill that closes the gap.
     pub fn start_first_run(&mut self, window: &Window) -> Result<Option<Error>, Error> {
-        let (None, Some(start)) = (self.progress, window.start()) else {
+        let (None, Some(start)) = (&self.progress, window.start()) else {
             return Ok(None);
         };
         let traces = self.store.traces()?;
-        let progress = Progress {
-            watermark: start,
-            origin: start,
-        };
-        self.store.save(progress)?;
+        let progress = Progress::starting_at(start);
+        self.store.save(progress.clone())?;
         self.progress = Some(progress);
         let start = window::utc_second(start);
         let gap = format!("backfill the gap with --since <end of the last export> --until {start}");
@@ -141,34 +142,164 @@ pub fn resume(config: &Config, retry: &RetryOptions) -> Result<Option<Resumed>, 
     Ok(Some(Resumed { store, progress }))
 }
 
-/// A stateful run's window: from the stored watermark (and `rescan` before it) to the
-/// end of the lagged window, at most `max_catchup` ahead.
-pub fn from_watermark(config: &Config, now: OffsetDateTime, progress: Progress) -> Window {
-    let lagged_end = window::lagged_until(now, config.timelag);
+/// Which read of its seconds a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// When the seconds become due (`now − timelag`), or catching up on them.
+    First,
+    /// When they are `rescan` seconds past due, for sign-ins Graph published late.
+    Second,
+}
+
+/// A stateful run's frames, oldest first, and where its reads leave the progress.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub window: Window,
+    /// The pass of each frame of `window`.
+    pub passes: Vec<Pass>,
+    /// The watermark once every first-pass frame is read or owed.
+    first_end: OffsetDateTime,
+    /// Seconds before this need no second read after the run (read twice, or read
+    /// first when they were already `rescan` past due).
+    second_end: OffsetDateTime,
+}
+
+/// Most owed ranges kept: beyond it the nearest are joined (a few seconds read again,
+/// none lost), so the state stays small whatever fails.
+const MAX_OWED: usize = 64;
+
+impl Plan {
+    /// A first run: the original's lagged window, all first reads.
+    pub fn first_run(config: &Config, now: OffsetDateTime, window: Window) -> Self {
+        let lagged_end = window::lagged_until(now, config.timelag);
+        let first_end = window
+            .end()
+            .map_or(lagged_end, |end| end + time::Duration::SECOND);
+        Plan {
+            passes: vec![Pass::First; window.frames.len()],
+            window,
+            first_end,
+            second_end: second_end(lagged_end, config.rescan, first_end),
+        }
+    }
+
+    /// A later run: the first reads owed and those now due (at most `max_catchup`
+    /// past the watermark), and the second reads owed and now due, each range cut into
+    /// at most `streams` frames.
+    pub fn resume(config: &Config, now: OffsetDateTime, progress: &Progress) -> Self {
+        let lagged_end = window::lagged_until(now, config.timelag);
+        let progress = within_retention(progress, now);
+        let watermark = progress.watermark;
+        let first_end = lagged_end
+            .min(watermark + time::Duration::seconds(config.max_catchup as i64))
+            .max(watermark);
+        let behind = (lagged_end - watermark).whole_seconds();
+        if behind > config.max_catchup as i64 {
+            log::warn!(
+                "{behind} s behind (watermark {watermark}): this run catches up {} s, oldest first",
+                config.max_catchup
+            );
+        }
+        let mut first = progress.owed_first.clone();
+        first.extend(Frame::between(watermark, first_end));
+        let mut second = progress.owed_second.clone();
+        if config.rescan > 0 {
+            let due = (lagged_end - time::Duration::seconds(config.rescan as i64)).min(watermark);
+            second.extend(Frame::between(progress.rescanned, due));
+        }
+        // Seconds still owed their first read get it now, not a second one.
+        let second: Vec<Frame> = window::merge(second)
+            .into_iter()
+            .flat_map(|range| window::subtract(range, &progress.owed_first))
+            .collect();
+        let mut frames: Vec<(Frame, Pass)> = Vec::new();
+        for (ranges, pass) in [(window::merge(first), Pass::First), (second, Pass::Second)] {
+            for range in ranges {
+                let cut = Window::cut(range, config.streams, config.stream_frame);
+                frames.extend(cut.into_iter().map(|frame| (frame, pass)));
+            }
+        }
+        frames.sort_by_key(|(frame, _)| frame.start);
+        Plan {
+            window: Window {
+                frames: frames.iter().map(|(frame, _)| *frame).collect(),
+            },
+            passes: frames.iter().map(|(_, pass)| *pass).collect(),
+            first_end,
+            second_end: second_end(lagged_end, config.rescan, first_end).max(progress.rescanned),
+        }
+    }
+
+    /// The progress after this run: the frontiers moved to where the plan reaches, and
+    /// what is `unfinished` of each frame (None: read whole) owed to a later run.
+    pub fn after(
+        &self,
+        progress: &Progress,
+        unfinished: impl Fn(usize) -> Option<Frame>,
+    ) -> Progress {
+        let owed = |pass: Pass| {
+            let ranges: Vec<Frame> = (0..self.window.frames.len())
+                .filter(|&i| self.passes[i] == pass)
+                .filter_map(&unfinished)
+                .collect();
+            cap(window::merge(ranges))
+        };
+        Progress {
+            watermark: self.first_end.max(progress.watermark),
+            origin: progress.origin,
+            rescanned: self.second_end.max(progress.rescanned),
+            owed_first: owed(Pass::First),
+            owed_second: owed(Pass::Second),
+        }
+    }
+}
+
+/// Where the second pass stands once the first pass reached `first_end`: seconds more
+/// than `rescan` past due need no second read.
+fn second_end(
+    lagged_end: OffsetDateTime,
+    rescan: u64,
+    first_end: OffsetDateTime,
+) -> OffsetDateTime {
+    if rescan == 0 {
+        return first_end;
+    }
+    (lagged_end - time::Duration::seconds(rescan as i64)).min(first_end)
+}
+
+/// `progress` without what Graph no longer keeps (30 days), with a WARN if that cut
+/// anything: it is gone.
+fn within_retention(progress: &Progress, now: OffsetDateTime) -> Progress {
     let oldest = window::truncate(now - RETENTION);
-    let mut watermark = progress.watermark;
-    if watermark < oldest {
+    if progress.floor() < oldest {
         log::warn!(
-            "the watermark {watermark} is older than Graph's 30-day retention: sign-ins before {oldest} are gone"
-        );
-        watermark = oldest;
-    }
-    let behind = (lagged_end - watermark).whole_seconds();
-    if behind > config.max_catchup as i64 {
-        log::warn!(
-            "{behind} s behind (watermark {watermark}): this run catches up {} s, oldest first",
-            config.max_catchup
+            "state reaches back to {} — older than Graph's 30-day retention: sign-ins before {oldest} are gone",
+            progress.floor()
         );
     }
-    Window::resume(
-        watermark,
-        progress.origin.max(oldest),
-        lagged_end,
-        ResumeLimits {
-            rescan: config.rescan,
-            max_catchup: config.max_catchup,
-            stream_frame: config.stream_frame,
-            streams: config.streams,
-        },
-    )
+    let keep = |ranges: &[Frame]| -> Vec<Frame> {
+        ranges
+            .iter()
+            .filter_map(|r| Frame::between(r.start.max(oldest), r.end_exclusive()))
+            .collect()
+    };
+    Progress {
+        watermark: progress.watermark.max(oldest),
+        origin: progress.origin.max(oldest),
+        rescanned: progress.rescanned.max(oldest),
+        owed_first: keep(&progress.owed_first),
+        owed_second: keep(&progress.owed_second),
+    }
+}
+
+/// At most [`MAX_OWED`] ranges: the two nearest are joined until it fits.
+fn cap(mut ranges: Vec<Frame>) -> Vec<Frame> {
+    while ranges.len() > MAX_OWED {
+        let nearest = (1..ranges.len())
+            .min_by_key(|&i| ranges[i].start - ranges[i - 1].end)
+            .unwrap_or(1);
+        ranges[nearest - 1].end = ranges[nearest].end;
+        ranges.remove(nearest);
+    }
+    ranges
 }

@@ -14,7 +14,7 @@ use crate::graph::client::PageShape;
 use crate::graph::retry::{Backoff, RateLimit, RequestGate, RetryOptions};
 use crate::graph::transport::{HttpTransport, TransportOptions, UreqTransport};
 use crate::pipeline::{self, FrameOutcome, PipelineOptions};
-use crate::plan::{self, Resumed};
+use crate::plan::{self, Plan, Resumed};
 use crate::shutdown::{self, Stop};
 use crate::sink::dedup::DedupSink;
 use crate::sink::{self, Sink, redis::Dedup, redis::REDIS_BACKOFF};
@@ -60,21 +60,17 @@ impl RunReport {
         }
     }
 
-    /// Moves the watermark past the oldest-first run of complete frames and stores it.
-    /// An empty window leaves it as it is; any other window has `progress` to start
-    /// from (a first run stored its start before exporting).
-    fn save_progress(&mut self, store: &dyn StateStore, progress: Option<Progress>) {
+    /// Stores where the plan's reads leave the progress: the frontiers move on, and
+    /// the unfinished parts of failed frames are owed to later runs. An empty window
+    /// leaves it as it is; any other window has `progress` to start from (a first run
+    /// stored its start before exporting).
+    fn save_progress(&mut self, store: &dyn StateStore, plan: &Plan, progress: Option<Progress>) {
         let Some(progress) = progress.filter(|_| self.window.start().is_some()) else {
             return;
         };
-        let watermark = self
-            .window
-            .advance(progress.watermark, |i| self.frames[i].failure.is_none());
-        match store.save(Progress {
-            watermark,
-            ..progress
-        }) {
-            Ok(()) => self.watermark = Some(watermark),
+        let next = plan.after(&progress, |i| self.frames[i].unfinished);
+        match store.save(next.clone()) {
+            Ok(()) => self.watermark = Some(next.watermark),
             Err(e) => {
                 log::error!("{e}");
                 self.state_error = Some(e);
@@ -158,10 +154,11 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         plan::plan(config, now)?
     };
     let mut resumed = plan::resume(config, &redis_retry).map_err(interrupted)?;
-    let window = match resumed.as_ref().and_then(|r| r.progress) {
-        Some(progress) => plan::from_watermark(config, now, progress),
-        None => planned,
-    };
+    let plan = resumed.as_ref().map(|r| match &r.progress {
+        Some(progress) => Plan::resume(config, now, progress),
+        None => Plan::first_run(config, now, planned.clone()),
+    });
+    let window = plan.as_ref().map_or(planned, |p| p.window.clone());
     let state_lost = match &mut resumed {
         Some(resumed) => resumed.start_first_run(&window)?,
         None => None,
@@ -206,12 +203,15 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         watermark: None,
         state_error: state_lost,
     };
-    if let Some(Resumed {
-        mut store,
-        progress,
-    }) = resumed
+    if let (
+        Some(Resumed {
+            mut store,
+            progress,
+        }),
+        Some(plan),
+    ) = (resumed, plan)
     {
-        report.save_progress(store.as_ref(), progress);
+        report.save_progress(store.as_ref(), &plan, progress);
         store.unlock();
     }
     Ok(report)
@@ -257,7 +257,7 @@ fn token_source(config: &Config, transport: Arc<dyn HttpTransport>) -> TokenSour
 }
 
 /// The configured sink, deduplicating when the run keeps state: in Redis with a
-/// seen-set pruned below the window's start, otherwise through the state file's seen
+/// seen-set pruned below the oldest second still to be read, otherwise through the state file's seen
 /// ids. A backfill writes every record of its range.
 fn open_sink(
     config: &Config,
@@ -265,9 +265,14 @@ fn open_sink(
     resumed: Option<&Resumed>,
     window: &Window,
 ) -> Result<Box<dyn Sink>, Error> {
-    let dedup = resumed.map(|_| Dedup {
+    // Ids are kept as long as any run may read their second again: this one, or a
+    // later one's second read or owed range.
+    let dedup = resumed.map(|r| Dedup {
         seen_key: state::redis_key(&config.queue_key, "seen"),
-        floor: window.start().map(|start| start.unix_timestamp()),
+        floor: window
+            .start()
+            .map(|start| r.progress.as_ref().map_or(start, |p| p.floor().min(start)))
+            .map(|floor| floor.unix_timestamp()),
     });
     let sink = sink::open(config, redis_retry, dedup)?;
     Ok(match resumed.and_then(|r| r.store.seen()) {

@@ -24,12 +24,84 @@ use crate::graph::retry::RetryOptions;
 use crate::ids;
 use crate::sink::dedup::SeenSet;
 use crate::sink::redis::{connect, connect_attempt, open_client, retrying};
+use crate::window::Frame;
 
-/// Where the next run starts, and where the first one started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the runs so far have read. Every second is read twice: once when it becomes
+/// due (the first pass), once more when it is `rescan` seconds past due (the second
+/// pass, for sign-ins Graph published late).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
+    /// Every second before it had its first read, except `owed_first`.
     pub watermark: OffsetDateTime,
+    /// Where the first run started: nothing before it is ever read.
     pub origin: OffsetDateTime,
+    /// Every second before it had its second read (or needs none), except
+    /// `owed_second`.
+    pub rescanned: OffsetDateTime,
+    /// Ranges below the watermark still owed their first read: the unfinished parts of
+    /// failed frames.
+    pub owed_first: Vec<Frame>,
+    /// Ranges below `rescanned` still owed their second read.
+    pub owed_second: Vec<Frame>,
+}
+
+impl Progress {
+    /// A first run's progress before it reads anything: all starts at `start`.
+    pub fn starting_at(start: OffsetDateTime) -> Self {
+        Progress {
+            watermark: start,
+            origin: start,
+            rescanned: start,
+            owed_first: Vec::new(),
+            owed_second: Vec::new(),
+        }
+    }
+
+    /// The oldest second any later run may read again.
+    pub fn floor(&self) -> OffsetDateTime {
+        self.owed_first
+            .iter()
+            .chain(&self.owed_second)
+            .map(|r| r.start)
+            .chain([self.rescanned, self.watermark])
+            .min()
+            .unwrap_or(self.watermark)
+    }
+}
+
+/// Where the second pass stands for state written before it existed: that version
+/// re-read the `rescan` seconds before the watermark on every run, so those seconds
+/// may still be owed a second read.
+fn before_second_pass(
+    watermark: OffsetDateTime,
+    origin: OffsetDateTime,
+    rescan: u64,
+) -> OffsetDateTime {
+    (watermark - time::Duration::seconds(rescan as i64)).max(origin)
+}
+
+/// Ranges as stored: `start-end,start-end` in Unix seconds, both ends included.
+pub fn encode_ranges(ranges: &[Frame]) -> String {
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|r| format!("{}-{}", r.start.unix_timestamp(), r.end.unix_timestamp()))
+        .collect();
+    parts.join(",")
+}
+
+/// The inverse of [`encode_ranges`]; None if `text` is not of that form.
+pub fn decode_ranges(text: &str) -> Option<Vec<Frame>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    text.split(',')
+        .map(|part| {
+            let (start, end) = part.split_once('-')?;
+            let at = |s: &str| OffsetDateTime::from_unix_timestamp(s.parse().ok()?).ok();
+            let (start, end) = (at(start)?, at(end)?);
+            (start <= end).then_some(Frame { start, end })
+        })
+        .collect()
 }
 
 pub trait StateStore {
@@ -78,16 +150,20 @@ end
 return 0
 "#;
 
-/// KEYS: lock, state. ARGV: token, watermark, origin. 0 when the lock is not ours.
+/// KEYS: lock, state. ARGV: token, watermark, origin, rescanned, owed_first,
+/// owed_second. 0 when the lock is not ours. The frontiers never move back.
 const SAVE_SCRIPT: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
-local current = tonumber(redis.call('HGET', KEYS[2], 'watermark') or '0')
-if tonumber(ARGV[2]) > current then
-  redis.call('HSET', KEYS[2], 'watermark', ARGV[2])
+for i, field in ipairs({'watermark', 'rescanned'}) do
+  local current = tonumber(redis.call('HGET', KEYS[2], field) or '0')
+  if tonumber(ARGV[i * 2]) > current then
+    redis.call('HSET', KEYS[2], field, ARGV[i * 2])
+  end
 end
 redis.call('HSETNX', KEYS[2], 'origin', ARGV[3])
+redis.call('HSET', KEYS[2], 'owed_first', ARGV[5], 'owed_second', ARGV[6])
 return 1
 "#;
 
@@ -97,6 +173,7 @@ pub struct RedisState {
     queue_key: String,
     lock_key: String,
     state_key: String,
+    rescan: u64,
     token: String,
     retry: RetryOptions,
     renewer: Option<(Sender<()>, std::thread::JoinHandle<()>)>,
@@ -109,6 +186,7 @@ impl RedisState {
             client: open_client(config)?,
             endpoint: config.redis.endpoint().to_string(),
             queue_key: config.queue_key.clone(),
+            rescan: config.rescan,
             lock_key: redis_key(&config.queue_key, "lock"),
             state_key: redis_key(&config.queue_key, "state"),
             token: ids::guid(),
@@ -207,24 +285,50 @@ impl StateStore for RedisState {
 
     fn load(&self) -> Result<Option<Progress>, Error> {
         let key = &self.state_key;
-        let (watermark, origin): (Option<i64>, Option<i64>) = self.with_connection(key, |c| {
-            redis::cmd("HMGET")
-                .arg(key)
-                .arg("watermark")
-                .arg("origin")
-                .query(c)
+        let fields = [
+            "watermark",
+            "origin",
+            "rescanned",
+            "owed_first",
+            "owed_second",
+        ];
+        let stored: Vec<Option<String>> = self.with_connection(key, |c| {
+            redis::cmd("HMGET").arg(key).arg(&fields[..]).query(c)
         })?;
-        let at = |field: &str, seconds: i64| {
-            OffsetDateTime::from_unix_timestamp(seconds)
-                .map_err(|_| Error::State(format!("{key} field {field}: {seconds} is not a time")))
+        let field = |i: usize| stored.get(i).cloned().flatten();
+        let corrupt = |name: &str, value: &str| {
+            Error::State(format!(
+                "{key} field {name}: {value:?} is not what msgx-once stored"
+            ))
         };
-        match (watermark, origin) {
-            (Some(watermark), Some(origin)) => Ok(Some(Progress {
-                watermark: at("watermark", watermark)?,
-                origin: at("origin", origin)?,
-            })),
-            _ => Ok(None),
-        }
+        let at = |i: usize| -> Result<Option<OffsetDateTime>, Error> {
+            field(i)
+                .map(|v| {
+                    v.parse::<i64>()
+                        .ok()
+                        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+                        .ok_or_else(|| corrupt(fields[i], &v))
+                })
+                .transpose()
+        };
+        let ranges = |i: usize| -> Result<Vec<Frame>, Error> {
+            let text = field(i).unwrap_or_default();
+            decode_ranges(&text).ok_or_else(|| corrupt(fields[i], &text))
+        };
+        let (Some(watermark), Some(origin)) = (at(0)?, at(1)?) else {
+            return Ok(None);
+        };
+        Ok(Some(Progress {
+            watermark,
+            origin,
+            // State from before the second pass existed: that version re-read the
+            // `rescan` seconds before the watermark on every run.
+            rescanned: at(2)?
+                .unwrap_or_else(|| before_second_pass(watermark, origin, self.rescan))
+                .min(watermark),
+            owed_first: ranges(3)?,
+            owed_second: ranges(4)?,
+        }))
     }
 
     fn save(&self, progress: Progress) -> Result<(), Error> {
@@ -236,6 +340,9 @@ impl StateStore for RedisState {
                 .arg(&self.token)
                 .arg(progress.watermark.unix_timestamp())
                 .arg(progress.origin.unix_timestamp())
+                .arg(progress.rescanned.unix_timestamp())
+                .arg(encode_ranges(&progress.owed_first))
+                .arg(encode_ranges(&progress.owed_second))
                 .invoke(c)
         })?;
         if saved == 1 && !self.lost.load(Ordering::SeqCst) {
@@ -345,6 +452,13 @@ pub struct FileState {
 struct FileProgress {
     watermark: i64,
     origin: i64,
+    /// Absent in state files written before the second pass existed.
+    #[serde(default)]
+    rescanned: Option<i64>,
+    #[serde(default)]
+    owed_first: String,
+    #[serde(default)]
+    owed_second: String,
     #[serde(default)]
     seen: HashMap<String, i64>,
 }
@@ -407,24 +521,40 @@ impl StateStore for FileState {
             OffsetDateTime::from_unix_timestamp(seconds)
                 .map_err(|e| self.failed("not a msgx state file", e))
         };
+        let (watermark, origin) = (at(stored.watermark)?, at(stored.origin)?);
+        let ranges = |text: &str| {
+            decode_ranges(text).ok_or_else(|| self.failed("not a msgx state file", text))
+        };
         let progress = Progress {
-            watermark: at(stored.watermark)?,
-            origin: at(stored.origin)?,
+            watermark,
+            origin,
+            rescanned: match stored.rescanned {
+                Some(seconds) => at(seconds)?,
+                None => before_second_pass(watermark, origin, self.rescan as u64),
+            }
+            .min(watermark),
+            owed_first: ranges(&stored.owed_first)?,
+            owed_second: ranges(&stored.owed_second)?,
         };
         self.seen.replace(stored.seen);
         Ok(Some(progress))
     }
 
     fn save(&self, progress: Progress) -> Result<(), Error> {
-        let watermark = match self.read()? {
-            Some(current) => progress.watermark.unix_timestamp().max(current.watermark),
-            None => progress.watermark.unix_timestamp(),
+        let current = self.read()?;
+        let never_back = |ours: OffsetDateTime, theirs: Option<i64>| {
+            ours.unix_timestamp().max(theirs.unwrap_or(i64::MIN))
         };
-        let floor = (watermark - self.rescan).max(progress.origin.unix_timestamp());
         let stored = FileProgress {
-            watermark,
+            watermark: never_back(progress.watermark, current.as_ref().map(|c| c.watermark)),
             origin: progress.origin.unix_timestamp(),
-            seen: self.seen.snapshot(floor),
+            rescanned: Some(never_back(
+                progress.rescanned,
+                current.as_ref().and_then(|c| c.rescanned),
+            )),
+            owed_first: encode_ranges(&progress.owed_first),
+            owed_second: encode_ranges(&progress.owed_second),
+            seen: self.seen.snapshot(progress.floor().unix_timestamp()),
         };
         let text = serde_json::to_string(&stored).map_err(|e| self.failed("cannot encode", e))?;
         let temporary = PathBuf::from(format!("{}.tmp", self.path.display()));

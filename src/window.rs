@@ -22,6 +22,25 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// The seconds from `start` to `end`, both included (`[start, end_exclusive)`
+    /// given as such); None when empty.
+    pub fn between(start: OffsetDateTime, end_exclusive: OffsetDateTime) -> Option<Frame> {
+        (start < end_exclusive).then(|| Frame {
+            start,
+            end: end_exclusive - SECOND,
+        })
+    }
+
+    /// How many seconds it covers.
+    pub fn seconds(&self) -> u64 {
+        ((self.end - self.start).whole_seconds() + 1).max(0) as u64
+    }
+
+    /// The second after its last.
+    pub fn end_exclusive(&self) -> OffsetDateTime {
+        self.end + SECOND
+    }
+
     /// The `$filter` that selects exactly this frame's sign-ins.
     pub fn filter(&self) -> String {
         format!(
@@ -44,13 +63,34 @@ impl fmt::Display for Frame {
     }
 }
 
-/// How far a stateful run reaches back and forward from its watermark.
-#[derive(Debug, Clone, Copy)]
-pub struct ResumeLimits {
-    pub rescan: u64,
-    pub max_catchup: u64,
-    pub stream_frame: u64,
-    pub streams: usize,
+/// `ranges` sorted, with overlapping and adjacent ones joined.
+pub fn merge(mut ranges: Vec<Frame>) -> Vec<Frame> {
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<Frame> = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        match merged.last_mut() {
+            Some(last) if range.start <= last.end + SECOND => last.end = last.end.max(range.end),
+            _ => merged.push(range),
+        }
+    }
+    merged
+}
+
+/// The parts of `range` outside every one of `holes`.
+pub fn subtract(range: Frame, holes: &[Frame]) -> Vec<Frame> {
+    let mut parts = vec![range];
+    for hole in holes {
+        parts = parts
+            .into_iter()
+            .flat_map(|part| {
+                let before = Frame::between(part.start, hole.start.min(part.end_exclusive()));
+                let after =
+                    Frame::between(hole.end_exclusive().max(part.start), part.end_exclusive());
+                [before, after].into_iter().flatten()
+            })
+            .collect();
+    }
+    parts
 }
 
 /// The seconds a run covers, in frames.
@@ -90,50 +130,17 @@ impl Window {
         Window { frames }
     }
 
-    /// A stateful run's window: from `rescan` seconds before the `watermark` (never
-    /// before `origin`, the first run's start) to the end of the lagged window, but at
-    /// most `max_catchup` seconds past the watermark. Oldest frame first.
-    ///
-    /// The rescan is cut into at most `streams` frames (never shorter than
-    /// `stream_frame`): every frame costs at least one request of Graph's budget, and
-    /// the rescanned seconds were exported before, so they need no fine cut.
-    pub fn resume(
-        watermark: OffsetDateTime,
-        origin: OffsetDateTime,
-        lagged_end: OffsetDateTime,
-        limits: ResumeLimits,
-    ) -> Self {
-        let rescan_start = (watermark - Duration::seconds(limits.rescan as i64)).max(origin);
-        let catchup_end = watermark + Duration::seconds(limits.max_catchup as i64);
-        let end = lagged_end.min(catchup_end).max(watermark);
-        let rescan_frame = limits
-            .stream_frame
-            .max(limits.rescan.div_ceil(limits.streams.max(1) as u64));
-        let mut window = Window::backfill(rescan_start, watermark, rescan_frame);
-        window
-            .frames
-            .extend(Window::backfill(watermark, end, limits.stream_frame).frames);
-        window
-    }
-
-    /// Where the next run starts: past the last frame of the oldest-first run of
-    /// complete frames, never behind `watermark`. `complete(i)` says whether frame `i`
-    /// was fetched and written whole.
-    pub fn advance(
-        &self,
-        watermark: OffsetDateTime,
-        complete: impl Fn(usize) -> bool,
-    ) -> OffsetDateTime {
-        let mut order: Vec<usize> = (0..self.frames.len()).collect();
-        order.sort_by_key(|&i| self.frames[i].start);
-        let mut next = watermark;
-        for i in order {
-            if !complete(i) {
-                break;
-            }
-            next = next.max(self.frames[i].end + SECOND);
-        }
-        next
+    /// `range` cut into at most `streams` frames of equal length, none shorter than
+    /// `stream_frame` (the last may be): each frame costs at least one request of
+    /// Graph's budget, and within a frame requests follow the records, so a range of N
+    /// records costs at most `ceil(N / page_size) + streams` requests however long it is.
+    pub fn cut(range: Frame, streams: usize, stream_frame: u64) -> Vec<Frame> {
+        let seconds = range.seconds();
+        let count = seconds
+            .div_ceil(stream_frame.max(1))
+            .clamp(1, streams.max(1) as u64);
+        let step = Duration::seconds(seconds.div_ceil(count) as i64);
+        Window::backfill(range.start, range.end + SECOND, step.whole_seconds() as u64).frames
     }
 
     /// The first second of the window.
@@ -278,74 +285,51 @@ mod tests {
     }
 
     #[test]
-    fn resume_rescans_back_to_origin_and_caps_the_catch_up() {
+    fn ranges_are_cut_into_at_most_streams_frames() {
         let at = |s: &str| {
             OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
         };
-        let limits = ResumeLimits {
-            rescan: 600,
-            max_catchup: 3600,
-            stream_frame: 60,
-            streams: 2,
-        };
-        // Second run, a minute after the first: the rescan stops at the origin.
-        let w = Window::resume(
-            at("2026-11-29T10:01:00Z"),
-            at("2026-11-29T10:00:00Z"),
-            at("2026-11-29T10:02:00Z"),
-            limits,
-        );
+        let day = Frame::between(at("2026-11-28T00:00:00Z"), at("2026-11-29T00:00:00Z")).unwrap();
+        let frames = Window::cut(day, 2, 30);
         assert_eq!(
-            w.to_string(),
-            "[2026-11-29T10:00:00Z - 2026-11-29T10:01:59Z]"
-        );
-        assert_eq!(w.frames.len(), 2);
-        // A day behind: ten minutes of rescan, then one hour of catch-up.
-        let w = Window::resume(
-            at("2026-11-28T10:00:00Z"),
-            at("2026-11-01T00:00:00Z"),
-            at("2026-11-29T10:00:00Z"),
-            limits,
-        );
-        assert_eq!(
-            w.to_string(),
-            "[2026-11-28T09:50:00Z - 2026-11-28T10:59:59Z]"
-        );
-        // Nothing new yet: only the rescan, in two 5-minute frames (one per stream).
-        let w = Window::resume(
-            at("2026-11-29T10:02:00Z"),
-            at("2026-11-29T09:00:00Z"),
-            at("2026-11-29T10:01:30Z"),
-            limits,
-        );
-        assert_eq!(
-            w.to_string(),
-            "[2026-11-29T09:52:00Z - 2026-11-29T10:01:59Z]"
-        );
-        let spans: Vec<String> = w.frames.iter().map(Frame::to_string).collect();
-        assert_eq!(
-            spans,
+            frames.iter().map(Frame::to_string).collect::<Vec<_>>(),
             [
-                "[2026-11-29T09:52:00Z - 2026-11-29T09:56:59Z]",
-                "[2026-11-29T09:57:00Z - 2026-11-29T10:01:59Z]"
+                "[2026-11-28T00:00:00Z - 2026-11-28T11:59:59Z]",
+                "[2026-11-28T12:00:00Z - 2026-11-28T23:59:59Z]"
             ]
+        );
+        let minute =
+            Frame::between(at("2026-11-28T00:00:00Z"), at("2026-11-28T00:01:00Z")).unwrap();
+        assert_eq!(
+            Window::cut(minute, 4, 30).len(),
+            2,
+            "no frame under stream_frame"
+        );
+        let odd = Frame::between(at("2026-11-28T00:00:00Z"), at("2026-11-28T00:00:07Z")).unwrap();
+        let frames = Window::cut(odd, 2, 1);
+        assert_eq!(
+            frames.iter().map(Frame::seconds).collect::<Vec<_>>(),
+            [4, 3]
         );
     }
 
     #[test]
-    fn the_watermark_stops_before_the_first_incomplete_frame() {
-        let w = Window::lagged(datetime!(2026-11-29 10:05:00 UTC), 60, 3, 60);
-        // Newest first: frame 2 is the oldest (10:01), frame 0 the newest (10:03).
-        let mark = datetime!(2026-11-29 10:01:00 UTC);
+    fn ranges_merge_and_subtract() {
+        let t = datetime!(2026-01-01 0:00 UTC);
+        let r = |a: i64, b: i64| Frame {
+            start: t + Duration::seconds(a),
+            end: t + Duration::seconds(b),
+        };
         assert_eq!(
-            w.advance(mark, |_| true),
-            datetime!(2026-11-29 10:04:00 UTC)
+            merge(vec![r(5, 9), r(0, 3), r(4, 4), r(20, 30), r(25, 26)]),
+            [r(0, 9), r(20, 30)]
         );
         assert_eq!(
-            w.advance(mark, |i| i != 1),
-            datetime!(2026-11-29 10:02:00 UTC)
+            subtract(r(0, 30), &[r(5, 9), r(20, 40)]),
+            [r(0, 4), r(10, 19)]
         );
-        assert_eq!(w.advance(mark, |i| i != 2), mark);
+        assert_eq!(subtract(r(0, 3), &[r(0, 3)]), []);
+        assert_eq!(r(0, 0).seconds(), 1);
     }
 
     #[test]

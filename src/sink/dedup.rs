@@ -86,6 +86,17 @@ fn read_key(record: &str) -> Result<RecordKey, (String, Option<i64>)> {
     }
 }
 
+/// The createdDateTime of a record, in Unix seconds, if it has a readable one.
+pub fn created_second(record: &str) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Created<'a> {
+        #[serde(rename = "createdDateTime", borrow)]
+        created: std::borrow::Cow<'a, str>,
+    }
+    let fields: Created = serde_json::from_str(record).ok()?;
+    crate::window::parse_created(&fields.created)
+}
+
 /// FNV-1a, 128 bits: stable across runs and Rust versions (the key is stored), and wide
 /// enough that two different records never share one in practice.
 fn fnv1a_128(bytes: &[u8]) -> u128 {

@@ -265,7 +265,7 @@ impl Sim {
     fn get(&self, path_and_query: &str) -> String {
         ureq::get(format!("{}{path_and_query}", self.url()))
             .call()
-            .and_then(|mut r| r.body_mut().read_to_string())
+            .and_then(|mut r| r.body_mut().with_config().limit(1 << 30).read_to_string())
             .expect("simulator answers")
     }
 
@@ -310,6 +310,31 @@ impl Sim {
     /// Fixes the simulator's "now" (what it shows and clips to).
     pub fn set_clock(&self, now: OffsetDateTime) {
         self.get(&format!("/_sim/clock?now={}", rfc3339(now)));
+    }
+
+    /// The `$filter` range of every query's first page so far, in Unix seconds (both
+    /// ends included), in the order they came.
+    pub fn reads(&self) -> Vec<(i64, i64)> {
+        self.get("/_sim/reads")
+            .lines()
+            .filter_map(|l| {
+                let (lo, hi) = l.split_once(' ')?;
+                Some((lo.parse().ok()?, hi.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// How often each second from `start` to `end` (included) was read.
+    pub fn read_counts(&self, start: OffsetDateTime, end: OffsetDateTime) -> Vec<usize> {
+        let reads = self.reads();
+        (start.unix_timestamp()..=end.unix_timestamp())
+            .map(|s| {
+                reads
+                    .iter()
+                    .filter(|(lo, hi)| (*lo..=*hi).contains(&s))
+                    .count()
+            })
+            .collect()
     }
 
     pub fn stats(&self) -> serde_json::Value {

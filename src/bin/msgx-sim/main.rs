@@ -142,6 +142,9 @@ struct Sim {
     clock: Mutex<Option<Ticks>>,
     tokens: Mutex<HashMap<String, Instant>>,
     stats: Mutex<BTreeMap<String, u64>>,
+    /// The `$filter` range of every query's first page, in Unix seconds (both ends
+    /// included): which seconds were read how often.
+    reads: Mutex<Vec<(i64, i64)>>,
     faults: Faults,
 }
 
@@ -194,6 +197,7 @@ fn main() {
         gzip: !args.no_gzip,
         tokens: Mutex::default(),
         stats: Mutex::default(),
+        reads: Mutex::default(),
         faults: Faults {
             every_429: args.every_429,
             retry_after: args.retry_after,
@@ -267,6 +271,7 @@ impl Sim {
             ("GET", "/v1.0/auditlogs/signins") => self.sign_ins(request, &query),
             ("GET", "/_sim/records") => Reply::Full(self.oracle(&query)),
             ("GET", "/_sim/stats") => Reply::Full(self.stats()),
+            ("GET", "/_sim/reads") => Reply::Full(self.reads()),
             ("GET", "/_sim/clock") => Reply::Full(self.set_clock(&query)),
             _ => Reply::Full(graph_error(
                 404,
@@ -435,6 +440,12 @@ impl Sim {
             }
             _ => {}
         }
+        // Counted here, not in `page`: a cached page is a read too.
+        if let (None, Ok(bounds)) = (query.get("$skiptoken"), self.bounds(query)) {
+            let second = |ticks: Ticks| ticks.div_euclid(TICKS_PER_SECOND);
+            let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+            reads.push((second(bounds.lo), second(bounds.hi)));
+        }
         let page = match self
             .pages
             .get_or_render(&request.target, || self.page(&request.target, query))
@@ -500,6 +511,7 @@ impl Sim {
         let bounds = self
             .bounds(query)
             .map_err(|message| graph_error(400, "BadRequest", &message))?;
+
         let endless = query
             .get("$skiptoken")
             .is_some_and(|t| t.starts_with("endless"));
@@ -615,6 +627,16 @@ impl Sim {
             }
             Err(message) => graph_error(400, "BadRequest", &message),
         }
+    }
+
+    /// `GET /_sim/reads`: one `start end` line per query, in Unix seconds.
+    fn reads(&self) -> Response {
+        let reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        let lines: Vec<String> = reads
+            .iter()
+            .map(|(lo, hi)| format!("{lo} {hi}\n"))
+            .collect();
+        Response::new(200, "text/plain", lines.concat().into_bytes())
     }
 
     fn stats(&self) -> Response {
