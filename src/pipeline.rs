@@ -22,8 +22,9 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use time::OffsetDateTime;
 
 use crate::error::{Error, GraphError, SinkError};
@@ -39,6 +40,8 @@ pub struct PipelineOptions {
     pub queue_capacity: usize,
     /// Hand the sink each record's key, for deduplication.
     pub keyed: bool,
+    /// How often a long run logs a progress line.
+    pub progress_every: Duration,
 }
 
 /// Why a frame is incomplete.
@@ -130,18 +133,41 @@ struct Progress {
     failure: Option<FrameFailure>,
     /// The oldest createdDateTime second of each page written, by page number.
     written: BTreeMap<u64, Option<i64>>,
+    /// Pages of the frame, once all were fetched.
+    fetched: Option<u64>,
 }
 
 impl Progress {
+    /// The oldest second of the pages written in an unbroken run from the first.
+    fn oldest_written(&self) -> Option<i64> {
+        (1..)
+            .map_while(|number| self.written.get(&number))
+            .flatten()
+            .min()
+            .copied()
+    }
+
+    /// The share of `frame` read and written: whole once done, else down to the
+    /// oldest second written.
+    fn covered(&self, frame: &Frame) -> f64 {
+        if self.failure.is_some() || self.fetched == Some(self.pages) {
+            return 1.0;
+        }
+        match self.oldest_written() {
+            Some(oldest) => {
+                let done = frame.end.unix_timestamp() - oldest;
+                (done.max(0) as f64 / frame.seconds().max(1) as f64).min(1.0)
+            }
+            None => 0.0,
+        }
+    }
+
     /// The part of `frame` not yet read, if it failed.
     fn unfinished(&self, frame: &Frame) -> Option<Frame> {
         self.failure.as_ref()?;
-        let oldest = (1..)
-            .map_while(|number| self.written.get(&number))
-            .flatten()
-            .min();
-        let end = oldest
-            .and_then(|s| OffsetDateTime::from_unix_timestamp(*s).ok())
+        let end = self
+            .oldest_written()
+            .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
             .map_or(frame.end, |t| t.clamp(frame.start, frame.end));
         Some(Frame {
             start: frame.start,
@@ -167,6 +193,38 @@ impl Ledger {
         self.update(frame, |p| {
             p.failure.get_or_insert(failure);
         });
+    }
+
+    /// One progress line: frames done, records, the budget spent, the share of the
+    /// window covered (by its seconds) and the time that share suggests is left.
+    fn progress_line(&self, frames: &[Frame], client: &GraphClient, elapsed: Duration) -> String {
+        let (mut done, mut records, mut covered, mut total) = (0, 0, 0.0, 0.0);
+        for (progress, frame) in self.0.iter().zip(frames) {
+            let p = progress.lock().unwrap_or_else(|p| p.into_inner());
+            let share = p.covered(frame);
+            done += usize::from(share >= 1.0);
+            records += p.records;
+            covered += share * frame.seconds() as f64;
+            total += frame.seconds() as f64;
+        }
+        let fraction = if total > 0.0 { covered / total } else { 1.0 };
+        let eta = if fraction > 0.0 {
+            format!(
+                "{:.0} s",
+                elapsed.as_secs_f64() * (1.0 - fraction) / fraction
+            )
+        } else {
+            "unknown".into()
+        };
+        let spent = client.spent();
+        format!(
+            "progress: frames {done}/{} done, records {records}, requests {} (throttled {}, waited {:.1} s), {:.0} % of the window, ETA {eta}",
+            frames.len(),
+            spent.requests,
+            spent.throttled,
+            spent.waited.as_secs_f64(),
+            fraction * 100.0
+        )
     }
 
     fn outcomes(self, frames: &[Frame]) -> Vec<FrameOutcome> {
@@ -206,14 +264,32 @@ pub fn run(
     let refused = OnceLock::new();
     let slots = Slots::new(options.queue_capacity);
     let (pages_out, pages_in) = crossbeam_channel::bounded::<Batch>(options.queue_capacity);
+    let started = Instant::now();
+    let (fetching, finished) = crossbeam_channel::bounded::<()>(0);
     std::thread::scope(|scope| {
+        let ledger = &ledger;
+        let reporter = std::thread::Builder::new()
+            .name("progress".into())
+            .spawn_scoped(scope, move || {
+                while let Err(RecvTimeoutError::Timeout) =
+                    finished.recv_timeout(options.progress_every)
+                {
+                    log::info!(
+                        "{}",
+                        ledger.progress_line(frames, client, started.elapsed())
+                    );
+                }
+            });
+        if let Err(e) = reporter {
+            log::warn!("cannot start the progress thread: {e}");
+        }
         for i in 0..options.writers {
             let pages_in = pages_in.clone();
             let writer = Writer {
                 sink,
                 frames,
                 keyed: options.keyed,
-                ledger: &ledger,
+                ledger,
                 sink_down: &sink_down,
             };
             let spawned = std::thread::Builder::new()
@@ -228,7 +304,7 @@ pub fn run(
             for _ in 0..options.streams.min(frames.len()) {
                 let pages_out = pages_out.clone();
                 let shared = Shared {
-                    ledger: &ledger,
+                    ledger,
                     next_frame: &next_frame,
                     sink_down: &sink_down,
                     refused: &refused,
@@ -238,6 +314,7 @@ pub fn run(
             }
         });
         drop(pages_out);
+        drop(fetching);
     });
     if let Err(e) = sink.finish() {
         for i in 0..frames.len() {
@@ -313,6 +390,9 @@ fn fetch_frames(frames: &[Frame], client: &GraphClient, pages_out: &Sender<Batch
             ledger.fail(i, FrameFailure::Write(lost));
             ControlFlow::Break(())
         });
+        if fetched.is_ok() {
+            ledger.update(i, |p| p.fetched = Some(number));
+        }
         if let Err(e) = fetched {
             if e.is_refusal() && shared.refused.set(e.clone()).is_ok() {
                 log::error!("{e}: no further Graph requests in this run");

@@ -8,18 +8,18 @@ use time::OffsetDateTime;
 
 use crate::auth::{Credentials, TokenSource};
 use crate::config::Config;
-use crate::error::{Error, exit};
+use crate::error::{Error, GraphError, exit};
 use crate::graph::GraphClient;
-use crate::graph::client::PageShape;
+use crate::graph::client::{BudgetSpent, PageShape};
 use crate::graph::retry::{Backoff, RateLimit, RequestGate, RetryOptions};
 use crate::graph::transport::{HttpTransport, TransportOptions, UreqTransport};
-use crate::pipeline::{self, FrameOutcome, PipelineOptions};
+use crate::pipeline::{self, FrameFailure, FrameOutcome, PipelineOptions};
 use crate::plan::{self, Plan, Resumed};
 use crate::shutdown::{self, Stop};
 use crate::sink::dedup::DedupSink;
 use crate::sink::{self, Sink, redis::Dedup, redis::REDIS_BACKOFF};
 use crate::state::{self, Progress, StateStore};
-use crate::window::{self, Window};
+use crate::window::{self, Frame, Window};
 
 /// Largest Graph response accepted (after decompression): a 1000-record page is a few
 /// MB, so this only stops a runaway body from exhausting memory.
@@ -41,7 +41,12 @@ pub struct RunReport {
     pub watermark: Option<OffsetDateTime>,
     /// The watermark could not be saved.
     pub state_error: Option<Error>,
+    /// Graph's budget this run spent.
+    pub spent: BudgetSpent,
 }
+
+/// Unread ranges named one by one in the summary; more are counted.
+const RANGES_SHOWN: usize = 8;
 
 impl RunReport {
     pub fn failed(&self) -> impl Iterator<Item = &FrameOutcome> {
@@ -85,14 +90,20 @@ impl RunReport {
         let records: u64 = self.frames.iter().map(|f| f.records).sum();
         let delivered: u64 = self.frames.iter().map(|f| f.delivered).sum();
         let unkeyed: u64 = self.frames.iter().map(|f| f.unkeyed).sum();
+        let spent = &self.spent;
         let mut line = format!(
-            "summary: window {} frames ok {} failed {} pages {} records {} delivered {} seconds {:.3}",
+            "summary: window {} frames ok {} failed {} pages {} records {} delivered {} \
+             requests {} throttled {} retries {} waited {:.1} seconds {:.3}",
             self.window,
             self.frames.len() - failed,
             failed,
             pages,
             records,
             delivered,
+            spent.requests,
+            spent.throttled,
+            spent.retries,
+            spent.waited.as_secs_f64(),
             self.elapsed.as_secs_f64()
         );
         if unkeyed > 0 {
@@ -101,11 +112,77 @@ impl RunReport {
         if let Some(watermark) = self.watermark {
             line.push_str(&format!(" watermark {}", window::utc_second(watermark)));
         }
-        if failed > 0 {
-            let spans: Vec<String> = self.failed().map(|f| f.frame.to_string()).collect();
-            line.push_str(&format!(" failed_frames {}", spans.join(" ")));
+        let unread = self.unread();
+        if !unread.is_empty() {
+            let shown: Vec<String> = unread
+                .iter()
+                .take(RANGES_SHOWN)
+                .map(|r| {
+                    format!(
+                        "[--since {} --until {}]",
+                        window::utc_second(r.start),
+                        window::utc_second(r.end_exclusive())
+                    )
+                })
+                .collect();
+            line.push_str(&format!(" unread {}", shown.join(" ")));
+            if unread.len() > RANGES_SHOWN {
+                line.push_str(&format!(" and {} more", unread.len() - RANGES_SHOWN));
+            }
+            if self.watermark.is_some() {
+                line.push_str(" (owed: the next run reads them)");
+            }
         }
         line
+    }
+
+    /// Says how much the deadline left unread, how far behind that is, and what to
+    /// change, when it ended the run.
+    fn warn_if_cut_short(&self, deadline: Duration, lagged_end: OffsetDateTime) {
+        let cut = self.failed().any(|f| {
+            matches!(
+                f.failure,
+                Some(FrameFailure::Fetch(GraphError::Deadline { .. }))
+            )
+        });
+        let unread = self.unread();
+        let (true, Some(oldest)) = (cut, unread.first()) else {
+            return;
+        };
+        let seconds: u64 = unread.iter().map(Frame::seconds).sum();
+        let deadline = deadline.as_secs();
+        if self.watermark.is_some() {
+            log::warn!(
+                "the deadline ({deadline} s) ended this run with {seconds} s of sign-ins unread, \
+                 the oldest at {} ({} s behind): the next run reads them first; if runs keep \
+                 ending this way, raise deadline, lower rescan or max_catchup, or run less often",
+                window::utc_second(oldest.start),
+                (lagged_end - oldest.start).whole_seconds()
+            );
+        } else {
+            log::warn!(
+                "the deadline ({deadline} s) ended this run with {seconds} s of sign-ins unread: \
+                 export the unread ranges of the summary again, without --deadline"
+            );
+        }
+    }
+
+    /// What the failed frames left unread, as few contiguous ranges as can be.
+    pub fn unread(&self) -> Vec<Frame> {
+        window::merge(self.frames.iter().filter_map(|f| f.unfinished).collect())
+    }
+}
+
+/// A cron run's deadline unless one is given: no request starts after it, so a stuck
+/// run never overlaps several later ticks. A backfill has none unless given.
+const CRON_DEADLINE: Duration = Duration::from_secs(300);
+
+fn deadline(config: &Config) -> Duration {
+    match (config.deadline, config.since) {
+        (Some(deadline), _) => deadline,
+        (None, None) => CRON_DEADLINE,
+        // A century: never, in a form `Instant` arithmetic takes.
+        (None, Some(_)) => Duration::from_secs(100 * 365 * 86_400),
     }
 }
 
@@ -131,7 +208,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
     let retry = RetryOptions {
         max_retries: config.max_retries,
         backoff: BACKOFF,
-        deadline: started + config.deadline,
+        deadline: started + deadline(config),
         stop: stop.clone(),
     };
     let redis_retry = RetryOptions {
@@ -192,9 +269,11 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             writers: config.greenlets_count,
             queue_capacity: config.streams.max(2),
             keyed: resumed.is_some(),
+            progress_every: config.progress_every,
         },
     )?;
     log_failures(&frames);
+    let lagged_end = window::lagged_until(now, config.timelag);
     let mut report = RunReport {
         window,
         frames,
@@ -202,6 +281,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         interrupted: stop.requested(),
         watermark: None,
         state_error: state_lost,
+        spent: client.spent(),
     };
     if let (
         Some(Resumed {
@@ -214,6 +294,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         report.save_progress(store.as_ref(), &plan, progress);
         store.unlock();
     }
+    report.warn_if_cut_short(deadline(config), lagged_end);
     Ok(report)
 }
 
@@ -291,5 +372,39 @@ fn log_failures(frames: &[FrameOutcome]) {
                 outcome.records
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let mut all = vec!["--tenant", "t", "--client_id", "c", "--client_secret", "s"];
+        all.extend(args);
+        let args: Vec<String> = all.iter().map(|s| s.to_string()).collect();
+        match crate::config::load(&args, &|_| None) {
+            Ok(crate::config::Invocation::Run(config)) => *config,
+            _ => panic!("a run"),
+        }
+    }
+
+    #[test]
+    fn backfills_have_no_deadline_unless_given() {
+        assert_eq!(deadline(&config(&[])), CRON_DEADLINE);
+        assert_eq!(
+            deadline(&config(&["--deadline", "9"])),
+            Duration::from_secs(9)
+        );
+        let backfill = [
+            "--since",
+            "2026-01-01T00:00:00Z",
+            "--until",
+            "2026-01-02T00:00:00Z",
+        ];
+        assert!(deadline(&config(&backfill)) > Duration::from_secs(86_400 * 365));
+        let mut limited = backfill.to_vec();
+        limited.extend(["--deadline", "60"]);
+        assert_eq!(deadline(&config(&limited)), Duration::from_secs(60));
     }
 }

@@ -190,7 +190,8 @@ pub struct Config {
     /// Requests per window for all streams together; None: unlimited.
     pub rate_limit: Option<(u32, Duration)>,
     pub max_retries: u32,
-    pub deadline: Duration,
+    /// None: a cron run's default, and no deadline for a backfill.
+    pub deadline: Option<Duration>,
     pub http_timeout: Duration,
     pub queue_backend: Backend,
     pub queue_type: QueueType,
@@ -215,6 +216,8 @@ pub struct Config {
     pub until: Option<OffsetDateTime>,
     /// A fixed "now" for replaying cron runs in tests (`MSGX_NOW`, undocumented in --help).
     pub fixed_now: Option<OffsetDateTime>,
+    /// How often a long run logs its progress (10 s; `MSGX_PROGRESS_SECONDS` in tests).
+    pub progress_every: Duration,
 }
 
 /// What one invocation asks for.
@@ -268,8 +271,21 @@ pub fn load(
             })
         })
         .transpose()?;
+    // A test knob like MSGX_NOW: how often a long run logs its progress.
+    let progress_every = env("MSGX_PROGRESS_SECONDS")
+        .map(|v| {
+            parse::integer(&v, 1, 3600).map_err(|accepted| {
+                ConfigError::usage(format!(
+                    "environment variable MSGX_PROGRESS_SECONDS: invalid value {v:?}; accepted: {accepted}"
+                ))
+            })
+        })
+        .transpose()?;
     let mut config = values.build()?;
     config.fixed_now = fixed_now;
+    if let Some(seconds) = progress_every {
+        config.progress_every = Duration::from_secs(seconds);
+    }
     Ok(Invocation::Run(Box::new(config)))
 }
 
@@ -344,7 +360,9 @@ impl Values {
                 .required("rate_limit", parse::rate_limit)?
                 .map(|(n, seconds)| (n, Duration::from_secs(seconds))),
             max_retries: self.number("max_retries", 0, 100)? as u32,
-            deadline: Duration::from_secs(self.number("deadline", 1, 86_400)?),
+            deadline: self
+                .typed("deadline", |v| parse::integer(v, 1, 86_400))?
+                .map(Duration::from_secs),
             http_timeout: Duration::from_secs(self.number("http_timeout", 1, 3600)?),
             queue_backend: self.required("queue_backend", |v| {
                 parse::choice(v, &["redis", "log", "file"]).map(|c| match c {
@@ -389,6 +407,7 @@ impl Values {
             since,
             until,
             fixed_now: None,
+            progress_every: Duration::from_secs(10),
         })
     }
 
@@ -447,7 +466,10 @@ mod tests {
         assert_eq!(config.page_size, 1000);
         assert_eq!(config.rate_limit, Some((5, Duration::from_secs(10))));
         assert_eq!(config.max_retries, 8);
-        assert_eq!(config.deadline, Duration::from_secs(300));
+        assert_eq!(
+            config.deadline, None,
+            "300 s for cron runs, none for backfills"
+        );
         assert_eq!(config.http_timeout, Duration::from_secs(60));
         assert_eq!(config.state, StateMode::Auto);
         assert_eq!(config.state_file, None);

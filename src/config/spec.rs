@@ -112,8 +112,8 @@ pub const OPTIONS: &[OptionSpec] = &[
     opt(
         "deadline",
         "seconds",
-        Some("300"),
-        "no request starts after this many seconds of run time; unfinished frames fail",
+        None,
+        "no request starts after this many seconds of run time (default 300; none for a --since backfill); unfinished frames fail",
     ),
     opt(
         "http_timeout",

@@ -3,6 +3,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
 
@@ -30,7 +31,29 @@ pub struct PageShape {
     pub select: Option<Vec<String>>,
 }
 
+/// Where a run's share of Graph's request budget went.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetSpent {
+    /// Requests sent (every attempt).
+    pub requests: u64,
+    /// Of those, answered 429.
+    pub throttled: u64,
+    /// Attempts that repeated an earlier one.
+    pub retries: u64,
+    /// Time requests waited for a turn or a 429's pause, summed over streams.
+    pub waited: Duration,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    throttled: AtomicU64,
+    retries: AtomicU64,
+    waited_micros: AtomicU64,
+}
+
 pub struct GraphClient {
+    counters: Counters,
     transport: Arc<dyn HttpTransport>,
     tokens: Arc<TokenSource>,
     graph_url: url::Url,
@@ -63,6 +86,7 @@ impl GraphClient {
         retry: RetryOptions,
     ) -> Self {
         GraphClient {
+            counters: Counters::default(),
             transport,
             tokens,
             graph_url,
@@ -70,6 +94,17 @@ impl GraphClient {
             gate,
             retry,
             bodies: BufferPool::default(),
+        }
+    }
+
+    /// The budget spent so far.
+    pub fn spent(&self) -> BudgetSpent {
+        let c = &self.counters;
+        BudgetSpent {
+            requests: c.requests.load(Ordering::Relaxed),
+            throttled: c.throttled.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            waited: Duration::from_micros(c.waited_micros.load(Ordering::Relaxed)),
         }
     }
 
@@ -142,17 +177,26 @@ impl GraphClient {
         let mut retries = 0;
         let mut token_renewed = false;
         loop {
-            let turn = match self.gate.wait_turn(self.retry.deadline) {
+            let waiting = Instant::now();
+            let turn = self.gate.wait_turn(self.retry.deadline);
+            self.counters
+                .waited_micros
+                .fetch_add(waiting.elapsed().as_micros() as u64, Ordering::Relaxed);
+            let turn = match turn {
                 Ok(turn) => turn,
                 Err(NoTurn::Deadline) => return Err(deadline_reached(None)),
                 Err(NoTurn::Stopped) => return Err(interrupted()),
             };
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
             let fetched = self.fetch_once(url);
             drop(turn);
             let error = match fetched {
                 Ok(page) => return Ok(page),
                 Err(error) => error,
             };
+            if error.is_throttled() {
+                self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+            }
             let renew_token = error.is_expired_token() && !token_renewed;
             if !(renew_token || error.is_transient()) || retries >= self.retry.max_retries {
                 return Err(error);
@@ -172,6 +216,7 @@ impl GraphClient {
             if resume > self.retry.deadline {
                 return Err(deadline_reached(Some(error)));
             }
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
             log::warn!(
                 "{error}; retry {retries}/{} in {:.1}s",
                 self.retry.max_retries,

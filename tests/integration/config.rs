@@ -109,7 +109,7 @@ fn help_lists_every_option_with_its_env_name_and_default() {
         ("page_size", Some("1000")),
         ("rate_limit", Some("5/10")),
         ("max_retries", Some("8")),
-        ("deadline", Some("300")),
+        ("deadline", None),
         ("http_timeout", Some("60")),
         ("redis_url", Some("redis://localhost:6379?db=0")),
         ("greenlets_count", Some("10")),
