@@ -8,6 +8,7 @@
 //! codes are in [`error`].
 
 pub mod auth;
+pub mod budget;
 pub mod buffers;
 pub mod config;
 pub mod error;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use crate::auth::{Credentials, TokenSource};
-use crate::config::Config;
+use crate::budget::RedisBudget;
+use crate::config::{Backend, Config};
 use crate::error::{Error, GraphError, exit};
 use crate::graph::GraphClient;
 use crate::graph::client::{BudgetSpent, PageShape};
@@ -198,12 +199,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
 
     let transport = http_transport(config);
     let stop = Stop::default();
-    let gate = Arc::new(RequestGate::new(
-        config
-            .rate_limit
-            .map(|(requests, per)| RateLimit { requests, per }),
-        stop.clone(),
-    ));
+    let gate = Arc::new(request_gate(config, &stop)?);
     stop_on_signals(&stop, &gate, &transport)?;
     let retry = RetryOptions {
         max_retries: config.max_retries,
@@ -296,6 +292,22 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
     }
     report.warn_if_cut_short(deadline(config), lagged_end);
     Ok(report)
+}
+
+/// The gate that keeps every stream within `rate_limit`; with the Redis backend its
+/// window is shared with every other process of this app and tenant. Other backends
+/// pace this process alone.
+fn request_gate(config: &Config, stop: &Stop) -> Result<RequestGate, Error> {
+    let limit = config
+        .rate_limit
+        .map(|(requests, per)| RateLimit { requests, per });
+    let gate = RequestGate::new(limit, stop.clone());
+    Ok(match (limit, config.queue_backend) {
+        (Some(limit), Backend::Redis) => {
+            gate.with_shared(Box::new(RedisBudget::new(config, limit)?))
+        }
+        _ => gate,
+    })
 }
 
 fn http_transport(config: &Config) -> Arc<dyn HttpTransport> {

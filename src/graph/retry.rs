@@ -3,7 +3,10 @@
 //! All streams share one [`RequestGate`]: it spaces requests to `rate_limit` (a request
 //! holds its place in the window until `per` after its answer), and a 429
 //! pauses every stream until its `Retry-After` has passed (Graph counts the budget per
-//! app and tenant, not per connection). [`Backoff`] decides how long one request waits
+//! app and tenant, not per connection). Other processes of the same app and tenant (a
+//! cron run beside a backfill, runs on two hosts) spend the same budget: with a
+//! [`SharedBudget`] the gate also claims each request's place there, and honours the
+//! pauses other processes' 429s set; if it fails, the gate paces this process alone. [`Backoff`] decides how long one request waits
 //! before its next attempt: the server's `Retry-After` when given, otherwise
 //! exponential backoff with full jitter.
 
@@ -36,11 +39,27 @@ struct GateState {
     paused_until: Option<Instant>,
 }
 
+/// The budget as other processes see it too (the Redis backend keeps it in Redis).
+pub trait SharedBudget: Send + Sync {
+    /// Claims a place for request `id`: None when granted, else how long to wait
+    /// before asking again (the window is full, or a 429 paused everyone).
+    fn claim(&self, id: &str) -> Result<Option<Duration>, String>;
+    /// Request `id` was answered: its place counts for the window's length from now.
+    fn answered(&self, id: &str) -> Result<(), String>;
+    /// Holds every process for `wait` (a 429's Retry-After).
+    fn pause(&self, wait: Duration) -> Result<(), String>;
+}
+
 pub struct RequestGate {
     limit: Option<RateLimit>,
     stop: Stop,
     state: Mutex<GateState>,
     changed: Condvar,
+    shared: Option<Box<dyn SharedBudget>>,
+    /// This process's prefix for the ids of its shared claims.
+    process: String,
+    /// The shared budget failed once: this process paces itself alone from then on.
+    shared_failed: std::sync::atomic::AtomicBool,
 }
 
 /// Why no turn was given.
@@ -61,6 +80,10 @@ pub struct Turn<'a> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
+        if let Some(shared) = self.gate.shared_budget() {
+            let answered = shared.answered(&self.gate.claim_id(self.id));
+            self.gate.check_shared(answered);
+        }
         let mut state = self.gate.lock();
         let now = Instant::now();
         if let Some(claim) = state.claims.iter_mut().find(|c| c.id == self.id) {
@@ -77,6 +100,46 @@ impl RequestGate {
             stop,
             state: Mutex::default(),
             changed: Condvar::new(),
+            shared: None,
+            process: ids::guid(),
+            shared_failed: Default::default(),
+        }
+    }
+
+    /// Also claims every request's place in `shared` (when paced at all).
+    pub fn with_shared(mut self, shared: Box<dyn SharedBudget>) -> Self {
+        self.shared = self.limit.map(|_| shared);
+        self
+    }
+
+    fn shared_budget(&self) -> Option<&dyn SharedBudget> {
+        self.shared.as_deref().filter(|_| {
+            !self
+                .shared_failed
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    fn claim_id(&self, id: u64) -> String {
+        format!("{}:{id}", self.process)
+    }
+
+    /// Falls back to pacing this process alone after the shared budget's first failure.
+    fn check_shared<T>(&self, outcome: Result<T, String>) -> Option<T> {
+        match outcome {
+            Ok(value) => Some(value),
+            Err(e) => {
+                if !self
+                    .shared_failed
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    log::warn!(
+                        "the request budget shared with other processes is unavailable ({e}): \
+                         this run paces itself alone, and runs beside it may draw 429s"
+                    );
+                }
+                None
+            }
         }
     }
 
@@ -101,6 +164,13 @@ impl RequestGate {
             let ready_at = self.ready_at(&mut state, now);
             if ready_at.is_some_and(|t| t <= now) {
                 let id = state.next_id;
+                if let Some(shared) = self.shared_budget() {
+                    // Other processes may hold the budget: wait as for a pause.
+                    if let Some(Some(wait)) = self.check_shared(shared.claim(&self.claim_id(id))) {
+                        state.paused_until = Some(now + wait.min(MAX_RETRY_AFTER));
+                        continue;
+                    }
+                }
                 state.next_id += 1;
                 if self.limit.is_some() {
                     state.claims.push(Claim { id, answered: None });
@@ -141,8 +211,13 @@ impl RequestGate {
         Some(ready.max(freed_at))
     }
 
-    /// Holds every stream until `until` (a 429's Retry-After).
+    /// Holds every stream, and every process sharing the budget, until `until` (a
+    /// 429's Retry-After).
     pub fn pause_all(&self, until: Instant) {
+        if let Some(shared) = self.shared_budget() {
+            let paused = shared.pause(until.saturating_duration_since(Instant::now()));
+            self.check_shared(paused);
+        }
         let mut state = self.lock();
         if state.paused_until.is_none_or(|t| t < until) {
             state.paused_until = Some(until);

@@ -500,3 +500,103 @@ fn a_cron_run_cut_by_its_deadline_says_how_far_behind_and_the_next_catches_up() 
         sim.records(end - Span::seconds(60), end - Span::seconds(1)),
     );
 }
+
+/// Two backfills of the same app and tenant at once, each paced to the budget: with
+/// the Redis backend they share one window in Redis and together stay within it.
+fn two_processes_at_once(backend: &[&str]) -> (u64, Vec<Output>) {
+    let sim = Sim::start(&["--rate", "3", "--throttle", "10/2"]);
+    let redis = RedisServer::start();
+    let since = minutes_ago(20);
+    let runs: Vec<Running> = (0..2)
+        .map(|i| {
+            let key = format!("shared{i}");
+            let mut args = redis_args(
+                &sim,
+                &redis,
+                &key,
+                &["--page_size", "20", "--max_retries", "20"],
+            );
+            args.extend(strings(backend));
+            args.extend(strings(&["--rate_limit", "10/2"]));
+            args.extend(backfill_flags(
+                since + Span::seconds(120 * i),
+                since + Span::seconds(120 * i + 120),
+            ));
+            Running::start(&args)
+        })
+        .collect();
+    let outputs: Vec<Output> = runs
+        .into_iter()
+        .map(|r| r.finish(Duration::from_secs(120)))
+        .collect();
+    for run in &outputs {
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let throttled = sim.stats()["graph_429"].as_u64().unwrap_or(0);
+    let requests: u64 = outputs
+        .iter()
+        .map(|o| o.summary_field("requests").parse::<u64>().expect("count"))
+        .sum();
+    assert!(
+        requests >= 30,
+        "{requests} requests: enough to overdraw 10/2 twice over"
+    );
+    (throttled, outputs)
+}
+
+#[test]
+fn two_processes_share_one_budget_through_redis() {
+    let (throttled, outputs) = two_processes_at_once(&[]);
+    assert!(throttled <= 1, "{throttled} answered 429");
+    let reported: u64 = outputs
+        .iter()
+        .map(|o| o.summary_field("throttled").parse::<u64>().expect("count"))
+        .sum();
+    assert_eq!(reported, throttled, "each summary counts its 429s");
+}
+
+#[test]
+fn without_the_shared_budget_a_run_paces_itself_alone_and_says_so() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "noeval",
+            "on",
+            ">noeval-pw-5",
+            "~*",
+            "&*",
+            "+@all",
+            "-eval",
+            "-evalsha",
+        ])
+        .query(&mut redis.connection())
+        .expect("ACL SETUSER");
+    let mut args = sim.args();
+    let url = format!("redis://noeval:noeval-pw-5@127.0.0.1:{}/0", redis.port);
+    args.extend(strings(&[
+        "--redis_url",
+        &url,
+        "--queue_key",
+        "alone",
+        "--state",
+        "off",
+    ]));
+    args.extend(strings(&["--rate_limit", "5/10"]));
+    let since = minutes_ago(6);
+    args.extend(backfill_flags(since, since + Span::seconds(60)));
+    let run = msgx(&args, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| {
+            l.contains("[WARN] the request budget shared with other processes is unavailable")
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert_same_records(
+        redis.list("alone"),
+        sim.records(since, since + Span::seconds(59)),
+    );
+}
