@@ -28,7 +28,7 @@ trap 'stop_started; rm -rf "$work"' EXIT
 rate=1000 # sign-ins per simulated second: N records take N/1000 seconds of window
 secret=bench-secret
 start_redis "$work"
-redis="redis-cli -p $REDIS_PORT"
+redis=(redis-cli -p "$REDIS_PORT")
 start_sim "$work" --rate "$rate" --cache-mb 6144 \
     --tenant bench --client-id bench --client-secret "$secret"
 sim=$SIM_URL
@@ -57,7 +57,7 @@ walk_frame() {
     local url=$1 page="$work/walk.$BASHPID"
     while [ -n "$url" ]; do
         echo "$url"
-        curl -fsS $CURL_GZIP -o "$page" -H "Authorization: Bearer $TOKEN" "$url"
+        curl -fsS ${CURL_GZIP:+"$CURL_GZIP"} -o "$page" -H "Authorization: Bearer $TOKEN" "$url"
         url=$(grep -o '"@odata.nextLink":"[^"]*"' "$page" | cut -d'"' -f4 || true)
     done
     rm -f "$page"
@@ -88,8 +88,10 @@ for size in "${sizes[@]}"; do
     span=$((size / rate))
     until_s=$(( $(date +%s) / 60 * 60 - 7200 ))
     since_s=$((until_s - span))
+    # msgx-once's frames: the window cut into one frame per stream (4).
     frames=()
-    for ((s = since_s; s < until_s; s += 10)); do frames+=("$s $((s + 9 < until_s - 1 ? s + 9 : until_s - 1))"); done
+    step=$(( (span + 3) / 4 ))
+    for ((s = since_s; s < until_s; s += step)); do frames+=("$s $((s + step - 1 < until_s - 1 ? s + step - 1 : until_s - 1))"); done
     echo "== $size records: window $(iso "$since_s") - $(iso "$until_s"), ${#frames[@]} frames" >&2
 
     # Warm-up: render every page once in both simulators, and list the page URLs.
@@ -98,7 +100,7 @@ for size in "${sizes[@]}"; do
         CURL_GZIP=""
         [ "$target" = "$sim" ] && CURL_GZIP=--compressed # caches the gzipped pages too
         export TOKEN CURL_GZIP
-        for f in "${frames[@]}"; do frame_url "$target" $f; done |
+        for f in "${frames[@]}"; do read -r s e <<<"$f"; frame_url "$target" "$s" "$e"; done |
             xargs -P 4 -I{} bash -c 'walk_frame "$@"' _ {} >"$work/urls.$(basename "$target" | tr -d :)"
     done
     urls="$work/urls.$(basename "$sim" | tr -d :)"
@@ -126,7 +128,7 @@ for size in "${sizes[@]}"; do
     for variant in gzip plain; do
         target=$sim
         [ "$variant" = plain ] && target=$sim_plain
-        $redis flushall >/dev/null
+        "${redis[@]}" flushall >/dev/null
         before=$(sim_stat "$target" graph_bytes)
         GRAPH_CLIENT_SECRET=$secret /usr/bin/time -v -o "$work/time" target/release/msgx-once \
             --tenant bench --client_id bench --graph_url "$target" --login_url "$target" \
@@ -135,7 +137,7 @@ for size in "${sizes[@]}"; do
             --stream_frame 10 --streams 4 --page_size 1000 --rate_limit 0 \
             --log_level warn 2>"$work/log" || { cat "$work/log" >&2; exit 1; }
         wire=$(( $(sim_stat "$target" graph_bytes) - ${before:-0} ))
-        got=$($redis llen bench)
+        got=$("${redis[@]}" llen bench)
         [ "$got" -eq "$records" ] || { echo "msgx-once delivered $got of $records" >&2; exit 1; }
         add_timed "msgx-once $size ($variant)"
         add "   bytes from Graph ($variant)" "" "" "" "$(awk -v b="$wire" 'BEGIN { printf "%.1f MB", b / 1e6 }')" "" ""
@@ -149,18 +151,18 @@ for size in "${sizes[@]}"; do
     add_timed "curl download $size (gzip)"
 
     # redis-cli --pipe: the same records, RPUSH of 1000 at a time.
-    $redis flushall >/dev/null
-    /usr/bin/time -v -o "$work/time" $redis --pipe <"$work/records.resp" >/dev/null
+    "${redis[@]}" flushall >/dev/null
+    /usr/bin/time -v -o "$work/time" "${redis[@]}" --pipe <"$work/records.resp" >/dev/null
     add_timed "redis-cli --pipe $size"
     rm -f "$work/records.resp"
-    $redis flushall >/dev/null
+    "${redis[@]}" flushall >/dev/null
 done
 
 # Redis's own ingest ceiling at the same value size.
-$redis flushall >/dev/null
+"${redis[@]}" flushall >/dev/null
 ceiling=$(redis-benchmark -p "$REDIS_PORT" -t rpush -P 64 -d "$value_size" -n 200000 -q |
     tr '\r' '\n' | grep -o 'RPUSH: [0-9.]*' | tail -1 | awk '{ printf "%d", $2 }')
-$redis flushall >/dev/null
+"${redis[@]}" flushall >/dev/null
 add "redis-benchmark rpush -P 64 -d $value_size" "200000" "" "$ceiling" "" "" ""
 
 # Empty windows, as from cron: the original's stateless window, and a stateful run with

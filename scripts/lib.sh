@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the scripts: install what is missing, as root on a fresh Debian machine.
 
 need_redis() {
@@ -55,6 +56,7 @@ start_sim() {
     STARTED_PIDS+=("$SIM_PID")
     for _ in $(seq 200); do [ -s "$dir/sim.port" ] && break; sleep 0.05; done
     [ -s "$dir/sim.port" ] || { echo "msgx-sim did not start" >&2; return 1; }
+    # shellcheck disable=SC2034 # read by the scripts that source this file
     SIM_URL="http://127.0.0.1:$(cat "$dir/sim.port")"
 }
 

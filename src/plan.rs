@@ -1,7 +1,8 @@
 //! Which seconds a run exports: a `--since/--until` backfill, the original's lagged
-//! window (stateless or first run), or — with `state auto` — from the stored
-//! watermark, rescanning back and catching up at most `max_catchup`. Also opens and
-//! locks the state store that holds the watermark.
+//! window (stateless or first run), or — with `state auto` — a [`Plan`] from the
+//! stored progress: the first reads owed and due (catching up at most `max_catchup`),
+//! and the second reads owed and due. Also opens and locks the state store, and bounds
+//! "now" by Microsoft's clock.
 
 use std::time::SystemTime;
 

@@ -1,9 +1,11 @@
-//! What connects consecutive runs (`state auto`): the watermark — where the next run
-//! starts —, the origin — where the first run started, so that a rescan never reaches
-//! before it —, and the lock that keeps two runs from overlapping.
+//! What connects consecutive runs (`state auto`): the [`Progress`] of both reads of
+//! every second — the watermark (first pass), `rescanned` (second pass), the ranges
+//! still owed by failed frames —, the origin — where the first run started, so that
+//! nothing before it is read —, and the lock that keeps two runs from overlapping.
 //!
 //! The redis backend keeps them in Redis beside the queue: the hash
-//! `{queue_key}:msgx:state` (fields `watermark`, `origin`: Unix seconds) and the lock
+//! `{queue_key}:msgx:state` (fields `watermark`, `origin`, `rescanned`: Unix seconds;
+//! `owed_first`, `owed_second`: `start-end,…`) and the lock
 //! `{queue_key}:msgx:lock`, taken with `SET NX PX`, renewed while the run lasts and
 //! released by compare-and-delete. The log and file backends keep a JSON `state_file`
 //! and lock `{state_file}.lock` with an OS file lock.

@@ -225,7 +225,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         "rescan",
         "seconds",
         Some("600"),
-        "seconds before the watermark re-read each run for late sign-ins (0: off)",
+        "each second is read once more this many seconds after it became due, for late sign-ins (0: once only)",
     ),
     cli_only(
         "since",

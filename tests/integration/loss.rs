@@ -25,10 +25,6 @@ fn expected(sim: &Sim, first: OffsetDateTime, last: OffsetDateTime) -> Vec<Strin
     sim.records(origin(first), lagged_end(last) - Span::seconds(1))
 }
 
-fn now_env(now: OffsetDateTime) -> [(&'static str, String); 1] {
-    [("MSGX_NOW", rfc3339(now))]
-}
-
 /// One cron run at `now` against Redis key `key`.
 fn tick(sim: &Sim, redis: &RedisServer, key: &str, now: OffsetDateTime, extra: &[&str]) -> Output {
     sim.set_clock(now);
@@ -38,22 +34,62 @@ fn tick(sim: &Sim, redis: &RedisServer, key: &str, now: OffsetDateTime, extra: &
     )
 }
 
-/// One cron run at `now` with the file backend and a state file in `dir`.
-fn file_args(sim: &Sim, dir: &TempDir, file_path: &str, extra: &[&str]) -> Vec<String> {
-    let mut args = sim.args();
-    let state = dir.join("state.json");
-    args.extend(strings(&[
-        "--queue_backend",
-        "file",
-        "--file_path",
-        file_path,
-        "--state_file",
-        state.to_str().expect("path"),
-        "--page_size",
-        "10",
-    ]));
-    args.extend(strings(extra));
-    args
+/// Cron runs at one fixed `now` with the file or log backend and a state file.
+struct FileRuns {
+    sim: Sim,
+    dir: TempDir,
+    now: OffsetDateTime,
+    /// The output file, for runs that write to one.
+    out: std::path::PathBuf,
+}
+
+impl FileRuns {
+    fn start() -> Self {
+        let sim = Sim::start(&["--rate", "3"]);
+        let now = minutes_ago(30);
+        sim.set_clock(now);
+        let dir = TempDir::new();
+        let out = dir.join("out.ndjson");
+        FileRuns { sim, dir, now, out }
+    }
+
+    /// The flags of a run with `backend` writing to `file_path`.
+    fn args(&self, backend: &str, file_path: &str) -> Vec<String> {
+        let mut args = self.sim.args();
+        let state = self.dir.join("state.json");
+        args.extend(strings(&[
+            "--queue_backend",
+            backend,
+            "--file_path",
+            file_path,
+            "--state_file",
+            state.to_str().expect("path"),
+            "--page_size",
+            "10",
+        ]));
+        args
+    }
+
+    /// A run writing to `out`.
+    fn run(&self) -> Output {
+        let out = self.out.to_str().expect("path");
+        msgx(&self.args("file", out), &[("MSGX_NOW", &rfc3339(self.now))])
+    }
+
+    /// A run under `script` (see [`msgx_in_bash`]).
+    fn run_in_bash(&self, script: &str, args: &[String]) -> Output {
+        msgx_in_bash(script, args, &[("MSGX_NOW", &rfc3339(self.now))])
+    }
+
+    fn state(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.dir.join("state.json")).expect("state file");
+        serde_json::from_str(&text).expect("state JSON")
+    }
+
+    /// Every record the window holds.
+    fn expected(&self) -> Vec<String> {
+        expected(&self.sim, self.now, self.now)
+    }
 }
 
 fn lines(path: &std::path::Path) -> Vec<String> {
@@ -76,118 +112,87 @@ fn redis_query<T: redis::FromRedisValue>(redis: &RedisServer, args: &[&str]) -> 
 
 #[test]
 fn a_full_device_marks_no_record_delivered_and_the_next_run_delivers_them() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let dir = TempDir::new();
-    let now = minutes_ago(30);
-    sim.set_clock(now);
-    let env = now_env(now);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let failed = msgx(&file_args(&sim, &dir, "/dev/full", &[]), &env);
+    let runs = FileRuns::start();
+    let failed = msgx(
+        &runs.args("file", "/dev/full"),
+        &[("MSGX_NOW", &rfc3339(runs.now))],
+    );
     assert_eq!(failed.code, 1, "{}", failed.stderr);
     assert!(failed.stderr.contains("/dev/full"), "{}", failed.stderr);
-    let out = dir.join("out.ndjson");
-    let run = msgx(
-        &file_args(&sim, &dir, out.to_str().expect("path"), &[]),
-        &env,
-    );
+    let run = runs.run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_same_records(lines(&out), expected(&sim, now, now));
+    assert_same_records(lines(&runs.out), runs.expected());
 }
 
 /// A pipe cannot say what its reader took: pages it accepted count as delivered. One
 /// whose reader has gone fails the page, and nothing of it is marked delivered.
 #[test]
 fn a_closed_stdout_pipe_marks_no_record_delivered() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let dir = TempDir::new();
-    let now = minutes_ago(30);
-    sim.set_clock(now);
-    let env = now_env(now);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let piped = msgx_in_bash(
+    let runs = FileRuns::start();
+    let piped = runs.run_in_bash(
         r#""$0" "$@" | (exec <&-); exit "${PIPESTATUS[0]}""#,
-        &file_args(&sim, &dir, "-", &[]),
-        &env,
+        &runs.args("file", "-"),
     );
     assert_eq!(piped.code, 1, "{}", piped.stderr);
-    let out = dir.join("out.ndjson");
-    let run = msgx(
-        &file_args(&sim, &dir, out.to_str().expect("path"), &[]),
-        &env,
-    );
+    let run = runs.run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_same_records(lines(&out), expected(&sim, now, now));
+    assert_same_records(lines(&runs.out), runs.expected());
 }
 
 #[test]
 fn a_disk_that_fills_mid_run_leaves_whole_lines_and_loses_nothing() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let dir = TempDir::new();
-    let now = minutes_ago(30);
-    sim.set_clock(now);
-    let env = now_env(now);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let out = dir.join("out.ndjson");
-    let path = out.to_str().expect("path");
+    let runs = FileRuns::start();
     // A 40 KiB file size limit stands in for a full disk: writes past it fail (EFBIG),
     // the one that crosses it is cut short.
-    let limited = msgx_in_bash(
+    let limited = runs.run_in_bash(
         r#"trap "" XFSZ; ulimit -f 40; exec "$0" "$@""#,
-        &file_args(&sim, &dir, path, &[]),
-        &env,
+        &runs.args("file", runs.out.to_str().expect("path")),
     );
     assert_eq!(limited.code, 1, "{}", limited.stderr);
-    let text = std::fs::read_to_string(&out).expect("output");
+    let text = std::fs::read_to_string(&runs.out).expect("output");
     assert!(!text.is_empty(), "some pages fit");
     assert!(text.ends_with('\n'), "no torn last record");
-    let all = expected(&sim, now, now);
-    assert!(lines(&out).len() < all.len(), "the limit cut the run short");
-    for line in lines(&out) {
+    let all = runs.expected();
+    assert!(
+        lines(&runs.out).len() < all.len(),
+        "the limit cut the run short"
+    );
+    for line in lines(&runs.out) {
         assert!(all.contains(&line), "a whole record: {line}");
     }
-    let run = msgx(&file_args(&sim, &dir, path, &[]), &env);
+    let run = runs.run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_same_records(lines(&out), all);
+    assert_same_records(lines(&runs.out), all);
 }
 
 // 15. The log sink fails its frames when stderr cannot be written.
 
 #[test]
 fn a_log_sink_whose_stderr_is_full_fails_and_the_next_run_logs_every_record() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let dir = TempDir::new();
-    let now = minutes_ago(30);
-    sim.set_clock(now);
-    let env = now_env(now);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let args: Vec<String> = file_args(&sim, &dir, "-", &[])
-        .into_iter()
-        .map(|a| if a == "file" { "log".to_string() } else { a })
-        .collect();
-    let full = msgx_in_bash(r#"exec "$0" "$@" 2>/dev/full"#, &args, &env);
+    let runs = FileRuns::start();
+    let args = runs.args("log", "-");
+    let full = runs.run_in_bash(r#"exec "$0" "$@" 2>/dev/full"#, &args);
     assert_eq!(full.code, 1);
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).expect("state"))
-            .expect("state JSON");
     let window = format!(
         "{}-{}",
-        origin(now).unix_timestamp(),
-        lagged_end(now).unix_timestamp() - 1
+        origin(runs.now).unix_timestamp(),
+        lagged_end(runs.now).unix_timestamp() - 1
     );
+    let state = runs.state();
     assert_eq!(
         state["owed_first"],
         window.as_str(),
         "the whole window is owed"
     );
     assert_eq!(state["seen"], serde_json::json!({}), "nothing marked seen");
-    let run = msgx(&args, &env);
+    let run = msgx(&args, &[("MSGX_NOW", &rfc3339(runs.now))]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let logged = run
         .stderr
         .lines()
         .filter(|l| l.contains("[INFO] ["))
         .count();
-    assert_eq!(logged, expected(&sim, now, now).len());
+    assert_eq!(logged, runs.expected().len());
 }
 
 // 2. and 7. The dedup script writes nothing unless all of it can be written.

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): Graph requests a per-minute cron spends per minute of data,
+# with the defaults (timelag 120, rescan 600, streams 2, page_size 1000), for a range
+# of tenant rates — this checkout against an earlier one (BEFORE_REV, default the
+# planner that re-read the whole rescan tail every run) — and the keep-up ceiling that
+# implies against Graph's 30 requests a minute (5 per 10 s).
+#
+# Cron is replayed, not waited for: each tick is a msgx-once run at a chosen time
+# (MSGX_NOW, the simulator's /_sim/clock), with --rate_limit 0, so it takes seconds.
+# Requests are counted by the simulator over the last MEASURE ticks, after WARMUP
+# ticks that bring the second pass (rescan) into its steady state.
+#
+#   scripts/bench-budget.sh [RATE…]     (default: 5 50 200 400 sign-ins/s)
+#   BEFORE_REV=<commit> WARMUP=12 MEASURE=5 scripts/bench-budget.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need_cargo
+need_redis
+need_curl
+rates=("$@")
+[ ${#rates[@]} -gt 0 ] || rates=(5 50 200 400)
+before_rev=${BEFORE_REV:-540fcc9}
+warmup=${WARMUP:-12}
+measure=${MEASURE:-5}
+
+work=$(mktemp -d)
+trap 'stop_started; git worktree remove --force "$work/before" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+cargo build --locked --release --bins >&2
+echo "building msgx-once at $before_rev for comparison" >&2
+git worktree add --detach "$work/before" "$before_rev" >/dev/null 2>&1
+(cd "$work/before" && cargo build --locked --release --bin msgx-once \
+    --target-dir "$work/before-target" >&2)
+
+# requests_per_minute BINARY RATE: Graph requests per simulated minute, steady state.
+requests_per_minute() {
+    local binary=$1 rate=$2 t0 tick now before=0 after
+    start_redis "$work"
+    start_sim "$work" --rate "$rate" --tenant bench --client-id bench --client-secret bench-secret
+    t0=$(( $(date +%s) / 60 * 60 - 3600 ))
+    for tick in $(seq 0 $((warmup + measure - 1))); do
+        now=$(iso $((t0 + 60 * tick)))
+        curl -fsS "$SIM_URL/_sim/clock?now=$now" >/dev/null
+        [ "$tick" -eq "$warmup" ] && before=$(sim_stat "$SIM_URL" graph_200)
+        MSGX_NOW=$now GRAPH_CLIENT_SECRET=bench-secret "$binary" \
+            --tenant bench --client_id bench --graph_url "$SIM_URL" --login_url "$SIM_URL" \
+            --redis_url "redis://127.0.0.1:$REDIS_PORT/0" --queue_key bench \
+            --rate_limit 0 2>"$work/log" || { tail -3 "$work/log" >&2; return 1; }
+    done
+    after=$(sim_stat "$SIM_URL" graph_200)
+    stop_started
+    awk -v a="$after" -v b="${before:-0}" -v m="$measure" 'BEGIN { printf "%.1f", (a - b) / m }'
+}
+
+printf '%-14s %-22s %-22s\n' "sign-ins/s" "requests/min before" "requests/min after"
+results=()
+for rate in "${rates[@]}"; do
+    old=$(requests_per_minute "$work/before-target/release/msgx-once" "$rate")
+    new=$(requests_per_minute target/release/msgx-once "$rate")
+    printf '%-14s %-22s %-22s\n' "$rate" "$old" "$new"
+    results+=("$rate $old $new")
+done
+
+# Requests grow linearly with the rate: fit the line through the lowest and highest
+# rates and solve for Graph's 30 requests a minute.
+printf '%s\n' "${results[@]}" | awk '
+    NR == 1 { r1 = $1; o1 = $2; n1 = $3 }
+    { r2 = $1; o2 = $2; n2 = $3 }
+    END {
+        if (r2 == r1) { print "keep-up ceiling: needs two rates"; exit }
+        bo = (o2 - o1) / (r2 - r1); bn = (n2 - n1) / (r2 - r1)
+        printf "keep-up ceiling at 30 requests/min: before %.0f sign-ins/s, after %.0f sign-ins/s\n",
+            r1 + (30 - o1) / bo, r1 + (30 - n1) / bn
+    }'
