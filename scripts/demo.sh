@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job end to end, offline: builds msgx-once and msgx-sim, starts a
 # redis-server and the Graph simulator on free loopback ports, runs msgx-once twice as
-# cron would (the second run resumes from the watermark the first one stored, rescans
-# and delivers nothing twice), shows what landed in Redis, and stops both by pid.
+# cron would (the second run resumes from the watermark the first one stored: right
+# after it nothing new is due, so it reads and delivers nothing), shows what landed in
+# Redis, and stops both by pid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
