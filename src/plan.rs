@@ -58,7 +58,10 @@ const MAX_SKEW: time::Duration = time::Duration::minutes(1);
 /// skew over a minute either way is logged.
 pub fn bound_by_server(now: OffsetDateTime, server_now: Option<SystemTime>) -> OffsetDateTime {
     // `Date` has whole seconds: Microsoft's clock may be up to a second later.
-    let Some(server) = server_now.map(|t| OffsetDateTime::from(t) + time::Duration::SECOND) else {
+    let Some(server) = server_now
+        .map(OffsetDateTime::from)
+        .and_then(|t| t.checked_add(time::Duration::SECOND))
+    else {
         return now;
     };
     let skew = now - server;
@@ -191,9 +194,11 @@ impl Plan {
         let lagged_end = window::lagged_until(now, config.timelag);
         let progress = within_retention(progress, now);
         let watermark = progress.watermark;
-        let first_end = lagged_end
-            .min(watermark + time::Duration::seconds(config.max_catchup as i64))
-            .max(watermark);
+        // Checked: a watermark from a damaged state may sit near the end of time.
+        let catchup_end = watermark
+            .checked_add(time::Duration::seconds(config.max_catchup as i64))
+            .unwrap_or(lagged_end);
+        let first_end = lagged_end.min(catchup_end).max(watermark);
         let behind = (lagged_end - watermark).whole_seconds();
         if behind > config.max_catchup as i64 {
             log::warn!(
@@ -303,4 +308,109 @@ fn cap(mut ranges: Vec<Frame>) -> Vec<Frame> {
         ranges.remove(nearest);
     }
     ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use time::macros::datetime;
+
+    fn config(args: &[&str]) -> Config {
+        let mut all = vec!["--tenant", "t", "--client_id", "c", "--client_secret", "s"];
+        all.extend(args);
+        let args: Vec<String> = all.iter().map(|s| s.to_string()).collect();
+        match crate::config::load(&args, &|_| None) {
+            Ok(crate::config::Invocation::Run(config)) => *config,
+            _ => panic!("a run"),
+        }
+    }
+
+    #[test]
+    fn microsofts_clock_bounds_now_and_a_broken_date_is_harmless() {
+        let now = datetime!(2026-11-30 12:00:00 UTC);
+        let ahead =
+            SystemTime::UNIX_EPOCH + Duration::from_secs(now.unix_timestamp() as u64 - 3600);
+        assert_eq!(
+            bound_by_server(now, Some(ahead)),
+            now - time::Duration::seconds(3599)
+        );
+        let end_of_time = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+        assert_eq!(bound_by_server(now, Some(end_of_time)), now);
+        assert_eq!(bound_by_server(now, None), now);
+    }
+
+    #[test]
+    fn a_steady_minute_reads_the_new_minute_and_the_one_rescan_old() {
+        let now = datetime!(2026-11-30 12:00:00 UTC);
+        let at = |s: i64| now - time::Duration::seconds(s);
+        // Last run a minute ago: due up to now − 180 s; second reads up to 780 s ago.
+        let progress = Progress {
+            watermark: at(180),
+            origin: at(3600),
+            rescanned: at(780),
+            owed_first: Vec::new(),
+            owed_second: Vec::new(),
+        };
+        let plan = Plan::resume(&config(&[]), now, &progress);
+        let spans: Vec<(String, Pass)> = plan
+            .window
+            .frames
+            .iter()
+            .map(Frame::to_string)
+            .zip(plan.passes.iter().copied())
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                (
+                    "[2026-11-30T11:47:00Z - 2026-11-30T11:47:29Z]".into(),
+                    Pass::Second
+                ),
+                (
+                    "[2026-11-30T11:47:30Z - 2026-11-30T11:47:59Z]".into(),
+                    Pass::Second
+                ),
+                (
+                    "[2026-11-30T11:57:00Z - 2026-11-30T11:57:29Z]".into(),
+                    Pass::First
+                ),
+                (
+                    "[2026-11-30T11:57:30Z - 2026-11-30T11:57:59Z]".into(),
+                    Pass::First
+                ),
+            ]
+        );
+        // The second frame of each pass fails having written down to 11:57:40.
+        let next = plan.after(&progress, |i| match i {
+            3 => Some(Frame {
+                start: at(150),
+                end: at(140),
+            }),
+            _ => None,
+        });
+        assert_eq!(next.watermark, at(120));
+        assert_eq!(next.rescanned, at(720));
+        assert_eq!(
+            next.owed_first,
+            [Frame {
+                start: at(150),
+                end: at(140)
+            }]
+        );
+        assert!(next.owed_second.is_empty());
+    }
+
+    #[test]
+    fn a_watermark_at_the_end_of_time_plans_without_overflow() {
+        let now = datetime!(2026-11-30 12:00:00 UTC);
+        let end = datetime!(9999-12-31 23:59:59 UTC);
+        let progress = Progress::starting_at(end);
+        assert!(
+            Plan::resume(&config(&[]), now, &progress)
+                .window
+                .frames
+                .is_empty()
+        );
+    }
 }
