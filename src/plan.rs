@@ -313,18 +313,9 @@ fn cap(mut ranges: Vec<Frame>) -> Vec<Frame> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::test_config;
     use std::time::Duration;
     use time::macros::datetime;
-
-    fn config(args: &[&str]) -> Config {
-        let mut all = vec!["--tenant", "t", "--client_id", "c", "--client_secret", "s"];
-        all.extend(args);
-        let args: Vec<String> = all.iter().map(|s| s.to_string()).collect();
-        match crate::config::load(&args, &|_| None) {
-            Ok(crate::config::Invocation::Run(config)) => *config,
-            _ => panic!("a run"),
-        }
-    }
 
     #[test]
     fn microsofts_clock_bounds_now_and_a_broken_date_is_harmless() {
@@ -352,7 +343,7 @@ mod tests {
             owed_first: Vec::new(),
             owed_second: Vec::new(),
         };
-        let plan = Plan::resume(&config(&[]), now, &progress);
+        let plan = Plan::resume(&test_config(&[]), now, &progress);
         let spans: Vec<(String, Pass)> = plan
             .window
             .frames
@@ -407,7 +398,7 @@ mod tests {
         let end = datetime!(9999-12-31 23:59:59 UTC);
         let progress = Progress::starting_at(end);
         assert!(
-            Plan::resume(&config(&[]), now, &progress)
+            Plan::resume(&test_config(&[]), now, &progress)
                 .window
                 .frames
                 .is_empty()

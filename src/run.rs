@@ -390,22 +390,13 @@ fn log_failures(frames: &[FrameOutcome]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config(args: &[&str]) -> Config {
-        let mut all = vec!["--tenant", "t", "--client_id", "c", "--client_secret", "s"];
-        all.extend(args);
-        let args: Vec<String> = all.iter().map(|s| s.to_string()).collect();
-        match crate::config::load(&args, &|_| None) {
-            Ok(crate::config::Invocation::Run(config)) => *config,
-            _ => panic!("a run"),
-        }
-    }
+    use crate::config::test_config;
 
     #[test]
     fn backfills_have_no_deadline_unless_given() {
-        assert_eq!(deadline(&config(&[])), CRON_DEADLINE);
+        assert_eq!(deadline(&test_config(&[])), CRON_DEADLINE);
         assert_eq!(
-            deadline(&config(&["--deadline", "9"])),
+            deadline(&test_config(&["--deadline", "9"])),
             Duration::from_secs(9)
         );
         let backfill = [
@@ -414,9 +405,9 @@ mod tests {
             "--until",
             "2026-01-02T00:00:00Z",
         ];
-        assert!(deadline(&config(&backfill)) > Duration::from_secs(86_400 * 365));
+        assert!(deadline(&test_config(&backfill)) > Duration::from_secs(86_400 * 365));
         let mut limited = backfill.to_vec();
         limited.extend(["--deadline", "60"]);
-        assert_eq!(deadline(&config(&limited)), Duration::from_secs(60));
+        assert_eq!(deadline(&test_config(&limited)), Duration::from_secs(60));
     }
 }

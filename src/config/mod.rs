@@ -439,6 +439,18 @@ impl Values {
     }
 }
 
+/// A run's configuration from `args` plus test credentials, without the environment.
+#[cfg(test)]
+pub fn test_config(args: &[&str]) -> Config {
+    let mut all = vec!["--tenant", "t", "--client_id", "c", "--client_secret", "s"];
+    all.extend(args);
+    let args: Vec<String> = all.iter().map(|s| s.to_string()).collect();
+    match load(&args, &|_| None) {
+        Ok(Invocation::Run(config)) => *config,
+        other => panic!("expected a run, got {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
