@@ -390,14 +390,14 @@ fn fetch_frames(frames: &[Frame], client: &GraphClient, pages_out: &Sender<Batch
             ledger.fail(i, FrameFailure::Write(lost));
             ControlFlow::Break(())
         });
-        if fetched.is_ok() {
-            ledger.update(i, |p| p.fetched = Some(number));
-        }
-        if let Err(e) = fetched {
-            if e.is_refusal() && shared.refused.set(e.clone()).is_ok() {
-                log::error!("{e}: no further Graph requests in this run");
+        match fetched {
+            Ok(()) => ledger.update(i, |p| p.fetched = Some(number)),
+            Err(e) => {
+                if e.is_refusal() && shared.refused.set(e.clone()).is_ok() {
+                    log::error!("{e}: no further Graph requests in this run");
+                }
+                ledger.fail(i, FrameFailure::Fetch(e));
             }
-            ledger.fail(i, FrameFailure::Fetch(e));
         }
     }
 }

@@ -443,7 +443,7 @@ impl Drop for RedisState {
 /// holds the delivered ids the next run's rescan can meet again.
 pub struct FileState {
     path: PathBuf,
-    rescan: i64,
+    rescan: u64,
     lock: Option<File>,
     /// The lock file was there before this run: an earlier run used this state file.
     lock_file_existed: bool,
@@ -469,7 +469,7 @@ impl FileState {
     pub fn new(path: &Path, rescan: u64) -> Self {
         FileState {
             path: path.to_path_buf(),
-            rescan: rescan as i64,
+            rescan,
             lock: None,
             lock_file_existed: false,
             seen: Arc::default(),
@@ -532,7 +532,7 @@ impl StateStore for FileState {
             origin,
             rescanned: match stored.rescanned {
                 Some(seconds) => at(seconds)?,
-                None => before_second_pass(watermark, origin, self.rescan as u64),
+                None => before_second_pass(watermark, origin, self.rescan),
             }
             .min(watermark),
             owed_first: ranges(&stored.owed_first)?,

@@ -137,8 +137,7 @@ impl GraphClient {
         mut on_page: impl FnMut(Page) -> ControlFlow<()>,
     ) -> Result<(), GraphError> {
         let mut url = self.first_url(frame);
-        let seconds = (frame.end - frame.start).whole_seconds().max(0) as u64 + 1;
-        let max_pages = (seconds * MAX_RECORDS_PER_SECOND)
+        let max_pages = (frame.seconds() * MAX_RECORDS_PER_SECOND)
             .div_ceil(u64::from(self.shape.page_size.max(1)))
             + 10;
         let mut guard = NextLinkGuard::new(&self.graph_url, &url, max_pages);
