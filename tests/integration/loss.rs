@@ -197,46 +197,39 @@ fn a_log_sink_whose_stderr_is_full_fails_and_the_next_run_logs_every_record() {
 
 // 2. and 7. The dedup script writes nothing unless all of it can be written.
 
-#[test]
-fn a_queue_key_of_the_wrong_type_leaves_no_id_marked_seen() {
+/// A run into queue `queue` while `bad_key` holds a string where a `kind` belongs:
+/// exit 1 naming the key, `untouched` still holds (the script wrote nothing); once the
+/// key is deleted the next run delivers every record once.
+fn wrong_type_then_fixed(
+    queue: &str,
+    bad_key: &str,
+    kind: &str,
+    untouched: impl Fn(&RedisServer) -> bool,
+) {
     let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
     let now = minutes_ago(30);
-    let _: () = redis_query(&redis, &["SET", "wq", "not a list"]);
-    let failed = tick(&sim, &redis, "wq", now, &[]);
+    let _: () = redis_query(&redis, &["SET", bad_key, "not a list or zset"]);
+    let failed = tick(&sim, &redis, queue, now, &[]);
     assert_eq!(failed.code, 1, "{}", failed.stderr);
-    assert!(
-        failed
-            .stderr
-            .contains("WRONGTYPE\": key wq holds a string, not a list"),
-        "{}",
-        failed.stderr
-    );
-    assert_eq!(redis_query::<i64>(&redis, &["EXISTS", "wq:msgx:seen"]), 0);
-    let _: () = redis_query(&redis, &["DEL", "wq"]);
-    let run = tick(&sim, &redis, "wq", now, &[]);
+    let refusal = format!("WRONGTYPE\": key {bad_key} holds a string, not a {kind}");
+    assert!(failed.stderr.contains(&refusal), "{}", failed.stderr);
+    assert!(untouched(&redis), "the failed script wrote something");
+    let _: () = redis_query(&redis, &["DEL", bad_key]);
+    let run = tick(&sim, &redis, queue, now, &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_same_records(redis.list("wq"), expected(&sim, now, now));
+    assert_same_records(redis.list(queue), expected(&sim, now, now));
+}
+
+#[test]
+fn a_queue_key_of_the_wrong_type_leaves_no_id_marked_seen() {
+    wrong_type_then_fixed("wq", "wq", "list", |redis| {
+        redis_query::<i64>(redis, &["EXISTS", "wq:msgx:seen"]) == 0
+    });
 }
 
 #[test]
 fn a_seen_set_of_the_wrong_type_leaves_nothing_pushed() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
-    let now = minutes_ago(30);
-    let _: () = redis_query(&redis, &["SET", "ws:msgx:seen", "not a zset"]);
-    let failed = tick(&sim, &redis, "ws", now, &[]);
-    assert_eq!(failed.code, 1, "{}", failed.stderr);
-    assert!(
-        failed
-            .stderr
-            .contains("WRONGTYPE\": key ws:msgx:seen holds a string, not a zset"),
-        "{}",
-        failed.stderr
-    );
-    assert_eq!(redis.len("ws"), 0, "nothing pushed");
-    let _: () = redis_query(&redis, &["DEL", "ws:msgx:seen"]);
-    let run = tick(&sim, &redis, "ws", now, &[]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_same_records(redis.list("ws"), expected(&sim, now, now));
+    wrong_type_then_fixed("ws", "ws:msgx:seen", "zset", |redis| redis.len("ws") == 0);
 }
 
 #[test]
