@@ -7,7 +7,9 @@
 //! in flight until its answer could come at the latest (`http_timeout` later), then
 //! `per` after its answer — the same rule as the in-process gate. Times are Redis's
 //! (`TIME`), so hosts with different clocks agree. Keys:
-//! `msgx:budget:{tenant}:{client_id}:reports` and `…:pause`.
+//! `msgx:budget:{tenant}:{client_id}:{bucket}` and `…:pause` — one window per bucket;
+//! identity protection's limit counts every app of the tenant, so its keys are
+//! `msgx:budget:{tenant}:identity_protection`.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::graph::retry::{RateLimit, SharedBudget};
 use crate::sink::redis::{connect, open_client};
+use crate::sources::Bucket;
 
 /// KEYS: claims, pause. ARGV: limit, claim id, how long a claim in flight counts (ms).
 /// Returns 0 when granted, else the milliseconds to wait.
@@ -68,8 +71,14 @@ pub struct RedisBudget {
 }
 
 impl RedisBudget {
-    pub fn new(config: &Config, limit: RateLimit) -> Result<Self, Error> {
-        let prefix = format!("msgx:budget:{}:{}:reports", config.tenant, config.client_id);
+    pub fn new(config: &Config, bucket: Bucket, limit: RateLimit) -> Result<Self, Error> {
+        let prefix = match bucket.per_tenant() {
+            true => format!("msgx:budget:{}:{bucket}", config.tenant),
+            false => format!(
+                "msgx:budget:{}:{}:{bucket}",
+                config.tenant, config.client_id
+            ),
+        };
         Ok(RedisBudget {
             client: open_client(config)?,
             connection: Mutex::new(None),

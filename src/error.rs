@@ -6,6 +6,7 @@
 use std::fmt;
 
 use crate::config::ConfigError;
+use crate::sources::SourceSpec;
 
 /// Exit codes of `msgx-once`, documented in the README.
 pub mod exit {
@@ -67,6 +68,8 @@ pub enum GraphError {
         message: String,
         request_id: Option<String>,
         retry_after: Option<std::time::Duration>,
+        /// The source asked, whose permission a 403's hint names.
+        source: &'static SourceSpec,
     },
     /// No usable answer: connection refused or reset, timeout, TLS or IO error
     /// (`transient`), or a body over the size cap (not transient).
@@ -99,13 +102,14 @@ impl fmt::Display for GraphError {
                 code,
                 message,
                 request_id,
+                source,
                 ..
             } => {
                 write!(f, "GET {url}: HTTP {status} {code}: {message}")?;
                 if let Some(id) = request_id {
                     write!(f, " (request-id {id})")?;
                 }
-                match forbidden_hint(*status, code) {
+                match forbidden_hint(*status, code, source.permission) {
                     Some(hint) => write!(f, "; {hint}"),
                     None => Ok(()),
                 }
@@ -172,20 +176,20 @@ impl GraphError {
     }
 }
 
-/// What to do about a 403 from the sign-ins endpoint.
-fn forbidden_hint(status: u16, code: &str) -> Option<&'static str> {
+/// What to do about a 403 from a resource that needs `permission`.
+fn forbidden_hint(status: u16, code: &str, permission: &str) -> Option<String> {
     match (status, code) {
-        (403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant") => {
-            Some("the tenant needs an Entra ID P1/P2 licence to read sign-in logs through Graph")
-        }
-        (403, "Authorization_RequestDenied") => Some(
-            "grant the application permission AuditLog.Read.All (admin consent) and make sure \
-             it can read the directory",
+        (403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant") => Some(
+            "the tenant needs an Entra ID P1/P2 licence to read these logs through Graph".into(),
         ),
-        (403, _) => Some(
-            "Graph refused the application: it needs AuditLog.Read.All with admin consent \
-             (and the tenant an Entra ID P1/P2 licence)",
-        ),
+        (403, "Authorization_RequestDenied") => Some(format!(
+            "grant the application permission {permission} (admin consent) and make sure \
+             it can read the directory"
+        )),
+        (403, _) => Some(format!(
+            "Graph refused the application: it needs {permission} with admin consent \
+             (and the tenant an Entra ID P1/P2 licence)"
+        )),
         _ => None,
     }
 }

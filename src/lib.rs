@@ -22,6 +22,7 @@ pub mod run;
 pub mod secret;
 pub mod shutdown;
 pub mod sink;
+pub mod sources;
 pub mod state;
 pub mod window;
 

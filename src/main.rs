@@ -29,10 +29,12 @@ fn main() -> ExitCode {
     match msgx::run(&config) {
         Ok(report) => {
             let code = report.exit_code();
-            if code == exit::OK {
-                log::info!("{}", report.summary());
-            } else {
-                log::error!("{}", report.summary());
+            let level = match code {
+                exit::OK => log::Level::Info,
+                _ => log::Level::Error,
+            };
+            for line in report.summary() {
+                log::log!(level, "{line}");
             }
             ExitCode::from(code)
         }

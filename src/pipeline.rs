@@ -1,6 +1,8 @@
-//! The pipeline of one run: `streams` fetcher threads (a rayon pool) take frames in
-//! order and page through them; pages go through a bounded channel to `writers`
-//! threads that hand them to the sink.
+//! The pipeline of one run: `streams` fetcher threads (a rayon pool) take jobs — a
+//! frame of one source's lane — in order and page through them; pages go through a
+//! bounded channel to `writers` threads that hand them to the lane's sink. Every
+//! source shares the fetchers and writers; the order of the jobs decides who goes
+//! first.
 //!
 //! A fetched page waits for one of `queue_capacity` slots, which it gives back once
 //! written: at most `streams + queue_capacity` pages exist at once, so memory is
@@ -8,15 +10,16 @@
 //! writer threads there are. A ledger records, per frame, what was fetched and
 //! written, so the run can say exactly which frames are incomplete.
 //!
-//! The sink retries a page itself; once a page has failed for good the sink counts as
-//! down: no more pages are fetched or written, and every frame not yet complete fails
-//! with that error instead of spending Graph's budget on pages that cannot land. A
-//! refusal by Graph (403: permission or licence missing) likewise stops all fetching:
+//! The sink retries a page itself; once a page has failed for good the lane's sink
+//! counts as down: no more pages of that lane are fetched or written, and every frame
+//! of it not yet complete fails with that error instead of spending Graph's budget on
+//! pages that cannot land. A refusal by Graph likewise stops the lane's fetching (a
+//! 403: its permission or licence is missing) or all fetching (the token is refused):
 //! it will not change within the run; pages already fetched are still written.
 //!
 //! When the run deduplicates (`keyed`), each page's record keys are read here, once: a
-//! record without a usable id or createdDateTime is delivered all the same (keyed by
-//! its bytes), named in one ERROR line and counted.
+//! record without a usable id or time is delivered all the same (keyed by its bytes),
+//! named in one ERROR line and counted.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -28,10 +31,32 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use time::OffsetDateTime;
 
 use crate::error::{Error, GraphError, SinkError};
+use crate::graph::client::BudgetSpent;
 use crate::graph::{GraphClient, Page};
 use crate::sink::Sink;
-use crate::sink::dedup::{created_second, record_keys};
+use crate::sink::dedup::{record_keys, record_second};
+use crate::sources::SourceSpec;
 use crate::window::Frame;
+
+/// One source's share of the run: where its pages come from and go to.
+#[derive(Clone, Copy)]
+pub struct Lane<'a> {
+    pub client: &'a GraphClient,
+    pub sink: &'a dyn Sink,
+}
+
+impl Lane<'_> {
+    pub fn source(&self) -> &'static SourceSpec {
+        self.client.source()
+    }
+}
+
+/// A frame of one lane.
+#[derive(Debug, Clone, Copy)]
+pub struct Job {
+    pub lane: usize,
+    pub frame: Frame,
+}
 
 pub struct PipelineOptions {
     pub streams: usize,
@@ -42,6 +67,16 @@ pub struct PipelineOptions {
     pub keyed: bool,
     /// How often a long run logs a progress line.
     pub progress_every: Duration,
+    /// Several sources are exported: log lines about a frame name its source.
+    pub name_sources: bool,
+}
+
+/// `"{source} "` when log lines name sources, else nothing.
+fn label(source: &SourceSpec, name_sources: bool) -> String {
+    match name_sources {
+        true => format!("{} ", source.name),
+        false => String::new(),
+    }
 }
 
 /// Why a frame is incomplete.
@@ -63,6 +98,7 @@ impl std::fmt::Display for FrameFailure {
 /// What happened to one frame.
 #[derive(Debug, Clone)]
 pub struct FrameOutcome {
+    pub source: &'static SourceSpec,
     pub frame: Frame,
     pub pages: u64,
     /// Records fetched and handed to the sink.
@@ -87,7 +123,8 @@ impl FrameOutcome {
 }
 
 struct Batch {
-    frame: usize,
+    /// The job's index.
+    job: usize,
     /// The page's number in its frame, from 1.
     number: u64,
     page: Page,
@@ -131,7 +168,7 @@ struct Progress {
     delivered: u64,
     unkeyed: u64,
     failure: Option<FrameFailure>,
-    /// The oldest createdDateTime second of each page written, by page number.
+    /// The oldest second of each page written, by page number.
     written: BTreeMap<u64, Option<i64>>,
     /// Pages of the frame, once all were fetched.
     fetched: Option<u64>,
@@ -197,9 +234,9 @@ impl Ledger {
 
     /// One progress line: frames done, records, the budget spent, the share of the
     /// window covered (by its seconds) and the time that share suggests is left.
-    fn progress_line(&self, frames: &[Frame], client: &GraphClient, elapsed: Duration) -> String {
+    fn progress_line(&self, jobs: &[Job], lanes: &[Lane], elapsed: Duration) -> String {
         let (mut done, mut records, mut covered, mut total) = (0, 0, 0.0, 0.0);
-        for (progress, frame) in self.0.iter().zip(frames) {
+        for (progress, Job { frame, .. }) in self.0.iter().zip(jobs) {
             let p = progress.lock().unwrap_or_else(|p| p.into_inner());
             let share = p.covered(frame);
             done += usize::from(share >= 1.0);
@@ -216,10 +253,10 @@ impl Ledger {
         } else {
             "unknown".into()
         };
-        let spent = client.spent();
+        let spent: BudgetSpent = lanes.iter().map(|l| l.client.spent()).sum();
         format!(
             "progress: frames {done}/{} done, records {records}, requests {} (throttled {}, waited {:.1} s), {:.0} % of the window, ETA {eta}",
-            frames.len(),
+            jobs.len(),
             spent.requests,
             spent.throttled,
             spent.waited.as_secs_f64(),
@@ -227,13 +264,14 @@ impl Ledger {
         )
     }
 
-    fn outcomes(self, frames: &[Frame]) -> Vec<FrameOutcome> {
+    fn outcomes(self, jobs: &[Job], lanes: &[Lane]) -> Vec<FrameOutcome> {
         self.0
             .into_iter()
-            .zip(frames)
-            .map(|(progress, frame)| {
+            .zip(jobs)
+            .map(|(progress, Job { lane, frame })| {
                 let p = progress.into_inner().unwrap_or_else(|p| p.into_inner());
                 FrameOutcome {
+                    source: lanes[*lane].source(),
                     unfinished: p.unfinished(frame),
                     frame: *frame,
                     pages: p.pages,
@@ -247,10 +285,18 @@ impl Ledger {
     }
 }
 
+/// Halts of one lane: why its pages are no longer fetched or written.
+#[derive(Default)]
+struct Halts {
+    /// The write failure that made the lane's sink count as down.
+    sink_down: OnceLock<SinkError>,
+    /// Graph's refusal of the lane's resource (403).
+    refused: OnceLock<GraphError>,
+}
+
 pub fn run(
-    frames: &[Frame],
-    client: &GraphClient,
-    sink: &dyn Sink,
+    jobs: &[Job],
+    lanes: &[Lane],
     options: &PipelineOptions,
 ) -> Result<Vec<FrameOutcome>, Error> {
     let fetchers = rayon::ThreadPoolBuilder::new()
@@ -258,10 +304,10 @@ pub fn run(
         .thread_name(|i| format!("fetch-{i}"))
         .build()
         .map_err(|e| Error::Setup(format!("cannot start fetcher threads: {e}")))?;
-    let ledger = Ledger::new(frames.len());
-    let next_frame = AtomicUsize::new(0);
-    let sink_down = OnceLock::new();
-    let refused = OnceLock::new();
+    let ledger = Ledger::new(jobs.len());
+    let next_job = AtomicUsize::new(0);
+    let halts: Vec<Halts> = lanes.iter().map(|_| Halts::default()).collect();
+    let token_refused = OnceLock::new();
     let slots = Slots::new(options.queue_capacity);
     let (pages_out, pages_in) = crossbeam_channel::bounded::<Batch>(options.queue_capacity);
     let started = Instant::now();
@@ -274,10 +320,7 @@ pub fn run(
                 while let Err(RecvTimeoutError::Timeout) =
                     finished.recv_timeout(options.progress_every)
                 {
-                    log::info!(
-                        "{}",
-                        ledger.progress_line(frames, client, started.elapsed())
-                    );
+                    log::info!("{}", ledger.progress_line(jobs, lanes, started.elapsed()));
                 }
             });
         if let Err(e) = reporter {
@@ -286,85 +329,124 @@ pub fn run(
         for i in 0..options.writers {
             let pages_in = pages_in.clone();
             let writer = Writer {
-                sink,
-                frames,
+                jobs,
+                lanes,
                 keyed: options.keyed,
+                name_sources: options.name_sources,
                 ledger,
-                sink_down: &sink_down,
+                halts: &halts,
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("write-{i}"))
-                .spawn_scoped(scope, move || writer.write_pages(pages_in, client));
+                .spawn_scoped(scope, move || writer.write_pages(pages_in));
             if let Err(e) = spawned {
                 log::warn!("cannot start writer thread {i}: {e}");
             }
         }
         drop(pages_in);
         fetchers.scope(|s| {
-            for _ in 0..options.streams.min(frames.len()) {
+            for _ in 0..options.streams.min(jobs.len()) {
                 let pages_out = pages_out.clone();
                 let shared = Shared {
+                    jobs,
+                    lanes,
+                    name_sources: options.name_sources,
                     ledger,
-                    next_frame: &next_frame,
-                    sink_down: &sink_down,
-                    refused: &refused,
+                    next_job: &next_job,
+                    halts: &halts,
+                    token_refused: &token_refused,
                     slots: &slots,
                 };
-                s.spawn(move |_| fetch_frames(frames, client, &pages_out, shared));
+                s.spawn(move |_| fetch_jobs(&pages_out, shared));
             }
         });
         drop(pages_out);
         drop(fetching);
     });
-    if let Err(e) = sink.finish() {
-        for i in 0..frames.len() {
-            ledger.fail(i, FrameFailure::Write(e.clone()));
+    for (index, lane) in lanes.iter().enumerate() {
+        if let Err(e) = lane.sink.finish() {
+            for (i, job) in jobs.iter().enumerate() {
+                if job.lane == index {
+                    ledger.fail(i, FrameFailure::Write(e.clone()));
+                }
+            }
         }
     }
-    Ok(ledger.outcomes(frames))
+    Ok(ledger.outcomes(jobs, lanes))
 }
 
 /// What the fetchers share.
 #[derive(Clone, Copy)]
 struct Shared<'a> {
+    jobs: &'a [Job],
+    lanes: &'a [Lane<'a>],
+    name_sources: bool,
     ledger: &'a Ledger,
-    next_frame: &'a AtomicUsize,
-    /// The write failure that made the sink count as down.
-    sink_down: &'a OnceLock<SinkError>,
-    /// Graph's refusal that ends all fetching.
-    refused: &'a OnceLock<GraphError>,
+    next_job: &'a AtomicUsize,
+    halts: &'a [Halts],
+    /// The identity platform refused the credentials: no source can go on.
+    token_refused: &'a OnceLock<GraphError>,
     slots: &'a Slots,
 }
 
 impl Shared<'_> {
-    /// Why no more pages are fetched, if that is so.
-    fn halted(&self) -> Option<FrameFailure> {
-        if let Some(down) = self.sink_down.get() {
+    /// Why no more pages of `lane` are fetched, if that is so.
+    fn halted(&self, lane: usize) -> Option<FrameFailure> {
+        let halts = &self.halts[lane];
+        if let Some(down) = halts.sink_down.get() {
             return Some(FrameFailure::Write(down.clone()));
         }
-        self.refused.get().cloned().map(FrameFailure::Fetch)
+        halts
+            .refused
+            .get()
+            .or(self.token_refused.get())
+            .cloned()
+            .map(FrameFailure::Fetch)
+    }
+
+    /// Remembers a refusal: a 403 halts its lane, a refused token every lane.
+    fn refuse(&self, lane: usize, error: &GraphError) {
+        let (halt, scope) = match error {
+            GraphError::Auth(_) => (self.token_refused, "no further Graph requests in this run"),
+            _ => (
+                &self.halts[lane].refused,
+                "no further requests for this source in this run",
+            ),
+        };
+        if halt.set(error.clone()).is_ok() {
+            log::error!("{}: {error}: {scope}", self.lanes[lane].source().name);
+        }
     }
 }
 
-/// Takes frames in order until none are left; each goes page by page to the writers.
-fn fetch_frames(frames: &[Frame], client: &GraphClient, pages_out: &Sender<Batch>, shared: Shared) {
+/// Takes jobs in order until none are left; each frame goes page by page to the
+/// writers.
+fn fetch_jobs(pages_out: &Sender<Batch>, shared: Shared) {
     let Shared {
+        jobs,
+        lanes,
         ledger,
-        next_frame,
+        next_job,
         slots,
         ..
     } = shared;
     loop {
-        let i = next_frame.fetch_add(1, Ordering::SeqCst);
-        let Some(frame) = frames.get(i) else { return };
-        if let Some(halt) = shared.halted() {
+        let i = next_job.fetch_add(1, Ordering::SeqCst);
+        let Some(Job { lane, frame }) = jobs.get(i).copied() else {
+            return;
+        };
+        if let Some(halt) = shared.halted(lane) {
             ledger.fail(i, halt);
             continue;
         }
-        log::debug!("frame {frame}: fetching");
+        let client = lanes[lane].client;
+        log::debug!(
+            "{}frame {frame}: fetching",
+            label(client.source(), shared.name_sources)
+        );
         let mut number = 0;
-        let fetched = client.fetch_frame(frame, |page| {
-            if let Some(halt) = shared.halted() {
+        let fetched = client.fetch_frame(&frame, |page| {
+            if let Some(halt) = shared.halted(lane) {
                 ledger.fail(i, halt);
                 return ControlFlow::Break(());
             }
@@ -372,7 +454,7 @@ fn fetch_frames(frames: &[Frame], client: &GraphClient, pages_out: &Sender<Batch
             let sent = match slots.take() {
                 Some(slot) => pages_out
                     .send(Batch {
-                        frame: i,
+                        job: i,
                         number,
                         page,
                         _slot: slot,
@@ -393,8 +475,8 @@ fn fetch_frames(frames: &[Frame], client: &GraphClient, pages_out: &Sender<Batch
         match fetched {
             Ok(()) => ledger.update(i, |p| p.fetched = Some(number)),
             Err(e) => {
-                if e.is_refusal() && shared.refused.set(e.clone()).is_ok() {
-                    log::error!("{e}: no further Graph requests in this run");
+                if e.is_refusal() {
+                    shared.refuse(lane, &e);
                 }
                 ledger.fail(i, FrameFailure::Fetch(e));
             }
@@ -405,56 +487,60 @@ fn fetch_frames(frames: &[Frame], client: &GraphClient, pages_out: &Sender<Batch
 /// What a writer thread needs.
 #[derive(Clone, Copy)]
 struct Writer<'a> {
-    sink: &'a dyn Sink,
-    frames: &'a [Frame],
+    jobs: &'a [Job],
+    lanes: &'a [Lane<'a>],
     keyed: bool,
+    name_sources: bool,
     ledger: &'a Ledger,
-    sink_down: &'a OnceLock<SinkError>,
+    halts: &'a [Halts],
 }
 
 impl Writer<'_> {
-    fn write_pages(&self, pages_in: Receiver<Batch>, client: &GraphClient) {
+    fn write_pages(&self, pages_in: Receiver<Batch>) {
         for batch in pages_in {
-            match self.sink_down.get() {
+            let lane = self.jobs[batch.job].lane;
+            match self.halts[lane].sink_down.get() {
                 Some(down) => self
                     .ledger
-                    .fail(batch.frame, FrameFailure::Write(down.clone())),
+                    .fail(batch.job, FrameFailure::Write(down.clone())),
                 None => self.write_page(&batch),
             }
-            client.recycle(batch.page);
+            self.lanes[lane].client.recycle(batch.page);
         }
     }
 
     fn write_page(&self, batch: &Batch) {
         let Batch {
-            frame,
-            number,
-            page,
-            ..
+            job, number, page, ..
         } = batch;
+        let Job { lane, frame } = self.jobs[*job];
+        let Lane { sink, .. } = self.lanes[lane];
+        let source = self.lanes[lane].source();
         let records: Vec<&str> = page.records().collect();
         let (keys, problems) = if self.keyed {
-            let frame_end = self.frames[*frame].end.unix_timestamp();
-            let (keys, problems) = record_keys(&records, frame_end);
+            let (keys, problems) = record_keys(&records, source, frame.end.unix_timestamp());
             (Some(keys), problems)
         } else {
             (None, Vec::new())
         };
         for problem in &problems {
             log::error!(
-                "frame {} page {number} record {}: {}; delivered as Graph sent it, \
+                "{}frame {frame} page {number} record {}: {}; delivered as Graph sent it, \
                  deduplicated by its exact bytes",
-                self.frames[*frame],
+                label(source, self.name_sources),
                 problem.offset,
                 problem.reason
             );
         }
         let oldest = match &keys {
-            Some(keys) => keys.iter().map(|k| k.created).min(),
-            None => records.iter().rev().find_map(|r| created_second(r)),
+            Some(keys) => keys.iter().map(|k| k.second).min(),
+            None => records
+                .iter()
+                .rev()
+                .find_map(|r| record_second(r, source.time_field)),
         };
-        match self.sink.write(&records, keys.as_deref()) {
-            Ok(delivered) => self.ledger.update(*frame, |p| {
+        match sink.write(&records, keys.as_deref()) {
+            Ok(delivered) => self.ledger.update(*job, |p| {
                 p.pages += 1;
                 p.records += records.len() as u64;
                 p.delivered += delivered as u64;
@@ -462,8 +548,8 @@ impl Writer<'_> {
                 p.written.insert(*number, oldest);
             }),
             Err(e) => {
-                let _ = self.sink_down.set(e.clone());
-                self.ledger.fail(*frame, FrameFailure::Write(e));
+                let _ = self.halts[lane].sink_down.set(e.clone());
+                self.ledger.fail(*job, FrameFailure::Write(e));
             }
         }
     }

@@ -1,6 +1,7 @@
 //! One run of msgx-once: wire the state, token source, Graph client, sink and pipeline
 //! together, and report what happened in one summary.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,11 +15,12 @@ use crate::graph::GraphClient;
 use crate::graph::client::{BudgetSpent, PageShape};
 use crate::graph::retry::{Backoff, RateLimit, RequestGate, RetryOptions};
 use crate::graph::transport::{HttpTransport, TransportOptions, UreqTransport};
-use crate::pipeline::{self, FrameFailure, FrameOutcome, PipelineOptions};
+use crate::pipeline::{self, FrameFailure, FrameOutcome, Job, Lane, PipelineOptions};
 use crate::plan::{self, Plan, Resumed};
 use crate::shutdown::{self, Stop};
 use crate::sink::dedup::DedupSink;
 use crate::sink::{self, Sink, redis::Dedup, redis::REDIS_BACKOFF};
+use crate::sources::{Bucket, SourceSpec};
 use crate::state::{self, Progress, StateStore};
 use crate::window::{self, Frame, Window};
 
@@ -32,38 +34,33 @@ const BACKOFF: Backoff = Backoff {
     cap: Duration::from_secs(60),
 };
 
-pub struct RunReport {
+/// What one source's export did.
+pub struct SourceReport {
+    pub source: &'static SourceSpec,
     pub window: Window,
     pub frames: Vec<FrameOutcome>,
+    /// Where the next run starts, when this run keeps state.
+    pub watermark: Option<OffsetDateTime>,
+    /// The watermark could not be saved, or the state was lost.
+    pub state_error: Option<Error>,
+    /// Graph's budget this source spent.
+    pub spent: BudgetSpent,
+}
+
+pub struct RunReport {
+    /// One per source, in the order of `sources`.
+    pub sources: Vec<SourceReport>,
     pub elapsed: Duration,
     /// The exit code a SIGTERM/SIGINT asked for.
     pub interrupted: Option<u8>,
-    /// Where the next run starts, when this run keeps state.
-    pub watermark: Option<OffsetDateTime>,
-    /// The watermark could not be saved.
-    pub state_error: Option<Error>,
-    /// Graph's budget this run spent.
-    pub spent: BudgetSpent,
 }
 
 /// Unread ranges named one by one in the summary; more are counted.
 const RANGES_SHOWN: usize = 8;
 
-impl RunReport {
+impl SourceReport {
     pub fn failed(&self) -> impl Iterator<Item = &FrameOutcome> {
         self.frames.iter().filter(|f| f.failure.is_some())
-    }
-
-    pub fn exit_code(&self) -> u8 {
-        if let Some(code) = self.interrupted {
-            code
-        } else if self.frames.iter().any(FrameOutcome::auth_refused) {
-            exit::AUTH
-        } else if self.failed().next().is_some() || self.state_error.is_some() {
-            exit::INCOMPLETE
-        } else {
-            exit::OK
-        }
     }
 
     /// Stores where the plan's reads leave the progress: the frontiers move on, and
@@ -84,8 +81,8 @@ impl RunReport {
         }
     }
 
-    /// The run's last log line.
-    pub fn summary(&self) -> String {
+    /// The summary's figures of this source: window, frames, records, budget.
+    fn figures(&self, elapsed: Duration) -> String {
         let failed = self.failed().count();
         let pages: u64 = self.frames.iter().map(|f| f.pages).sum();
         let records: u64 = self.frames.iter().map(|f| f.records).sum();
@@ -93,7 +90,7 @@ impl RunReport {
         let unkeyed: u64 = self.frames.iter().map(|f| f.unkeyed).sum();
         let spent = &self.spent;
         let mut line = format!(
-            "summary: window {} frames ok {} failed {} pages {} records {} delivered {} \
+            "window {} frames ok {} failed {} pages {} records {} delivered {} \
              requests {} throttled {} retries {} waited {:.1} seconds {:.3}",
             self.window,
             self.frames.len() - failed,
@@ -105,7 +102,7 @@ impl RunReport {
             spent.throttled,
             spent.retries,
             spent.waited.as_secs_f64(),
-            self.elapsed.as_secs_f64()
+            elapsed.as_secs_f64()
         );
         if unkeyed > 0 {
             line.push_str(&format!(" unkeyed {unkeyed}"));
@@ -139,7 +136,7 @@ impl RunReport {
 
     /// Says how much the deadline left unread, how far behind that is, and what to
     /// change, when it ended the run.
-    fn warn_if_cut_short(&self, deadline: Duration, lagged_end: OffsetDateTime) {
+    fn warn_if_cut_short(&self, deadline: Duration, lagged_end: OffsetDateTime, several: bool) {
         let cut = self.failed().any(|f| {
             matches!(
                 f.failure,
@@ -152,9 +149,14 @@ impl RunReport {
         };
         let seconds: u64 = unread.iter().map(Frame::seconds).sum();
         let deadline = deadline.as_secs();
+        let what = if several || !self.source.is_sign_ins() {
+            format!("{} records", self.source.name)
+        } else {
+            "sign-ins".to_string()
+        };
         if self.watermark.is_some() {
             log::warn!(
-                "the deadline ({deadline} s) ended this run with {seconds} s of sign-ins unread, \
+                "the deadline ({deadline} s) ended this run with {seconds} s of {what} unread, \
                  the oldest at {} ({} s behind): the next run reads them first; if runs keep \
                  ending this way, raise deadline, lower rescan or max_catchup, or run less often",
                 window::utc_second(oldest.start),
@@ -162,7 +164,7 @@ impl RunReport {
             );
         } else {
             log::warn!(
-                "the deadline ({deadline} s) ended this run with {seconds} s of sign-ins unread: \
+                "the deadline ({deadline} s) ended this run with {seconds} s of {what} unread: \
                  export the unread ranges of the summary again, without --deadline"
             );
         }
@@ -171,6 +173,74 @@ impl RunReport {
     /// What the failed frames left unread, as few contiguous ranges as can be.
     pub fn unread(&self) -> Vec<Frame> {
         window::merge(self.frames.iter().filter_map(|f| f.unfinished).collect())
+    }
+}
+
+impl RunReport {
+    pub fn failed(&self) -> impl Iterator<Item = &FrameOutcome> {
+        self.sources.iter().flat_map(SourceReport::failed)
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        let frames = || self.sources.iter().flat_map(|s| &s.frames);
+        if let Some(code) = self.interrupted {
+            code
+        } else if frames().any(FrameOutcome::auth_refused) {
+            exit::AUTH
+        } else if self.failed().next().is_some()
+            || self.sources.iter().any(|s| s.state_error.is_some())
+        {
+            exit::INCOMPLETE
+        } else {
+            exit::OK
+        }
+    }
+
+    /// The run's last log lines: with one source the original's one `summary:` line;
+    /// with several, one `summary of {source}:` line each, then the `summary:` line
+    /// with the run's totals.
+    pub fn summary(&self) -> Vec<String> {
+        if let [only] = self.sources.as_slice() {
+            return vec![format!("summary: {}", only.figures(self.elapsed))];
+        }
+        let mut lines: Vec<String> = self
+            .sources
+            .iter()
+            .map(|s| format!("summary of {}: {}", s.source.name, s.figures(self.elapsed)))
+            .collect();
+        let frames = || self.sources.iter().flat_map(|s| &s.frames);
+        let failed = self.failed().count();
+        let spent: BudgetSpent = self.sources.iter().map(|s| s.spent).sum();
+        let mut total = format!(
+            "summary: sources {} frames ok {} failed {} pages {} records {} delivered {} \
+             requests {} throttled {} retries {} waited {:.1} seconds {:.3}",
+            self.sources.len(),
+            frames().count() - failed,
+            failed,
+            frames().map(|f| f.pages).sum::<u64>(),
+            frames().map(|f| f.records).sum::<u64>(),
+            frames().map(|f| f.delivered).sum::<u64>(),
+            spent.requests,
+            spent.throttled,
+            spent.retries,
+            spent.waited.as_secs_f64(),
+            self.elapsed.as_secs_f64()
+        );
+        let unkeyed: u64 = frames().map(|f| f.unkeyed).sum();
+        if unkeyed > 0 {
+            total.push_str(&format!(" unkeyed {unkeyed}"));
+        }
+        let incomplete: Vec<&str> = self
+            .sources
+            .iter()
+            .filter(|s| s.failed().next().is_some() || s.state_error.is_some())
+            .map(|s| s.source.name)
+            .collect();
+        if !incomplete.is_empty() {
+            total.push_str(&format!(" incomplete {}", incomplete.join(",")));
+        }
+        lines.push(total);
+        lines
     }
 }
 
@@ -187,6 +257,16 @@ fn deadline(config: &Config) -> Duration {
     }
 }
 
+/// One source's export as prepared: its state (locked), plan, window and sink.
+struct Export {
+    config: Config,
+    resumed: Option<Resumed>,
+    plan: Option<Plan>,
+    window: Window,
+    state_lost: Option<Error>,
+    sink: Box<dyn Sink>,
+}
+
 pub fn run(config: &Config) -> Result<RunReport, Error> {
     let started = Instant::now();
     let local_now = config.fixed_now.unwrap_or_else(OffsetDateTime::now_utc);
@@ -199,8 +279,8 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
 
     let transport = http_transport(config);
     let stop = Stop::default();
-    let gate = Arc::new(request_gate(config, &stop)?);
-    stop_on_signals(&stop, &gate, &transport)?;
+    let gates = request_gates(config, &stop)?;
+    stop_on_signals(&stop, &gates, &transport)?;
     let retry = RetryOptions {
         max_retries: config.max_retries,
         backoff: BACKOFF,
@@ -226,88 +306,212 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
     } else {
         plan::plan(config, now)?
     };
-    let mut resumed = plan::resume(config, &redis_retry).map_err(interrupted)?;
-    let plan = resumed.as_ref().map(|r| match &r.progress {
-        Some(progress) => Plan::resume(config, now, progress),
-        None => Plan::first_run(config, now, planned.clone()),
-    });
-    let window = plan.as_ref().map_or(planned, |p| p.window.clone());
-    let state_lost = match &mut resumed {
-        Some(resumed) => resumed.start_first_run(&window)?,
-        None => None,
-    };
-    let sink = open_sink(config, redis_retry, resumed.as_ref(), &window)?;
-    // A Redis that refuses ends the run before any frame.
-    sink.check().map_err(Error::from).map_err(interrupted)?;
-    let client = GraphClient::new(
-        transport,
-        tokens,
-        config.graph_url.clone(),
-        PageShape {
-            page_size: config.page_size,
-            select: config.select.clone(),
-        },
-        gate,
-        retry,
+    // Each source has its own state, lock, plan and sink; a lock another run holds
+    // ends the run (the locks taken so far are released as the exports drop).
+    let several = config.sources.len() > 1;
+    let mut exports = Vec::with_capacity(config.sources.len());
+    for source in &config.sources {
+        let export = prepare(
+            config.for_source(source),
+            now,
+            &planned,
+            &redis_retry,
+            several,
+        )
+        .map_err(interrupted)?;
+        exports.push(export);
+    }
+    let clients: Vec<GraphClient> = exports
+        .iter()
+        .map(|export| {
+            let source = export.config.sources[0];
+            GraphClient::new(
+                transport.clone(),
+                tokens.clone(),
+                config.graph_url.clone(),
+                PageShape {
+                    source,
+                    page_size: export.config.page_size,
+                    select: export.config.select.clone(),
+                },
+                gates[&source.bucket].clone(),
+                retry.clone(),
+            )
+        })
+        .collect();
+    let lanes: Vec<Lane> = exports
+        .iter()
+        .zip(&clients)
+        .map(|(export, client)| Lane {
+            client,
+            sink: export.sink.as_ref(),
+        })
+        .collect();
+    let windows: Vec<&Window> = exports.iter().map(|e| &e.window).collect();
+    let jobs = order_jobs(
+        &windows,
+        window::lagged_until(now, config.timelag),
+        config.rescan,
     );
-
-    log::info!(
-        "exporting window {window} in {} frames with {} streams",
-        window.frames.len(),
-        config.streams
-    );
-    let frames = pipeline::run(
-        &window.frames,
-        &client,
-        sink.as_ref(),
+    for export in &exports {
+        log::info!(
+            "exporting {}window {} in {} frames with {} streams",
+            match config.sources.len() {
+                1 => String::new(),
+                _ => format!("{} ", export.config.sources[0].name),
+            },
+            export.window,
+            export.window.frames.len(),
+            config.streams
+        );
+    }
+    let mut outcomes = pipeline::run(
+        &jobs,
+        &lanes,
         &PipelineOptions {
             streams: config.streams,
             writers: config.greenlets_count,
             queue_capacity: config.streams.max(2),
-            keyed: resumed.is_some(),
+            keyed: exports.iter().any(|e| e.resumed.is_some()),
             progress_every: config.progress_every,
+            name_sources: several,
         },
-    )?;
-    log_failures(&frames);
+    )?
+    .into_iter()
+    .zip(&jobs)
+    .map(|(outcome, job)| (job.lane, outcome))
+    .collect::<Vec<_>>();
+    log_failures(outcomes.iter().map(|(_, o)| o), config.sources.len() > 1);
     let lagged_end = window::lagged_until(now, config.timelag);
-    let mut report = RunReport {
-        window,
-        frames,
+    let mut sources = Vec::with_capacity(exports.len());
+    for (lane, (export, client)) in exports.into_iter().zip(&clients).enumerate() {
+        // The outcomes of a lane in the order of its window's frames.
+        let frames: Vec<FrameOutcome> = outcomes
+            .extract_if(.., |(l, _)| *l == lane)
+            .map(|(_, outcome)| outcome)
+            .collect();
+        let mut report = SourceReport {
+            source: client.source(),
+            window: export.window,
+            frames,
+            watermark: None,
+            state_error: export.state_lost,
+            spent: client.spent(),
+        };
+        if let (
+            Some(Resumed {
+                mut store,
+                progress,
+            }),
+            Some(plan),
+        ) = (export.resumed, export.plan)
+        {
+            report.save_progress(store.as_ref(), &plan, progress);
+            store.unlock();
+        }
+        report.warn_if_cut_short(deadline(config), lagged_end, config.sources.len() > 1);
+        sources.push(report);
+    }
+    Ok(RunReport {
+        sources,
         elapsed: started.elapsed(),
         interrupted: stop.requested(),
-        watermark: None,
-        state_error: state_lost,
-        spent: client.spent(),
-    };
-    if let (
-        Some(Resumed {
-            mut store,
-            progress,
-        }),
-        Some(plan),
-    ) = (resumed, plan)
-    {
-        report.save_progress(store.as_ref(), &plan, progress);
-        store.unlock();
-    }
-    report.warn_if_cut_short(deadline(config), lagged_end);
-    Ok(report)
+    })
 }
 
-/// The gate that keeps every stream within `rate_limit`; with the Redis backend its
-/// window is shared with every other process of this app and tenant. Other backends
-/// pace this process alone.
-fn request_gate(config: &Config, stop: &Stop) -> Result<RequestGate, Error> {
-    let limit = config
-        .rate_limit
-        .map(|(requests, per)| RateLimit { requests, per });
-    let gate = RequestGate::new(limit, stop.clone());
-    Ok(match (limit, config.queue_backend) {
-        (Some(limit), Backend::Redis) => {
-            gate.with_shared(Box::new(RedisBudget::new(config, limit)?))
-        }
-        _ => gate,
+/// Takes one source's state and lock, plans its window and opens its sink; a Redis
+/// that refuses ends the run before any frame.
+fn prepare(
+    config: Config,
+    now: OffsetDateTime,
+    planned: &Window,
+    redis_retry: &RetryOptions,
+    several: bool,
+) -> Result<Export, Error> {
+    let mut resumed = plan::resume(&config, redis_retry)?;
+    let plan = resumed.as_ref().map(|r| match &r.progress {
+        Some(progress) => Plan::resume(&config, now, progress),
+        None => Plan::first_run(&config, now, planned.clone()),
+    });
+    let window = plan.as_ref().map_or(planned.clone(), |p| p.window.clone());
+    let state_lost = match &mut resumed {
+        Some(resumed) => resumed.start_first_run(&window)?,
+        None => None,
+    };
+    let sink = open_sink(
+        &config,
+        redis_retry.clone(),
+        resumed.as_ref(),
+        &window,
+        several,
+    )?;
+    sink.check()?;
+    Ok(Export {
+        config,
+        resumed,
+        plan,
+        window,
+        state_lost,
+        sink,
     })
+}
+
+/// How recent a frame must be to count as a source's routine minute rather than a
+/// catch-up: its start within `rescan` plus this of the lagged end (a missed tick or
+/// two, and the second read, are routine).
+const ROUTINE_SLACK: i64 = 600;
+
+/// The order frames are fetched in. With one source, its plan's order (oldest first).
+/// With several, every source's routine frames come before any catch-up or backfill
+/// frame, and within each class the sources take turns, so that one source's backlog
+/// never keeps the others from their minute.
+fn order_jobs(windows: &[&Window], lagged_end: OffsetDateTime, rescan: u64) -> Vec<Job> {
+    let routine_from = lagged_end - time::Duration::seconds(rescan as i64 + ROUTINE_SLACK);
+    let mut keyed: Vec<((bool, usize, usize), Job)> = Vec::new();
+    for (lane, window) in windows.iter().enumerate() {
+        let mut turns = [0usize; 2];
+        for frame in &window.frames {
+            let backlog = windows.len() > 1 && frame.start < routine_from;
+            let turn = &mut turns[usize::from(backlog)];
+            keyed.push((
+                (backlog, *turn, lane),
+                Job {
+                    lane,
+                    frame: *frame,
+                },
+            ));
+            *turn += 1;
+        }
+    }
+    keyed.sort_by_key(|(key, _)| *key);
+    keyed.into_iter().map(|(_, job)| job).collect()
+}
+
+/// One gate per bucket the sources use, keeping all their streams within the
+/// bucket's limit; with the Redis backend its window is shared with every other
+/// process of this app and tenant. Other backends pace this process alone.
+fn request_gates(
+    config: &Config,
+    stop: &Stop,
+) -> Result<BTreeMap<Bucket, Arc<RequestGate>>, Error> {
+    let mut gates = BTreeMap::new();
+    for source in &config.sources {
+        if gates.contains_key(&source.bucket) {
+            continue;
+        }
+        let limit = config
+            .rate_limit_of(source.bucket)
+            .map(|(requests, per)| RateLimit { requests, per });
+        let gate = RequestGate::new(limit, stop.clone());
+        let gate = match (limit, config.queue_backend) {
+            (Some(limit), Backend::Redis) => {
+                gate.with_shared(Box::new(RedisBudget::new(config, source.bucket, limit)?))
+            }
+            _ => gate,
+        };
+        gates.insert(source.bucket, Arc::new(gate));
+    }
+    Ok(gates)
 }
 
 fn http_transport(config: &Config) -> Arc<dyn HttpTransport> {
@@ -322,12 +526,14 @@ fn http_transport(config: &Config) -> Arc<dyn HttpTransport> {
 /// On SIGTERM/SIGINT: wake every stream waiting for a turn and abort requests in flight.
 fn stop_on_signals(
     stop: &Stop,
-    gate: &Arc<RequestGate>,
+    gates: &BTreeMap<Bucket, Arc<RequestGate>>,
     transport: &Arc<dyn HttpTransport>,
 ) -> Result<(), Error> {
-    let (gate, transport) = (gate.clone(), transport.clone());
+    let (gates, transport) = (gates.clone(), transport.clone());
     shutdown::watch_signals(stop.clone(), move || {
-        gate.wake_all();
+        for gate in gates.values() {
+            gate.wake_all();
+        }
         transport.abort();
     })
     .map_err(|e| Error::Setup(format!("cannot watch for SIGTERM/SIGINT: {e}")))
@@ -357,6 +563,7 @@ fn open_sink(
     redis_retry: RetryOptions,
     resumed: Option<&Resumed>,
     window: &Window,
+    several: bool,
 ) -> Result<Box<dyn Sink>, Error> {
     // Ids are kept as long as any run may read their second again: this one, or a
     // later one's second read or owed range.
@@ -367,18 +574,22 @@ fn open_sink(
             .map(|start| r.progress.as_ref().map_or(start, |p| p.floor().min(start)))
             .map(|floor| floor.unix_timestamp()),
     });
-    let sink = sink::open(config, redis_retry, dedup)?;
+    let sink = sink::open(config, redis_retry, dedup, several)?;
     Ok(match resumed.and_then(|r| r.store.seen()) {
         Some(seen) => Box::new(DedupSink::new(sink, seen)),
         None => sink,
     })
 }
 
-fn log_failures(frames: &[FrameOutcome]) {
+fn log_failures<'a>(frames: impl Iterator<Item = &'a FrameOutcome>, several: bool) {
     for outcome in frames {
         if let Some(failure) = &outcome.failure {
             log::error!(
-                "frame {} incomplete ({} pages, {} records written): {failure}",
+                "{}frame {} incomplete ({} pages, {} records written): {failure}",
+                match several {
+                    true => format!("{} ", outcome.source.name),
+                    false => String::new(),
+                },
                 outcome.frame,
                 outcome.pages,
                 outcome.records
@@ -391,6 +602,43 @@ fn log_failures(frames: &[FrameOutcome]) {
 mod tests {
     use super::*;
     use crate::config::test_config;
+
+    #[test]
+    fn every_sources_minute_comes_before_any_sources_backlog() {
+        use time::macros::datetime;
+        let lagged_end = datetime!(2026-11-30 12:00:00 UTC);
+        let frame = |ago: i64| Frame {
+            start: lagged_end - time::Duration::seconds(ago),
+            end: lagged_end - time::Duration::seconds(ago - 29),
+        };
+        // A: a day behind (two half-day frames) plus its minute; B: its minute only.
+        let behind = Window {
+            frames: vec![frame(86_400), frame(43_200), frame(60), frame(30)],
+        };
+        let steady = Window {
+            frames: vec![frame(660), frame(60), frame(30)],
+        };
+        let jobs = order_jobs(&[&behind, &steady], lagged_end, 600);
+        let order: Vec<(usize, i64)> = jobs
+            .iter()
+            .map(|j| (j.lane, (lagged_end - j.frame.start).whole_seconds()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (0, 60),
+                (1, 660),
+                (0, 30),
+                (1, 60),
+                (1, 30),
+                (0, 86_400),
+                (0, 43_200)
+            ]
+        );
+        // One source keeps its plan's order.
+        let alone = order_jobs(&[&behind], lagged_end, 600);
+        assert_eq!(alone[0].frame, frame(86_400));
+    }
 
     #[test]
     fn backfills_have_no_deadline_unless_given() {

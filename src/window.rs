@@ -1,8 +1,8 @@
 //! Time windows: which seconds a run exports, cut into frames (one Graph query each).
 //!
 //! All bounds are whole UTC seconds and both ends of a frame are inclusive, exactly as
-//! in the original, whose filter reads `ge {start}.0000000Z and le {end}.9999999Z`
-//! (Graph documents only eq/ge/le on signIns' createdDateTime, so never `lt`).
+//! in the original, whose filter reads `ge {start}.0000000Z and le {end}.9999999Z`;
+//! how each source writes a frame into its `$filter` is in [`crate::sources`].
 
 use std::fmt;
 
@@ -39,15 +39,6 @@ impl Frame {
     /// The second after its last.
     pub fn end_exclusive(&self) -> OffsetDateTime {
         self.end + SECOND
-    }
-
-    /// The `$filter` that selects exactly this frame's sign-ins.
-    pub fn filter(&self) -> String {
-        format!(
-            "createdDateTime ge {}.0000000Z and createdDateTime le {}.9999999Z",
-            whole_second(self.start),
-            whole_second(self.end)
-        )
     }
 }
 
@@ -187,7 +178,8 @@ pub fn utc_second(t: OffsetDateTime) -> String {
     format!("{}Z", whole_second(t))
 }
 
-fn whole_second(t: OffsetDateTime) -> String {
+/// `2026-11-29T14:00:00`, without zone.
+pub fn whole_second(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .format(WHOLE_SECOND)
         .unwrap_or_else(|_| t.to_string())
@@ -243,19 +235,6 @@ mod tests {
         let first = Window::lagged(datetime!(2026-11-29 14:00:00 UTC), 120, 2, 30);
         let second = Window::lagged(datetime!(2026-11-29 14:01:00 UTC), 120, 2, 30);
         assert_eq!(second.start().unwrap(), first.end().unwrap() + SECOND);
-    }
-
-    #[test]
-    fn filter_uses_only_ge_and_le_with_seven_digits() {
-        let frame = Frame {
-            start: datetime!(2019-08-07 22:01:44 UTC),
-            end: datetime!(2019-08-07 22:01:53 UTC),
-        };
-        assert_eq!(
-            frame.filter(),
-            "createdDateTime ge 2019-08-07T22:01:44.0000000Z and \
-             createdDateTime le 2019-08-07T22:01:53.9999999Z"
-        );
     }
 
     #[test]

@@ -62,11 +62,38 @@ pub fn read(path: &Path) -> Result<Vec<(&'static str, String)>, ConfigError> {
                 ));
             }
         };
-        if let Some(text) = scalar(spec.name, &value, &source)? {
+        let text = match (&value, spec.structured) {
+            (Value::Sequence(items), true) => joined(spec.name, items.iter(), &source)?,
+            (Value::Mapping(pairs), true) => {
+                let pairs: Result<Vec<String>, ConfigError> = pairs
+                    .iter()
+                    .map(|(k, v)| {
+                        let key = scalar(spec.name, k, &source)?.unwrap_or_default();
+                        let value = scalar(spec.name, v, &source)?.unwrap_or_default();
+                        Ok(format!("{key}={value}"))
+                    })
+                    .collect();
+                Some(pairs?.join(","))
+            }
+            _ => scalar(spec.name, &value, &source)?,
+        };
+        if let Some(text) = text {
             values.push((spec.name, text));
         }
     }
     Ok(values)
+}
+
+/// A YAML list as the command line's comma-separated form.
+fn joined<'a>(
+    name: &str,
+    items: impl Iterator<Item = &'a Value>,
+    source: &Source,
+) -> Result<Option<String>, ConfigError> {
+    let items: Result<Vec<String>, ConfigError> = items
+        .map(|item| Ok(scalar(name, item, source)?.unwrap_or_default()))
+        .collect();
+    Ok(Some(items?.join(",")))
 }
 
 fn scalar(name: &str, value: &Value, source: &Source) -> Result<Option<String>, ConfigError> {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::secret::Secret;
+use crate::sources::{Bucket, SourceSpec};
 
 /// Where an option's value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,12 +184,17 @@ pub struct Config {
     pub tenant: String,
     pub client_id: String,
     pub client_secret: Secret,
+    /// The audit streams to export, in the order given.
+    pub sources: Vec<&'static SourceSpec>,
     pub timelag: u64,
     pub streams: usize,
     pub stream_frame: u64,
     pub page_size: u32,
-    /// Requests per window for all streams together; None: unlimited.
+    /// Requests per window of the reports bucket (sign-ins, audits, provisioning) for
+    /// all streams together; None: unlimited.
     pub rate_limit: Option<(u32, Duration)>,
+    /// Limits of the other buckets given in `rate_limits` (Graph's otherwise).
+    pub rate_limits: BTreeMap<Bucket, Option<(u32, Duration)>>,
     pub max_retries: u32,
     /// None: a cron run's default, and no deadline for a backfill.
     pub deadline: Option<Duration>,
@@ -196,6 +202,8 @@ pub struct Config {
     pub queue_backend: Backend,
     pub queue_type: QueueType,
     pub queue_key: String,
+    /// Queue keys given in `queue_keys`, by source name.
+    pub queue_keys: BTreeMap<&'static str, String>,
     pub redis: RedisTarget,
     pub greenlets_count: usize,
     pub redis_pool_block: bool,
@@ -219,6 +227,57 @@ pub struct Config {
     /// How often a long run logs its progress (10 s; `MSGX_PROGRESS_SECONDS` in tests).
     pub progress_every: Duration,
 }
+
+impl Config {
+    /// Where `source`'s records go: `queue_key` for signins, `{queue_key}:{source}` for
+    /// the others, unless `queue_keys` says otherwise. Its state keys follow it.
+    pub fn queue_key_of(&self, source: &SourceSpec) -> String {
+        match self.queue_keys.get(source.name) {
+            Some(key) => key.clone(),
+            None if source.name == crate::sources::sign_ins().name => self.queue_key.clone(),
+            None => format!("{}:{}", self.queue_key, source.name),
+        }
+    }
+
+    /// The request budget of `bucket`: `rate_limit` for reports, `rate_limits` or
+    /// Graph's documented limit for the others.
+    pub fn rate_limit_of(&self, bucket: Bucket) -> Option<(u32, Duration)> {
+        match (bucket, self.rate_limits.get(&bucket)) {
+            (Bucket::Reports, _) => self.rate_limit,
+            (_, Some(limit)) => *limit,
+            (_, None) => {
+                let (requests, seconds) = bucket.graph_limit();
+                Some((requests, Duration::from_secs(seconds)))
+            }
+        }
+    }
+
+    /// The configuration of one source's export: its queue key, its `{source}` in
+    /// file_path and state_file, its page cap; `select` only for sign-ins.
+    pub fn for_source(&self, source: &'static SourceSpec) -> Config {
+        let per_source = |path: &PathBuf| {
+            PathBuf::from(
+                path.to_string_lossy()
+                    .replace(SOURCE_PLACEHOLDER, source.name),
+            )
+        };
+        Config {
+            sources: vec![source],
+            queue_key: self.queue_key_of(source),
+            page_size: self.page_size.min(source.max_top),
+            select: self.select.clone().filter(|_| source.is_sign_ins()),
+            file_path: match &self.file_path {
+                Output::Path(path) => Output::Path(per_source(path)),
+                Output::Stdout => Output::Stdout,
+            },
+            state_file: self.state_file.as_ref().map(per_source),
+            ..self.clone()
+        }
+    }
+}
+
+/// Replaced by the source's name in `file_path` and `state_file`.
+const SOURCE_PLACEHOLDER: &str = "{source}";
 
 /// What one invocation asks for.
 #[derive(Debug)]
@@ -347,11 +406,12 @@ impl Values {
         let since = self.typed("since", parse::timestamp)?;
         let until = self.typed("until", parse::timestamp)?;
         self.check_backfill_bounds(since, until)?;
-        Ok(Config {
+        let config = Config {
             app_config: self.typed("app_config", text)?.map(PathBuf::from),
             tenant: self.required("tenant", parse::tenant)?,
             client_id: self.required("client_id", non_empty)?,
             client_secret: self.required("client_secret", |v| non_empty(v).map(Secret::new))?,
+            sources: self.required("sources", parse::sources)?,
             timelag: self.number("timelag", 0, 30 * 86_400)?,
             streams: self.number("streams", 1, 64)? as usize,
             stream_frame: self.number("stream_frame", 1, 86_400)?,
@@ -359,6 +419,12 @@ impl Values {
             rate_limit: self
                 .required("rate_limit", parse::rate_limit)?
                 .map(|(n, seconds)| (n, Duration::from_secs(seconds))),
+            rate_limits: self
+                .typed("rate_limits", parse::rate_limits)?
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(bucket, limit)| (bucket, limit.map(|(n, s)| (n, Duration::from_secs(s)))))
+                .collect(),
             max_retries: self.number("max_retries", 0, 100)? as u32,
             deadline: self
                 .typed("deadline", |v| parse::integer(v, 1, 86_400))?
@@ -378,6 +444,9 @@ impl Values {
                 })
             })?,
             queue_key: self.required("queue_key", non_empty)?,
+            queue_keys: self
+                .typed("queue_keys", parse::queue_keys)?
+                .unwrap_or_default(),
             redis: self.required("redis_url", |v| parse::redis_url(v).map(RedisTarget::new))?,
             greenlets_count: self.number("greenlets_count", 1, 256)? as usize,
             redis_pool_block: self.required("redis_pool_block", parse::boolean)?,
@@ -408,7 +477,61 @@ impl Values {
             until,
             fixed_now: None,
             progress_every: Duration::from_secs(10),
-        })
+        };
+        self.check_sources(&config)?;
+        Ok(config)
+    }
+
+    /// What several sources need: a key, a file and a state file of their own each.
+    fn check_sources(&self, config: &Config) -> Result<(), ConfigError> {
+        let keys: Vec<String> = config
+            .sources
+            .iter()
+            .map(|s| config.queue_key_of(s))
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(j) = keys[..i].iter().position(|k| k == key) {
+                return Err(self.conflict(
+                    "queue_keys",
+                    format!(
+                        "sources {} and {} would both write to {key:?} (and share its state)",
+                        config.sources[j].name, config.sources[i].name
+                    ),
+                    "a different key per source",
+                ));
+            }
+        }
+        if config.sources.len() < 2 {
+            return Ok(());
+        }
+        let lacks_placeholder =
+            |path: &PathBuf| !path.to_string_lossy().contains(SOURCE_PLACEHOLDER);
+        let file_shared = match &config.file_path {
+            Output::Stdout => true,
+            Output::Path(path) => lacks_placeholder(path),
+        };
+        if config.queue_backend == Backend::File && file_shared {
+            return Err(self.conflict(
+                "file_path",
+                "has no {source}, but several sources are exported".into(),
+                "a path with {source}, e.g. /var/lib/msgx/{source}.ndjson",
+            ));
+        }
+        if config.queue_backend != Backend::Redis
+            && config.state_file.as_ref().is_some_and(lacks_placeholder)
+        {
+            return Err(self.conflict(
+                "state_file",
+                "has no {source}, but several sources are exported".into(),
+                "a path with {source}, e.g. /var/lib/msgx/{source}.state",
+            ));
+        }
+        Ok(())
+    }
+
+    fn conflict(&self, option: &str, problem: String, accepted: &str) -> ConfigError {
+        let source = self.get(option).map_or(Source::Default, |(_, s)| s.clone());
+        ConfigError::new(option, source, problem, accepted)
     }
 
     fn check_backfill_bounds(
@@ -593,5 +716,72 @@ mod tests {
             "2026-01-01T00:00:00Z",
         ]);
         assert_eq!(load_with(&args, &[]).unwrap_err().option(), Some("until"));
+    }
+
+    #[test]
+    fn each_source_gets_its_key_file_page_cap_and_budget() {
+        let mut args = CREDS.to_vec();
+        args.extend([
+            "--sources",
+            "signins,risk_detections,directory_audits",
+            "--queue_keys",
+            "directory_audits=entra_audit",
+            "--queue_backend",
+            "file",
+            "--file_path",
+            "/out/{source}.ndjson",
+            "--select",
+            "userPrincipalName",
+            "--rate_limits",
+            "security=10/60",
+        ]);
+        let config = load_with(&args, &[]).unwrap();
+        let key = |name| config.queue_key_of(crate::sources::named(name).unwrap());
+        assert_eq!(key("signins"), "ms_graph_exporter");
+        assert_eq!(key("risk_detections"), "ms_graph_exporter:risk_detections");
+        assert_eq!(key("directory_audits"), "entra_audit");
+        let risk = config.for_source(crate::sources::named("risk_detections").unwrap());
+        assert_eq!(risk.page_size, 500);
+        assert_eq!(risk.select, None, "$select names sign-in properties");
+        assert_eq!(
+            risk.file_path,
+            Output::Path("/out/risk_detections.ndjson".into())
+        );
+        assert_eq!(
+            config.rate_limit_of(Bucket::IdentityProtection),
+            Some((1, Duration::from_secs(1)))
+        );
+        assert_eq!(
+            config.rate_limit_of(Bucket::Security),
+            Some((10, Duration::from_secs(60)))
+        );
+        assert_eq!(
+            config.rate_limit_of(Bucket::Reports),
+            Some((5, Duration::from_secs(10)))
+        );
+    }
+
+    #[test]
+    fn two_sources_never_share_a_key() {
+        let mut args = CREDS.to_vec();
+        args.extend([
+            "--sources",
+            "signins,provisioning",
+            "--queue_keys",
+            "provisioning=ms_graph_exporter",
+        ]);
+        let err = load_with(&args, &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "option queue_keys: sources signins and provisioning would both write to \
+             \"ms_graph_exporter\" (and share its state) (from command line --queue_keys); \
+             accepted: a different key per source"
+        );
+        let err = load_with(&CREDS, &[("GRAPH_SOURCES", "signins,audits")]).unwrap_err();
+        assert_eq!(err.option(), Some("sources"));
+        assert!(
+            err.to_string()
+                .contains("(from environment variable GRAPH_SOURCES)")
+        );
     }
 }

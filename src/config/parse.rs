@@ -1,8 +1,12 @@
 //! Typed parsers for option values. Each returns what it accepts on failure, so the
 //! caller can say which option, from which source, and what would have been valid.
 
+use std::collections::BTreeMap;
+
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+use crate::sources::{self, Bucket, SourceSpec};
 
 pub fn boolean(value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -54,6 +58,73 @@ pub fn select(value: &str) -> Result<Option<Vec<String>>, String> {
         }
     }
     Ok(Some(names))
+}
+
+/// `sources`: comma-separated source names, each at most once.
+pub fn sources(value: &str) -> Result<Vec<&'static SourceSpec>, String> {
+    let accepted = || format!("a comma-separated list of {}", sources::names());
+    let mut chosen: Vec<&'static SourceSpec> = Vec::new();
+    for name in value.split(',').map(str::trim) {
+        let source = sources::named(name).ok_or_else(accepted)?;
+        if chosen.contains(&source) {
+            return Err(format!("{} (each once; {name} is repeated)", accepted()));
+        }
+        chosen.push(source);
+    }
+    Ok(chosen)
+}
+
+/// `NAME=VALUE,NAME=VALUE`: a map given on the command line or in the environment
+/// (a config file may also give a YAML mapping, which is read into this form).
+pub fn pairs(value: &str) -> Option<Vec<(&str, &str)>> {
+    value
+        .split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            Some((name.trim(), value.trim()))
+        })
+        .collect()
+}
+
+/// `queue_keys`: `SOURCE=KEY,…`, every source named at most once and every key
+/// non-empty.
+pub fn queue_keys(value: &str) -> Result<BTreeMap<&'static str, String>, String> {
+    let accepted = || {
+        format!(
+            "SOURCE=KEY pairs, comma-separated (YAML: a mapping), SOURCE one of {}",
+            sources::names()
+        )
+    };
+    let mut keys = BTreeMap::new();
+    for (name, key) in pairs(value).ok_or_else(accepted)? {
+        let source = sources::named(name).ok_or_else(accepted)?;
+        if key.is_empty() || keys.insert(source.name, key.to_string()).is_some() {
+            return Err(accepted());
+        }
+    }
+    Ok(keys)
+}
+
+/// `rate_limits`: `BUCKET=N/SECONDS,…` for the buckets other than reports (whose limit
+/// is `rate_limit`).
+pub fn rate_limits(value: &str) -> Result<BTreeMap<Bucket, Option<(u32, u64)>>, String> {
+    let accepted = || {
+        "BUCKET=N/SECONDS pairs (or BUCKET=0 for no limit), comma-separated (YAML: a mapping), \
+         BUCKET identity_protection or security (reports is set by rate_limit)"
+            .to_string()
+    };
+    let mut limits = BTreeMap::new();
+    for (name, limit) in pairs(value).ok_or_else(accepted)? {
+        let bucket = Bucket::named(name)
+            .filter(|b| *b != Bucket::Reports)
+            .ok_or_else(accepted)?;
+        let limit = rate_limit(limit).map_err(|_| accepted())?;
+        if limits.insert(bucket, limit).is_some() {
+            return Err(accepted());
+        }
+    }
+    Ok(limits)
 }
 
 pub fn choice<'a>(value: &str, choices: &[&'a str]) -> Result<&'a str, String> {
@@ -222,5 +293,23 @@ mod tests {
         );
         assert!(super::select("ip address").is_err());
         assert!(super::select("a,,b").is_err());
+    }
+
+    #[test]
+    fn sources_and_their_maps() {
+        let chosen = sources("signins, directory_audits").unwrap();
+        let names: Vec<&str> = chosen.iter().map(|s| s.name).collect();
+        assert_eq!(names, ["signins", "directory_audits"]);
+        assert!(sources("signins,signins").unwrap_err().contains("repeated"));
+        assert!(sources("sign_ins").unwrap_err().contains("risk_detections"));
+        let keys = queue_keys("directory_audits=entra_audit").unwrap();
+        assert_eq!(keys["directory_audits"], "entra_audit");
+        assert!(queue_keys("directory_audits").is_err());
+        assert!(queue_keys("nope=x").is_err());
+        assert!(queue_keys("provisioning=").is_err());
+        let limits = super::rate_limits("identity_protection=2/1,security=0").unwrap();
+        assert_eq!(limits[&Bucket::IdentityProtection], Some((2, 1)));
+        assert_eq!(limits[&Bucket::Security], None);
+        assert!(super::rate_limits("reports=5/10").is_err());
     }
 }

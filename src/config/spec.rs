@@ -11,6 +11,9 @@ pub struct OptionSpec {
     pub default: Option<&'static str>,
     /// Options that only make sense per invocation are refused in a config file.
     pub in_file: bool,
+    /// A list or map: a config file may give a YAML sequence or mapping, read into the
+    /// command line's comma-separated form.
+    pub structured: bool,
     pub help: &'static str,
 }
 
@@ -25,7 +28,20 @@ const fn opt(
         value_name: Some(value_name),
         default,
         in_file: true,
+        structured: false,
         help,
+    }
+}
+
+const fn structured(
+    name: &'static str,
+    value_name: &'static str,
+    default: Option<&'static str>,
+    help: &'static str,
+) -> OptionSpec {
+    OptionSpec {
+        structured: true,
+        ..opt(name, value_name, default, help)
     }
 }
 
@@ -35,6 +51,7 @@ const fn switch(name: &'static str, default: &'static str, help: &'static str) -
         value_name: None,
         default: Some(default),
         in_file: true,
+        structured: false,
         help,
     }
 }
@@ -45,6 +62,7 @@ const fn cli_only(name: &'static str, value_name: &'static str, help: &'static s
         value_name: Some(value_name),
         default: None,
         in_file: false,
+        structured: false,
         help,
     }
 }
@@ -72,6 +90,12 @@ pub const OPTIONS: &[OptionSpec] = &[
         "secret",
         None,
         "client secret of the service principal (required; never logged)",
+    ),
+    structured(
+        "sources",
+        "names",
+        Some("signins"),
+        "audit streams to export, comma-separated: signins, signins_noninteractive, signins_service_principal, signins_managed_identity, directory_audits, provisioning, risk_detections, security_alerts",
     ),
     opt(
         "timelag",
@@ -102,6 +126,12 @@ pub const OPTIONS: &[OptionSpec] = &[
         "n/seconds",
         Some("5/10"),
         "requests allowed per window, shared by all streams (Graph: 5 per 10 s per app and tenant); 0 disables",
+    ),
+    structured(
+        "rate_limits",
+        "bucket=n/seconds",
+        None,
+        "limits of the other buckets (defaults: Graph's identity_protection=1/1, security=150/60), comma-separated; 0 disables",
     ),
     opt(
         "max_retries",
@@ -137,7 +167,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         "queue_key",
         "key",
         Some("ms_graph_exporter"),
-        "name of the Redis list or channel",
+        "name of the Redis list or channel of signins; other sources use {queue_key}:{source}",
+    ),
+    structured(
+        "queue_keys",
+        "source=key",
+        None,
+        "Redis keys of sources other than by the {queue_key}:{source} rule, comma-separated (e.g. directory_audits=entra_audit)",
     ),
     opt(
         "redis_url",
@@ -189,7 +225,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         "file_path",
         "path",
         Some("-"),
-        "NDJSON output of queue_backend file; - is stdout",
+        "NDJSON output of queue_backend file; - is stdout; {source} is replaced by the source (required with several sources)",
     ),
     opt(
         "log_level",
@@ -201,7 +237,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         "select",
         "properties",
         None,
-        "fetch only these sign-in properties (Graph $select, comma-separated; id and createdDateTime are always added)",
+        "fetch only these sign-in properties (Graph $select, comma-separated; id and createdDateTime are always added; sign-in sources only)",
     ),
     opt(
         "state",
@@ -213,7 +249,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         "state_file",
         "path",
         None,
-        "watermark file of the log and file backends (the redis backend keeps its state in Redis)",
+        "watermark file of the log and file backends (the redis backend keeps its state in Redis); {source} as in file_path",
     ),
     opt(
         "max_catchup",

@@ -1,5 +1,6 @@
-//! The sign-ins client: builds a frame's query, sends each page request with the
-//! shared token, and turns Graph's answers into pages or [`GraphError`]s.
+//! The client of one source: builds a frame's query, sends each page request with the
+//! shared token through its bucket's gate, and turns Graph's answers into pages or
+//! [`GraphError`]s.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::auth::TokenSource;
 use crate::buffers::BufferPool;
 use crate::error::GraphError;
 use crate::ids;
+use crate::sources::SourceSpec;
 use crate::window::Frame;
 
 /// More sign-ins per second than any tenant has: a frame whose nextLinks go on past
@@ -25,7 +27,9 @@ const MAX_RECORDS_PER_SECOND: u64 = 10_000;
 /// What each page asks for besides its frame.
 #[derive(Debug, Clone)]
 pub struct PageShape {
-    /// `$top`
+    /// Where, and how a frame is filtered.
+    pub source: &'static SourceSpec,
+    /// `$top`, at most the source's cap.
     pub page_size: u32,
     /// `$select`; None: every property.
     pub select: Option<Vec<String>>,
@@ -42,6 +46,25 @@ pub struct BudgetSpent {
     pub retries: u64,
     /// Time requests waited for a turn or a 429's pause, summed over streams.
     pub waited: Duration,
+}
+
+impl std::ops::Add for BudgetSpent {
+    type Output = BudgetSpent;
+
+    fn add(self, other: BudgetSpent) -> BudgetSpent {
+        BudgetSpent {
+            requests: self.requests + other.requests,
+            throttled: self.throttled + other.throttled,
+            retries: self.retries + other.retries,
+            waited: self.waited + other.waited,
+        }
+    }
+}
+
+impl std::iter::Sum for BudgetSpent {
+    fn sum<I: Iterator<Item = BudgetSpent>>(iter: I) -> BudgetSpent {
+        iter.fold(BudgetSpent::default(), |a, b| a + b)
+    }
 }
 
 #[derive(Default)]
@@ -97,6 +120,10 @@ impl GraphClient {
         }
     }
 
+    pub fn source(&self) -> &'static SourceSpec {
+        self.shape.source
+    }
+
     /// The budget spent so far.
     pub fn spent(&self) -> BudgetSpent {
         let c = &self.counters;
@@ -116,11 +143,13 @@ impl GraphClient {
     /// The first page of a frame: its `$filter`, `$top` and `$select`; later pages
     /// come from `@odata.nextLink`.
     pub fn first_url(&self, frame: &Frame) -> String {
+        let source = self.shape.source;
         let mut url = format!(
-            "{}/v1.0/auditLogs/signIns?$filter={}&$top={}",
+            "{}{}?$filter={}&$top={}",
             self.graph_url.as_str().trim_end_matches('/'),
-            percent_encode(&frame.filter()),
-            self.shape.page_size
+            source.path,
+            percent_encode(&source.filter(frame)),
+            self.shape.page_size.min(source.max_top)
         );
         if let Some(select) = &self.shape.select {
             url.push_str("&$select=");
@@ -257,7 +286,7 @@ impl GraphClient {
             self.tokens.invalidate(&bearer);
         }
         if response.status != 200 {
-            return Err(status_error(shown, &response));
+            return Err(status_error(shown, &response, self.shape.source));
         }
         let page = Page::parse(response.body).map_err(|message| GraphError::Malformed {
             url: shown.clone(),
@@ -272,7 +301,7 @@ impl GraphClient {
     }
 }
 
-fn status_error(url: String, response: &HttpResponse) -> GraphError {
+fn status_error(url: String, response: &HttpResponse, source: &'static SourceSpec) -> GraphError {
     let (code, message) = match serde_json::from_slice::<ErrorEnvelope>(&response.body) {
         Ok(envelope) => (envelope.error.code, envelope.error.message),
         Err(_) => (
@@ -290,6 +319,7 @@ fn status_error(url: String, response: &HttpResponse) -> GraphError {
             .retry_after
             .as_deref()
             .and_then(|v| parse_retry_after(v, SystemTime::now())),
+        source,
     }
 }
 

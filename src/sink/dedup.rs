@@ -6,22 +6,30 @@
 //! on the next run (at least once). An id counts as seen only once its page was written
 //! and the sink finished (flushed and synced) without error.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use serde::Deserializer;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+
 use super::Sink;
 use crate::error::SinkError;
+use crate::sources::SourceSpec;
 
 /// What deduplication needs of a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordKey {
+    /// The record's id; for a mutable source, its id and last-update time, so every
+    /// update is a record of its own.
     pub id: String,
-    /// createdDateTime, Unix seconds.
-    pub created: i64,
+    /// The second of the source's time field (createdDateTime for sign-ins), Unix
+    /// seconds: where the record sits in the windows.
+    pub second: i64,
 }
 
-/// A record whose id or createdDateTime cannot be read: it is still delivered, keyed
-/// by its exact bytes instead of its id.
+/// A record whose id or time cannot be read: it is still delivered, keyed by its
+/// exact bytes instead of its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyProblem {
     /// Its place in the page, from 0.
@@ -29,30 +37,26 @@ pub struct KeyProblem {
     pub reason: String,
 }
 
-#[derive(serde::Deserialize)]
-struct RecordFields<'a> {
-    #[serde(default)]
-    id: Option<serde_json::Value>,
-    #[serde(rename = "createdDateTime", borrow, default)]
-    created: Option<std::borrow::Cow<'a, str>>,
-}
-
 /// Each record's key, read without copying the record. A record without a usable id
-/// or createdDateTime gets a key of its own — `raw:` and a 128-bit hash of its exact
-/// bytes, created at `fallback_created` (its frame's last second: Graph returned it for
-/// that frame) — so one bad record is delivered once and never stops the others.
-pub fn record_keys(records: &[&str], fallback_created: i64) -> (Vec<RecordKey>, Vec<KeyProblem>) {
+/// or time gets a key of its own — `raw:` and a 128-bit hash of its exact bytes, at
+/// `fallback_second` (its frame's last second: Graph returned it for that frame) — so
+/// one bad record is delivered once and never stops the others.
+pub fn record_keys(
+    records: &[&str],
+    source: &SourceSpec,
+    fallback_second: i64,
+) -> (Vec<RecordKey>, Vec<KeyProblem>) {
     let mut problems = Vec::new();
     let keys = records
         .iter()
         .enumerate()
-        .map(|(offset, record)| match read_key(record) {
+        .map(|(offset, record)| match read_key(record, source) {
             Ok(key) => key,
-            Err((reason, created)) => {
+            Err((reason, second)) => {
                 problems.push(KeyProblem { offset, reason });
                 RecordKey {
                     id: format!("raw:{:032x}", fnv1a_128(record.as_bytes())),
-                    created: created.unwrap_or(fallback_created),
+                    second: second.unwrap_or(fallback_second),
                 }
             }
         })
@@ -60,41 +64,90 @@ pub fn record_keys(records: &[&str], fallback_created: i64) -> (Vec<RecordKey>, 
     (keys, problems)
 }
 
-/// The key of one record, or why there is none (with the createdDateTime if that much
-/// could be read).
-fn read_key(record: &str) -> Result<RecordKey, (String, Option<i64>)> {
-    let fields: RecordFields = serde_json::from_str(record).map_err(|e| {
-        (
-            format!("not a JSON object with id and createdDateTime: {e}"),
-            None,
-        )
-    })?;
-    let created = match &fields.created {
-        None => Err("no createdDateTime".to_string()),
+/// The key of one record, or why there is none (with its second if that much could be
+/// read).
+fn read_key(record: &str, source: &SourceSpec) -> Result<RecordKey, (String, Option<i64>)> {
+    let field = source.time_field;
+    let fields = read_fields(record, field)
+        .map_err(|e| (format!("not a JSON object with id and {field}: {e}"), None))?;
+    let second = match &fields.time {
+        None => Err(format!("no {field}")),
         Some(text) => crate::window::parse_created(text)
-            .ok_or_else(|| format!("createdDateTime {text:?} is not a UTC timestamp")),
+            .ok_or_else(|| format!("{field} {text:?} is not a UTC timestamp")),
     };
     let id = match fields.id {
         Some(serde_json::Value::String(id)) if !id.is_empty() => Ok(id),
         None => Err("no id".to_string()),
         Some(other) => Err(format!("id {other} is not a non-empty string")),
     };
-    match (id, created) {
-        (Ok(id), Ok(created)) => Ok(RecordKey { id, created }),
-        (Err(reason), created) => Err((reason, created.ok())),
+    match (id, second) {
+        (Ok(id), Ok(second)) if source.mutable => Ok(RecordKey {
+            id: format!("{id}@{}", fields.time.unwrap_or_default()),
+            second,
+        }),
+        (Ok(id), Ok(second)) => Ok(RecordKey { id, second }),
+        (Err(reason), second) => Err((reason, second.ok())),
         (Ok(_), Err(reason)) => Err((reason, None)),
     }
 }
 
-/// The createdDateTime of a record, in Unix seconds, if it has a readable one.
-pub fn created_second(record: &str) -> Option<i64> {
-    #[derive(serde::Deserialize)]
-    struct Created<'a> {
-        #[serde(rename = "createdDateTime", borrow)]
-        created: std::borrow::Cow<'a, str>,
+/// The second of a record's `time_field`, if it has a readable one.
+pub fn record_second(record: &str, time_field: &str) -> Option<i64> {
+    let fields = read_fields(record, time_field).ok()?;
+    crate::window::parse_created(fields.time.as_deref()?)
+}
+
+/// The two fields a key is made of; every other field is skipped unread.
+struct KeyFields<'a> {
+    id: Option<serde_json::Value>,
+    time: Option<Cow<'a, str>>,
+}
+
+fn read_fields<'a>(record: &'a str, time_field: &str) -> serde_json::Result<KeyFields<'a>> {
+    let mut de = serde_json::Deserializer::from_str(record);
+    let fields = KeyFieldsSeed { time_field }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(fields)
+}
+
+/// Reads [`KeyFields`] of an object whose time field is named at run time.
+struct KeyFieldsSeed<'f> {
+    time_field: &'f str,
+}
+
+impl<'de> DeserializeSeed<'de> for KeyFieldsSeed<'_> {
+    type Value = KeyFields<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
     }
-    let fields: Created = serde_json::from_str(record).ok()?;
-    crate::window::parse_created(&fields.created)
+}
+
+impl<'de> Visitor<'de> for KeyFieldsSeed<'_> {
+    type Value = KeyFields<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "an object with id and {}", self.time_field)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = KeyFields {
+            id: None,
+            time: None,
+        };
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key == "id" {
+                fields.id = Some(map.next_value()?);
+            } else if key == self.time_field {
+                // A null time counts as none.
+                let time: Option<Cow<'de, str>> = map.next_value()?;
+                fields.time = time;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(fields)
+    }
 }
 
 /// FNV-1a, 128 bits: stable across runs and Rust versions (the key is stored), and wide
@@ -107,7 +160,7 @@ fn fnv1a_128(bytes: &[u8]) -> u128 {
     })
 }
 
-/// Ids delivered so far, with their createdDateTime.
+/// Ids delivered so far, with their second.
 #[derive(Default)]
 pub struct SeenSet(Mutex<HashMap<String, i64>>);
 
@@ -125,7 +178,7 @@ impl SeenSet {
     fn admit(&self, keys: &[RecordKey]) -> Vec<bool> {
         let mut seen = self.lock();
         keys.iter()
-            .map(|k| seen.insert(k.id.clone(), k.created).is_none())
+            .map(|k| seen.insert(k.id.clone(), k.second).is_none())
             .collect()
     }
 
@@ -212,21 +265,43 @@ impl Sink for DedupSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources;
 
     #[test]
     fn good_records_are_keyed_by_id_and_created() {
         let (keys, problems) = record_keys(
-            &[r#"{"id":"a-1","createdDateTime":"2026-01-01T00:00:01.5Z","x":1}"#],
+            &[r#"{"id":"a-1","createdDateTime":"2026-01-01T00:00:01.5Z","x":{"id":2}}"#],
+            sources::sign_ins(),
             0,
         );
         assert_eq!(
             keys,
             [RecordKey {
                 id: "a-1".into(),
-                created: 1_767_225_601
+                second: 1_767_225_601
             }]
         );
         assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn mutable_records_are_keyed_by_id_and_last_update() {
+        let risk = sources::named("risk_detections").unwrap();
+        let versions = [
+            r#"{"id":"r1","lastUpdatedDateTime":"2026-01-01T00:00:01.25Z","riskLevel":"low"}"#,
+            r#"{"riskLevel":"high","lastUpdatedDateTime":"2026-01-01T00:15:01.5Z","id":"r1"}"#,
+        ];
+        let (keys, problems) = record_keys(&versions, risk, 0);
+        assert!(problems.is_empty());
+        assert_eq!(keys[0].id, "r1@2026-01-01T00:00:01.25Z");
+        assert_eq!(keys[1].id, "r1@2026-01-01T00:15:01.5Z");
+        assert_eq!(keys[1].second, 1_767_226_501);
+        let (_, problems) = record_keys(
+            &[r#"{"id":"r1","createdDateTime":"2026-01-01T00:00:01Z"}"#],
+            risk,
+            7,
+        );
+        assert_eq!(problems[0].reason, "no lastUpdatedDateTime");
     }
 
     #[test]
@@ -244,7 +319,7 @@ mod tests {
             r#"["id"]"#.to_string(),
         ];
         let records: Vec<&str> = bad.iter().map(String::as_str).collect();
-        let (keys, problems) = record_keys(&records, 99);
+        let (keys, problems) = record_keys(&records, sources::sign_ins(), 99);
         let offsets: Vec<usize> = problems.iter().map(|p| p.offset).collect();
         assert_eq!(offsets, (0..bad.len()).collect::<Vec<_>>());
         assert!(
@@ -252,12 +327,16 @@ mod tests {
                 .all(|k| k.id.starts_with("raw:") && k.id.len() == 36)
         );
         // A readable createdDateTime is kept; otherwise the frame's last second.
-        assert_eq!(keys[0].created, 1_767_225_601);
-        assert_eq!(keys[4].created, 99);
+        assert_eq!(keys[0].second, 1_767_225_601);
+        assert_eq!(keys[4].second, 99);
         let mut ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
         ids.dedup();
         assert_eq!(ids.len(), bad.len(), "different records, different keys");
-        assert_eq!(record_keys(&records, 0).0[3].id, keys[3].id, "stable");
+        assert_eq!(
+            record_keys(&records, sources::sign_ins(), 0).0[3].id,
+            keys[3].id,
+            "stable"
+        );
         assert!(
             problems[2].reason.contains("id 7"),
             "{}",

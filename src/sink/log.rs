@@ -1,15 +1,21 @@
 //! The log sink: one INFO line per record in the original's format,
-//! `[createdDateTime]: userPrincipalName - ipAddress - countryOrRegion/city`. Field
-//! values are attacker-controlled (a failed sign-in records what was typed); the logger
-//! escapes them, so a record cannot forge a line.
+//! `[createdDateTime]: userPrincipalName - ipAddress - countryOrRegion/city`; records of
+//! other sources as `[time]: headline - id`. When several sources are exported, each
+//! line starts with its source. Field values are attacker-controlled (a failed sign-in
+//! records what was typed); the logger escapes them, so a record cannot forge a line.
 
 use serde::Deserialize;
 
 use super::{RecordKey, Sink};
 use crate::error::SinkError;
 use crate::logging;
+use crate::sources::SourceSpec;
 
-pub struct LogSink;
+pub struct LogSink {
+    pub source: &'static SourceSpec,
+    /// Start each line with the source's name (several sources are exported).
+    pub labelled: bool,
+}
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
@@ -44,11 +50,37 @@ pub fn format_record(record: &str) -> String {
     )
 }
 
+/// The log line of a record of a source other than sign-ins.
+fn format_other(record: &str, source: &SourceSpec) -> String {
+    let Ok(fields) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(record)
+    else {
+        return format!("(not a {} object) {record}", source.name);
+    };
+    let text = |name: &str| match fields.get(name) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    format!(
+        "[{}]: {} - {}",
+        text(source.time_field),
+        source.headline.map(text).unwrap_or_default(),
+        text("id")
+    )
+}
+
 impl Sink for LogSink {
     fn write(&self, records: &[&str], _keys: Option<&[RecordKey]>) -> Result<usize, SinkError> {
         let failures = logging::write_failures();
         for record in records {
-            log::info!(target: "msgx::record", "{}", format_record(record));
+            let line = match self.source.headline {
+                None => format_record(record),
+                Some(_) => format_other(record, self.source),
+            };
+            match self.labelled {
+                true => log::info!(target: "msgx::record", "{}: {line}", self.source.name),
+                false => log::info!(target: "msgx::record", "{line}"),
+            }
         }
         log::logger().flush();
         if logging::write_failures() != failures {
@@ -74,5 +106,15 @@ mod tests {
         );
         assert_eq!(super::format_record(r#"{"location":null}"#), "[]:  -  - /");
         assert_eq!(super::format_record("42"), "(not a sign-in object) 42");
+    }
+
+    #[test]
+    fn other_sources_show_time_headline_and_id() {
+        let audits = crate::sources::named("directory_audits").unwrap();
+        let record = r#"{"id":"Directory_1","activityDateTime":"2026-11-30T12:00:01.5Z","activityDisplayName":"Add member to group"}"#;
+        assert_eq!(
+            super::format_other(record, audits),
+            "[2026-11-30T12:00:01.5Z]: Add member to group - Directory_1"
+        );
     }
 }

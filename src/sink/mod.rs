@@ -34,14 +34,21 @@ pub trait Sink: Send + Sync {
 
 /// The configured sink; `redis_retry` limits the Redis sink's retries (files and the
 /// log are not retried: their errors do not go away by waiting).
+///
+/// `config` is one source's (its queue key, its file); `labelled`: several sources
+/// are exported, so log lines name theirs.
 pub fn open(
     config: &Config,
     redis_retry: RetryOptions,
     dedup: Option<redis::Dedup>,
+    labelled: bool,
 ) -> Result<Box<dyn Sink>, Error> {
     Ok(match config.queue_backend {
         Backend::Redis => Box::new(redis::RedisSink::new(config, redis_retry, dedup)?),
-        Backend::Log => Box::new(log::LogSink),
+        Backend::Log => Box::new(log::LogSink {
+            source: config.sources[0],
+            labelled,
+        }),
         Backend::File => Box::new(file::FileSink::open(&config.file_path)?),
     })
 }

@@ -330,7 +330,7 @@ impl RedisSink {
             .arg(mode)
             .arg(floor);
         for (record, key) in records.iter().zip(keys) {
-            invocation.arg(&key.id).arg(key.created).arg(*record);
+            invocation.arg(&key.id).arg(key.second).arg(*record);
         }
         invocation.invoke(connection)
     }

@@ -291,12 +291,36 @@ impl Sim {
         end: OffsetDateTime,
         visible_by: Option<OffsetDateTime>,
     ) -> Vec<String> {
+        self.oracle_of("signins", "createdDateTime", start, end, visible_by)
+    }
+
+    /// Every record of `source` with `time_field` in `[start, end]` — of a mutable
+    /// source every version made then —, oldest first.
+    pub fn records_of(
+        &self,
+        source: &str,
+        time_field: &str,
+        start: OffsetDateTime,
+        end: OffsetDateTime,
+    ) -> Vec<String> {
+        self.oracle_of(source, time_field, start, end, None)
+    }
+
+    fn oracle_of(
+        &self,
+        source: &str,
+        time_field: &str,
+        start: OffsetDateTime,
+        end: OffsetDateTime,
+        visible_by: Option<OffsetDateTime>,
+    ) -> Vec<String> {
         let filter = format!(
-            "createdDateTime ge {}.0000000Z and createdDateTime le {}.9999999Z",
+            "{time_field} ge {}.0000000Z and {time_field} le {}.9999999Z",
             second(start),
             second(end)
         );
         let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query.append_pair("source", source);
         query.append_pair("$filter", &filter);
         if let Some(by) = visible_by {
             query.append_pair("visible_by", &rfc3339(by));
@@ -333,6 +357,17 @@ impl Sim {
                     .iter()
                     .filter(|(lo, hi)| (*lo..=*hi).contains(&s))
                     .count()
+            })
+            .collect()
+    }
+
+    /// `($top, $filter)` of every query's first page for `source`, as sent.
+    pub fn queries(&self, source: &str) -> Vec<(String, String)> {
+        self.get(&format!("/_sim/queries?source={source}"))
+            .lines()
+            .filter_map(|l| {
+                let mut fields = l.splitn(3, '\t').skip(1);
+                Some((fields.next()?.to_string(), fields.next()?.to_string()))
             })
             .collect()
     }

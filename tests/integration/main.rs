@@ -6,4 +6,5 @@ mod config;
 mod export;
 mod faults;
 mod loss;
+mod sources;
 mod state;

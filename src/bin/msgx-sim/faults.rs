@@ -1,17 +1,20 @@
-//! Injected failures of the sign-ins endpoint: every K-th request gets a 429, a 503, a
-//! dropped connection or a garbled page, and `--throttle N/W` enforces a true sliding
-//! window of N requests per W seconds the way Graph's budget does.
+//! Injected failures of the Graph endpoints: every K-th request gets a 429, a 503, a
+//! dropped connection or a garbled page, and `--throttle N/W` (reports) and its
+//! siblings for the other buckets enforce a true sliding window of N requests per W
+//! seconds the way Graph's budgets do.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::resources::Bucket;
+
 /// What happens to one sign-ins request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// 429 with this Retry-After, in seconds.
-    TooManyRequests(u64),
+    /// 429 with this Retry-After, in seconds (identity protection sends none).
+    TooManyRequests(Option<u64>),
     ServiceUnavailable,
     /// The connection closes before any response.
     Reset,
@@ -73,22 +76,32 @@ pub struct Faults {
     pub every_503: u64,
     pub every_reset: u64,
     pub garbage: u64,
+    /// The reports bucket's (`--throttle`).
     pub throttle: Option<Throttle>,
+    pub throttle_identity_protection: Option<Throttle>,
+    pub throttle_security: Option<Throttle>,
     pub requests: AtomicU64,
 }
 
 impl Faults {
-    /// The fault for the next sign-ins request, if any.
-    pub fn next(&self) -> Option<Fault> {
-        if let Some(throttle) = &self.throttle
+    /// The fault for the next request of a resource of `bucket`, if any. Identity
+    /// protection's 429s carry no Retry-After, as Graph documents.
+    pub fn next(&self, bucket: Bucket) -> Option<Fault> {
+        let throttle = match bucket {
+            Bucket::Reports => &self.throttle,
+            Bucket::IdentityProtection => &self.throttle_identity_protection,
+            Bucket::Security => &self.throttle_security,
+        };
+        if let Some(throttle) = throttle
             && let Err(wait) = throttle.admit(Instant::now())
         {
-            return Some(Fault::TooManyRequests(wait));
+            let retry_after = (bucket != Bucket::IdentityProtection).then_some(wait);
+            return Some(Fault::TooManyRequests(retry_after));
         }
         let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
         let hit = |k: u64| k > 0 && n.is_multiple_of(k);
         if hit(self.every_429) {
-            Some(Fault::TooManyRequests(self.retry_after))
+            Some(Fault::TooManyRequests(Some(self.retry_after)))
         } else if hit(self.every_503) {
             Some(Fault::ServiceUnavailable)
         } else if hit(self.every_reset) {

@@ -36,6 +36,9 @@ pub const PROPERTIES: &[&str] = &[
     "deviceDetail",
     "location",
     "appliedConditionalAccessPolicies",
+    "signInEventTypes",
+    "servicePrincipalId",
+    "servicePrincipalName",
 ];
 
 #[derive(Clone, Copy)]
@@ -60,11 +63,11 @@ fn mix(mut x: u64) -> u64 {
 }
 
 impl Generator {
-    fn hash(&self, second: i64, index: u64, field: u64) -> u64 {
+    pub fn hash(&self, second: i64, index: u64, field: u64) -> u64 {
         mix(mix(mix(self.seed ^ second as u64).wrapping_add(index)).wrapping_add(field))
     }
 
-    fn unit(&self, second: i64, index: u64, field: u64) -> f64 {
+    pub fn unit(&self, second: i64, index: u64, field: u64) -> f64 {
         (self.hash(second, index, field) >> 11) as f64 / (1u64 << 53) as f64
     }
 
@@ -95,15 +98,17 @@ impl Generator {
     }
 
     /// The JSON text of the `index`-th sign-in of `second`, at `ticks`; with `select`,
-    /// only those top-level properties (Graph's `$select`).
-    pub fn render(
+    /// only those top-level properties (Graph's `$select`); `event_type` (beta) adds
+    /// `signInEventTypes` and what goes with it.
+    pub fn render_sign_in(
         &self,
         second: i64,
         index: u64,
         ticks: Ticks,
         select: Option<&[String]>,
+        event_type: Option<&str>,
     ) -> String {
-        let record = self.render_sound(second, index, ticks, select);
+        let record = self.render_sound(second, index, ticks, select, event_type);
         match self.damage {
             Some(damage) if self.hash(second, index, 30).is_multiple_of(25) => damage.apply(record),
             _ => record,
@@ -116,6 +121,7 @@ impl Generator {
         index: u64,
         ticks: Ticks,
         select: Option<&[String]>,
+        event_type: Option<&str>,
     ) -> String {
         let h = |field: u64| self.hash(second, index, field);
         let mut user = USERS[(h(10) % USERS.len() as u64) as usize];
@@ -156,7 +162,20 @@ impl Generator {
             "conditionalAccessStatus",
             if failed { "failure" } else { "success" },
         );
-        top.raw("isInteractive", "true");
+        top.raw(
+            "isInteractive",
+            match event_type {
+                None | Some("interactiveUser") => "true",
+                Some(_) => "false",
+            },
+        );
+        if let Some(kind) = event_type {
+            top.raw("signInEventTypes", &format!("[\"{kind}\"]"));
+            if kind == "servicePrincipal" || kind == "managedIdentity" {
+                top.text("servicePrincipalId", &guid(h(27), h(28)));
+                top.text("servicePrincipalName", app.1);
+            }
+        }
         for name in [
             "riskDetail",
             "riskLevelAggregated",
@@ -223,9 +242,9 @@ impl Generator {
 }
 
 /// A record's top-level properties, written unless `$select` leaves them out.
-struct Record<'a> {
-    out: String,
-    select: Option<&'a [String]>,
+pub struct Record<'a> {
+    pub out: String,
+    pub select: Option<&'a [String]>,
 }
 
 impl Record<'_> {
@@ -234,13 +253,13 @@ impl Record<'_> {
             .is_none_or(|names| names.iter().any(|n| n.eq_ignore_ascii_case(name)))
     }
 
-    fn text(&mut self, name: &str, value: &str) {
+    pub fn text(&mut self, name: &str, value: &str) {
         if self.wanted(name) {
             field(&mut self.out, name, value);
         }
     }
 
-    fn raw(&mut self, name: &str, json: &str) {
+    pub fn raw(&mut self, name: &str, json: &str) {
         if self.wanted(name) {
             raw(&mut self.out, name, json);
         }
@@ -269,22 +288,22 @@ pub fn json_string(value: &str) -> String {
     out
 }
 
-fn field(out: &mut String, name: &str, value: &str) {
+pub fn field(out: &mut String, name: &str, value: &str) {
     raw(out, name, &json_string(value));
 }
 
-fn raw(out: &mut String, name: &str, value: &str) {
+pub fn raw(out: &mut String, name: &str, value: &str) {
     if !out.ends_with('{') {
         out.push(',');
     }
     let _ = write!(out, "\"{name}\":{value}");
 }
 
-fn close(out: &mut String) {
+pub fn close(out: &mut String) {
     out.push('}');
 }
 
-fn guid(a: u64, b: u64) -> String {
+pub fn guid(a: u64, b: u64) -> String {
     format!(
         "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
         a >> 32,
@@ -312,7 +331,7 @@ pub fn timestamp(ticks: Ticks) -> String {
     )
 }
 
-const USERS: &[(&str, &str)] = &[
+pub const USERS: &[(&str, &str)] = &[
     ("adele.vance", "Adele Vance"),
     ("alex.wilber", "Alex Wilber"),
     ("zoe.muller", "Zoë Müller"),
@@ -326,7 +345,7 @@ const USERS: &[(&str, &str)] = &[
 ];
 
 /// (city, state, countryOrRegion, latitude, longitude)
-const PLACES: &[(&str, &str, &str, f64, f64)] = &[
+pub const PLACES: &[(&str, &str, &str, f64, f64)] = &[
     (
         "Redmond",
         "Washington",
@@ -366,7 +385,7 @@ const PLACES: &[(&str, &str, &str, f64, f64)] = &[
 ];
 
 /// (appId, appDisplayName)
-const APPS: &[(&str, &str)] = &[
+pub const APPS: &[(&str, &str)] = &[
     ("de8bc8b5-d9f9-48b1-a8ad-b748da725064", "Graph explorer"),
     (
         "00000002-0000-0ff1-ce00-000000000000",

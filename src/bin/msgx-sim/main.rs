@@ -1,18 +1,24 @@
 //! `msgx-sim`: a Microsoft Graph simulator for tests, the demo and benchmarks.
 //!
-//! It serves the client-credentials token endpoint and `GET /v1.0/auditLogs/signIns`
-//! with deterministic synthetic sign-ins, plus two endpoints of its own:
-//! `GET /_sim/records?$filter=…` (every record in a range, oldest first, as NDJSON: the
-//! oracle tests compare against) and `GET /_sim/stats` (request counts). Faults
-//! (429s, 503s, dropped connections, garbled pages, a throttle, latency, nextLinks to a
+//! It serves the client-credentials token endpoint and every Entra audit stream msgx
+//! exports ([`resources`]: sign-ins v1.0 and beta by event type, directory audits,
+//! provisioning, risk detections, alerts v2) with deterministic synthetic records,
+//! each with exactly its documented filter operators and page cap, plus endpoints of
+//! its own: `GET /_sim/records?source=…&$filter=…` (every record in a range, oldest
+//! first, as NDJSON: the oracle tests compare against), `GET /_sim/stats` (request
+//! counts), `/_sim/reads` and `/_sim/queries` (what was asked). Faults (429s per
+//! bucket, 503s, dropped connections, garbled pages, 403s, latency, nextLinks to a
 //! foreign host) can be switched on per flag. Loopback only.
 
+mod audits;
 mod faults;
 mod generator;
 mod hostile;
 mod http;
 mod odata;
 mod pages;
+mod protection;
+mod resources;
 mod responses;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +34,7 @@ use generator::{Generator, TICKS_PER_SECOND, Ticks};
 use http::{Reply, Request, Response};
 use odata::{Bounds, Cursor, PageQuery};
 use pages::{Body, PageCache};
+use resources::{Family, RESOURCES, Resource, Stream};
 use responses::{graph_error, json, oauth_error, request_guid};
 
 /// Microsoft Graph simulator for msgx-once (binds 127.0.0.1 only).
@@ -73,9 +80,20 @@ struct Args {
     /// answer every K-th sign-ins request with a 200 whose JSON is cut off (0: never)
     #[argh(option, default = "0")]
     garbage: u64,
-    /// admit N sign-ins requests per W seconds (sliding window), 429 beyond: N/W
+    /// admit N requests per W seconds to the reports bucket (sign-ins, audits,
+    /// provisioning; sliding window), 429 beyond: N/W
     #[argh(option)]
     throttle: Option<String>,
+    /// the same for identity protection (risk detections); its 429s have no
+    /// Retry-After
+    #[argh(option)]
+    throttle_identity_protection: Option<String>,
+    /// the same for security (alerts)
+    #[argh(option)]
+    throttle_security: Option<String>,
+    /// seconds between the versions of a risk detection or alert (default 900)
+    #[argh(option, default = "900")]
+    update_every: i64,
     /// delay every sign-ins response by this many milliseconds (default 0)
     #[argh(option, default = "0")]
     latency_ms: u64,
@@ -107,10 +125,11 @@ struct Args {
     /// name and city of failed sign-ins
     #[argh(switch)]
     hostile: bool,
-    /// answer sign-ins requests with 403 and this Graph error code (e.g.
-    /// Authorization_RequestDenied)
+    /// answer with 403: CODE (e.g. Authorization_RequestDenied) for every resource,
+    /// SOURCE (permission missing), SOURCE:licence (no P1/P2) or SOURCE:CODE;
+    /// repeatable
     #[argh(option)]
-    deny: Option<String>,
+    deny: Vec<String>,
     /// the token response's expires_in, as raw JSON (default: the token lifetime)
     #[argh(option)]
     expires_in: Option<String>,
@@ -120,12 +139,13 @@ struct Args {
 const RETENTION: i64 = 30 * 86_400 * TICKS_PER_SECOND;
 
 struct Sim {
-    generator: Generator,
+    /// One per resource, in the order of [`RESOURCES`].
+    streams: Vec<Stream>,
     next_link_loop: bool,
     endless_paging: bool,
     /// Endless pages served so far (each gets a fresh skiptoken).
     endless: AtomicU64,
-    deny: Option<String>,
+    deny: Vec<Deny>,
     expires_in: Option<String>,
     tenant: String,
     client_id: String,
@@ -143,8 +163,10 @@ struct Sim {
     tokens: Mutex<HashMap<String, Instant>>,
     stats: Mutex<BTreeMap<String, u64>>,
     /// The `$filter` range of every query's first page, in Unix seconds (both ends
-    /// included): which seconds were read how often.
-    reads: Mutex<Vec<(i64, i64)>>,
+    /// included), by source: which seconds were read how often.
+    reads: Mutex<Vec<(&'static str, i64, i64)>>,
+    /// Every first page's `$top` and `$filter` as sent, by source.
+    queries: Mutex<Vec<(&'static str, String, String)>>,
     faults: Faults,
 }
 
@@ -153,12 +175,17 @@ fn main() {
     if !(args.rate >= 0.0 && args.rate.is_finite()) {
         fail(2, "--rate must be a non-negative number");
     }
-    let throttle = args
-        .throttle
-        .as_deref()
-        .map(Throttle::parse)
-        .transpose()
-        .unwrap_or_else(|e| fail(2, &e));
+    let throttle = |value: &Option<String>| {
+        value
+            .as_deref()
+            .map(Throttle::parse)
+            .transpose()
+            .unwrap_or_else(|e| fail(2, &e))
+    };
+    if args.update_every < 1 {
+        fail(2, "--update-every must be at least 1");
+    }
+    let deny: Vec<Deny> = args.deny.iter().map(|v| Deny::parse(v)).collect();
     let listener = listen(args.port);
     let port = local_port(&listener);
     let foreign = args.foreign_next_link.then(|| listen(0));
@@ -167,23 +194,27 @@ fn main() {
         Some(listener) => format!("http://127.0.0.1:{}", local_port(listener)),
         None => base_url.clone(),
     };
+    let generator = Generator {
+        seed: args.seed,
+        rate: args.rate,
+        late: args.late.as_deref().map(parse_late),
+        damage: args
+            .damage
+            .as_deref()
+            .map(hostile::Damage::parse)
+            .transpose()
+            .unwrap_or_else(|e| fail(2, &e)),
+        hostile: args.hostile,
+    };
     let sim = Arc::new(Sim {
-        generator: Generator {
-            seed: args.seed,
-            rate: args.rate,
-            late: args.late.as_deref().map(parse_late),
-            damage: args
-                .damage
-                .as_deref()
-                .map(hostile::Damage::parse)
-                .transpose()
-                .unwrap_or_else(|e| fail(2, &e)),
-            hostile: args.hostile,
-        },
+        streams: RESOURCES
+            .iter()
+            .map(|r| Stream::new(r, generator, args.update_every))
+            .collect(),
         next_link_loop: args.next_link_loop,
         endless_paging: args.endless_paging,
         endless: AtomicU64::new(0),
-        deny: args.deny,
+        deny,
         expires_in: args.expires_in,
         clock: Mutex::default(),
         tenant: args.tenant,
@@ -198,13 +229,16 @@ fn main() {
         tokens: Mutex::default(),
         stats: Mutex::default(),
         reads: Mutex::default(),
+        queries: Mutex::default(),
         faults: Faults {
             every_429: args.every_429,
             retry_after: args.retry_after,
             every_503: args.every_503,
             every_reset: args.every_reset,
             garbage: args.garbage,
-            throttle,
+            throttle: throttle(&args.throttle),
+            throttle_identity_protection: throttle(&args.throttle_identity_protection),
+            throttle_security: throttle(&args.throttle_security),
             requests: AtomicU64::new(0),
         },
     });
@@ -268,10 +302,13 @@ impl Sim {
                 let body = String::from_utf8_lossy(&request.body);
                 Reply::Full(self.token(tenant.unwrap_or_default(), &body))
             }
-            ("GET", "/v1.0/auditlogs/signins") => self.sign_ins(request, &query),
+            ("GET", p) if RESOURCES.iter().any(|r| r.path == p) => {
+                self.collection(request, p, &query)
+            }
             ("GET", "/_sim/records") => Reply::Full(self.oracle(&query)),
             ("GET", "/_sim/stats") => Reply::Full(self.stats()),
-            ("GET", "/_sim/reads") => Reply::Full(self.reads()),
+            ("GET", "/_sim/reads") => Reply::Full(self.reads(&query)),
+            ("GET", "/_sim/queries") => Reply::Full(self.queries(&query)),
             ("GET", "/_sim/clock") => Reply::Full(self.set_clock(&query)),
             _ => Reply::Full(graph_error(
                 404,
@@ -307,7 +344,7 @@ impl Sim {
     fn count(&self, path: &str, outcome: &str) {
         let kind = if path.ends_with("/token") {
             "token"
-        } else if path.starts_with("/v1.0/") {
+        } else if path.starts_with("/v1.0/") || path.starts_with("/beta/") {
             "graph"
         } else {
             "sim"
@@ -405,7 +442,53 @@ impl Sim {
             .is_some_and(|expiry| *expiry > Instant::now())
     }
 
-    fn sign_ins(&self, request: &Request, query: &HashMap<String, String>) -> Reply {
+    /// The resource a collection request is for: by path, and on beta by the
+    /// `signInEventTypes` clause of its filter (the simulator serves beta sign-ins one
+    /// event type at a time). Unknown combinations get Graph's 400.
+    fn resource(
+        &self,
+        path: &str,
+        query: &HashMap<String, String>,
+    ) -> Result<(&Stream, String), Response> {
+        let filter = query.get("$filter").cloned().unwrap_or_default();
+        let (event_type, rest) = odata::event_type(&filter);
+        let beta = path.starts_with("/beta/");
+        if event_type.is_some() && !beta {
+            return Err(graph_error(
+                400,
+                "BadRequest",
+                "Could not find a property named 'signInEventTypes' on type 'microsoft.graph.signIn'.",
+            ));
+        }
+        if beta && event_type.is_none() {
+            return Err(graph_error(
+                400,
+                "BadRequest",
+                "msgx-sim serves beta sign-ins by event type: filter signInEventTypes/any(t: t eq '…')",
+            ));
+        }
+        let found = resources::by_path(path, event_type.as_deref())
+            .and_then(|r| self.streams.iter().find(|s| std::ptr::eq(s.resource, r)));
+        match found {
+            Some(stream) => Ok((stream, rest)),
+            None => Err(graph_error(
+                400,
+                "BadRequest",
+                &format!("Invalid filter clause: unknown signInEventTypes value {event_type:?}"),
+            )),
+        }
+    }
+
+    /// The 403 `resource` gets, if denied.
+    fn denied(&self, resource: &Resource) -> Option<Response> {
+        let deny = self
+            .deny
+            .iter()
+            .find(|d| d.source.is_none_or(|s| s == resource.source))?;
+        Some(graph_error(403, &deny.code, deny.message()))
+    }
+
+    fn collection(&self, request: &Request, path: &str, query: &HashMap<String, String>) -> Reply {
         if !self.authorized(request) {
             return Reply::Full(graph_error(
                 401,
@@ -414,18 +497,37 @@ impl Sim {
             ));
         }
         std::thread::sleep(self.latency);
-        if let Some(code) = &self.deny {
-            return Reply::Full(graph_error(
-                403,
-                code,
-                "Insufficient privileges to complete the operation.",
-            ));
+        let (stream, filter) = match self.resource(path, query) {
+            Ok(found) => found,
+            Err(response) => return Reply::Full(response),
+        };
+        let resource = stream.resource;
+        let reply = self.serve(request, stream, &filter, query);
+        if let Reply::Full(response) = &reply {
+            self.bump(&format!("{}_{}", resource.source, response.status));
         }
-        let fault = self.faults.next();
+        reply
+    }
+
+    fn serve(
+        &self,
+        request: &Request,
+        stream: &Stream,
+        filter: &str,
+        query: &HashMap<String, String>,
+    ) -> Reply {
+        let resource = stream.resource;
+        if let Some(response) = self.denied(resource) {
+            return Reply::Full(response);
+        }
+        let fault = self.faults.next(resource.bucket);
         match fault {
             Some(Fault::TooManyRequests(retry_after)) => {
                 let response = graph_error(429, "TooManyRequests", "Too many requests.");
-                return Reply::Full(response.with_header("Retry-After", &retry_after.to_string()));
+                return Reply::Full(match retry_after {
+                    Some(seconds) => response.with_header("Retry-After", &seconds.to_string()),
+                    None => response,
+                });
             }
             Some(Fault::ServiceUnavailable) => {
                 return Reply::Full(graph_error(
@@ -441,15 +543,22 @@ impl Sim {
             _ => {}
         }
         // Counted here, not in `page`: a cached page is a read too.
-        if let (None, Ok(bounds)) = (query.get("$skiptoken"), self.bounds(query)) {
-            let second = |ticks: Ticks| ticks.div_euclid(TICKS_PER_SECOND);
-            let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
-            reads.push((second(bounds.lo), second(bounds.hi)));
+        if query.get("$skiptoken").is_none() {
+            if let Ok(bounds) = self.bounds(filter, resource, true) {
+                let second = |ticks: Ticks| ticks.div_euclid(TICKS_PER_SECOND);
+                let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+                reads.push((resource.source, second(bounds.lo), second(bounds.hi)));
+            }
+            let mut queries = self.queries.lock().unwrap_or_else(|p| p.into_inner());
+            queries.push((
+                resource.source,
+                query.get("$top").cloned().unwrap_or_default(),
+                query.get("$filter").cloned().unwrap_or_default(),
+            ));
         }
-        let page = match self
-            .pages
-            .get_or_render(&request.target, || self.page(&request.target, query))
-        {
+        let page = match self.pages.get_or_render(&request.target, || {
+            self.page(&request.target, stream, filter, query)
+        }) {
             Ok(page) => page,
             Err(response) => return Reply::Full(response),
         };
@@ -490,26 +599,31 @@ impl Sim {
         response
     }
 
-    /// The JSON body of one page of sign-ins and whether it can be cached, or Graph's
-    /// answer to a bad query.
+    /// The JSON body of one page of `stream` and whether it can be cached, or Graph's
+    /// answer to a bad query. `filter` is the `$filter` without a beta event type.
     fn page(
         &self,
         target: &str,
+        stream: &Stream,
+        filter: &str,
         query: &HashMap<String, String>,
     ) -> Result<(Vec<u8>, bool), Response> {
+        let resource = stream.resource;
+        let max = resource.max_top;
         let top = match query.get("$top").map(|t| t.parse::<usize>()) {
-            None => 1000,
-            Some(Ok(top)) if (1..=1000).contains(&top) => top,
+            None => max.min(100),
+            Some(Ok(top)) if (1..=max).contains(&top) => top,
             Some(_) => {
                 return Err(graph_error(
                     400,
                     "BadRequest",
-                    "Invalid $top value: must be between 1 and 1000.",
+                    &format!("Invalid $top value: must be between 1 and {max}."),
                 ));
             }
-        };
+        }
+        .min(resource.page_cap());
         let bounds = self
-            .bounds(query)
+            .bounds(filter, resource, true)
             .map_err(|message| graph_error(400, "BadRequest", &message))?;
 
         let endless = query
@@ -524,7 +638,17 @@ impl Sim {
             Some(Some(cursor)) => Some(cursor),
             Some(None) => return Err(graph_error(400, "BadRequest", "Invalid skip token.")),
         };
-        let select = query.get("$select").map(|s| parse_select(s)).transpose()?;
+        let select = match (query.get("$select"), resource.family) {
+            (None, _) => None,
+            (Some(select), Family::SignIns) => Some(parse_select(select)?),
+            (Some(_), _) => {
+                return Err(graph_error(
+                    400,
+                    "BadRequest",
+                    "msgx-sim supports $select on sign-ins only",
+                ));
+            }
+        };
         let now = self.now();
         let page_query = PageQuery {
             bounds,
@@ -535,11 +659,16 @@ impl Sim {
         };
         let (records, next) = match endless {
             true => (Vec::new(), None),
-            false => odata::page(&self.generator, &page_query),
+            false => odata::page(stream, &page_query),
+        };
+        let version = if resource.path.starts_with("/beta/") {
+            "beta"
+        } else {
+            "v1.0"
         };
         let mut body = format!(
-            r#"{{"@odata.context":"{}/v1.0/$metadata#auditLogs/signIns","value":["#,
-            self.base_url
+            r#"{{"@odata.context":"{}/{version}/$metadata#{}","value":["#,
+            self.base_url, resource.context
         );
         body.push_str(&records.join(","));
         body.push(']');
@@ -557,7 +686,8 @@ impl Sim {
                 self.next_link_base
             ));
         } else if let Some(next) = next {
-            let mut link = format!("{}/v1.0/auditLogs/signins?", self.next_link_base);
+            // Graph hands the path back lower-cased.
+            let mut link = format!("{}{}?", self.next_link_base, resource.path);
             for name in ["$filter", "$select"] {
                 if let Some(value) = query.get(name) {
                     let encoded: String =
@@ -570,7 +700,8 @@ impl Sim {
         }
         body.push('}');
         // A page reaching into the last second, or with late arrivals, can still change.
-        let stable = self.generator.late.is_none()
+        let stable = stream.generator.late.is_none()
+            && !resource.mutable()
             && !self.endless_paging
             && bounds.hi + TICKS_PER_SECOND < now;
         Ok((body.into_bytes(), stable))
@@ -599,16 +730,24 @@ impl Sim {
         json(200, "{}".to_string())
     }
 
-    fn bounds(&self, query: &HashMap<String, String>) -> Result<Bounds, String> {
+    /// The bounds of `filter` on `resource`'s time field; `strict`: only the operators
+    /// Graph documents for it.
+    fn bounds(&self, filter: &str, resource: &Resource, strict: bool) -> Result<Bounds, String> {
         let now = self.now();
         let all = Bounds {
             lo: now - RETENTION,
             hi: now,
         };
-        match query.get("$filter") {
-            Some(filter) => odata::parse_filter(filter, all),
-            None => Ok(all),
-        }
+        odata::parse_filter(filter, all, resource, strict)
+    }
+
+    /// The stream `?source=` names (signins when not given).
+    fn stream_named(&self, query: &HashMap<String, String>) -> Result<&Stream, Response> {
+        let source = query.get("source").map_or("signins", String::as_str);
+        self.streams
+            .iter()
+            .find(|s| s.resource.source == source)
+            .ok_or_else(|| graph_error(400, "BadRequest", &format!("unknown source {source:?}")))
     }
 
     fn oracle(&self, query: &HashMap<String, String>) -> Response {
@@ -617,9 +756,14 @@ impl Sim {
             Some(Ok(ticks)) => Some(ticks),
             Some(Err(message)) => return graph_error(400, "BadRequest", &message),
         };
-        match self.bounds(query) {
+        let stream = match self.stream_named(query) {
+            Ok(stream) => stream,
+            Err(response) => return response,
+        };
+        let filter = query.get("$filter").map_or("", String::as_str);
+        match self.bounds(filter, stream.resource, false) {
             Ok(bounds) => {
-                let mut body = odata::all(&self.generator, bounds, visible_by).join("\n");
+                let mut body = odata::all(stream, bounds, visible_by).join("\n");
                 if !body.is_empty() {
                     body.push('\n');
                 }
@@ -629,12 +773,26 @@ impl Sim {
         }
     }
 
-    /// `GET /_sim/reads`: one `start end` line per query, in Unix seconds.
-    fn reads(&self) -> Response {
+    /// `GET /_sim/reads?source=…`: one `start end` line per query of the source
+    /// (signins when not given), in Unix seconds.
+    fn reads(&self, query: &HashMap<String, String>) -> Response {
+        let source = query.get("source").map_or("signins", String::as_str);
         let reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
         let lines: Vec<String> = reads
             .iter()
-            .map(|(lo, hi)| format!("{lo} {hi}\n"))
+            .filter(|(s, ..)| *s == source)
+            .map(|(_, lo, hi)| format!("{lo} {hi}\n"))
+            .collect();
+        Response::new(200, "text/plain", lines.concat().into_bytes())
+    }
+
+    /// `GET /_sim/queries`: one `source<TAB>$top<TAB>$filter` line per query, as sent.
+    fn queries(&self, query: &HashMap<String, String>) -> Response {
+        let queries = self.queries.lock().unwrap_or_else(|p| p.into_inner());
+        let lines: Vec<String> = queries
+            .iter()
+            .filter(|(s, ..)| query.get("source").is_none_or(|wanted| wanted == s))
+            .map(|(source, top, filter)| format!("{source}\t{top}\t{filter}\n"))
             .collect();
         Response::new(200, "text/plain", lines.concat().into_bytes())
     }
@@ -643,6 +801,43 @@ impl Sim {
         let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         let fields: Vec<String> = stats.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
         json(200, format!("{{{}}}", fields.join(",")))
+    }
+}
+
+/// A `--deny`: which resources answer 403, with which Graph error code.
+struct Deny {
+    /// None: every resource.
+    source: Option<&'static str>,
+    code: String,
+}
+
+const LICENCE_CODE: &str = "Authentication_RequestFromNonPremiumTenantOrB2CTenant";
+
+impl Deny {
+    /// `CODE`, `SOURCE`, `SOURCE:licence` or `SOURCE:CODE`.
+    fn parse(value: &str) -> Deny {
+        let (name, code) = value.split_once(':').unwrap_or((value, ""));
+        match resources::by_source(name) {
+            Some(resource) => Deny {
+                source: Some(resource.source),
+                code: match code {
+                    "" => "Authorization_RequestDenied".into(),
+                    "licence" | "license" => LICENCE_CODE.into(),
+                    code => code.into(),
+                },
+            },
+            None => Deny {
+                source: None,
+                code: value.to_string(),
+            },
+        }
+    }
+
+    fn message(&self) -> &'static str {
+        match self.code.as_str() {
+            LICENCE_CODE => "Neither tenant is B2C or tenant doesn't have premium license",
+            _ => "Insufficient privileges to complete the operation.",
+        }
     }
 }
 

@@ -1,10 +1,12 @@
-//! The slice of OData the sign-ins endpoint speaks: `$filter` on createdDateTime with
-//! ge/le/eq, newest-first paging with an opaque `$skiptoken`.
+//! The slice of OData the simulated resources speak: `$filter` on the resource's time
+//! field with exactly its documented operators (and, on beta sign-ins, the
+//! `signInEventTypes` clause), newest-first paging with an opaque `$skiptoken`.
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::generator::{Generator, TICKS_PER_SECOND, Ticks};
+use crate::generator::{TICKS_PER_SECOND, Ticks};
+use crate::resources::{Resource, Stream};
 
 /// Inclusive tick bounds of a query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,34 +15,69 @@ pub struct Bounds {
     pub hi: Ticks,
 }
 
-/// Parses `createdDateTime ge T and createdDateTime le T` (any order, eq too, optional
-/// parentheses). Graph documents only eq/ge/le for this field; anything else is refused
-/// the way Graph refuses it.
-pub fn parse_filter(filter: &str, default: Bounds) -> Result<Bounds, String> {
+/// The `signInEventTypes/any(t: t eq '…')` clause of a beta sign-ins filter, and the
+/// filter without it.
+pub fn event_type(filter: &str) -> (Option<String>, String) {
+    const START: &str = "signInEventTypes/any(t: t eq '";
+    let Some(at) = filter.find(START) else {
+        return (None, filter.to_string());
+    };
+    let rest = &filter[at + START.len()..];
+    let Some(end) = rest.find("')") else {
+        return (None, filter.to_string());
+    };
+    let kind = rest[..end].to_string();
+    let remaining = format!("{}{}", &filter[..at], &rest[end + 2..]);
+    // Drop the `and` that joined the clause.
+    let remaining = remaining.trim();
+    let remaining = remaining.strip_prefix("and ").unwrap_or(remaining);
+    let remaining = remaining.strip_suffix(" and").unwrap_or(remaining);
+    (Some(kind), remaining.trim().to_string())
+}
+
+/// Parses `FIELD op T and FIELD op T` on `resource`'s time field (any order, optional
+/// parentheses) with the operators Graph documents for it; anything else is refused
+/// the way Graph refuses it. `gt`/`lt` are exclusive by one tick.
+/// The oracle (`strict` false) takes every comparison operator.
+pub fn parse_filter(
+    filter: &str,
+    default: Bounds,
+    resource: &Resource,
+    strict: bool,
+) -> Result<Bounds, String> {
     let cleaned = filter.replace(['(', ')'], " ");
     let tokens: Vec<&str> = cleaned.split_whitespace().collect();
     let mut bounds = default;
+    if tokens.is_empty() {
+        return Ok(bounds);
+    }
+    let field_name = resource.time_field;
     for (i, clause) in tokens.split(|t| t.eq_ignore_ascii_case("and")).enumerate() {
         let [field, op, value] = clause else {
             return Err(format!("Invalid filter clause {}", i + 1));
         };
-        if !field.eq_ignore_ascii_case("createdDateTime") {
+        if !field.eq_ignore_ascii_case(field_name) {
             return Err(format!(
-                "Invalid filter clause: unsupported property '{field}'"
+                "Invalid filter clause: unsupported property '{field}' on type '{}'",
+                resource.type_name
+            ));
+        }
+        let op = op.to_ascii_lowercase();
+        let known = ["eq", "ge", "gt", "le", "lt"].contains(&op.as_str());
+        if !known || (strict && !resource.operators.contains(&op.as_str())) {
+            return Err(format!(
+                "Invalid filter clause: operator '{op}' is not supported on {field_name}"
             ));
         }
         let ticks = parse_ticks(value)?;
-        match op.to_ascii_lowercase().as_str() {
+        match op.as_str() {
             "ge" => bounds.lo = bounds.lo.max(ticks),
+            "gt" => bounds.lo = bounds.lo.max(ticks + 1),
             "le" => bounds.hi = bounds.hi.min(ticks),
-            "eq" => {
+            "lt" => bounds.hi = bounds.hi.min(ticks - 1),
+            _ => {
                 bounds.lo = bounds.lo.max(ticks);
                 bounds.hi = bounds.hi.min(ticks);
-            }
-            other => {
-                return Err(format!(
-                    "Invalid filter clause: operator '{other}' is not supported on createdDateTime"
-                ));
             }
         }
     }
@@ -87,7 +124,7 @@ pub struct PageQuery<'a> {
 /// One page of up to `top` records in `bounds` that are visible at `now`, newest
 /// first, starting at `cursor`; returns the records and where the next page starts
 /// (None when done).
-pub fn page(generator: &Generator, query: &PageQuery) -> (Vec<String>, Option<Cursor>) {
+pub fn page(stream: &Stream, query: &PageQuery) -> (Vec<String>, Option<Cursor>) {
     let PageQuery {
         bounds,
         cursor,
@@ -103,25 +140,26 @@ pub fn page(generator: &Generator, query: &PageQuery) -> (Vec<String>, Option<Cu
     });
     let mut second = start.second;
     while second >= lo_second {
-        let offsets = generator.offsets(second);
+        let events = stream.events(second);
         let mut index = if second == start.second {
-            start.below.min(offsets.len() as u64)
+            start.below.min(events.len() as u64)
         } else {
-            offsets.len() as u64
+            events.len() as u64
         };
         while index > 0 {
             index -= 1;
-            let ticks = second * TICKS_PER_SECOND + offsets[index as usize];
+            let event = &events[index as usize];
+            let ticks = event.ticks;
             if ticks > bounds.hi {
                 continue;
             }
             if ticks < bounds.lo {
                 return (records, None);
             }
-            if generator.visible_at(second, index, ticks) > now {
+            if stream.visible_at(event) > now || !stream.current_at(event, now) {
                 continue;
             }
-            records.push(generator.render(second, index, ticks, select));
+            records.push(stream.render(event, select));
             if records.len() == top {
                 return (
                     records,
@@ -137,21 +175,20 @@ pub fn page(generator: &Generator, query: &PageQuery) -> (Vec<String>, Option<Cu
     (records, None)
 }
 
-/// Every record in `bounds` (visible by `visible_by`, if given), oldest first: the
-/// oracle tests compare exports against.
-pub fn all(generator: &Generator, bounds: Bounds, visible_by: Option<Ticks>) -> Vec<String> {
+/// Every record in `bounds` (visible by `visible_by`, if given), oldest first — of a
+/// mutable resource every version made in `bounds`: the oracle tests compare exports
+/// against.
+pub fn all(stream: &Stream, bounds: Bounds, visible_by: Option<Ticks>) -> Vec<String> {
     let mut records = Vec::new();
     let (lo, hi) = (
         bounds.lo.div_euclid(TICKS_PER_SECOND),
         bounds.hi.div_euclid(TICKS_PER_SECOND),
     );
     for second in lo..=hi {
-        for (index, offset) in generator.offsets(second).into_iter().enumerate() {
-            let ticks = second * TICKS_PER_SECOND + offset;
-            let visible =
-                visible_by.is_none_or(|by| generator.visible_at(second, index as u64, ticks) <= by);
-            if (bounds.lo..=bounds.hi).contains(&ticks) && visible {
-                records.push(generator.render(second, index as u64, ticks, None));
+        for event in stream.events(second) {
+            let visible = visible_by.is_none_or(|by| stream.visible_at(&event) <= by);
+            if (bounds.lo..=bounds.hi).contains(&event.ticks) && visible {
+                records.push(stream.render(&event, None));
             }
         }
     }

@@ -1,0 +1,219 @@
+//! Identity protection and security: risk detections and alerts (v2). Both change after
+//! they are created — a risk is re-assessed, an alert is worked on — and each version
+//! carries the time of its last update.
+
+use crate::generator::{
+    Generator, PLACES, Record, TICKS_PER_SECOND, Ticks, USERS, close, field, guid, raw, timestamp,
+};
+use crate::resources::Event;
+
+const RISK_TYPES: &[&str] = &[
+    "unfamiliarFeatures",
+    "anonymizedIPAddress",
+    "passwordSpray",
+    "unlikelyTravel",
+    "leakedCredentials",
+];
+
+/// (riskLevel, riskState, riskDetail) of each version.
+const RISK_VERSIONS: [(&str, &str, &str); 3] = [
+    ("medium", "atRisk", "none"),
+    (
+        "high",
+        "confirmedCompromised",
+        "adminConfirmedUserCompromised",
+    ),
+    ("high", "remediated", "userPerformedSecuredPasswordChange"),
+];
+
+pub fn risk_detection(g: &Generator, event: &Event, created: Ticks) -> String {
+    let h = |field: u64| g.hash(event.created, event.index, field);
+    let user = USERS[(h(10) % USERS.len() as u64) as usize];
+    let place = PLACES[(h(11) % PLACES.len() as u64) as usize];
+    let (level, state, detail) = RISK_VERSIONS[event.version as usize % RISK_VERSIONS.len()];
+    let mut top = Record {
+        out: String::with_capacity(1200),
+        select: None,
+    };
+    top.out.push('{');
+    top.text(
+        "id",
+        &format!("{:064x}", u128::from(h(20)) << 64 | u128::from(h(21))),
+    );
+    top.text("requestId", &guid(h(22), h(23)));
+    top.text("correlationId", &guid(h(24), h(25)));
+    top.text(
+        "riskEventType",
+        RISK_TYPES[(h(12) % RISK_TYPES.len() as u64) as usize],
+    );
+    top.text("riskState", state);
+    top.text("riskLevel", level);
+    top.text("riskDetail", detail);
+    top.text("source", "IdentityProtection");
+    top.text(
+        "detectionTimingType",
+        if h(13) % 2 == 0 {
+            "realtime"
+        } else {
+            "offline"
+        },
+    );
+    top.text("activity", "signin");
+    top.text("tokenIssuerType", "AzureAD");
+    let ip = h(26);
+    top.text(
+        "ipAddress",
+        &format!(
+            "{}.{}.{}.{}",
+            20 + ip % 200,
+            (ip >> 8) % 256,
+            (ip >> 16) % 256,
+            1 + (ip >> 24) % 254
+        ),
+    );
+    top.text("activityDateTime", &timestamp(created));
+    // Microsoft's example has six digits here next to seven elsewhere.
+    let detected = timestamp(created + 9 * TICKS_PER_SECOND);
+    top.text("detectedDateTime", &format!("{}Z", &detected[..26]));
+    top.text("lastUpdatedDateTime", &timestamp(event.ticks));
+    top.text("userId", &guid(h(27), h(28)));
+    top.text("userDisplayName", user.1);
+    top.text("userPrincipalName", &format!("{}@contoso.com", user.0));
+    top.text(
+        "additionalInfo",
+        r#"[{"Key":"userAgent","Value":"Mozilla/5.0 (Windows NT 10.0; Win64; x64)"}]"#,
+    );
+    let mut location = String::from("{");
+    field(&mut location, "city", place.0);
+    field(&mut location, "state", place.1);
+    field(&mut location, "countryOrRegion", place.2);
+    raw(
+        &mut location,
+        "geoCoordinates",
+        &format!(
+            r#"{{"latitude":{:.15},"longitude":{:.15}}}"#,
+            place.3, place.4
+        ),
+    );
+    close(&mut location);
+    top.raw("location", &location);
+    close(&mut top.out);
+    top.out
+}
+
+/// (title, category, MITRE technique, severity)
+const ALERTS: &[(&str, &str, &str, &str)] = &[
+    (
+        "Suspicious execution of hidden file",
+        "DefenseEvasion",
+        "T1564.001",
+        "low",
+    ),
+    (
+        "Password spray against multiple accounts",
+        "CredentialAccess",
+        "T1110.003",
+        "high",
+    ),
+    (
+        "Suspicious inbox forwarding rule",
+        "Exfiltration",
+        "T1114.003",
+        "medium",
+    ),
+];
+
+/// (status, classification, determination) of each version.
+const ALERT_VERSIONS: [(&str, &str, &str); 3] = [
+    ("new", "null", "null"),
+    ("inProgress", "null", "null"),
+    ("resolved", "\"truePositive\"", "\"multiStagedAttack\""),
+];
+
+pub fn alert(g: &Generator, event: &Event, created: Ticks) -> String {
+    let h = |field: u64| g.hash(event.created, event.index, field);
+    let user = USERS[(h(10) % USERS.len() as u64) as usize];
+    let kind = ALERTS[(h(12) % ALERTS.len() as u64) as usize];
+    let (status, classification, determination) =
+        ALERT_VERSIONS[event.version as usize % ALERT_VERSIONS.len()];
+    let id = format!(
+        "da{:018}_{}",
+        h(20) % 1_000_000_000_000_000_000,
+        h(21) % 2_000_000_000
+    );
+    let mut top = Record {
+        out: String::with_capacity(1800),
+        select: None,
+    };
+    top.out.push('{');
+    top.text("@odata.type", "#microsoft.graph.security.alert");
+    top.text("id", &id);
+    top.text("providerAlertId", &id);
+    top.text("incidentId", &(20_000 + h(22) % 10_000).to_string());
+    top.text("status", status);
+    top.text("severity", kind.3);
+    top.raw("classification", classification);
+    top.raw("determination", determination);
+    top.text("serviceSource", "microsoftDefenderForEndpoint");
+    top.text("detectionSource", "antivirus");
+    top.text("productName", "Microsoft Defender for Endpoint");
+    top.text("detectorId", &guid(h(23), h(24)));
+    top.text("tenantId", "4a06f77b-6bdb-4f5b-b1c4-2b1a5d2e1a2b");
+    top.text("title", kind.0);
+    top.text(
+        "description",
+        &format!("{} was observed on a device of {}.", kind.0, user.1),
+    );
+    top.text(
+        "recommendedActions",
+        "Collect artifacts and determine scope.",
+    );
+    top.text("category", kind.1);
+    top.raw(
+        "assignedTo",
+        if event.version == 0 {
+            "null"
+        } else {
+            "\"secops@contoso.com\""
+        },
+    );
+    top.text(
+        "alertWebUrl",
+        &format!("https://security.microsoft.com/alerts/{id}"),
+    );
+    top.text(
+        "incidentWebUrl",
+        &format!(
+            "https://security.microsoft.com/incidents/{}",
+            20_000 + h(22) % 10_000
+        ),
+    );
+    top.raw("actorDisplayName", "null");
+    top.raw("threatDisplayName", "null");
+    top.raw("threatFamilyName", "null");
+    top.raw("mitreTechniques", &format!(r#"["{}"]"#, kind.2));
+    top.text("createdDateTime", &timestamp(created));
+    top.text("lastUpdateDateTime", &timestamp(event.ticks));
+    match status {
+        "resolved" => top.text("resolvedDateTime", &timestamp(event.ticks)),
+        _ => top.raw("resolvedDateTime", "null"),
+    }
+    // Microsoft's example has three digits here.
+    let first = timestamp(created - 60 * TICKS_PER_SECOND);
+    top.text("firstActivityDateTime", &format!("{}Z", &first[..23]));
+    top.text("lastActivityDateTime", &timestamp(created));
+    top.raw("comments", "[]");
+    top.raw(
+        "evidence",
+        &format!(
+            r##"[{{"@odata.type":"#microsoft.graph.security.userEvidence","createdDateTime":"{}","verdict":"unknown","remediationStatus":"none","userAccount":{{"accountName":"{}","domainName":"contoso.com","userSid":"S-1-5-21-{}","azureAdUserId":"{}","userPrincipalName":"{}@contoso.com"}}}}]"##,
+            timestamp(created),
+            user.0,
+            h(25) % 1_000_000_000,
+            guid(h(26), h(27)),
+            user.0
+        ),
+    );
+    close(&mut top.out);
+    top.out
+}
