@@ -12,6 +12,13 @@
 #
 #   scripts/bench-budget.sh [RATE…]     (default: 5 50 200 400 sign-ins/s)
 #   BEFORE_REV=<commit> WARMUP=12 MEASURE=5 scripts/bench-budget.sh
+#
+# With SOURCES (a msgx-once --sources list, or "all"), it measures a multi-source
+# deployment instead: requests per minute of each source and of each bucket, against
+# that bucket's budget, this checkout only. The simulator's other streams run at
+# their shares of RATE (directory audits 0.5, provisioning 0.2, risk and alerts 0.1).
+#
+#   SOURCES=all scripts/bench-budget.sh 5 50
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -24,9 +31,67 @@ before_rev=${BEFORE_REV:-540fcc9}
 warmup=${WARMUP:-12}
 measure=${MEASURE:-5}
 
+all_sources=signins,signins_noninteractive,signins_service_principal,signins_managed_identity,directory_audits,provisioning,risk_detections,security_alerts
+sources=${SOURCES:-}
+[ "$sources" != all ] || sources=$all_sources
+
 work=$(mktemp -d)
 trap 'stop_started; git worktree remove --force "$work/before" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 cargo build --locked --release --bins >&2
+# replay BINARY RATE [FLAGS…]: WARMUP + MEASURE per-minute ticks against a fresh
+# simulator and Redis; leaves the simulator's counters before and after the measured
+# ticks in $work/before.json and $work/after.json.
+replay() {
+    local binary=$1 rate=$2 t0 tick now
+    shift 2
+    start_redis "$work"
+    start_sim "$work" --rate "$rate" --tenant bench --client-id bench --client-secret bench-secret
+    t0=$(( $(date +%s) / 60 * 60 - 3600 ))
+    echo '{}' >"$work/before.json"
+    for tick in $(seq 0 $((warmup + measure - 1))); do
+        now=$(iso $((t0 + 60 * tick)))
+        curl -fsS "$SIM_URL/_sim/clock?now=$now" >/dev/null
+        [ "$tick" -ne "$warmup" ] || curl -fsS "$SIM_URL/_sim/stats" >"$work/before.json"
+        MSGX_NOW=$now GRAPH_CLIENT_SECRET=bench-secret "$binary" \
+            --tenant bench --client_id bench --graph_url "$SIM_URL" --login_url "$SIM_URL" \
+            --redis_url "redis://127.0.0.1:$REDIS_PORT/0" --queue_key bench \
+            --rate_limit 0 "$@" \
+            2>"$work/log" || { tail -3 "$work/log" >&2; return 1; }
+    done
+    curl -fsS "$SIM_URL/_sim/stats" >"$work/after.json"
+    stop_started
+}
+
+# per_minute KEY: how much a counter grew per measured minute.
+per_minute() {
+    local before after
+    before=$(grep -o "\"$1\":[0-9]*" "$work/before.json" | cut -d: -f2 || true)
+    after=$(grep -o "\"$1\":[0-9]*" "$work/after.json" | cut -d: -f2 || true)
+    awk -v a="${after:-0}" -v b="${before:-0}" -v m="$measure" 'BEGIN { printf "%.1f", (a - b) / m }'
+}
+
+if [ -n "$sources" ]; then
+    for rate in "${rates[@]}"; do
+        replay target/release/msgx-once "$rate" --sources "$sources" \
+            --rate_limits identity_protection=0,security=0
+        echo "sign-ins/s $rate, sources $sources: requests per minute of data"
+        reports=0 protection=0 security=0
+        for source in ${sources//,/ }; do
+            n=$(per_minute "${source}_200")
+            printf '  %-28s %s\n' "$source" "$n"
+            case $source in
+                risk_detections) protection=$(awk -v a="$protection" -v b="$n" 'BEGIN { print a + b }') ;;
+                security_alerts) security=$(awk -v a="$security" -v b="$n" 'BEGIN { print a + b }') ;;
+                *) reports=$(awk -v a="$reports" -v b="$n" 'BEGIN { print a + b }') ;;
+            esac
+        done
+        printf '  bucket reports             %s of 30\n' "$reports"
+        printf '  bucket identity_protection %s of 60\n' "$protection"
+        printf '  bucket security            %s of 150\n' "$security"
+    done
+    exit 0
+fi
+
 echo "building msgx-once at $before_rev for comparison" >&2
 git worktree add --detach "$work/before" "$before_rev" >/dev/null 2>&1
 (cd "$work/before" && cargo build --locked --release --bin msgx-once \
@@ -34,22 +99,8 @@ git worktree add --detach "$work/before" "$before_rev" >/dev/null 2>&1
 
 # requests_per_minute BINARY RATE: Graph requests per simulated minute, steady state.
 requests_per_minute() {
-    local binary=$1 rate=$2 t0 tick now before=0 after
-    start_redis "$work"
-    start_sim "$work" --rate "$rate" --tenant bench --client-id bench --client-secret bench-secret
-    t0=$(( $(date +%s) / 60 * 60 - 3600 ))
-    for tick in $(seq 0 $((warmup + measure - 1))); do
-        now=$(iso $((t0 + 60 * tick)))
-        curl -fsS "$SIM_URL/_sim/clock?now=$now" >/dev/null
-        [ "$tick" -eq "$warmup" ] && before=$(sim_stat "$SIM_URL" graph_200)
-        MSGX_NOW=$now GRAPH_CLIENT_SECRET=bench-secret "$binary" \
-            --tenant bench --client_id bench --graph_url "$SIM_URL" --login_url "$SIM_URL" \
-            --redis_url "redis://127.0.0.1:$REDIS_PORT/0" --queue_key bench \
-            --rate_limit 0 2>"$work/log" || { tail -3 "$work/log" >&2; return 1; }
-    done
-    after=$(sim_stat "$SIM_URL" graph_200)
-    stop_started
-    awk -v a="$after" -v b="${before:-0}" -v m="$measure" 'BEGIN { printf "%.1f", (a - b) / m }'
+    replay "$1" "$2"
+    per_minute graph_200
 }
 
 printf '%-14s %-22s %-22s\n' "sign-ins/s" "requests/min before" "requests/min after"

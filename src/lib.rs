@@ -1,12 +1,14 @@
-//! msgx: export time-domain audit data (Entra ID sign-ins) from Microsoft Graph into
-//! Redis, one synchronous batch run at a time.
+//! msgx: export time-domain audit data (Entra ID sign-ins and the other audit streams)
+//! from Microsoft Graph into Redis, one synchronous batch run at a time.
 //!
-//! A run ([`run::run`]) gets a token ([`auth`]), takes the lock and progress from its
-//! [`state`], [`plan`]s the frames of a [`window`] from the [`config`] — each second
-//! read when due and once more later —, fetches the frames in parallel from [`graph`]
-//! within a request budget shared with other processes ([`budget`]), and hands the
-//! pages to a [`sink`] through the [`pipeline`]; [`shutdown`] turns signals into an
-//! orderly stop. Errors and exit codes are in [`error`].
+//! A run ([`run::run`]) gets a token ([`auth`]); for each of the configured
+//! [`sources`] it takes the lock and progress from its [`state`] and [`plan`]s the
+//! frames of a [`window`] from the [`config`] — each second read when due and once more
+//! later —; then it fetches every source's frames in parallel from [`graph`], within
+//! one request budget per throttling bucket shared with other processes ([`budget`]),
+//! and hands the pages to each source's [`sink`] through the [`pipeline`];
+//! [`shutdown`] turns signals into an orderly stop. Errors and exit codes are in
+//! [`error`].
 
 pub mod auth;
 pub mod budget;

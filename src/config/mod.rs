@@ -253,7 +253,10 @@ impl Config {
     }
 
     /// The configuration of one source's export: its queue key, its `{source}` in
-    /// file_path and state_file, its page cap; `select` only for sign-ins.
+    /// file_path and state_file, its page cap; `select` only for sign-ins. The
+    /// sources share the fetchers, so each cuts its ranges into its share of `streams`
+    /// frames (at least one): a quiet source's minute costs one request a pass, not
+    /// one per stream.
     pub fn for_source(&self, source: &'static SourceSpec) -> Config {
         let per_source = |path: &PathBuf| {
             PathBuf::from(
@@ -263,6 +266,7 @@ impl Config {
         };
         Config {
             sources: vec![source],
+            streams: (self.streams / self.sources.len().max(1)).max(1),
             queue_key: self.queue_key_of(source),
             page_size: self.page_size.min(source.max_top),
             select: self.select.clone().filter(|_| source.is_sign_ins()),
@@ -742,6 +746,7 @@ mod tests {
         assert_eq!(key("directory_audits"), "entra_audit");
         let risk = config.for_source(crate::sources::named("risk_detections").unwrap());
         assert_eq!(risk.page_size, 500);
+        assert_eq!(risk.streams, 1, "two streams shared by three sources");
         assert_eq!(risk.select, None, "$select names sign-in properties");
         assert_eq!(
             risk.file_path,

@@ -361,3 +361,36 @@ fn a_yaml_list_and_mapping_configure_sources_keys_and_budgets() {
     );
     assert!(redis.len("k") > 0);
 }
+
+#[test]
+fn pages_smaller_than_asked_are_followed_to_the_end() {
+    // Directory audits' page cap is undocumented: the simulator pages at most 500
+    // records whatever $top asks.
+    let sim = Sim::start(&["--rate", "3"]);
+    let redis = RedisServer::start();
+    let until = minutes_ago(5);
+    let since = until - Span::minutes(20);
+    let mut extra = strings(&["--sources", "directory_audits"]);
+    extra.extend(backfill_flags(since, until));
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    sim.set_clock(minutes_ago(1));
+    let run = msgx(&redis_args(&sim, &redis, "k", &extra), &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let expected = sim.records_of(
+        "directory_audits",
+        "activityDateTime",
+        since,
+        until - Span::seconds(1),
+    );
+    assert!(expected.len() > 1000, "{} records", expected.len());
+    assert_same_records(redis.list("k:directory_audits"), expected.clone());
+    let queries = sim.queries("directory_audits");
+    assert_eq!(queries.len(), 2, "one query per frame");
+    assert!(queries.iter().all(|(top, _)| top == "1000"));
+    let pages = sim.stats()["directory_audits_200"].as_u64().expect("pages");
+    // Each frame took more pages than $top=1000 would need: at least ceil(N / 500).
+    assert!(
+        pages as usize >= expected.len().div_ceil(500),
+        "{pages} pages"
+    );
+}

@@ -194,3 +194,57 @@ pub fn all(stream: &Stream, bounds: Bounds, visible_by: Option<Ticks>) -> Vec<St
     }
     records
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::by_source;
+
+    const ALL: Bounds = Bounds {
+        lo: 0,
+        hi: i64::MAX,
+    };
+
+    #[test]
+    fn each_resource_takes_exactly_its_documented_operators() {
+        let provisioning = by_source("provisioning").unwrap();
+        let exclusive = "activityDateTime gt 2026-11-30T11:59:59.9999999Z and \
+                         activityDateTime lt 2026-11-30T12:00:30.0000000Z";
+        let bounds = parse_filter(exclusive, ALL, provisioning, true).unwrap();
+        assert_eq!(bounds.lo, parse_ticks("2026-11-30T12:00:00Z").unwrap());
+        assert_eq!(
+            bounds.hi,
+            parse_ticks("2026-11-30T12:00:29.9999999Z").unwrap()
+        );
+        let inclusive = "activityDateTime ge 2026-11-30T12:00:00Z";
+        assert!(
+            parse_filter(inclusive, ALL, provisioning, true)
+                .unwrap_err()
+                .contains("operator 'ge' is not supported")
+        );
+        // The oracle takes any comparison.
+        assert!(parse_filter(inclusive, ALL, provisioning, false).is_ok());
+        let signins = by_source("signins").unwrap();
+        let wrong_field = "activityDateTime ge 2026-11-30T12:00:00Z";
+        assert!(parse_filter(wrong_field, ALL, signins, true).is_err());
+        assert!(
+            parse_filter(
+                "createdDateTime gt 2026-11-30T12:00:00Z",
+                ALL,
+                signins,
+                true
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn the_beta_event_type_clause_is_taken_apart() {
+        let (kind, rest) = event_type(
+            "signInEventTypes/any(t: t eq 'servicePrincipal') and createdDateTime ge 2026-11-30T12:00:00Z",
+        );
+        assert_eq!(kind.as_deref(), Some("servicePrincipal"));
+        assert_eq!(rest, "createdDateTime ge 2026-11-30T12:00:00Z");
+        assert_eq!(event_type("createdDateTime ge X").0, None);
+    }
+}
