@@ -262,7 +262,8 @@ impl Sim {
         .collect()
     }
 
-    fn get(&self, path_and_query: &str) -> String {
+    /// The body of a simulator endpoint, e.g. `/_sim/queries`.
+    pub fn get(&self, path_and_query: &str) -> String {
         ureq::get(format!("{}{path_and_query}", self.url()))
             .call()
             .and_then(|mut r| r.body_mut().with_config().limit(1 << 30).read_to_string())

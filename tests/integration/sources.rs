@@ -394,3 +394,47 @@ fn pages_smaller_than_asked_are_followed_to_the_end() {
         "{pages} pages"
     );
 }
+
+#[test]
+fn a_source_a_day_behind_catches_up_after_the_others_minute() {
+    let sim = Sim::start(&["--rate", "3"]);
+    let redis = RedisServer::start();
+    let t0 = minutes_ago(26 * 60);
+    let first = tick(&sim, &redis, t0, &[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // A day later, with a second source: sign-ins catch up an hour, the audits start.
+    let t1 = t0 + Span::days(1);
+    let run = tick(
+        &sim,
+        &redis,
+        t1,
+        &[
+            "--sources",
+            "signins,directory_audits",
+            "--max_catchup",
+            "3600",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let all = sim.get("/_sim/queries");
+    let order: Vec<&str> = all.lines().filter_map(|l| l.split('\t').next()).collect();
+    // The first run's two queries, then the audits' minute before any catch-up frame.
+    assert_eq!(
+        order[..4],
+        ["signins", "signins", "directory_audits", "directory_audits"]
+    );
+    assert!(order[4..].iter().all(|s| *s == "signins"), "{order:?}");
+    assert_same_records(
+        redis.list("k:directory_audits"),
+        sim.records_of(
+            "directory_audits",
+            "activityDateTime",
+            origin(t1),
+            lagged_end(t1) - Span::seconds(1),
+        ),
+    );
+    assert_same_records(
+        redis.list("k"),
+        sim.records(origin(t0), lagged_end(t0) + Span::seconds(3599)),
+    );
+}

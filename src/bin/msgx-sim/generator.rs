@@ -145,17 +145,7 @@ impl Generator {
         top.text("userId", &guid(h(22), h(23)));
         top.text("appId", app.0);
         top.text("appDisplayName", app.1);
-        let ip = h(24);
-        top.text(
-            "ipAddress",
-            &format!(
-                "{}.{}.{}.{}",
-                20 + ip % 200,
-                (ip >> 8) % 256,
-                (ip >> 16) % 256,
-                1 + (ip >> 24) % 254
-            ),
-        );
+        top.text("ipAddress", &public_ip(h(24)));
         top.text("clientAppUsed", device.2);
         top.text("correlationId", &guid(h(25), h(26)));
         top.text(
@@ -301,6 +291,17 @@ pub fn raw(out: &mut String, name: &str, value: &str) {
 
 pub fn close(out: &mut String) {
     out.push('}');
+}
+
+/// A public-looking IPv4 address drawn from `bits`.
+pub fn public_ip(bits: u64) -> String {
+    format!(
+        "{}.{}.{}.{}",
+        20 + bits % 200,
+        (bits >> 8) % 256,
+        (bits >> 16) % 256,
+        1 + (bits >> 24) % 254
+    )
 }
 
 pub fn guid(a: u64, b: u64) -> String {

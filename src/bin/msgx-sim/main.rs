@@ -531,7 +531,9 @@ impl Sim {
         let resource = stream.resource;
         let max = resource.max_top;
         let top = match query.get("$top").map(|t| t.parse::<usize>()) {
-            None => max.min(100),
+            // Graph's documented defaults: 20 risk detections, else the maximum.
+            None if resource.family == Family::RiskDetections => 20,
+            None => max,
             Some(Ok(top)) if (1..=max).contains(&top) => top,
             Some(_) => {
                 return Err(graph_error(

@@ -3,7 +3,8 @@
 //! carries the time of its last update.
 
 use crate::generator::{
-    Generator, PLACES, Record, TICKS_PER_SECOND, Ticks, USERS, close, field, guid, raw, timestamp,
+    Generator, PLACES, Record, TICKS_PER_SECOND, Ticks, USERS, close, field, guid, public_ip, raw,
+    timestamp,
 };
 use crate::resources::Event;
 
@@ -60,17 +61,7 @@ pub fn risk_detection(g: &Generator, event: &Event, created: Ticks) -> String {
     );
     top.text("activity", "signin");
     top.text("tokenIssuerType", "AzureAD");
-    let ip = h(26);
-    top.text(
-        "ipAddress",
-        &format!(
-            "{}.{}.{}.{}",
-            20 + ip % 200,
-            (ip >> 8) % 256,
-            (ip >> 16) % 256,
-            1 + (ip >> 24) % 254
-        ),
-    );
+    top.text("ipAddress", &public_ip(h(26)));
     top.text("activityDateTime", &timestamp(created));
     // Microsoft's example has six digits here next to seven elsewhere.
     let detected = timestamp(created + 9 * TICKS_PER_SECOND);
