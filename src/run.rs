@@ -19,7 +19,8 @@ use crate::pipeline::{self, FrameFailure, FrameOutcome, Job, Lane, PipelineOptio
 use crate::plan::{self, Plan, Resumed};
 use crate::shutdown::{self, Stop};
 use crate::sink::dedup::DedupSink;
-use crate::sink::{self, Sink, redis::Dedup, redis::REDIS_BACKOFF};
+use crate::sink::redis::{Dedup, REDIS_BACKOFF, RedisPool};
+use crate::sink::{self, Sink};
 use crate::sources::{Bucket, SourceSpec};
 use crate::state::{self, Progress, StateStore};
 use crate::window::{self, Frame, Window};
@@ -309,16 +310,19 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
     // Each source has its own state, lock, plan and sink; a lock another run holds
     // ends the run (the locks taken so far are released as the exports drop).
     let several = config.sources.len() > 1;
+    let connections = match config.queue_backend {
+        Backend::Redis => Some(RedisPool::new(config)?),
+        _ => None,
+    };
+    let target = SinkTarget {
+        connections: connections.as_ref(),
+        retry: &redis_retry,
+        labelled: several,
+    };
     let mut exports = Vec::with_capacity(config.sources.len());
     for source in &config.sources {
-        let export = prepare(
-            config.for_source(source),
-            now,
-            &planned,
-            &redis_retry,
-            several,
-        )
-        .map_err(interrupted)?;
+        let export =
+            prepare(config.for_source(source), now, &planned, &target).map_err(interrupted)?;
         exports.push(export);
     }
     let clients: Vec<GraphClient> = exports
@@ -425,10 +429,9 @@ fn prepare(
     config: Config,
     now: OffsetDateTime,
     planned: &Window,
-    redis_retry: &RetryOptions,
-    several: bool,
+    target: &SinkTarget,
 ) -> Result<Export, Error> {
-    let mut resumed = plan::resume(&config, redis_retry)?;
+    let mut resumed = plan::resume(&config, target.retry)?;
     let plan = resumed.as_ref().map(|r| match &r.progress {
         Some(progress) => Plan::resume(&config, now, progress),
         None => Plan::first_run(&config, now, planned.clone()),
@@ -438,13 +441,7 @@ fn prepare(
         Some(resumed) => resumed.start_first_run(&window)?,
         None => None,
     };
-    let sink = open_sink(
-        &config,
-        redis_retry.clone(),
-        resumed.as_ref(),
-        &window,
-        several,
-    )?;
+    let sink = open_sink(&config, target, resumed.as_ref(), &window)?;
     sink.check()?;
     Ok(Export {
         config,
@@ -454,6 +451,15 @@ fn prepare(
         state_lost,
         sink,
     })
+}
+
+/// What every source's sink shares.
+struct SinkTarget<'a> {
+    /// The Redis connections of the redis backend.
+    connections: Option<&'a RedisPool>,
+    retry: &'a RetryOptions,
+    /// Several sources: log lines name theirs.
+    labelled: bool,
 }
 
 /// How recent a frame must be to count as a source's routine minute rather than a
@@ -560,10 +566,9 @@ fn token_source(config: &Config, transport: Arc<dyn HttpTransport>) -> TokenSour
 /// ids. A backfill writes every record of its range.
 fn open_sink(
     config: &Config,
-    redis_retry: RetryOptions,
+    target: &SinkTarget,
     resumed: Option<&Resumed>,
     window: &Window,
-    several: bool,
 ) -> Result<Box<dyn Sink>, Error> {
     // Ids are kept as long as any run may read their second again: this one, or a
     // later one's second read or owed range.
@@ -574,7 +579,13 @@ fn open_sink(
             .map(|start| r.progress.as_ref().map_or(start, |p| p.floor().min(start)))
             .map(|floor| floor.unix_timestamp()),
     });
-    let sink = sink::open(config, redis_retry, dedup, several)?;
+    let sink = sink::open(
+        config,
+        target.connections,
+        target.retry.clone(),
+        dedup,
+        target.labelled,
+    )?;
     Ok(match resumed.and_then(|r| r.store.seen()) {
         Some(seen) => Box::new(DedupSink::new(sink, seen)),
         None => sink,

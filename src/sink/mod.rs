@@ -35,20 +35,33 @@ pub trait Sink: Send + Sync {
 /// The configured sink; `redis_retry` limits the Redis sink's retries (files and the
 /// log are not retried: their errors do not go away by waiting).
 ///
-/// `config` is one source's (its queue key, its file); `labelled`: several sources
-/// are exported, so log lines name theirs.
+/// `config` is one source's (its queue key, its file); the Redis sinks of all sources
+/// share `connections`; `labelled`: several sources are exported, so log lines name
+/// theirs.
 pub fn open(
     config: &Config,
+    connections: Option<&redis::RedisPool>,
     redis_retry: RetryOptions,
     dedup: Option<redis::Dedup>,
     labelled: bool,
 ) -> Result<Box<dyn Sink>, Error> {
-    Ok(match config.queue_backend {
-        Backend::Redis => Box::new(redis::RedisSink::new(config, redis_retry, dedup)?),
-        Backend::Log => Box::new(log::LogSink {
+    Ok(match (config.queue_backend, connections) {
+        (Backend::Redis, Some(connections)) => Box::new(redis::RedisSink::new(
+            connections.clone(),
+            config,
+            redis_retry,
+            dedup,
+        )),
+        (Backend::Redis, None) => Box::new(redis::RedisSink::new(
+            redis::RedisPool::new(config)?,
+            config,
+            redis_retry,
+            dedup,
+        )),
+        (Backend::Log, _) => Box::new(log::LogSink {
             source: config.sources[0],
             labelled,
         }),
-        Backend::File => Box::new(file::FileSink::open(&config.file_path)?),
+        (Backend::File, _) => Box::new(file::FileSink::open(&config.file_path)?),
     })
 }

@@ -161,18 +161,67 @@ impl From<redis::RedisError> for Attempt {
     }
 }
 
-pub struct RedisSink {
+/// The pooled connections to `redis_url`, shared by the sinks of every source (a
+/// clone shares the pool).
+#[derive(Clone)]
+pub struct RedisPool {
     pool: r2d2::Pool<Connector>,
     /// For the start-up check, which connects outside the pool to see the cause.
     client: redis::Client,
     endpoint: String,
+    block: bool,
+    pool_timeout: Duration,
+}
+
+impl RedisPool {
+    /// The pool of `redis_pool_max_connections`, opened lazily.
+    pub fn new(config: &Config) -> Result<Self, Error> {
+        let client = open_client(config)?;
+        if config.redis_pool_gevent_queue {
+            log::debug!("redis_pool_gevent_queue is accepted for compatibility and has no effect");
+        }
+        let pool = r2d2::Pool::builder()
+            .max_size(config.redis_pool_max_connections)
+            .min_idle(Some(0))
+            .connection_timeout(config.redis_pool_timeout)
+            .test_on_check_out(false)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(Connector {
+                client: client.clone(),
+            });
+        Ok(RedisPool {
+            pool,
+            client,
+            endpoint: config.redis.endpoint().to_string(),
+            block: config.redis_pool_block,
+            pool_timeout: config.redis_pool_timeout,
+        })
+    }
+
+    fn connection(&self) -> Result<r2d2::PooledConnection<Connector>, Attempt> {
+        let pooled = if self.block {
+            self.pool
+                .get_timeout(self.pool_timeout)
+                .map_err(|e| e.to_string())
+        } else {
+            self.pool
+                .try_get()
+                .ok_or_else(|| "no free pooled connection (redis_pool_block is off)".to_string())
+        };
+        pooled.map_err(|message| Attempt {
+            message,
+            transient: true,
+        })
+    }
+}
+
+pub struct RedisSink {
+    connections: RedisPool,
     key: String,
     queue_type: QueueType,
     dedup: Option<Dedup>,
     dedup_script: redis::Script,
     buffers: BufferPool,
-    block: bool,
-    pool_timeout: Duration,
     retry: RetryOptions,
 }
 
@@ -244,60 +293,32 @@ pub const REDIS_BACKOFF: Backoff = Backoff {
 };
 
 impl RedisSink {
-    /// `retry` limits every write (and the start-up check): its backoff should be
-    /// [`REDIS_BACKOFF`].
-    pub fn new(config: &Config, retry: RetryOptions, dedup: Option<Dedup>) -> Result<Self, Error> {
-        let endpoint = config.redis.endpoint().to_string();
-        let client = open_client(config)?;
-        if config.redis_pool_gevent_queue {
-            log::debug!("redis_pool_gevent_queue is accepted for compatibility and has no effect");
-        }
-        let pool = r2d2::Pool::builder()
-            .max_size(config.redis_pool_max_connections)
-            .min_idle(Some(0))
-            .connection_timeout(config.redis_pool_timeout)
-            .test_on_check_out(false)
-            .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build_unchecked(Connector {
-                client: client.clone(),
-            });
-        Ok(RedisSink {
-            pool,
-            client,
-            endpoint,
+    /// A sink writing to `config.queue_key` through `connections`; `retry` limits
+    /// every write (and the start-up check): its backoff should be [`REDIS_BACKOFF`].
+    pub fn new(
+        connections: RedisPool,
+        config: &Config,
+        retry: RetryOptions,
+        dedup: Option<Dedup>,
+    ) -> Self {
+        RedisSink {
+            connections,
             key: config.queue_key.clone(),
             dedup,
             dedup_script: redis::Script::new(DEDUP_SCRIPT),
             buffers: BufferPool::default(),
             queue_type: config.queue_type,
-            block: config.redis_pool_block,
-            pool_timeout: config.redis_pool_timeout,
             retry,
-        })
-    }
-
-    fn connection(&self) -> Result<r2d2::PooledConnection<Connector>, Attempt> {
-        let pooled = if self.block {
-            self.pool
-                .get_timeout(self.pool_timeout)
-                .map_err(|e| e.to_string())
-        } else {
-            self.pool
-                .try_get()
-                .ok_or_else(|| "no free pooled connection (redis_pool_block is off)".to_string())
-        };
-        pooled.map_err(|message| Attempt {
-            message,
-            transient: true,
-        })
+        }
     }
 
     fn with_retries<T>(&self, attempt: impl FnMut() -> Result<T, Attempt>) -> Result<T, SinkError> {
-        retrying(&self.endpoint, &self.retry, attempt).map_err(|message| self.failed(message))
+        retrying(&self.connections.endpoint, &self.retry, attempt)
+            .map_err(|message| self.failed(message))
     }
 
     fn write_once(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<usize, Attempt> {
-        let mut pooled = self.connection()?;
+        let mut pooled = self.connections.connection()?;
         let connection = &mut pooled.connection;
         let result = match (&self.dedup, keys) {
             (Some(dedup), Some(keys)) => self.write_new_only(connection, dedup, records, keys),
@@ -369,7 +390,7 @@ impl RedisSink {
 
     fn failed(&self, message: String) -> SinkError {
         SinkError {
-            target: self.endpoint.clone(),
+            target: self.connections.endpoint.clone(),
             message,
         }
     }
@@ -379,7 +400,7 @@ impl Sink for RedisSink {
     fn check(&self) -> Result<(), SinkError> {
         // Directly rather than through the pool, whose timeout error hides the cause.
         self.with_retries(|| {
-            let mut connection = connect_attempt(&self.client)?;
+            let mut connection = connect_attempt(&self.connections.client)?;
             Ok(redis::cmd("PING").query::<()>(&mut connection)?)
         })
     }
