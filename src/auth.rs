@@ -10,9 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Deserialize;
 
 use crate::error::AuthError;
-use crate::graph::retry::parse_http_date;
-use crate::graph::transport::HttpTransport;
+use crate::retry::parse_http_date;
 use crate::secret::Secret;
+use crate::transport::HttpTransport;
 
 /// A bearer token, cheap to clone and never printed.
 #[derive(Clone, Debug)]

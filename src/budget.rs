@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::graph::retry::{RateLimit, SharedBudget};
+use crate::retry::{RateLimit, SharedBudget};
 use crate::sink::redis::{connect, open_client};
 use crate::sources::Bucket;
 

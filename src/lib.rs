@@ -20,12 +20,14 @@ pub mod ids;
 pub mod logging;
 pub mod pipeline;
 pub mod plan;
+pub mod retry;
 pub mod run;
 pub mod secret;
 pub mod shutdown;
 pub mod sink;
 pub mod sources;
 pub mod state;
+pub mod transport;
 pub mod window;
 
 pub use run::{RunReport, run};

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use crate::config::{Backend, Config, ConfigError, Source, StateMode};
 use crate::error::Error;
-use crate::graph::retry::RetryOptions;
+use crate::retry::RetryOptions;
 use crate::state::{FileState, Progress, RedisState, StateStore};
 use crate::window::{self, Frame, Window};
 

@@ -13,16 +13,16 @@ use crate::config::{Backend, Config};
 use crate::error::{Error, GraphError, exit};
 use crate::graph::GraphClient;
 use crate::graph::client::{BudgetSpent, PageShape};
-use crate::graph::retry::{Backoff, RateLimit, RequestGate, RetryOptions};
-use crate::graph::transport::{HttpTransport, TransportOptions, UreqTransport};
 use crate::pipeline::{self, FrameFailure, FrameOutcome, Job, Lane, PipelineOptions};
 use crate::plan::{self, Plan, Resumed};
+use crate::retry::{Backoff, RateLimit, RequestGate, RetryOptions};
 use crate::shutdown::{self, Stop};
 use crate::sink::dedup::DedupSink;
 use crate::sink::redis::{Dedup, REDIS_BACKOFF, RedisPool};
 use crate::sink::{self, Sink};
 use crate::sources::{Bucket, SourceSpec};
 use crate::state::{self, Progress, StateStore};
+use crate::transport::{HttpTransport, TransportOptions, UreqTransport};
 use crate::window::{self, Frame, Window};
 
 /// Largest Graph response accepted (after decompression): a 1000-record page is a few

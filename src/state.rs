@@ -22,8 +22,8 @@ use time::OffsetDateTime;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::graph::retry::RetryOptions;
 use crate::ids;
+use crate::retry::RetryOptions;
 use crate::sink::dedup::SeenSet;
 use crate::sink::redis::{connect, connect_attempt, open_client, retrying};
 use crate::window::Frame;

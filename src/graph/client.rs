@@ -11,13 +11,13 @@ use serde::Deserialize;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::paging::{NextLinkGuard, Page, display_url};
-use super::retry::{NoTurn, RequestGate, RetryOptions, parse_retry_after};
-use super::transport::{HttpResponse, HttpTransport, TransportError};
 use crate::auth::TokenSource;
 use crate::buffers::BufferPool;
 use crate::error::GraphError;
 use crate::ids;
+use crate::retry::{NoTurn, RequestGate, RetryOptions, parse_retry_after};
 use crate::sources::SourceSpec;
+use crate::transport::{HttpResponse, HttpTransport, TransportError};
 use crate::window::Frame;
 
 /// More sign-ins per second than any tenant has: a frame whose nextLinks go on past

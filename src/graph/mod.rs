@@ -1,11 +1,9 @@
-//! Microsoft Graph: the HTTP boundary ([`transport`]), collection pages and safe
-//! paging ([`paging`]), and the sign-ins client that fetches a frame page by page
-//! ([`client`]).
+//! Microsoft Graph: collection pages and safe paging ([`paging`]), and the client
+//! that fetches one source's frame page by page ([`client`]) over the
+//! [`crate::transport`] within the [`crate::retry`] policy.
 
 pub mod client;
 pub mod paging;
-pub mod retry;
-pub mod transport;
 
 pub use client::GraphClient;
 pub use paging::Page;

@@ -12,7 +12,7 @@ pub use dedup::RecordKey;
 
 use crate::config::{Backend, Config};
 use crate::error::{Error, SinkError};
-use crate::graph::retry::RetryOptions;
+use crate::retry::RetryOptions;
 
 pub trait Sink: Send + Sync {
     /// Checks that the destination can be reached, before any Graph request is spent.

@@ -11,7 +11,7 @@ use super::{RecordKey, Sink};
 use crate::buffers::BufferPool;
 use crate::config::{Config, QueueType};
 use crate::error::{Error, SinkError};
-use crate::graph::retry::{Backoff, RetryOptions};
+use crate::retry::{Backoff, RetryOptions};
 
 /// The client for `redis_url`; an invalid URL is described by kind only, since the
 /// error's text could quote the URL and its password.
