@@ -19,6 +19,15 @@ need_curl() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq curl >/dev/null
 }
 
+need_openssl() {
+    command -v openssl >/dev/null 2>&1 && return 0
+    echo "installing openssl (apt-get)" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssl >/dev/null
+}
+
 need_cargo() {
     command -v cargo >/dev/null 2>&1 && return 0
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH" && return 0

@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_cargo
 need_redis
+# The credential tests make certificates with openssl.
+need_openssl
 cargo test --locked --all-targets "$@"

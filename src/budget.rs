@@ -72,12 +72,10 @@ pub struct RedisBudget {
 
 impl RedisBudget {
     pub fn new(config: &Config, bucket: Bucket, limit: RateLimit) -> Result<Self, Error> {
+        let (tenant, client_id) = config.budget_owner();
         let prefix = match bucket.per_tenant() {
-            true => format!("msgx:budget:{}:{bucket}", config.tenant),
-            false => format!(
-                "msgx:budget:{}:{}:{bucket}",
-                config.tenant, config.client_id
-            ),
+            true => format!("msgx:budget:{tenant}:{bucket}"),
+            false => format!("msgx:budget:{tenant}:{client_id}:{bucket}"),
         };
         Ok(RedisBudget {
             client: open_client(config)?,

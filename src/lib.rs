@@ -9,6 +9,15 @@
 //! and hands the pages to each source's [`sink`] through the [`pipeline`];
 //! [`shutdown`] turns signals into an orderly stop. Errors and exit codes are in
 //! [`error`].
+//!
+//! # Layout
+//!
+//! Dependencies point downward. At the bottom: the HTTP [`transport`], the [`retry`]
+//! policy (backoff, the request gate), Redis connections ([`sink::redis`]), [`secret`],
+//! [`ids`], [`buffers`], [`sources`] (the audit streams as data) and [`window`]. In the
+//! middle: [`config`] (one declaration per option), [`auth`] (one file per credential
+//! kind), [`graph`] (paging and the client of one source), [`budget`], [`sink`],
+//! [`state`], [`plan`] and the [`pipeline`]. On top: [`run`].
 
 pub mod auth;
 pub mod budget;

@@ -15,17 +15,25 @@ fn main() -> ExitCode {
         return ExitCode::from(exit::USAGE);
     };
     let config = match config::load(&args, &|name| std::env::var(name).ok()) {
-        Ok(Invocation::Help(text)) | Ok(Invocation::Version(text)) => {
-            println!("{text}");
+        Ok(Invocation::Help(text))
+        | Ok(Invocation::Version(text))
+        | Ok(Invocation::PrintConfig(text)) => {
+            print!("{}", text.trim_end().to_string() + "\n");
             return ExitCode::SUCCESS;
         }
         Ok(Invocation::Run(config)) => config,
         Err(e) => {
-            eprintln!("msgx-once: error: {e}");
+            // Every problem at once, one line each.
+            for line in e.lines() {
+                eprintln!("msgx-once: error: {line}");
+            }
             return ExitCode::from(exit::USAGE);
         }
     };
     msgx::logging::init(config.log_level);
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
     match msgx::run(&config) {
         Ok(report) => {
             let code = report.exit_code();

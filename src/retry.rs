@@ -252,6 +252,15 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// The same backoff `scale` times as long (tests shrink backoffs rather than
+    /// sleep through them).
+    pub fn scaled(&self, scale: f64) -> Backoff {
+        Backoff {
+            base: self.base.mul_f64(scale),
+            cap: self.cap.mul_f64(scale),
+        }
+    }
+
     pub fn delay(&self, attempt: u32) -> Duration {
         let ceiling = self
             .base

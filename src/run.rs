@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use crate::auth::{Credentials, TokenSource};
+use crate::auth::TokenSource;
 use crate::budget::RedisBudget;
 use crate::config::{Backend, Config};
 use crate::error::{Error, GraphError, exit};
@@ -284,12 +284,12 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
     stop_on_signals(&stop, &gates, &transport)?;
     let retry = RetryOptions {
         max_retries: config.max_retries,
-        backoff: BACKOFF,
+        backoff: BACKOFF.scaled(config.backoff_scale),
         deadline: started + deadline(config),
         stop: stop.clone(),
     };
     let redis_retry = RetryOptions {
-        backoff: REDIS_BACKOFF,
+        backoff: REDIS_BACKOFF.scaled(config.backoff_scale),
         ..retry.clone()
     };
     let interrupted = |e: Error| match stop.requested() {
@@ -299,7 +299,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
     // The first token comes before the window: its Date header is Microsoft's clock,
     // and a host clock running ahead must not plan (and store) seconds Graph cannot
     // have yet. A refusal ends the run before anything else is touched.
-    let tokens = Arc::new(token_source(config, transport.clone()));
+    let tokens = Arc::new(TokenSource::new(transport.clone(), config, retry.clone())?);
     tokens.bearer().map_err(Error::from).map_err(interrupted)?;
     let now = plan::bound_by_server(local_now, tokens.server_now());
     let planned = if now == local_now {
@@ -543,22 +543,6 @@ fn stop_on_signals(
         transport.abort();
     })
     .map_err(|e| Error::Setup(format!("cannot watch for SIGTERM/SIGINT: {e}")))
-}
-
-fn token_source(config: &Config, transport: Arc<dyn HttpTransport>) -> TokenSource {
-    TokenSource::new(
-        transport,
-        Credentials {
-            login_url: config.login_url.clone(),
-            tenant: config.tenant.clone(),
-            client_id: config.client_id.clone(),
-            client_secret: config.client_secret.clone(),
-            scope: format!(
-                "{}/.default",
-                config.graph_url.as_str().trim_end_matches('/')
-            ),
-        },
-    )
 }
 
 /// The configured sink, deduplicating when the run keeps state: in Redis with a

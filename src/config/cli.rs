@@ -2,11 +2,14 @@
 //!
 //! argh only knows `--dashed-name value`; the original (argparse) also took
 //! `--underscore_name`, `--name=value` and `--no-redis_pool_block`, so argv is rewritten
-//! to argh's form first. Values stay strings here; `config` types and checks them so
-//! that every source gets the same messages.
+//! to argh's form first. The rewrite knows which flags take a value, so a value is
+//! never read as a flag (`--client_secret --Ab_c~1` keeps its secret, `--queue_key help`
+//! its key). Values stay strings here; `config` types and checks them so that every
+//! source gets the same messages.
 
 use argh::FromArgs;
 
+use super::spec::{self, CliArgs, OptionSpec};
 use super::{ConfigError, Source};
 
 /// What the command line asked for.
@@ -16,90 +19,29 @@ pub enum CliRequest {
     Run(Vec<(&'static str, String)>),
 }
 
-/// Boolean options: `--name`, `--no-name`, and `--name=true|false`.
-const SWITCHES: &[&str] = &["redis_pool_block", "redis_pool_gevent_queue"];
-
-/// The switch a flag name (without `--` or `no-`, dashes or underscores) stands for.
-fn switch_named(name: &str) -> Option<&'static str> {
-    let underscored = name.replace('-', "_");
-    SWITCHES.iter().copied().find(|s| *s == underscored)
+/// The option a flag (without `--` or `no-`, dashes or underscores) names.
+fn option_named(name: &str) -> Option<&'static OptionSpec> {
+    spec::find(&name.replace('-', "_"))
 }
-
-macro_rules! cli_args {
-    ($($field:ident),* $(,)?) => {
-        /// Export sign-ins from Microsoft Graph into Redis (see --help).
-        #[derive(FromArgs)]
-        struct CliArgs {
-            $(
-                #[argh(option, description = "see --help")]
-                $field: Option<String>,
-            )*
-            #[argh(switch, description = "see --help")]
-            redis_pool_block: bool,
-            #[argh(switch, description = "see --help")]
-            no_redis_pool_block: bool,
-            #[argh(switch, description = "see --help")]
-            redis_pool_gevent_queue: bool,
-            #[argh(switch, description = "see --help")]
-            no_redis_pool_gevent_queue: bool,
-        }
-
-        impl CliArgs {
-            fn valued(self) -> Vec<(&'static str, Option<String>)> {
-                vec![$((stringify!($field), self.$field)),*]
-            }
-        }
-    };
-}
-
-cli_args!(
-    app_config,
-    tenant,
-    client_id,
-    client_secret,
-    sources,
-    timelag,
-    streams,
-    stream_frame,
-    page_size,
-    rate_limit,
-    rate_limits,
-    max_retries,
-    deadline,
-    http_timeout,
-    queue_backend,
-    queue_type,
-    queue_key,
-    queue_keys,
-    redis_url,
-    greenlets_count,
-    redis_pool_max_connections,
-    redis_pool_timeout,
-    graph_url,
-    login_url,
-    file_path,
-    log_level,
-    select,
-    state,
-    state_file,
-    max_catchup,
-    rescan,
-    since,
-    until,
-);
 
 /// Parses `args` (without the program name) into (option, value) pairs.
 pub fn parse(args: &[String]) -> Result<CliRequest, ConfigError> {
-    if args
+    let rewritten = rewrite(args)?;
+    // Only where a flag may stand: a value that reads "help" is a value.
+    let flags = flag_positions(&rewritten);
+    if flags
         .iter()
-        .any(|a| a == "--help" || a == "-h" || a == "help")
+        .any(|a| matches!(a.as_str(), "--help" | "-h" | "help"))
     {
         return Ok(CliRequest::Help);
     }
-    if args.iter().any(|a| a == "--version" || a == "-V") {
+    if flags
+        .iter()
+        .any(|a| matches!(a.as_str(), "--version" | "-V"))
+    {
         return Ok(CliRequest::Version);
     }
-    let rewritten = last_wins(rewrite(args)?);
+    let rewritten = last_wins(rewritten);
     let refs: Vec<&str> = rewritten.iter().map(String::as_str).collect();
     let parsed = CliArgs::from_args(&["msgx-once"], &refs).map_err(|exit| {
         ConfigError::usage(format!(
@@ -107,46 +49,34 @@ pub fn parse(args: &[String]) -> Result<CliRequest, ConfigError> {
             exit.output.trim()
         ))
     })?;
-    let switches = [
-        (
-            "redis_pool_block",
-            parsed.redis_pool_block,
-            parsed.no_redis_pool_block,
-        ),
-        (
-            "redis_pool_gevent_queue",
-            parsed.redis_pool_gevent_queue,
-            parsed.no_redis_pool_gevent_queue,
-        ),
-    ];
-    let mut values: Vec<(&'static str, String)> = parsed
-        .valued()
-        .into_iter()
-        .filter_map(|(name, value)| value.map(|v| (name, v)))
-        .collect();
-    for (name, on, off) in switches {
-        match (on, off) {
-            (true, true) => {
-                return Err(ConfigError::new(
-                    name,
-                    Source::Cli,
-                    format!("both --{name} and --no-{name} given"),
-                    "one of them",
-                ));
-            }
-            (true, false) => values.push((name, "true".into())),
-            (false, true) => values.push((name, "false".into())),
-            (false, false) => {}
-        }
-    }
-    Ok(CliRequest::Run(values))
+    Ok(CliRequest::Run(
+        parsed
+            .into_values()
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name, v)))
+            .collect(),
+    ))
 }
 
-/// Drops earlier repetitions of a valued flag, as argparse did (argh would refuse them).
+/// The tokens of rewritten argv that stand where a flag may: not the value after a
+/// flag, nothing after `--`.
+fn flag_positions(args: &[String]) -> Vec<&String> {
+    let mut flags = Vec::new();
+    let mut tokens = args.iter();
+    while let Some(token) = tokens.next() {
+        if token == "--" {
+            break;
+        }
+        flags.push(token);
+        if token.starts_with("--") && option_named(&token[2..]).is_some() {
+            tokens.next();
+        }
+    }
+    flags
+}
+
+/// Drops earlier repetitions of a flag, as argparse did (argh would refuse them).
 fn last_wins(args: Vec<String>) -> Vec<String> {
-    let is_switch = |flag: &str| {
-        switch_named(flag.trim_start_matches("--").trim_start_matches("no-")).is_some()
-    };
     let mut pairs: Vec<(String, Option<String>)> = Vec::new();
     let mut tokens = args.into_iter();
     while let Some(token) = tokens.next() {
@@ -155,10 +85,9 @@ fn last_wins(args: Vec<String>) -> Vec<String> {
             pairs.extend(tokens.by_ref().map(|t| (t, None)));
             break;
         }
-        let value = if token.starts_with("--") && !is_switch(&token) {
-            tokens.next()
-        } else {
-            None
+        let value = match token.strip_prefix("--").and_then(option_named) {
+            Some(_) => tokens.next(),
+            None => None,
         };
         if value.is_some() {
             pairs.retain(|(flag, v)| !(v.is_some() && *flag == token));
@@ -172,11 +101,13 @@ fn last_wins(args: Vec<String>) -> Vec<String> {
 }
 
 /// Rewrites the original's spellings into argh's: underscores become dashes in flag
-/// names, `--name=value` becomes two tokens, `--switch=false` becomes `--no-switch`.
+/// names, `--name=value` becomes two tokens, a switch becomes `--switch true|false`
+/// (`--switch`, `--no-switch`, `--switch=false`). The token after a flag that takes a
+/// value is copied as it is, whatever it looks like.
 fn rewrite(args: &[String]) -> Result<Vec<String>, ConfigError> {
     let mut out = Vec::with_capacity(args.len() + 4);
     let mut rest = args.iter();
-    for arg in rest.by_ref() {
+    while let Some(arg) = rest.next() {
         if arg == "--" {
             out.push(arg.clone());
             break;
@@ -185,29 +116,41 @@ fn rewrite(args: &[String]) -> Result<Vec<String>, ConfigError> {
             out.push(arg.clone());
             continue;
         };
-        let (name, value) = match flag.split_once('=') {
+        let (name, inline) = match flag.split_once('=') {
             Some((name, value)) => (name, Some(value)),
             None => (flag, None),
         };
-        let dashed = name.replace('_', "-");
-        match value {
-            None => out.push(format!("--{dashed}")),
-            Some(value) => {
-                if let Some(switch) = switch_named(name) {
-                    let on = super::parse::boolean(value).map_err(|accepted| {
-                        ConfigError::invalid(switch, Source::Cli, value, accepted)
-                    })?;
-                    out.push(if on {
-                        format!("--{dashed}")
-                    } else {
-                        format!("--no-{dashed}")
-                    });
-                } else {
-                    out.push(format!("--{dashed}"));
-                    out.push(value.to_string());
-                }
+        let negated = name
+            .strip_prefix("no-")
+            .or_else(|| name.strip_prefix("no_"))
+            .and_then(option_named)
+            .filter(|spec| spec.is_switch());
+        let (spec, value) = match (option_named(name), negated, inline) {
+            (_, Some(spec), None) => (spec, "false".to_string()),
+            (Some(spec), _, Some(value)) if spec.is_switch() => {
+                let on = super::parse::boolean(value).map_err(|accepted| {
+                    ConfigError::invalid(spec.name, Source::Cli, value, accepted)
+                })?;
+                (spec, on.to_string())
             }
-        }
+            (Some(spec), _, None) if spec.is_switch() => (spec, "true".to_string()),
+            (Some(spec), _, Some(value)) => (spec, value.to_string()),
+            (Some(spec), _, None) => match rest.next() {
+                Some(value) => (spec, value.clone()),
+                None => {
+                    out.push(format!("--{}", spec.name.replace('_', "-")));
+                    continue;
+                }
+            },
+            // Unknown: argh names it in its error.
+            (None, _, _) => {
+                out.push(format!("--{}", name.replace('_', "-")));
+                out.extend(inline.map(str::to_string));
+                continue;
+            }
+        };
+        out.push(format!("--{}", spec.name.replace('_', "-")));
+        out.push(value);
     }
     out.extend(rest.cloned());
     Ok(out)
@@ -243,6 +186,25 @@ mod tests {
     }
 
     #[test]
+    fn values_that_look_like_flags_or_help_stay_values() {
+        assert_eq!(
+            values(&["--client_secret", "--Ab_c~1"]),
+            vec![("client_secret", "--Ab_c~1".to_string())]
+        );
+        assert_eq!(
+            values(&["--queue_key", "help", "--client_secret", "-h"]),
+            vec![
+                ("client_secret", "-h".to_string()),
+                ("queue_key", "help".to_string())
+            ]
+        );
+        assert_eq!(
+            values(&["--client_secret=--x=y"]),
+            vec![("client_secret", "--x=y".to_string())]
+        );
+    }
+
+    #[test]
     fn switches_take_no_prefix_and_explicit_values() {
         assert_eq!(
             values(&["--no-redis_pool_block"]),
@@ -257,7 +219,11 @@ mod tests {
             vec![("redis_pool_gevent_queue", "false".into())]
         );
         assert!(parse(&args(&["--redis_pool_block=maybe"])).is_err());
-        assert!(parse(&args(&["--redis_pool_block", "--no-redis_pool_block"])).is_err());
+        // The last one wins, as for every other option.
+        assert_eq!(
+            values(&["--redis_pool_block", "--no-redis_pool_block"]),
+            vec![("redis_pool_block", "false".into())]
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub fn read(path: &Path) -> Result<Vec<(&'static str, String)>, ConfigError> {
     for (key, value) in mapping {
         let name = key.as_str().unwrap_or_default();
         let spec = match spec::find(name) {
-            Some(spec) if spec.in_file => spec,
+            Some(spec) if spec.kind.in_file => spec,
             Some(spec) => {
                 return Err(ConfigError::new(
                     spec.name,
@@ -62,7 +62,7 @@ pub fn read(path: &Path) -> Result<Vec<(&'static str, String)>, ConfigError> {
                 ));
             }
         };
-        let text = match (&value, spec.structured) {
+        let text = match (&value, spec.kind.structured) {
             (Value::Sequence(items), true) => joined(spec.name, items.iter(), &source)?,
             (Value::Mapping(pairs), true) => {
                 let pairs: Result<Vec<String>, ConfigError> = pairs
@@ -128,7 +128,7 @@ fn yaml_key(key: &Value) -> String {
 fn file_options() -> String {
     let names: Vec<&str> = spec::OPTIONS
         .iter()
-        .filter(|s| s.in_file)
+        .filter(|s| s.kind.in_file)
         .map(|s| s.name)
         .collect();
     names.join(", ")

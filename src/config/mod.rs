@@ -1,6 +1,7 @@
 //! Configuration: gathers option values from the config file, the command line, the
 //! environment and the defaults (in that order of precedence, as the original did),
-//! checks them, and builds the typed [`Config`] a run is made from.
+//! checks them — reporting every problem at once —, and builds the typed [`Config`] a
+//! run is made from. Every option is declared once, in [`spec`].
 
 mod cli;
 mod file;
@@ -9,10 +10,13 @@ pub mod spec;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use time::OffsetDateTime;
+
+pub use parse::{AssertionAlg, AuthKind, Cloud};
+pub use spec::Options;
 
 use crate::secret::Secret;
 use crate::sources::{Bucket, SourceSpec};
@@ -23,7 +27,8 @@ pub enum Source {
     /// Not given anywhere (for "missing" errors).
     Unset,
     Default,
-    Env,
+    /// The environment variable it was read from.
+    Env(String),
     Cli,
     File(PathBuf),
 }
@@ -33,10 +38,15 @@ impl Source {
         match self {
             Source::Unset => "nowhere".into(),
             Source::Default => "the default".into(),
-            Source::Env => format!("environment variable {}", spec::env_name(option)),
+            Source::Env(variable) => format!("environment variable {variable}"),
             Source::Cli => format!("command line --{option}"),
             Source::File(path) => format!("config file {}", path.display()),
         }
+    }
+
+    /// Given by the user rather than defaulted.
+    fn is_given(&self) -> bool {
+        !matches!(self, Source::Unset | Source::Default)
     }
 }
 
@@ -50,31 +60,39 @@ fn redact_userinfo(value: &str) -> String {
     format!("{}[redacted]{}", &value[..start], &value[at..])
 }
 
-/// A usage or configuration error: exit code 2.
+/// A value as it may be shown: secrets hidden, URLs without their password.
+fn shown(option: &str, value: &str) -> String {
+    match spec::find(option) {
+        Some(spec) if spec.kind.secret => "(hidden)".to_string(),
+        Some(spec) if spec.name == "redis_url" => format!("{:?}", redact_userinfo(value)),
+        _ => format!("{value:?}"),
+    }
+}
+
+/// A usage or configuration error: exit code 2. It may carry further problems found
+/// in the same configuration, so all are reported at once.
 #[derive(Debug, Clone)]
 pub struct ConfigError {
-    option: Option<(String, Source)>,
+    /// Boxed: errors travel in `Result`s, which should stay small.
+    option: Option<Box<(String, Source)>>,
     problem: String,
     accepted: Option<String>,
+    more: Vec<ConfigError>,
 }
 
 impl ConfigError {
     pub fn new(option: &str, source: Source, problem: String, accepted: &str) -> Self {
         ConfigError {
-            option: Some((option.to_string(), source)),
+            option: Some(Box::new((option.to_string(), source))),
             problem,
             accepted: Some(accepted.to_string()),
+            more: Vec::new(),
         }
     }
 
     pub fn invalid(option: &str, source: Source, value: &str, accepted: String) -> Self {
-        let shown = match spec::find(option).map(|s| s.name) {
-            Some("client_secret") => "(hidden)".to_string(),
-            // A URL that failed to parse may still carry a password.
-            Some("redis_url") => format!("{:?}", redact_userinfo(value)),
-            _ => format!("{value:?}"),
-        };
-        Self::new(option, source, format!("invalid value {shown}"), &accepted)
+        let problem = format!("invalid value {}", shown(option, value));
+        Self::new(option, source, problem, &accepted)
     }
 
     pub fn usage(problem: String) -> Self {
@@ -82,30 +100,63 @@ impl ConfigError {
             option: None,
             problem,
             accepted: None,
+            more: Vec::new(),
         }
     }
 
-    /// The option the error is about, if it is about one.
+    fn missing(option: &str, why: &str) -> Self {
+        let mut accepted = format!(
+            "set it in the config file, as --{option}, or as {}",
+            spec::env_name(option)
+        );
+        if let Some((_, azure)) = AZURE_NAMES.iter().find(|(name, _)| *name == option) {
+            accepted.push_str(&format!(" (or {azure})"));
+        }
+        ConfigError::new(option, Source::Unset, format!("missing{why}"), &accepted)
+    }
+
+    /// All of `errors` as one (None when there are none).
+    fn all(mut errors: Vec<ConfigError>) -> Option<ConfigError> {
+        if errors.is_empty() {
+            return None;
+        }
+        let mut first = errors.remove(0);
+        first.more.extend(errors);
+        Some(first)
+    }
+
+    /// The option the (first) error is about, if it is about one.
     pub fn option(&self) -> Option<&str> {
-        self.option.as_ref().map(|(name, _)| name.as_str())
+        self.option.as_ref().map(|o| o.0.as_str())
+    }
+
+    /// Every problem, one line each.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = vec![self.line()];
+        lines.extend(self.more.iter().map(ConfigError::line));
+        lines
+    }
+
+    fn line(&self) -> String {
+        let mut line = String::new();
+        if let Some((name, source)) = self.option.as_deref() {
+            line.push_str(&format!("option {name}: {}", self.problem));
+            if *source != Source::Unset {
+                line.push_str(&format!(" (from {})", source.describe(name)));
+            }
+        } else {
+            line.push_str(&self.problem);
+        }
+        if let Some(accepted) = &self.accepted {
+            line.push_str(&format!("; accepted: {accepted}"));
+        }
+        line
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some((name, source)) = &self.option {
-            write!(f, "option {name}: ")?;
-            f.write_str(&self.problem)?;
-            if *source != Source::Unset {
-                write!(f, " (from {})", source.describe(name))?;
-            }
-        } else {
-            f.write_str(&self.problem)?;
-        }
-        if let Some(accepted) = &self.accepted {
-            write!(f, "; accepted: {accepted}")?;
-        }
-        Ok(())
+        f.write_str(&self.lines().join("\n"))
     }
 }
 
@@ -177,55 +228,89 @@ pub enum StateMode {
     Off,
 }
 
-/// A checked configuration: everything a run needs to know.
+/// How the application gets its tokens, with what it needs.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Secret {
+        tenant: String,
+        client_id: String,
+        secret: Secret,
+    },
+    Certificate {
+        tenant: String,
+        client_id: String,
+        /// PEM with the certificate (and the key, unless `key` is given).
+        certificate: PathBuf,
+        key: Option<PathBuf>,
+        alg: AssertionAlg,
+    },
+    WorkloadIdentity {
+        tenant: String,
+        client_id: String,
+        token_file: PathBuf,
+    },
+    ManagedIdentity {
+        /// A user-assigned identity's client id; None: the system-assigned one.
+        client_id: Option<String>,
+        endpoint: ManagedEndpoint,
+    },
+}
+
+/// Where a managed identity's tokens come from.
+#[derive(Debug, Clone)]
+pub enum ManagedEndpoint {
+    /// The instance metadata service (VMs, AKS nodes): `{origin}/metadata/identity/oauth2/token`.
+    Imds(url::Url),
+    /// App Service / Functions: `IDENTITY_ENDPOINT` with the `IDENTITY_HEADER` secret.
+    AppService { url: url::Url, header: Secret },
+}
+
+/// The instance metadata service's address, the same on every Azure VM.
+const IMDS: &str = "http://169.254.169.254";
+
+impl Credential {
+    pub fn kind(&self) -> AuthKind {
+        match self {
+            Credential::Secret { .. } => AuthKind::Secret,
+            Credential::Certificate { .. } => AuthKind::Certificate,
+            Credential::WorkloadIdentity { .. } => AuthKind::WorkloadIdentity,
+            Credential::ManagedIdentity { .. } => AuthKind::ManagedIdentity,
+        }
+    }
+}
+
+/// A checked configuration: every option ([`Options`], through `Deref`) and what is
+/// derived from them — the credential, the effective hosts, the backfill bounds.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub app_config: Option<PathBuf>,
-    pub tenant: String,
-    pub client_id: String,
-    pub client_secret: Secret,
-    /// The audit streams to export, in the order given.
-    pub sources: Vec<&'static SourceSpec>,
-    pub timelag: u64,
-    pub streams: usize,
-    pub stream_frame: u64,
-    pub page_size: u32,
-    /// Requests per window of the reports bucket (sign-ins, audits, provisioning) for
-    /// all streams together; None: unlimited.
-    pub rate_limit: Option<(u32, Duration)>,
-    /// Limits of the other buckets given in `rate_limits` (Graph's otherwise).
-    pub rate_limits: BTreeMap<Bucket, Option<(u32, Duration)>>,
-    pub max_retries: u32,
-    /// None: a cron run's default, and no deadline for a backfill.
-    pub deadline: Option<Duration>,
-    pub http_timeout: Duration,
-    pub queue_backend: Backend,
-    pub queue_type: QueueType,
-    pub queue_key: String,
-    /// Queue keys given in `queue_keys`, by source name.
-    pub queue_keys: BTreeMap<&'static str, String>,
-    pub redis: RedisTarget,
-    pub greenlets_count: usize,
-    pub redis_pool_block: bool,
-    pub redis_pool_gevent_queue: bool,
-    pub redis_pool_max_connections: u32,
-    pub redis_pool_timeout: Duration,
+    pub options: Options,
+    pub credential: Credential,
+    /// `graph_url`, or the cloud's Graph host.
     pub graph_url: url::Url,
+    /// `login_url`, or the cloud's identity platform host.
     pub login_url: url::Url,
-    pub file_path: Output,
-    pub log_level: log::LevelFilter,
-    /// Graph `$select`; None: every property.
-    pub select: Option<Vec<String>>,
-    pub state: StateMode,
-    pub state_file: Option<PathBuf>,
-    pub max_catchup: u64,
-    pub rescan: u64,
+    /// `redis_url`, or what `redis_url_file` holds.
+    pub redis: RedisTarget,
     pub since: Option<OffsetDateTime>,
     pub until: Option<OffsetDateTime>,
     /// A fixed "now" for replaying cron runs in tests (`MSGX_NOW`, undocumented in --help).
     pub fixed_now: Option<OffsetDateTime>,
     /// How often a long run logs its progress (10 s; `MSGX_PROGRESS_SECONDS` in tests).
     pub progress_every: Duration,
+    /// Backoffs times this (1; `MSGX_BACKOFF_MS` = the first retry's ceiling in
+    /// tests, so they need not sleep through real backoffs).
+    pub backoff_scale: f64,
+    /// Said at WARN once logging is set up: values the config file overrode, options
+    /// without effect, a config file others can read.
+    pub warnings: Vec<String>,
+}
+
+impl std::ops::Deref for Config {
+    type Target = Options;
+
+    fn deref(&self) -> &Options {
+        &self.options
+    }
 }
 
 impl Config {
@@ -252,6 +337,28 @@ impl Config {
         }
     }
 
+    /// Whose budget the run spends: (tenant, application), as Graph counts it.
+    pub fn budget_owner(&self) -> (String, String) {
+        let (tenant, client) = match &self.credential {
+            Credential::Secret {
+                tenant, client_id, ..
+            }
+            | Credential::Certificate {
+                tenant, client_id, ..
+            }
+            | Credential::WorkloadIdentity {
+                tenant, client_id, ..
+            } => (Some(tenant.as_str()), Some(client_id.as_str())),
+            Credential::ManagedIdentity { client_id, .. } => {
+                (self.tenant.as_deref(), client_id.as_deref())
+            }
+        };
+        (
+            tenant.unwrap_or("-").to_string(),
+            client.unwrap_or("managed-identity").to_string(),
+        )
+    }
+
     /// The configuration of one source's export: its queue key, its `{source}` in
     /// file_path and state_file, its page cap; `select` only for sign-ins. The
     /// sources share the fetchers, so each cuts its ranges into its share of `streams`
@@ -264,17 +371,18 @@ impl Config {
                     .replace(SOURCE_PLACEHOLDER, source.name),
             )
         };
+        let mut options = self.options.clone();
+        options.sources = vec![source];
+        options.streams = (self.streams / self.sources.len().max(1)).max(1);
+        options.queue_key = self.queue_key_of(source);
+        options.page_size = self.page_size.min(source.max_top);
+        options.select = self.select.clone().filter(|_| source.is_sign_ins());
+        if let Output::Path(path) = &self.file_path {
+            options.file_path = Output::Path(per_source(path));
+        }
+        options.state_file = self.state_file.as_ref().map(per_source);
         Config {
-            sources: vec![source],
-            streams: (self.streams / self.sources.len().max(1)).max(1),
-            queue_key: self.queue_key_of(source),
-            page_size: self.page_size.min(source.max_top),
-            select: self.select.clone().filter(|_| source.is_sign_ins()),
-            file_path: match &self.file_path {
-                Output::Path(path) => Output::Path(per_source(path)),
-                Output::Stdout => Output::Stdout,
-            },
-            state_file: self.state_file.as_ref().map(per_source),
+            options,
             ..self.clone()
         }
     }
@@ -283,11 +391,27 @@ impl Config {
 /// Replaced by the source's name in `file_path` and `state_file`.
 const SOURCE_PLACEHOLDER: &str = "{source}";
 
+/// The Azure SDK's environment names, read below the `GRAPH_*` ones (the AKS
+/// workload-identity webhook injects these).
+const AZURE_NAMES: &[(&str, &str)] = &[
+    ("tenant", "AZURE_TENANT_ID"),
+    ("client_id", "AZURE_CLIENT_ID"),
+    ("client_secret", "AZURE_CLIENT_SECRET"),
+    ("client_certificate", "AZURE_CLIENT_CERTIFICATE_PATH"),
+    ("federated_token_file", "AZURE_FEDERATED_TOKEN_FILE"),
+    ("login_url", "AZURE_AUTHORITY_HOST"),
+];
+
+/// Graph keeps audit logs 30 days (sign-ins and audits; risk detections up to 90).
+const RETENTION_DAYS: i64 = 30;
+
 /// What one invocation asks for.
 #[derive(Debug)]
 pub enum Invocation {
     Help(String),
     Version(String),
+    /// `--print_config`: every effective option and its source.
+    PrintConfig(String),
     Run(Box<Config>),
 }
 
@@ -307,183 +431,456 @@ pub fn load(
         }
         cli::CliRequest::Run(values) => values,
     };
-    let mut values = Values::default();
-    for spec in spec::OPTIONS {
-        if let Some(default) = spec.default {
-            values.set(spec.name, default.to_string(), Source::Default);
+    let mut values = Values::defaults();
+    for (option, variable) in AZURE_NAMES {
+        if let Some(value) = env(variable).filter(|v| !v.is_empty()) {
+            values.set(option, value, Source::Env(variable.to_string()));
         }
-        if let Some(value) = env(&spec::env_name(spec.name)).filter(|v| !v.is_empty()) {
-            values.set(spec.name, value, Source::Env);
+    }
+    for spec in spec::OPTIONS {
+        let variable = spec::env_name(spec.name);
+        if let Some(value) = env(&variable).filter(|v| !v.is_empty()) {
+            values.set(spec.name, value, Source::Env(variable));
         }
     }
     for (name, value) in cli_values {
         values.set(name, value, Source::Cli);
     }
+    let mut warnings = Vec::new();
     if let Some((path, _)) = values.get("app_config") {
         let path = PathBuf::from(path);
-        for (name, value) in file::read(&path)? {
+        let read = file::read(&path)?;
+        let overridden: Vec<String> = read
+            .iter()
+            .filter_map(|(name, _)| values.given(name).map(|s| s.describe(name)))
+            .collect();
+        if !overridden.is_empty() {
+            warnings.push(format!(
+                "config file {} overrides {} (the config file wins, as in the original)",
+                path.display(),
+                overridden.join(", ")
+            ));
+        }
+        let secrets: Vec<&str> = read
+            .iter()
+            .filter(|(name, value)| holds_secret(name, value))
+            .map(|(name, _)| *name)
+            .collect();
+        if let Some(warning) = readable_by_others(&path, &secrets) {
+            warnings.push(warning);
+        }
+        for (name, value) in read {
             values.set(name, value, Source::File(path.clone()));
         }
     }
-    let fixed_now = env("MSGX_NOW")
-        .map(|v| {
-            parse::timestamp(&v).map_err(|accepted| {
-                ConfigError::usage(format!(
-                    "environment variable MSGX_NOW: invalid value {v:?}; accepted: {accepted}"
-                ))
-            })
-        })
-        .transpose()?;
+    let fixed_now = test_knob(env, "MSGX_NOW", parse::timestamp)?;
     // A test knob like MSGX_NOW: how often a long run logs its progress.
-    let progress_every = env("MSGX_PROGRESS_SECONDS")
-        .map(|v| {
-            parse::integer(&v, 1, 3600).map_err(|accepted| {
-                ConfigError::usage(format!(
-                    "environment variable MSGX_PROGRESS_SECONDS: invalid value {v:?}; accepted: {accepted}"
-                ))
-            })
-        })
-        .transpose()?;
-    let mut config = values.build()?;
+    let progress_every = test_knob(env, "MSGX_PROGRESS_SECONDS", |v| parse::integer(v, 1, 3600))?;
+    let backoff_ms = test_knob(env, "MSGX_BACKOFF_MS", |v| parse::integer(v, 1, 60_000))?;
+    let now = fixed_now.unwrap_or_else(OffsetDateTime::now_utc);
+    let mut config = values.build(env, now)?;
+    config.warnings.splice(0..0, warnings);
     config.fixed_now = fixed_now;
     if let Some(seconds) = progress_every {
         config.progress_every = Duration::from_secs(seconds);
     }
+    if let Some(ms) = backoff_ms {
+        config.backoff_scale = ms as f64 / 1000.0;
+    }
+    if config.print_config {
+        return Ok(Invocation::PrintConfig(values.print()));
+    }
     Ok(Invocation::Run(Box::new(config)))
+}
+
+/// An undocumented environment knob of the tests.
+fn test_knob<T>(
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    reader: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    env(name)
+        .map(|v| {
+            reader(&v).map_err(|accepted| {
+                ConfigError::usage(format!(
+                    "environment variable {name}: invalid value {v:?}; accepted: {accepted}"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// Whether a config-file value is a secret: the client secret, or a Redis URL with a
+/// password.
+fn holds_secret(name: &str, value: &str) -> bool {
+    match name {
+        "client_secret" => true,
+        "redis_url" => redact_userinfo(value) != value,
+        _ => false,
+    }
+}
+
+/// A WARN when a config file holding `secrets` can be read by others than its owner.
+#[cfg(unix)]
+fn readable_by_others(path: &Path, secrets: &[&str]) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (!secrets.is_empty() && mode & 0o077 != 0).then(|| {
+        format!(
+            "config file {} holds {} and others can read it (mode {:o}): chmod 600 it, or \
+             move the secret to a *_file option",
+            path.display(),
+            secrets.join(" and "),
+            mode & 0o777
+        )
+    })
+}
+
+#[cfg(not(unix))]
+fn readable_by_others(_path: &Path, _secrets: &[&str]) -> Option<String> {
+    None
 }
 
 /// Raw option values with their sources; later `set`s win.
 #[derive(Default)]
-struct Values(BTreeMap<&'static str, (String, Source)>);
+pub(crate) struct Values(BTreeMap<&'static str, (String, Source)>);
 
 impl Values {
-    fn set(&mut self, name: &'static str, value: String, source: Source) {
-        self.0.insert(name, (value, source));
+    /// Every declared default.
+    pub(crate) fn defaults() -> Self {
+        let mut values = Values::default();
+        for spec in spec::OPTIONS {
+            if let Some(default) = spec.kind.default {
+                values.set(spec.name, default.to_string(), Source::Default);
+            }
+        }
+        values
+    }
+
+    fn set(&mut self, name: &str, value: String, source: Source) {
+        if let Some(spec) = spec::find(name) {
+            self.0.insert(spec.name, (value, source));
+        }
     }
 
     fn get(&self, name: &str) -> Option<(&str, &Source)> {
         self.0.get(name).map(|(v, s)| (v.as_str(), s))
     }
 
-    /// Parses option `name` with `parser`, turning its complaint into a ConfigError.
-    fn typed<T>(
+    fn source(&self, name: &str) -> Source {
+        self.get(name).map_or(Source::Unset, |(_, s)| s.clone())
+    }
+
+    /// Where the user gave `name`, if they did.
+    fn given(&self, name: &str) -> Option<Source> {
+        Some(self.source(name)).filter(Source::is_given)
+    }
+
+    /// Reads option `name` with `reader`; a complaint joins `errors`.
+    fn read<T>(
         &self,
         name: &str,
-        parser: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, ConfigError> {
-        match self.get(name) {
-            None => Ok(None),
-            Some((value, source)) => parser(value)
-                .map(Some)
-                .map_err(|accepted| ConfigError::invalid(name, source.clone(), value, accepted)),
-        }
-    }
-
-    fn required<T>(
-        &self,
-        name: &str,
-        parser: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<T, ConfigError> {
-        self.typed(name, parser)?.ok_or_else(|| ConfigError {
-            option: Some((name.to_string(), Source::Unset)),
-            problem: "missing".into(),
-            accepted: Some(format!(
-                "set it in the config file, as --{name}, or as {}",
-                spec::env_name(name)
-            )),
-        })
-    }
-
-    fn number(&self, name: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
-        self.required(name, |v| parse::integer(v, min, max))
-    }
-
-    fn build(&self) -> Result<Config, ConfigError> {
-        let text = |v: &str| Ok::<_, String>(v.to_string());
-        let non_empty = |v: &str| {
-            if v.trim().is_empty() {
-                Err("a non-empty string".to_string())
-            } else {
-                Ok(v.to_string())
-            }
+        reader: impl Fn(Option<&str>) -> Result<T, String>,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<T> {
+        let (value, source) = match self.get(name) {
+            Some((value, source)) => (Some(value), source.clone()),
+            None => (None, Source::Unset),
         };
-        let since = self.typed("since", parse::timestamp)?;
-        let until = self.typed("until", parse::timestamp)?;
-        self.check_backfill_bounds(since, until)?;
+        reader(value)
+            .map_err(|accepted| {
+                errors.push(ConfigError::invalid(
+                    name,
+                    source,
+                    value.unwrap_or_default(),
+                    accepted,
+                ))
+            })
+            .ok()
+    }
+
+    /// `--print_config`: every option with a value, where it came from, secrets hidden.
+    fn print(&self) -> String {
+        let mut text = String::new();
+        for spec in spec::OPTIONS {
+            let (value, source) = match self.get(spec.name) {
+                Some((value, source)) => (shown(spec.name, value), source.describe(spec.name)),
+                None => ("(not set)".to_string(), "nowhere".to_string()),
+            };
+            text.push_str(&format!("{} = {value}  # {source}\n", spec.name));
+        }
+        text
+    }
+
+    fn build(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<Config, ConfigError> {
+        let mut errors = Vec::new();
+        let options = Options::read(self, &mut errors);
+        let Some(options) = options else {
+            // What is missing is worth knowing too, in the same go.
+            match self.credential_kind() {
+                Ok(kind) => errors.extend(self.missing_for(kind)),
+                Err(e) => errors.push(e),
+            }
+            return Err(ConfigError::all(errors).unwrap_or_else(|| {
+                ConfigError::usage("the configuration could not be read".into())
+            }));
+        };
+        let credential = self.credential(&options, env, &mut errors);
+        let redis = self.redis_target(&options, &mut errors);
+        let (login_default, graph_default) = options.cloud.hosts();
+        let host = |given: &Option<url::Url>, default: &str| {
+            given.clone().unwrap_or_else(|| {
+                url::Url::parse(default).expect("the cloud table holds valid URLs")
+            })
+        };
+        let (since, until) = self.backfill(&options, now, &mut errors);
+        if let Some(error) = ConfigError::all(errors) {
+            return Err(error);
+        }
+        let Some(credential) = credential else {
+            return Err(ConfigError::usage("no credentials".into()));
+        };
         let config = Config {
-            app_config: self.typed("app_config", text)?.map(PathBuf::from),
-            tenant: self.required("tenant", parse::tenant)?,
-            client_id: self.required("client_id", non_empty)?,
-            client_secret: self.required("client_secret", |v| non_empty(v).map(Secret::new))?,
-            sources: self.required("sources", parse::sources)?,
-            timelag: self.number("timelag", 0, 30 * 86_400)?,
-            streams: self.number("streams", 1, 64)? as usize,
-            stream_frame: self.number("stream_frame", 1, 86_400)?,
-            page_size: self.number("page_size", 1, 1000)? as u32,
-            rate_limit: self
-                .required("rate_limit", parse::rate_limit)?
-                .map(|(n, seconds)| (n, Duration::from_secs(seconds))),
-            rate_limits: self
-                .typed("rate_limits", parse::rate_limits)?
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(bucket, limit)| (bucket, limit.map(|(n, s)| (n, Duration::from_secs(s)))))
-                .collect(),
-            max_retries: self.number("max_retries", 0, 100)? as u32,
-            deadline: self
-                .typed("deadline", |v| parse::integer(v, 1, 86_400))?
-                .map(Duration::from_secs),
-            http_timeout: Duration::from_secs(self.number("http_timeout", 1, 3600)?),
-            queue_backend: self.required("queue_backend", |v| {
-                parse::choice(v, &["redis", "log", "file"]).map(|c| match c {
-                    "redis" => Backend::Redis,
-                    "log" => Backend::Log,
-                    _ => Backend::File,
-                })
-            })?,
-            queue_type: self.required("queue_type", |v| {
-                parse::choice(v, &["list", "channel"]).map(|c| match c {
-                    "list" => QueueType::List,
-                    _ => QueueType::Channel,
-                })
-            })?,
-            queue_key: self.required("queue_key", non_empty)?,
-            queue_keys: self
-                .typed("queue_keys", parse::queue_keys)?
-                .unwrap_or_default(),
-            redis: self.required("redis_url", |v| parse::redis_url(v).map(RedisTarget::new))?,
-            greenlets_count: self.number("greenlets_count", 1, 256)? as usize,
-            redis_pool_block: self.required("redis_pool_block", parse::boolean)?,
-            redis_pool_gevent_queue: self.required("redis_pool_gevent_queue", parse::boolean)?,
-            redis_pool_max_connections: self.number("redis_pool_max_connections", 1, 1024)? as u32,
-            redis_pool_timeout: Duration::from_secs(self.number("redis_pool_timeout", 1, 3600)?),
-            graph_url: self.required("graph_url", parse::origin)?,
-            login_url: self.required("login_url", parse::origin)?,
-            file_path: self.required("file_path", |v| {
-                non_empty(v).map(|p| match p.as_str() {
-                    "-" => Output::Stdout,
-                    _ => Output::Path(PathBuf::from(p)),
-                })
-            })?,
-            log_level: self.required("log_level", parse::log_level)?,
-            select: self.typed("select", parse::select)?.flatten(),
-            state: self.required("state", |v| {
-                parse::choice(v, &["auto", "off"]).map(|c| match c {
-                    "auto" => StateMode::Auto,
-                    _ => StateMode::Off,
-                })
-            })?,
-            state_file: self.typed("state_file", non_empty)?.map(PathBuf::from),
-            // Graph keeps sign-ins 30 days: a longer catch-up could only find nothing.
-            max_catchup: self.number("max_catchup", 60, 30 * 86_400)?,
-            rescan: self.number("rescan", 0, 7 * 86_400)?,
+            graph_url: host(&options.graph_url, graph_default),
+            login_url: host(&options.login_url, login_default),
+            redis: redis.unwrap_or_else(|| options.redis_url.clone()),
+            options,
+            credential,
             since,
             until,
             fixed_now: None,
             progress_every: Duration::from_secs(10),
+            backoff_scale: 1.0,
+            warnings: Vec::new(),
         };
+        let mut config = config;
         self.check_sources(&config)?;
+        config.warnings = self.without_effect(&config);
+        if let Some(since) = config.since
+            && since < now - time::Duration::days(RETENTION_DAYS)
+        {
+            config.warnings.push(format!(
+                "--since {} is older than Graph's {RETENTION_DAYS}-day retention of sign-ins \
+                 and audit logs: what is older is gone",
+                crate::window::utc_second(since)
+            ));
+        }
         Ok(config)
+    }
+
+    /// The kind of credential: `auth`, or the one kind whose options are given.
+    fn credential_kind(&self) -> Result<AuthKind, ConfigError> {
+        if let Some(kind) = self
+            .get("auth")
+            .and_then(|(value, _)| parse::auth_kind(value).ok())
+        {
+            return Ok(kind);
+        }
+        let set = |name: &str| self.get(name).is_some();
+        let given: Vec<(AuthKind, &str)> = [
+            (AuthKind::Secret, "client_secret", set("client_secret")),
+            (
+                AuthKind::Secret,
+                "client_secret_file",
+                set("client_secret_file"),
+            ),
+            (
+                AuthKind::Certificate,
+                "client_certificate",
+                set("client_certificate"),
+            ),
+            (
+                AuthKind::WorkloadIdentity,
+                "federated_token_file",
+                set("federated_token_file"),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, _, set)| *set)
+        .map(|(kind, name, _)| (kind, name))
+        .collect();
+        match given.as_slice() {
+            [] => Err(ConfigError::new(
+                "auth",
+                Source::Unset,
+                "no credentials given".into(),
+                "client_secret (or client_secret_file), client_certificate, \
+                 federated_token_file, or auth managed_identity",
+            )),
+            [(kind, _)] => Ok(*kind),
+            [(first, _), rest @ ..] if rest.iter().all(|(kind, _)| kind == first) => Ok(*first),
+            several => {
+                let names: Vec<String> = several
+                    .iter()
+                    .map(|(_, name)| format!("{name} ({})", self.source(name).describe(name)))
+                    .collect();
+                Err(ConfigError::new(
+                    "auth",
+                    Source::Unset,
+                    format!("ambiguous: {} are all set", names.join(" and ")),
+                    "auth secret, certificate, workload_identity or managed_identity, or \
+                     only one kind of credential",
+                ))
+            }
+        }
+    }
+
+    /// The options `kind` needs that are not set anywhere.
+    fn missing_for(&self, kind: AuthKind) -> Vec<ConfigError> {
+        let needed: &[&str] = match kind {
+            AuthKind::Secret => &["tenant", "client_id"],
+            AuthKind::Certificate => &["tenant", "client_id", "client_certificate"],
+            AuthKind::WorkloadIdentity => &["tenant", "client_id", "federated_token_file"],
+            AuthKind::ManagedIdentity => &[],
+        };
+        let mut missing: Vec<ConfigError> = needed
+            .iter()
+            .filter(|name| self.get(name).is_none())
+            .map(|name| ConfigError::missing(name, &format!(" (auth {})", kind.name())))
+            .collect();
+        let secret_set =
+            self.get("client_secret").is_some() || self.get("client_secret_file").is_some();
+        if kind == AuthKind::Secret && !secret_set {
+            missing.push(ConfigError::missing("client_secret", " (auth secret)"));
+        }
+        missing
+    }
+
+    /// The credential of `kind` from the typed options; every missing or conflicting
+    /// option joins `errors`.
+    fn credential(
+        &self,
+        options: &Options,
+        env: &dyn Fn(&str) -> Option<String>,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Credential> {
+        let kind = self.credential_kind().map_err(|e| errors.push(e)).ok()?;
+        errors.extend(self.missing_for(kind));
+        let text = |value: &Option<String>| value.clone().unwrap_or_default();
+        let path = |value: &Option<PathBuf>| value.clone().unwrap_or_default();
+        Some(match kind {
+            AuthKind::Secret => Credential::Secret {
+                tenant: text(&options.tenant),
+                client_id: text(&options.client_id),
+                secret: self
+                    .secret(options, errors)
+                    .unwrap_or_else(|| Secret::new("")),
+            },
+            AuthKind::Certificate => Credential::Certificate {
+                tenant: text(&options.tenant),
+                client_id: text(&options.client_id),
+                certificate: path(&options.client_certificate),
+                key: options.client_certificate_key.clone(),
+                alg: options.client_assertion_alg,
+            },
+            AuthKind::WorkloadIdentity => Credential::WorkloadIdentity {
+                tenant: text(&options.tenant),
+                client_id: text(&options.client_id),
+                token_file: path(&options.federated_token_file),
+            },
+            AuthKind::ManagedIdentity => Credential::ManagedIdentity {
+                client_id: options.client_id.clone(),
+                endpoint: managed_endpoint(options, env, errors),
+            },
+        })
+    }
+
+    /// `client_secret`, or what `client_secret_file` holds (never both).
+    fn secret(&self, options: &Options, errors: &mut Vec<ConfigError>) -> Option<Secret> {
+        let Some(file) = options.client_secret_file.as_ref() else {
+            return options.client_secret.clone();
+        };
+        if let Some(direct) = self.given("client_secret") {
+            errors.push(ConfigError::new(
+                "client_secret_file",
+                self.source("client_secret_file"),
+                format!(
+                    "set together with client_secret (from {})",
+                    direct.describe("client_secret")
+                ),
+                "one of client_secret and client_secret_file",
+            ));
+            return None;
+        }
+        match read_secret_file(file) {
+            Ok(secret) => Some(secret),
+            Err(problem) => {
+                errors.push(ConfigError::new(
+                    "client_secret_file",
+                    self.source("client_secret_file"),
+                    problem,
+                    "a readable file holding the secret",
+                ));
+                None
+            }
+        }
+    }
+
+    /// What `redis_url_file` holds, when given (never together with `redis_url`).
+    fn redis_target(
+        &self,
+        options: &Options,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<RedisTarget> {
+        let file = options.redis_url_file.as_ref()?;
+        let source = self.source("redis_url_file");
+        if let Some(direct) = self.given("redis_url") {
+            errors.push(ConfigError::new(
+                "redis_url_file",
+                source,
+                format!(
+                    "set together with redis_url (from {})",
+                    direct.describe("redis_url")
+                ),
+                "one of redis_url and redis_url_file",
+            ));
+            return None;
+        }
+        let read = read_secret_file(file).and_then(|url| {
+            parse::redis_url(url.expose())
+                .map(RedisTarget::new)
+                .map_err(|accepted| format!("does not hold a Redis URL; accepted: {accepted}"))
+        });
+        read.map_err(|problem| {
+            errors.push(ConfigError::new(
+                "redis_url_file",
+                source,
+                problem,
+                "a readable file holding the Redis URL",
+            ))
+        })
+        .ok()
+    }
+
+    /// `--since/--until`, resolved against `now`, in order.
+    fn backfill(
+        &self,
+        options: &Options,
+        now: OffsetDateTime,
+        errors: &mut Vec<ConfigError>,
+    ) -> (Option<OffsetDateTime>, Option<OffsetDateTime>) {
+        let since = options.since.map(|m| m.resolve(now));
+        let until = options.until.map(|m| m.resolve(now));
+        match (since, until) {
+            (None, Some(_)) => errors.push(ConfigError::new(
+                "until",
+                self.source("until"),
+                "given without since".into(),
+                "--until together with --since",
+            )),
+            (Some(since), Some(until)) if since >= until => errors.push(ConfigError::new(
+                "until",
+                self.source("until"),
+                "not after since".into(),
+                "a time later than --since",
+            )),
+            _ => {}
+        }
+        (since, until)
     }
 
     /// What several sources need: a key, a file and a state file of their own each.
@@ -534,38 +931,129 @@ impl Values {
     }
 
     fn conflict(&self, option: &str, problem: String, accepted: &str) -> ConfigError {
-        let source = self.get(option).map_or(Source::Default, |(_, s)| s.clone());
-        ConfigError::new(option, source, problem, accepted)
+        ConfigError::new(option, self.source(option), problem, accepted)
     }
 
-    fn check_backfill_bounds(
-        &self,
-        since: Option<OffsetDateTime>,
-        until: Option<OffsetDateTime>,
-    ) -> Result<(), ConfigError> {
-        let until_source = || {
-            self.get("until")
-                .map(|(_, s)| s.clone())
-                .unwrap_or(Source::Cli)
-        };
-        match (since, until) {
-            (None, Some(_)) => Err(ConfigError::new(
-                "until",
-                until_source(),
-                "given without since".into(),
-                "--until together with --since",
-            )),
-            (Some(since), Some(until)) if since >= until => Err(ConfigError::new(
-                "until",
-                until_source(),
-                "not after since".into(),
-                "a time later than --since",
-            )),
-            _ => Ok(()),
-        }
+    /// A WARN for each option the user set that this configuration ignores.
+    fn without_effect(&self, config: &Config) -> Vec<String> {
+        let redis = config.queue_backend == Backend::Redis;
+        let kind = config.credential.kind();
+        let sign_ins = config.sources.iter().any(|s| s.is_sign_ins());
+        let ignored: [(&str, bool, &str); 12] = [
+            (
+                "state_file",
+                redis,
+                "the redis backend keeps its state in Redis",
+            ),
+            (
+                "queue_type",
+                !redis,
+                "only the redis backend has a queue type",
+            ),
+            (
+                "queue_key",
+                config.queue_backend == Backend::File,
+                "the file backend writes to file_path",
+            ),
+            (
+                "redis_pool_max_connections",
+                !redis,
+                "only the redis backend connects to Redis",
+            ),
+            (
+                "file_path",
+                config.queue_backend != Backend::File,
+                "only the file backend writes to file_path",
+            ),
+            (
+                "select",
+                !sign_ins,
+                "$select applies to sign-in sources only",
+            ),
+            (
+                "client_certificate_key",
+                kind != AuthKind::Certificate,
+                "it is read with auth certificate only",
+            ),
+            (
+                "client_assertion_alg",
+                kind != AuthKind::Certificate,
+                "it is used with auth certificate only",
+            ),
+            (
+                "msi_endpoint",
+                kind != AuthKind::ManagedIdentity,
+                "it is used with auth managed_identity only",
+            ),
+            (
+                "client_secret",
+                kind != AuthKind::Secret,
+                "auth is not secret",
+            ),
+            (
+                "federated_token_file",
+                kind != AuthKind::WorkloadIdentity,
+                "auth is not workload_identity",
+            ),
+            (
+                "client_certificate",
+                kind != AuthKind::Certificate,
+                "auth is not certificate",
+            ),
+        ];
+        ignored
+            .into_iter()
+            .filter(|(_, ignored, _)| *ignored)
+            .filter_map(|(name, _, why)| {
+                let source = self.given(name)?;
+                Some(format!(
+                    "option {name} (from {}) has no effect: {why}",
+                    source.describe(name)
+                ))
+            })
+            .collect()
     }
 }
 
+/// The managed identity's token endpoint: `msi_endpoint`, else App Service's
+/// `IDENTITY_ENDPOINT` (with `IDENTITY_HEADER`), else the instance metadata service.
+fn managed_endpoint(
+    options: &Options,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> ManagedEndpoint {
+    if let Some(origin) = &options.msi_endpoint {
+        return ManagedEndpoint::Imds(origin.clone());
+    }
+    let app_service = (env("IDENTITY_ENDPOINT"), env("IDENTITY_HEADER"));
+    if let (Some(endpoint), Some(header)) = app_service {
+        match url::Url::parse(&endpoint) {
+            Ok(url) => {
+                return ManagedEndpoint::AppService {
+                    url,
+                    header: Secret::new(header),
+                };
+            }
+            Err(_) => errors.push(ConfigError::usage(format!(
+                "environment variable IDENTITY_ENDPOINT: invalid value {endpoint:?}; accepted: \
+                 the App Service identity endpoint URL"
+            ))),
+        }
+    }
+    ManagedEndpoint::Imds(url::Url::parse(IMDS).expect("a valid URL"))
+}
+
+/// A secret kept in a file (a Kubernetes secret mount): its content without the
+/// trailing line break.
+fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value = text.trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(Secret::new(value))
+}
 /// A run's configuration from `args` plus test credentials, without the environment.
 #[cfg(test)]
 pub fn test_config(args: &[&str]) -> Config {
@@ -663,7 +1151,13 @@ mod tests {
     #[test]
     fn missing_credentials_are_errors() {
         let err = load_with(&["--tenant", "t", "--client_id", "c"], &[]).unwrap_err();
-        assert_eq!(err.option(), Some("client_secret"));
+        assert_eq!(err.option(), Some("auth"));
+        assert_eq!(
+            err.to_string(),
+            "option auth: no credentials given; accepted: client_secret (or \
+             client_secret_file), client_certificate, federated_token_file, or auth \
+             managed_identity"
+        );
     }
 
     #[test]
@@ -788,5 +1282,159 @@ mod tests {
             err.to_string()
                 .contains("(from environment variable GRAPH_SOURCES)")
         );
+    }
+
+    #[test]
+    fn the_azure_sdk_names_are_a_fallback_below_graph_names() {
+        let env = [
+            ("AZURE_TENANT_ID", "azure-tenant"),
+            ("AZURE_CLIENT_ID", "azure-client"),
+            (
+                "AZURE_FEDERATED_TOKEN_FILE",
+                "/var/run/secrets/azure/tokens/azure-identity-token",
+            ),
+            ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us/"),
+            ("GRAPH_CLIENT_ID", "graph-client"),
+        ];
+        let config = load_with(&[], &env).unwrap();
+        match &config.credential {
+            Credential::WorkloadIdentity {
+                tenant, client_id, ..
+            } => {
+                assert_eq!(tenant, "azure-tenant");
+                assert_eq!(client_id, "graph-client", "GRAPH_* wins");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            config.login_url.as_str(),
+            "https://login.microsoftonline.us/"
+        );
+    }
+
+    #[test]
+    fn every_missing_or_invalid_option_is_reported_at_once() {
+        let err = load_with(
+            &[
+                "--client_certificate",
+                "/c.pem",
+                "--streams",
+                "0",
+                "--page_size",
+                "x",
+            ],
+            &[],
+        )
+        .unwrap_err();
+        let options: Vec<Option<&str>> = std::iter::once(&err)
+            .chain(&err.more)
+            .map(ConfigError::option)
+            .collect();
+        assert_eq!(
+            options,
+            [
+                Some("streams"),
+                Some("page_size"),
+                Some("tenant"),
+                Some("client_id")
+            ]
+        );
+        assert_eq!(err.lines().len(), 4);
+        assert!(
+            err.lines()[2].contains("missing (auth certificate)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn several_kinds_of_credential_are_ambiguous_unless_auth_says() {
+        let mut args = CREDS.to_vec();
+        args.extend(["--federated_token_file", "/t"]);
+        let err = load_with(&args, &[]).unwrap_err();
+        assert_eq!(err.option(), Some("auth"));
+        assert!(
+            err.to_string().contains("ambiguous: client_secret"),
+            "{err}"
+        );
+        args.extend(["--auth", "workload_identity"]);
+        let config = load_with(&args, &[]).unwrap();
+        assert_eq!(config.credential.kind(), AuthKind::WorkloadIdentity);
+        assert!(
+            config.warnings.iter().any(|w| w.starts_with(
+                "option client_secret (from command line --client_secret) has no effect"
+            )),
+            "{:?}",
+            config.warnings
+        );
+    }
+
+    #[test]
+    fn a_secret_in_a_file_and_clouds() {
+        let dir = std::env::temp_dir().join(format!("msgx-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let path = file.to_str().unwrap();
+        let args = ["--tenant", "t", "--client_id", "c", "--cloud", "usgov"];
+        let config = load_with(&args, &[("GRAPH_CLIENT_SECRET_FILE", path)]).unwrap();
+        match &config.credential {
+            Credential::Secret { secret, .. } => assert_eq!(secret.expose(), "from-a-file"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(config.graph_url.as_str(), "https://graph.microsoft.us/");
+        assert_eq!(
+            config.login_url.as_str(),
+            "https://login.microsoftonline.us/"
+        );
+        let err = load_with(
+            &args,
+            &[
+                ("GRAPH_CLIENT_SECRET_FILE", path),
+                ("GRAPH_CLIENT_SECRET", "x"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "option client_secret_file: set together with client_secret (from environment \
+             variable GRAPH_CLIENT_SECRET) (from environment variable GRAPH_CLIENT_SECRET_FILE); \
+             accepted: one of client_secret and client_secret_file"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn managed_identity_needs_no_tenant_and_takes_app_services_endpoint() {
+        let config = load_with(
+            &["--auth", "managed_identity"],
+            &[
+                ("IDENTITY_ENDPOINT", "http://127.0.0.1:41234/msi/token"),
+                ("IDENTITY_HEADER", "header-secret"),
+            ],
+        )
+        .unwrap();
+        match &config.credential {
+            Credential::ManagedIdentity {
+                client_id: None,
+                endpoint: ManagedEndpoint::AppService { url, .. },
+            } => assert_eq!(url.path(), "/msi/token"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{config:?}").contains("header-secret"));
+    }
+
+    #[test]
+    fn print_config_shows_sources_and_hides_secrets() {
+        let mut args = CREDS.to_vec();
+        args.push("--print_config");
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let printed = match load(&args, &|name| (name == "GRAPH_STREAMS").then(|| "3".into())) {
+            Ok(Invocation::PrintConfig(text)) => text,
+            other => panic!("{other:?}"),
+        };
+        assert!(printed.contains("client_secret = (hidden)  # command line --client_secret\n"));
+        assert!(printed.contains("streams = \"3\"  # environment variable GRAPH_STREAMS\n"));
+        assert!(printed.contains("timelag = \"120\"  # the default\n"));
+        assert!(!printed.contains("\"s\""), "{printed}");
     }
 }

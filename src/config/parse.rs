@@ -2,10 +2,13 @@
 //! caller can say which option, from which source, and what would have been valid.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::{Backend, Output, QueueType, StateMode};
 use crate::sources::{self, Bucket, SourceSpec};
 
 pub fn boolean(value: &str) -> Result<bool, String> {
@@ -26,8 +29,210 @@ pub fn integer(value: &str, min: u64, max: u64) -> Result<u64, String> {
     }
 }
 
+/// An option with a default always has a value: `reader` reads it.
+pub fn given<T>(
+    reader: impl Fn(&str) -> Result<T, String>,
+) -> impl Fn(Option<&str>) -> Result<T, String> {
+    move |value| reader(value.unwrap_or_default())
+}
+
+/// An option without a default: None when not given anywhere.
+pub fn optional<T>(
+    reader: impl Fn(&str) -> Result<T, String>,
+) -> impl Fn(Option<&str>) -> Result<Option<T>, String> {
+    move |value| value.map(&reader).transpose()
+}
+
+pub fn non_empty(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        Err("a non-empty string".to_string())
+    } else {
+        Ok(value.to_string())
+    }
+}
+
+pub fn path(value: &str) -> Result<PathBuf, String> {
+    non_empty(value).map(PathBuf::from)
+}
+
+pub fn output(value: &str) -> Result<Output, String> {
+    non_empty(value).map(|p| match p.as_str() {
+        "-" => Output::Stdout,
+        _ => Output::Path(PathBuf::from(p)),
+    })
+}
+
+pub fn backend(value: &str) -> Result<Backend, String> {
+    choice(value, &["redis", "log", "file"]).map(|c| match c {
+        "redis" => Backend::Redis,
+        "log" => Backend::Log,
+        _ => Backend::File,
+    })
+}
+
+pub fn queue_type(value: &str) -> Result<QueueType, String> {
+    choice(value, &["list", "channel"]).map(|c| match c {
+        "list" => QueueType::List,
+        _ => QueueType::Channel,
+    })
+}
+
+pub fn state_mode(value: &str) -> Result<StateMode, String> {
+    choice(value, &["auto", "off"]).map(|c| match c {
+        "auto" => StateMode::Auto,
+        _ => StateMode::Off,
+    })
+}
+
+/// How the application signs in (`auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    Secret,
+    Certificate,
+    WorkloadIdentity,
+    ManagedIdentity,
+}
+
+impl AuthKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthKind::Secret => "secret",
+            AuthKind::Certificate => "certificate",
+            AuthKind::WorkloadIdentity => "workload_identity",
+            AuthKind::ManagedIdentity => "managed_identity",
+        }
+    }
+}
+
+pub fn auth_kind(value: &str) -> Result<AuthKind, String> {
+    let all = [
+        AuthKind::Secret,
+        AuthKind::Certificate,
+        AuthKind::WorkloadIdentity,
+        AuthKind::ManagedIdentity,
+    ];
+    let names: Vec<&str> = all.iter().map(|k| k.name()).collect();
+    let chosen = choice(value, &names)?;
+    Ok(all
+        .into_iter()
+        .find(|k| k.name() == chosen)
+        .unwrap_or(AuthKind::Secret))
+}
+
+/// The signature of a certificate's client assertion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssertionAlg {
+    /// RSASSA-PSS with SHA-256, thumbprint `x5t#S256`: Microsoft's current document.
+    Ps256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, thumbprint `x5t` (SHA-1): the older form.
+    Rs256,
+}
+
+pub fn assertion_alg(value: &str) -> Result<AssertionAlg, String> {
+    choice(value, &["ps256", "rs256"]).map(|c| match c {
+        "ps256" => AssertionAlg::Ps256,
+        _ => AssertionAlg::Rs256,
+    })
+}
+
+/// A Microsoft cloud: its identity platform and Graph hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    Global,
+    UsGov,
+    UsGovDod,
+    China,
+}
+
+impl Cloud {
+    /// (login host, Graph host), from Microsoft's national-cloud tables.
+    pub fn hosts(self) -> (&'static str, &'static str) {
+        match self {
+            Cloud::Global => (
+                "https://login.microsoftonline.com",
+                "https://graph.microsoft.com",
+            ),
+            Cloud::UsGov => (
+                "https://login.microsoftonline.us",
+                "https://graph.microsoft.us",
+            ),
+            Cloud::UsGovDod => (
+                "https://login.microsoftonline.us",
+                "https://dod-graph.microsoft.us",
+            ),
+            Cloud::China => (
+                "https://login.chinacloudapi.cn",
+                "https://microsoftgraph.chinacloudapi.cn",
+            ),
+        }
+    }
+}
+
+pub fn cloud(value: &str) -> Result<Cloud, String> {
+    choice(value, &["global", "usgov", "usgov_dod", "china"]).map(|c| match c {
+        "global" => Cloud::Global,
+        "usgov" => Cloud::UsGov,
+        "usgov_dod" => Cloud::UsGovDod,
+        _ => Cloud::China,
+    })
+}
+
+/// A backfill bound as given: a time, or an age resolved against the run's "now".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    At(OffsetDateTime),
+    /// `-24h`: this long before now (whole seconds).
+    Ago(time::Duration),
+}
+
+impl Moment {
+    pub fn resolve(self, now: OffsetDateTime) -> OffsetDateTime {
+        match self {
+            Moment::At(t) => t,
+            Moment::Ago(age) => crate::window::truncate(now) - age,
+        }
+    }
+}
+
+/// A backfill bound: an RFC 3339 time on a whole second, a date (midnight UTC), or an
+/// age before now: `-90m`, `-24h`, `-2d`, `-3600s`.
+pub fn moment(value: &str) -> Result<Moment, String> {
+    let accepted = "an RFC 3339 time on a whole second (2026-11-29T13:00:00Z), a date \
+                    (2026-11-29, midnight UTC) or an age (-90m, -24h, -2d)";
+    let value = value.trim();
+    if let Some(age) = value.strip_prefix('-') {
+        let split = age.len().saturating_sub(1);
+        let (number, unit) = age.split_at(split);
+        let seconds = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return Err(accepted.into()),
+        };
+        let number: i64 = number.parse().map_err(|_| accepted.to_string())?;
+        return match number.checked_mul(seconds) {
+            Some(s) if number > 0 && s <= 365 * 86_400 => {
+                Ok(Moment::Ago(time::Duration::seconds(s)))
+            }
+            _ => Err(accepted.into()),
+        };
+    }
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(date) = time::Date::parse(value, date_format) {
+        return Ok(Moment::At(date.midnight().assume_utc()));
+    }
+    timestamp(value)
+        .map(Moment::At)
+        .map_err(|_| accepted.into())
+}
+
 /// `N/SECONDS` (N requests per SECONDS) or `0` for no limit.
-pub fn rate_limit(value: &str) -> Result<Option<(u32, u64)>, String> {
+pub fn rate_limit(value: &str) -> Result<Option<(u32, Duration)>, String> {
+    window_limit(value).map(|limit| limit.map(|(n, s)| (n, Duration::from_secs(s))))
+}
+
+fn window_limit(value: &str) -> Result<Option<(u32, u64)>, String> {
     let accepted = || {
         "N/SECONDS with N and SECONDS from 1 to 100000 (e.g. 5/10), or 0 for no limit".to_string()
     };
@@ -43,7 +248,7 @@ pub fn rate_limit(value: &str) -> Result<Option<(u32, u64)>, String> {
 
 /// `$select`: a comma-separated list of sign-in property names. `id` and
 /// `createdDateTime` are always added: deduplication and the windows need them.
-pub fn select(value: &str) -> Result<Option<Vec<String>>, String> {
+pub fn select(value: &str) -> Result<Vec<String>, String> {
     let accepted = || {
         "a comma-separated list of sign-in property names (letters, digits, _), e.g. userPrincipalName,ipAddress,status".to_string()
     };
@@ -57,7 +262,7 @@ pub fn select(value: &str) -> Result<Option<Vec<String>>, String> {
             names.push(name.to_string());
         }
     }
-    Ok(Some(names))
+    Ok(names)
 }
 
 /// `sources`: comma-separated source names, each at most once.
@@ -108,7 +313,7 @@ pub fn queue_keys(value: &str) -> Result<BTreeMap<&'static str, String>, String>
 
 /// `rate_limits`: `BUCKET=N/SECONDS,…` for the buckets other than reports (whose limit
 /// is `rate_limit`).
-pub fn rate_limits(value: &str) -> Result<BTreeMap<Bucket, Option<(u32, u64)>>, String> {
+pub fn rate_limits(value: &str) -> Result<BTreeMap<Bucket, Option<(u32, Duration)>>, String> {
     let accepted = || {
         "BUCKET=N/SECONDS pairs (or BUCKET=0 for no limit), comma-separated (YAML: a mapping), \
          BUCKET identity_protection or security (reports is set by rate_limit)"
@@ -238,7 +443,7 @@ mod tests {
 
     #[test]
     fn rate_limits() {
-        assert_eq!(rate_limit("5/10"), Ok(Some((5, 10))));
+        assert_eq!(rate_limit("5/10"), Ok(Some((5, Duration::from_secs(10)))));
         assert_eq!(rate_limit("0"), Ok(None));
         for bad in ["5", "0/10", "5/0", "a/b", "5/10/2"] {
             assert!(rate_limit(bad).is_err(), "{bad}");
@@ -284,15 +489,31 @@ mod tests {
     fn select_always_includes_id_and_created() {
         assert_eq!(
             super::select("ipAddress, id,status").unwrap(),
-            Some(vec![
+            vec![
                 "id".to_string(),
                 "createdDateTime".to_string(),
                 "ipAddress".to_string(),
                 "status".to_string()
-            ])
+            ]
         );
         assert!(super::select("ip address").is_err());
         assert!(super::select("a,,b").is_err());
+    }
+
+    #[test]
+    fn backfill_bounds_are_times_dates_or_ages() {
+        let at = |v: &str| match moment(v) {
+            Ok(Moment::At(t)) => t.unix_timestamp(),
+            other => panic!("{v}: {other:?}"),
+        };
+        assert_eq!(at("2026-11-29"), 1_795_910_400);
+        assert_eq!(at("2026-11-29T00:00:00Z"), 1_795_910_400);
+        assert_eq!(moment("-24h"), Ok(Moment::Ago(time::Duration::hours(24))));
+        assert_eq!(moment("-90m"), Ok(Moment::Ago(time::Duration::minutes(90))));
+        assert_eq!(moment("-2d"), Ok(Moment::Ago(time::Duration::days(2))));
+        for bad in ["-0h", "-h", "-5y", "24h", "2026-13-01", "-400d"] {
+            assert!(moment(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -308,7 +529,10 @@ mod tests {
         assert!(queue_keys("nope=x").is_err());
         assert!(queue_keys("provisioning=").is_err());
         let limits = super::rate_limits("identity_protection=2/1,security=0").unwrap();
-        assert_eq!(limits[&Bucket::IdentityProtection], Some((2, 1)));
+        assert_eq!(
+            limits[&Bucket::IdentityProtection],
+            Some((2, Duration::from_secs(1)))
+        );
         assert_eq!(limits[&Bucket::Security], None);
         assert!(super::rate_limits("reports=5/10").is_err());
     }

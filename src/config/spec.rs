@@ -1,12 +1,26 @@
-//! The table of options: names, defaults, ENV variables and help text, in one place.
+//! Every option, declared once: its name (the config-file key; `--name` or `--name-…`
+//! on the command line; `GRAPH_NAME` in the environment), where it may come from, its
+//! default, its help text, and how its value is read into the typed [`Options`]. The
+//! command line's argh struct, `--help`, the config-file checks and the typed options
+//! are all generated from the declarations in [`options!`]; the README's table is
+//! checked against them by a test.
 //!
 //! Names, meanings, defaults and `GRAPH_*` variables of the original MsGraphExporter are
-//! kept; the options after `redis_pool_timeout` are new in msgx-once.
+//! kept; the others are new in msgx-once.
 
-pub struct OptionSpec {
-    /// The config-file key; the CLI flag is `--name` (or with dashes); ENV is `GRAPH_NAME`.
-    pub name: &'static str,
-    /// Value placeholder shown in `--help`; `None` for boolean switches.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::parse::{self, AssertionAlg, AuthKind, Cloud, Moment, given, optional};
+use super::{Backend, ConfigError, Output, QueueType, RedisTarget, StateMode, Values};
+use crate::secret::Secret;
+use crate::sources::{Bucket, SourceSpec};
+
+/// What kind of option, and where it may be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    /// Value placeholder shown in `--help`; None for switches.
     pub value_name: Option<&'static str>,
     pub default: Option<&'static str>,
     /// Options that only make sense per invocation are refused in a config file.
@@ -14,266 +28,248 @@ pub struct OptionSpec {
     /// A list or map: a config file may give a YAML sequence or mapping, read into the
     /// command line's comma-separated form.
     pub structured: bool,
-    pub help: &'static str,
+    /// Never shown: not in errors, not in `--print_config`.
+    pub secret: bool,
 }
 
-const fn opt(
-    name: &'static str,
-    value_name: &'static str,
-    default: Option<&'static str>,
-    help: &'static str,
-) -> OptionSpec {
-    OptionSpec {
-        name,
+const fn value(value_name: &'static str, default: Option<&'static str>) -> Kind {
+    Kind {
         value_name: Some(value_name),
         default,
         in_file: true,
         structured: false,
-        help,
+        secret: false,
     }
 }
 
-const fn structured(
-    name: &'static str,
-    value_name: &'static str,
-    default: Option<&'static str>,
-    help: &'static str,
-) -> OptionSpec {
-    OptionSpec {
+const fn structured(value_name: &'static str, default: Option<&'static str>) -> Kind {
+    Kind {
         structured: true,
-        ..opt(name, value_name, default, help)
+        ..value(value_name, default)
     }
 }
 
-const fn switch(name: &'static str, default: &'static str, help: &'static str) -> OptionSpec {
-    OptionSpec {
-        name,
+const fn secret(value_name: &'static str) -> Kind {
+    Kind {
+        secret: true,
+        ..value(value_name, None)
+    }
+}
+
+const fn switch(default: &'static str) -> Kind {
+    Kind {
         value_name: None,
-        default: Some(default),
-        in_file: true,
-        structured: false,
-        help,
+        ..value("", Some(default))
     }
 }
 
-const fn cli_only(name: &'static str, value_name: &'static str, help: &'static str) -> OptionSpec {
-    OptionSpec {
-        name,
-        value_name: Some(value_name),
-        default: None,
+const fn cli_only(value_name: &'static str) -> Kind {
+    Kind {
         in_file: false,
-        structured: false,
-        help,
+        ..value(value_name, None)
     }
 }
 
-pub const OPTIONS: &[OptionSpec] = &[
-    cli_only(
-        "app_config",
-        "path",
-        "YAML config file; its directives are the option names below",
-    ),
-    opt(
-        "tenant",
-        "tenant",
-        None,
-        "Entra ID tenant (GUID or domain) of the service principal (required)",
-    ),
-    opt(
-        "client_id",
-        "id",
-        None,
-        "client id of the service principal (required)",
-    ),
-    opt(
-        "client_secret",
-        "secret",
-        None,
-        "client secret of the service principal (required; never logged)",
-    ),
-    structured(
-        "sources",
-        "names",
-        Some("signins"),
-        "audit streams to export, comma-separated: signins, signins_noninteractive, signins_service_principal, signins_managed_identity, directory_audits, provisioning, risk_detections, security_alerts",
-    ),
-    opt(
-        "timelag",
-        "seconds",
-        Some("120"),
-        "seconds to shift the window back from now, so late sign-ins are in Graph",
-    ),
-    opt(
-        "streams",
-        "count",
-        Some("2"),
-        "number of frames fetched in parallel",
-    ),
-    opt(
-        "stream_frame",
-        "seconds",
-        Some("30"),
-        "seconds of sign-ins per frame (one Graph query each)",
-    ),
-    opt(
-        "page_size",
-        "records",
-        Some("1000"),
-        "records per Graph page ($top), 1 to 1000 (the original defaulted to 50)",
-    ),
-    opt(
-        "rate_limit",
-        "n/seconds",
-        Some("5/10"),
-        "requests allowed per window, shared by all streams (Graph: 5 per 10 s per app and tenant); 0 disables",
-    ),
-    structured(
-        "rate_limits",
-        "bucket=n/seconds",
-        None,
-        "limits of the other buckets (defaults: Graph's identity_protection=1/1, security=150/60), comma-separated; 0 disables",
-    ),
-    opt(
-        "max_retries",
-        "count",
-        Some("8"),
-        "retries of one transient failure (429, 5xx, network, garbled page) before its frame fails",
-    ),
-    opt(
-        "deadline",
-        "seconds",
-        None,
-        "no request starts after this many seconds of run time (default 300; none for a --since backfill); unfinished frames fail",
-    ),
-    opt(
-        "http_timeout",
-        "seconds",
-        Some("60"),
-        "limit for one HTTP request, body included",
-    ),
-    opt(
-        "queue_backend",
-        "redis|log|file",
-        Some("redis"),
-        "where records go: Redis, the log, or an NDJSON file",
-    ),
-    opt(
-        "queue_type",
-        "list|channel",
-        Some("list"),
-        "Redis list (RPUSH) or pub/sub channel (PUBLISH)",
-    ),
-    opt(
-        "queue_key",
-        "key",
-        Some("ms_graph_exporter"),
-        "name of the Redis list or channel of signins; other sources use {queue_key}:{source}",
-    ),
-    structured(
-        "queue_keys",
-        "source=key",
-        None,
-        "Redis keys of sources other than by the {queue_key}:{source} rule, comma-separated (e.g. directory_audits=entra_audit)",
-    ),
-    opt(
-        "redis_url",
-        "url",
-        Some("redis://localhost:6379?db=0"),
-        "redis:// or rediss:// URL; a password goes in as redis://:password@host",
-    ),
-    opt(
-        "greenlets_count",
-        "count",
-        Some("10"),
-        "number of writer threads (the original's greenlets, same name)",
-    ),
-    switch(
-        "redis_pool_block",
-        "true",
-        "wait up to redis_pool_timeout for a pooled connection (--no-redis_pool_block: fail at once)",
-    ),
-    switch(
-        "redis_pool_gevent_queue",
-        "true",
-        "accepted for compatibility with the original; has no effect",
-    ),
-    opt(
-        "redis_pool_max_connections",
-        "count",
-        Some("15"),
-        "size of the Redis connection pool",
-    ),
-    opt(
-        "redis_pool_timeout",
-        "seconds",
-        Some("1"),
-        "seconds to wait for a pooled Redis connection",
-    ),
-    opt(
-        "graph_url",
-        "url",
-        Some("https://graph.microsoft.com"),
-        "Microsoft Graph host (national clouds, the simulator)",
-    ),
-    opt(
-        "login_url",
-        "url",
-        Some("https://login.microsoftonline.com"),
-        "identity platform host that issues tokens",
-    ),
-    opt(
-        "file_path",
-        "path",
-        Some("-"),
-        "NDJSON output of queue_backend file; - is stdout; {source} is replaced by the source (required with several sources)",
-    ),
-    opt(
-        "log_level",
-        "level",
-        Some("info"),
-        "error, warn, info, debug or trace (logs go to stderr)",
-    ),
-    opt(
-        "select",
-        "properties",
-        None,
-        "fetch only these sign-in properties (Graph $select, comma-separated; id and createdDateTime are always added; sign-in sources only)",
-    ),
-    opt(
-        "state",
-        "mode",
-        Some("auto"),
-        "auto: resume from the stored watermark, rescan, deduplicate, one run at a time; off: the original's stateless window",
-    ),
-    opt(
-        "state_file",
-        "path",
-        None,
-        "watermark file of the log and file backends (the redis backend keeps its state in Redis); {source} as in file_path",
-    ),
-    opt(
-        "max_catchup",
-        "seconds",
-        Some("86400"),
-        "most seconds of backlog one run works off, oldest first",
-    ),
-    opt(
-        "rescan",
-        "seconds",
-        Some("600"),
-        "each second is read once more this many seconds after it became due, for late sign-ins (0: once only)",
-    ),
-    cli_only(
-        "since",
-        "rfc3339",
-        "backfill: export [since, until) instead of the lagged window",
-    ),
-    cli_only(
-        "until",
-        "rfc3339",
-        "backfill end (exclusive); defaults to the end of the lagged window",
-    ),
-];
+const fn cli_switch() -> Kind {
+    Kind {
+        in_file: false,
+        ..switch("false")
+    }
+}
+
+/// One option's declaration, as the rest of the configuration sees it.
+#[derive(Debug)]
+pub struct OptionSpec {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// The doc comment of its declaration.
+    doc: &'static str,
+}
+
+impl OptionSpec {
+    pub fn is_switch(&self) -> bool {
+        self.kind.value_name.is_none()
+    }
+
+    /// The help text: the declaration's doc comment on one line.
+    pub fn help(&self) -> String {
+        let lines: Vec<&str> = self.doc.lines().map(str::trim).collect();
+        lines.join(" ").trim().to_string()
+    }
+}
+
+/// Declares the options: for each, `name: Type = kind(…), reader;` after its doc
+/// comment. Generates [`OPTIONS`], the typed [`Options`] and the command line's argh
+/// struct, so an option is added in one place.
+macro_rules! options {
+    ($(
+        $(#[doc = $doc:literal])+
+        $name:ident: $ty:ty = $kind:expr, $read:expr;
+    )*) => {
+        /// Every option, in `--help` order.
+        pub const OPTIONS: &[OptionSpec] = &[$(
+            OptionSpec {
+                name: stringify!($name),
+                kind: $kind,
+                doc: concat!($($doc, "\n"),+),
+            }
+        ),*];
+
+        /// The typed value of every option (see the declarations for each one's
+        /// meaning).
+        #[derive(Debug, Clone)]
+        pub struct Options {
+            $(
+                $(#[doc = $doc])+
+                pub $name: $ty,
+            )*
+        }
+
+        impl Options {
+            /// Reads every option from `values`; each problem joins `errors`, so all
+            /// of them are reported at once.
+            pub(super) fn read(values: &Values, errors: &mut Vec<ConfigError>) -> Option<Options> {
+                $( let $name = values.read(stringify!($name), $read, errors); )*
+                Some(Options { $( $name: $name?, )* })
+            }
+        }
+
+        /// The command line as argh sees it once the original's spellings are
+        /// rewritten: every option takes a value (switches get `true`/`false`).
+        #[derive(argh::FromArgs)]
+        /// Export Entra audit logs from Microsoft Graph into Redis (see --help).
+        pub(super) struct CliArgs {
+            $(
+                #[argh(option, description = "see --help")]
+                $name: Option<String>,
+            )*
+        }
+
+        impl CliArgs {
+            pub(super) fn into_values(self) -> Vec<(&'static str, Option<String>)> {
+                vec![$((stringify!($name), self.$name)),*]
+            }
+        }
+    };
+}
+
+options! {
+    /// YAML config file; its directives are the option names below
+    app_config: Option<PathBuf> = cli_only("path"), optional(parse::path);
+    /// print every effective option with where it came from (secrets hidden), then exit
+    print_config: bool = cli_switch(), given(parse::boolean);
+    /// how the application signs in: secret, certificate, workload_identity or
+    /// managed_identity (default: inferred from the credentials given)
+    auth: Option<AuthKind> = value("kind", None), optional(parse::auth_kind);
+    /// Entra ID tenant (GUID or domain) of the application (AZURE_TENANT_ID also works)
+    tenant: Option<String> = value("tenant", None), optional(parse::tenant);
+    /// client id of the application, or of a user-assigned managed identity
+    /// (AZURE_CLIENT_ID also works)
+    client_id: Option<String> = value("id", None), optional(parse::non_empty);
+    /// client secret of the application (never logged; AZURE_CLIENT_SECRET also works)
+    client_secret: Option<Secret> = secret("secret"), optional(|v| parse::non_empty(v).map(Secret::new));
+    /// file holding the client secret (a Kubernetes secret mount; GRAPH_CLIENT_SECRET_FILE)
+    client_secret_file: Option<PathBuf> = value("path", None), optional(parse::path);
+    /// PEM file with the certificate and its private key, or the certificate alone
+    /// with client_certificate_key (AZURE_CLIENT_CERTIFICATE_PATH also works)
+    client_certificate: Option<PathBuf> = value("path", None), optional(parse::path);
+    /// PEM file with the certificate's private key, when it is not in client_certificate
+    client_certificate_key: Option<PathBuf> = value("path", None), optional(parse::path);
+    /// signature of the certificate's client assertion: ps256 (x5t#S256, Microsoft's
+    /// current form) or rs256 (x5t, SHA-1 thumbprint, for tenants that still need it)
+    client_assertion_alg: AssertionAlg = value("ps256|rs256", Some("ps256")), given(parse::assertion_alg);
+    /// workload identity: file with the federated (Kubernetes service account) token,
+    /// read afresh for every token request (AZURE_FEDERATED_TOKEN_FILE also works)
+    federated_token_file: Option<PathBuf> = value("path", None), optional(parse::path);
+    /// managed identity: the instance metadata endpoint (default
+    /// http://169.254.169.254; App Service's IDENTITY_ENDPOINT is used when set)
+    msi_endpoint: Option<url::Url> = value("url", None), optional(parse::origin);
+    /// national cloud: global, usgov, usgov_dod or china; sets login_url and graph_url
+    /// unless they are given
+    cloud: Cloud = value("name", Some("global")), given(parse::cloud);
+    /// audit streams to export, comma-separated: signins, signins_noninteractive,
+    /// signins_service_principal, signins_managed_identity, directory_audits,
+    /// provisioning, risk_detections, security_alerts
+    sources: Vec<&'static SourceSpec> = structured("names", Some("signins")), given(parse::sources);
+    /// seconds to shift the window back from now, so late records are in Graph
+    timelag: u64 = value("seconds", Some("120")), given(|v| parse::integer(v, 0, 30 * 86_400));
+    /// number of frames fetched in parallel
+    streams: usize = value("count", Some("2")), given(|v| parse::integer(v, 1, 64).map(|n| n as usize));
+    /// seconds of records per frame (one Graph query each)
+    stream_frame: u64 = value("seconds", Some("30")), given(|v| parse::integer(v, 1, 86_400));
+    /// records per Graph page ($top), 1 to 1000 (the original defaulted to 50)
+    page_size: u32 = value("records", Some("1000")), given(|v| parse::integer(v, 1, 1000).map(|n| n as u32));
+    /// requests allowed per window of the reports bucket (sign-ins, audits,
+    /// provisioning), shared by all streams (Graph: 5 per 10 s per app and tenant);
+    /// 0 disables
+    rate_limit: Option<(u32, Duration)> = value("n/seconds", Some("5/10")), given(parse::rate_limit);
+    /// limits of the other buckets (defaults: Graph's identity_protection=1/1,
+    /// security=150/60), comma-separated; 0 disables
+    rate_limits: BTreeMap<Bucket, Option<(u32, Duration)>> = structured("bucket=n/seconds", Some("")), given(parse::rate_limits);
+    /// retries of one transient failure (429, 5xx, network, garbled page) before its
+    /// frame fails
+    max_retries: u32 = value("count", Some("8")), given(|v| parse::integer(v, 0, 100).map(|n| n as u32));
+    /// no request starts after this many seconds of run time (default 300; none for a
+    /// --since backfill); unfinished frames fail
+    deadline: Option<Duration> = value("seconds", None), optional(|v| parse::integer(v, 1, 86_400).map(Duration::from_secs));
+    /// limit for one HTTP request, body included
+    http_timeout: Duration = value("seconds", Some("60")), given(|v| parse::integer(v, 1, 3600).map(Duration::from_secs));
+    /// where records go: Redis, the log, or an NDJSON file
+    queue_backend: Backend = value("redis|log|file", Some("redis")), given(parse::backend);
+    /// Redis list (RPUSH) or pub/sub channel (PUBLISH)
+    queue_type: QueueType = value("list|channel", Some("list")), given(parse::queue_type);
+    /// name of the Redis list or channel of signins; other sources use
+    /// {queue_key}:{source}
+    queue_key: String = value("key", Some("ms_graph_exporter")), given(parse::non_empty);
+    /// Redis keys of sources other than by the {queue_key}:{source} rule,
+    /// comma-separated (e.g. directory_audits=entra_audit)
+    queue_keys: BTreeMap<&'static str, String> = structured("source=key", Some("")), given(parse::queue_keys);
+    /// redis:// or rediss:// URL; a password goes in as redis://:password@host
+    redis_url: RedisTarget = value("url", Some("redis://localhost:6379?db=0")), given(|v| parse::redis_url(v).map(RedisTarget::new));
+    /// file holding redis_url (a Kubernetes secret mount; GRAPH_REDIS_URL_FILE)
+    redis_url_file: Option<PathBuf> = value("path", None), optional(parse::path);
+    /// number of writer threads (the original's greenlets, same name)
+    greenlets_count: usize = value("count", Some("10")), given(|v| parse::integer(v, 1, 256).map(|n| n as usize));
+    /// wait up to redis_pool_timeout for a pooled connection (--no-redis_pool_block:
+    /// fail at once)
+    redis_pool_block: bool = switch("true"), given(parse::boolean);
+    /// accepted for compatibility with the original; has no effect
+    redis_pool_gevent_queue: bool = switch("true"), given(parse::boolean);
+    /// size of the Redis connection pool
+    redis_pool_max_connections: u32 = value("count", Some("15")), given(|v| parse::integer(v, 1, 1024).map(|n| n as u32));
+    /// seconds to wait for a pooled Redis connection
+    redis_pool_timeout: Duration = value("seconds", Some("1")), given(|v| parse::integer(v, 1, 3600).map(Duration::from_secs));
+    /// Microsoft Graph host (default: the cloud's, https://graph.microsoft.com)
+    graph_url: Option<url::Url> = value("url", None), optional(parse::origin);
+    /// identity platform host that issues tokens (default: the cloud's,
+    /// https://login.microsoftonline.com; AZURE_AUTHORITY_HOST also works)
+    login_url: Option<url::Url> = value("url", None), optional(parse::origin);
+    /// NDJSON output of queue_backend file; - is stdout; {source} is replaced by the
+    /// source (required with several sources)
+    file_path: Output = value("path", Some("-")), given(parse::output);
+    /// error, warn, info, debug or trace (logs go to stderr)
+    log_level: log::LevelFilter = value("level", Some("info")), given(parse::log_level);
+    /// fetch only these sign-in properties (Graph $select, comma-separated; id and
+    /// createdDateTime are always added; sign-in sources only)
+    select: Option<Vec<String>> = value("properties", None), optional(parse::select);
+    /// auto: resume from the stored watermark, rescan, deduplicate, one run at a time;
+    /// off: the original's stateless window
+    state: StateMode = value("mode", Some("auto")), given(parse::state_mode);
+    /// watermark file of the log and file backends (the redis backend keeps its state
+    /// in Redis); {source} as in file_path
+    state_file: Option<PathBuf> = value("path", None), optional(parse::path);
+    /// most seconds of backlog one run works off, oldest first
+    max_catchup: u64 = value("seconds", Some("86400")), given(|v| parse::integer(v, 60, 30 * 86_400));
+    /// each second is read once more this many seconds after it became due, for late
+    /// records (0: once only)
+    rescan: u64 = value("seconds", Some("600")), given(|v| parse::integer(v, 0, 7 * 86_400));
+    /// backfill: export [since, until) instead of the lagged window; a time, a date
+    /// (2026-11-29) or an age (-24h, -90m, -2d)
+    since: Option<Moment> = cli_only("when"), optional(parse::moment);
+    /// backfill end (exclusive), in the same forms; defaults to the end of the lagged
+    /// window
+    until: Option<Moment> = cli_only("when"), optional(parse::moment);
+}
 
 pub fn find(name: &str) -> Option<&'static OptionSpec> {
     OPTIONS.iter().find(|spec| spec.name == name)
@@ -287,7 +283,7 @@ pub fn env_name(name: &str) -> String {
 pub fn help_text() -> String {
     let mut text = String::from(
         "Usage: msgx-once [--option value]...\n\n\
-         Export one lagged window (or a --since/--until backfill) of Entra ID sign-ins\n\
+         Export one lagged window (or a --since/--until backfill) of Entra ID audit logs\n\
          from Microsoft Graph into Redis, then exit.\n\n\
          Every option can also be set as GRAPH_<NAME> in the environment or as a\n\
          directive in the --app_config YAML file. Precedence: config file, then\n\
@@ -295,16 +291,18 @@ pub fn help_text() -> String {
          underscores or dashes, and as --name value or --name=value.\n\nOptions:\n",
     );
     for spec in OPTIONS {
-        let flag = match spec.value_name {
+        let flag = match spec.kind.value_name {
             Some(value) => format!("--{} <{}>", spec.name, value),
             None => format!("--[no-]{}", spec.name),
         };
-        text.push_str(&format!("  {flag}\n        {}\n", spec.help));
+        text.push_str(&format!("  {flag}\n        {}\n", spec.help()));
         let default = spec
+            .kind
             .default
+            .filter(|d| !d.is_empty())
             .map(|d| format!(", default {d}"))
             .unwrap_or_default();
-        let scope = if spec.in_file {
+        let scope = if spec.kind.in_file {
             ""
         } else {
             "; not in the config file"
@@ -320,4 +318,69 @@ pub fn help_text() -> String {
          3 authentication refused, 4 another run holds the lock, 130/143 interrupted.\n",
     );
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's option table: one row per option, `| \`name\` | default | … |`.
+    fn readme_rows() -> Vec<(String, String)> {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("\n## Options\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("README has an Options section");
+        section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split(" | ").collect();
+                (
+                    cells[0].trim_start_matches("| ").to_string(),
+                    cells[1].to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_documents_every_option_with_its_default() {
+        let rows = readme_rows();
+        let documented: Vec<String> = rows.iter().map(|(name, _)| name.clone()).collect();
+        let declared: Vec<String> = OPTIONS.iter().map(|s| format!("`{}`", s.name)).collect();
+        assert_eq!(documented, declared, "README rows, in declaration order");
+        for (spec, (_, default)) in OPTIONS.iter().zip(&rows) {
+            let expected = match spec.kind.default.filter(|d| !d.is_empty()) {
+                Some(d) => format!("`{d}`"),
+                None => "—".to_string(),
+            };
+            assert!(
+                default.starts_with(&expected),
+                "README default of {}: {default:?}, declared {expected:?}",
+                spec.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_default_reads() {
+        let values = Values::defaults();
+        let mut errors = Vec::new();
+        assert!(Options::read(&values, &mut errors).is_some(), "{errors:?}");
+        assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn help_lists_every_option_once() {
+        let help = help_text();
+        for spec in OPTIONS {
+            let flag = match spec.is_switch() {
+                true => format!("--[no-]{}\n", spec.name),
+                false => format!("--{} <", spec.name),
+            };
+            assert_eq!(help.matches(&flag).count(), 1, "{}", spec.name);
+        }
+    }
 }

@@ -197,6 +197,11 @@ pub struct Sim {
 impl Sim {
     /// msgx-sim with the test credentials and `extra` flags (e.g. `--rate 20`).
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_secret(SIM_SECRET, extra)
+    }
+
+    /// msgx-sim whose application has client secret `secret`.
+    pub fn start_with_secret(secret: &str, extra: &[&str]) -> Self {
         let dir = TempDir::new();
         let port_file = dir.join("port");
         let mut child = Command::new(env!("CARGO_BIN_EXE_msgx-sim"))
@@ -208,7 +213,7 @@ impl Sim {
                 "--client-id",
                 SIM_CLIENT,
             ])
-            .args(["--client-secret", SIM_SECRET])
+            .args(["--client-secret", secret])
             .arg("--port-file")
             .arg(&port_file)
             .args(extra)
@@ -239,16 +244,21 @@ impl Sim {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The flags that point msgx-once at this simulator.
+    /// The flags that point msgx-once at this simulator, with its client secret.
     pub fn args(&self) -> Vec<String> {
+        let mut args = strings(&["--client_secret", SIM_SECRET]);
+        args.extend(self.args_without_secret());
+        args
+    }
+
+    /// The flags that point msgx-once at this simulator, without a credential.
+    pub fn args_without_secret(&self) -> Vec<String> {
         let url = self.url();
         [
             "--tenant",
             SIM_TENANT,
             "--client_id",
             SIM_CLIENT,
-            "--client_secret",
-            SIM_SECRET,
             "--graph_url",
             &url,
             "--login_url",

@@ -3,6 +3,7 @@
 mod auth;
 mod common;
 mod config;
+mod credentials;
 mod export;
 mod faults;
 mod loss;

@@ -131,9 +131,27 @@ struct Args {
     /// repeatable
     #[argh(option)]
     deny: Vec<String>,
+    /// answer the first N token requests with 503 (default 0)
+    #[argh(option, default = "0")]
+    fail_tokens: u64,
     /// the token response's expires_in, as raw JSON (default: the token lifetime)
     #[argh(option)]
     expires_in: Option<String>,
+    /// the PEM certificate registered for the application: client assertions signed with
+    /// its key are accepted
+    #[argh(option)]
+    client_certificate: Option<String>,
+    /// a federated token (workload identity) accepted as client assertion; repeatable
+    /// (/_sim/federated?accept=… changes them)
+    #[argh(option)]
+    federated_token: Vec<String>,
+    /// the client id of the user-assigned managed identity (default: only the
+    /// system-assigned one, without client_id)
+    #[argh(option)]
+    managed_client_id: Option<String>,
+    /// the IDENTITY_HEADER of App Service's /msi/token (default: App Service is off)
+    #[argh(option)]
+    identity_header: Option<String>,
 }
 
 /// Graph keeps sign-ins 30 days at most; a query without a lower bound starts there.
@@ -148,6 +166,9 @@ struct Sim {
     endless: AtomicU64,
     deny: Vec<Deny>,
     expires_in: Option<String>,
+    identities: token::Identities,
+    /// Token requests still to be answered 503.
+    fail_tokens: AtomicU64,
     tenant: String,
     client_id: String,
     client_secret: String,
@@ -217,6 +238,19 @@ fn main() {
         endless: AtomicU64::new(0),
         deny,
         expires_in: args.expires_in,
+        fail_tokens: AtomicU64::new(args.fail_tokens),
+        identities: token::Identities {
+            certificate: args
+                .client_certificate
+                .as_deref()
+                .map(token::Identities::load_certificate)
+                .transpose()
+                .unwrap_or_else(|e| fail(2, &e)),
+            federated: Mutex::new(args.federated_token),
+            jtis: Mutex::default(),
+            managed_client_id: args.managed_client_id,
+            identity_header: args.identity_header,
+        },
         clock: Mutex::default(),
         tenant: args.tenant,
         client_id: args.client_id,
@@ -310,6 +344,9 @@ impl Sim {
             ("GET", "/_sim/stats") => Reply::Full(self.stats()),
             ("GET", "/_sim/reads") => Reply::Full(self.reads(&query)),
             ("GET", "/_sim/queries") => Reply::Full(self.queries(&query)),
+            ("GET", "/_sim/federated") => Reply::Full(self.set_federated(&query)),
+            ("GET", "/metadata/identity/oauth2/token") => Reply::Full(self.imds(request, &query)),
+            ("GET", "/msi/token") => Reply::Full(self.app_service(request, &query)),
             ("GET", "/_sim/clock") => Reply::Full(self.set_clock(&query)),
             _ => Reply::Full(graph_error(
                 404,
@@ -343,7 +380,7 @@ impl Sim {
     }
 
     fn count(&self, path: &str, outcome: &str) {
-        let kind = if path.ends_with("/token") {
+        let kind = if path.ends_with("/token") || path.starts_with("/metadata/") {
             "token"
         } else if path.starts_with("/v1.0/") || path.starts_with("/beta/") {
             "graph"

@@ -1,0 +1,158 @@
+//! A certificate credential: for every token request a fresh client assertion (a JWT)
+//! signed with the certificate's private key, as Microsoft's current document asks —
+//! PS256 with the SHA-256 thumbprint `x5t#S256` — or, with `client_assertion_alg
+//! rs256`, RS256 with the SHA-1 thumbprint `x5t` for tenants that still need it.
+//! `aud` is the token endpoint, `iss` and `sub` the client id, `jti` new each time,
+//! valid from now for 10 minutes. ring (rustls's provider) signs; rustls-pki-types
+//! reads the PEM.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ring::rand::SystemRandom;
+use ring::signature::{self, RsaKeyPair};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::jwt::{ASSERTION_TYPE, base64url, signing_input};
+use super::{Grant, Method, TokenRequest};
+use crate::config::{AssertionAlg, ConfigError, Source};
+use crate::error::{AuthError, Error};
+use crate::secret::Secret;
+
+/// How long an assertion is valid: Microsoft asks for at most 10 minutes.
+const LIFETIME_SECONDS: u64 = 600;
+
+pub struct ClientCertificate {
+    url: String,
+    client_id: String,
+    scope: String,
+    key: RsaKeyPair,
+    alg: AssertionAlg,
+    /// The JWT header's thumbprint: (`x5t#S256` or `x5t`, base64url).
+    thumbprint: (&'static str, String),
+    rng: SystemRandom,
+}
+
+impl ClientCertificate {
+    /// Reads the certificate (and its key, from `key` or the same file). What is
+    /// wrong with them is a configuration error naming the option.
+    pub fn load(
+        url: String,
+        client_id: String,
+        scope: String,
+        certificate: &Path,
+        key: Option<&Path>,
+        alg: AssertionAlg,
+    ) -> Result<Self, Error> {
+        let bad = |option: &str, problem: String, accepted: &str| {
+            Error::Config(ConfigError::new(option, Source::Unset, problem, accepted))
+        };
+        let cert = CertificateDer::pem_file_iter(certificate)
+            .ok()
+            .and_then(|mut certs| certs.next())
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                bad(
+                    "client_certificate",
+                    format!("no certificate in {}", certificate.display()),
+                    "a PEM file with a -----BEGIN CERTIFICATE----- block",
+                )
+            })?;
+        let (key_option, key_path) = match key {
+            Some(path) => ("client_certificate_key", path),
+            None => ("client_certificate", certificate),
+        };
+        let private = PrivateKeyDer::from_pem_file(key_path).map_err(|_| {
+            bad(
+                key_option,
+                format!("no private key in {}", key_path.display()),
+                "a PEM file with an RSA private key (PKCS#8 or PKCS#1)",
+            )
+        })?;
+        let pair = match &private {
+            PrivateKeyDer::Pkcs8(der) => RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()),
+            PrivateKeyDer::Pkcs1(der) => RsaKeyPair::from_der(der.secret_pkcs1_der()),
+            _ => RsaKeyPair::from_der(&[]),
+        }
+        .map_err(|e| {
+            // ring's reason names the problem, never the key.
+            bad(
+                key_option,
+                format!(
+                    "the private key in {} is not a usable RSA key: {e}",
+                    key_path.display()
+                ),
+                "an RSA private key of 2048 bits or more (PKCS#8 or PKCS#1)",
+            )
+        })?;
+        let thumbprint = match alg {
+            AssertionAlg::Ps256 => (
+                "x5t#S256",
+                base64url(ring::digest::digest(&ring::digest::SHA256, &cert).as_ref()),
+            ),
+            AssertionAlg::Rs256 => (
+                "x5t",
+                base64url(
+                    ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert).as_ref(),
+                ),
+            ),
+        };
+        Ok(ClientCertificate {
+            url,
+            client_id,
+            scope,
+            key: pair,
+            alg,
+            thumbprint,
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// A new signed assertion.
+    fn assertion(&self) -> Result<Secret, AuthError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let (name, padding): (&str, &'static dyn signature::RsaEncoding) = match self.alg {
+            AssertionAlg::Ps256 => ("PS256", &signature::RSA_PSS_SHA256),
+            AssertionAlg::Rs256 => ("RS256", &signature::RSA_PKCS1_SHA256),
+        };
+        let mut header = serde_json::json!({ "alg": name, "typ": "JWT" });
+        header[self.thumbprint.0] = serde_json::Value::from(self.thumbprint.1.clone());
+        let claims = serde_json::json!({
+            "aud": self.url,
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "jti": crate::ids::guid(),
+            "iat": now,
+            "nbf": now,
+            "exp": now + LIFETIME_SECONDS,
+        });
+        let input = signing_input(&header, &claims);
+        let mut signed = vec![0; self.key.public().modulus_len()];
+        self.key
+            .sign(padding, &self.rng, input.as_bytes(), &mut signed)
+            .map_err(|_| AuthError::Unavailable {
+                url: self.url.clone(),
+                message: "signing the client assertion failed".into(),
+            })?;
+        Ok(Secret::new(format!("{input}.{}", base64url(&signed))))
+    }
+}
+
+impl Grant for ClientCertificate {
+    fn request(&self) -> Result<TokenRequest, AuthError> {
+        Ok(TokenRequest {
+            url: self.url.clone(),
+            method: Method::Post(vec![
+                ("client_id", Secret::new(self.client_id.clone())),
+                ("client_assertion_type", Secret::new(ASSERTION_TYPE)),
+                ("client_assertion", self.assertion()?),
+                ("scope", Secret::new(self.scope.clone())),
+                ("grant_type", Secret::new("client_credentials")),
+            ]),
+        })
+    }
+}

@@ -1,0 +1,39 @@
+//! Workload identity federation (AKS): the service account token the kubelet writes to
+//! a file, sent as a `jwt-bearer` client assertion. The file is read for every token
+//! request, because the kubelet rotates it.
+
+use std::path::PathBuf;
+
+use super::{Grant, Method, TokenRequest, jwt::ASSERTION_TYPE};
+use crate::error::AuthError;
+use crate::secret::Secret;
+
+pub struct WorkloadIdentity {
+    pub url: String,
+    pub client_id: String,
+    pub token_file: PathBuf,
+    pub scope: String,
+}
+
+impl Grant for WorkloadIdentity {
+    fn request(&self) -> Result<TokenRequest, AuthError> {
+        let token = std::fs::read_to_string(&self.token_file)
+            .map(|t| t.trim().to_string())
+            .ok()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| AuthError::Unavailable {
+                url: self.token_file.display().to_string(),
+                message: "the federated token file cannot be read or is empty".into(),
+            })?;
+        Ok(TokenRequest {
+            url: self.url.clone(),
+            method: Method::Post(vec![
+                ("client_id", Secret::new(self.client_id.clone())),
+                ("client_assertion_type", Secret::new(ASSERTION_TYPE)),
+                ("client_assertion", Secret::new(token)),
+                ("scope", Secret::new(self.scope.clone())),
+                ("grant_type", Secret::new("client_credentials")),
+            ]),
+        })
+    }
+}
