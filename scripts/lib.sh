@@ -1,31 +1,26 @@
 # shellcheck shell=bash
 # Shared by the scripts: install what is missing, as root on a fresh Debian machine.
 
-need_redis() {
-    command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && return 0
-    echo "installing redis-server (apt-get)" >&2
+# apt_install PACKAGE: installs a Debian package, as root or through sudo.
+apt_install() {
+    echo "installing $1 (apt-get)" >&2
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$1" >/dev/null
+}
+
+need_redis() {
+    command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && return 0
+    apt_install redis-server
 }
 
 need_curl() {
-    command -v curl >/dev/null 2>&1 && return 0
-    echo "installing curl (apt-get)" >&2
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq curl >/dev/null
+    command -v curl >/dev/null 2>&1 || apt_install curl
 }
 
 need_openssl() {
-    command -v openssl >/dev/null 2>&1 && return 0
-    echo "installing openssl (apt-get)" >&2
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssl >/dev/null
+    command -v openssl >/dev/null 2>&1 || apt_install openssl
 }
 
 need_cargo() {

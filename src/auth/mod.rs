@@ -239,16 +239,13 @@ impl TokenSource {
         let request = self.grant.request().map_err(Failure::Final)?;
         let started = Instant::now();
         let sent = match &request.method {
-            Method::Post(form) => {
-                let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.expose())).collect();
-                self.transport.post_form(&request.url, &form)
-            }
-            Method::Get(headers) => {
-                let headers: Vec<(&str, &str)> =
-                    headers.iter().map(|(k, v)| (*k, v.expose())).collect();
-                self.transport
-                    .get(&request.url, &headers, Vec::new(), Duration::from_secs(60))
-            }
+            Method::Post(form) => self.transport.post_form(&request.url, &exposed(form)),
+            Method::Get(headers) => self.transport.get(
+                &request.url,
+                &exposed(headers),
+                Vec::new(),
+                Duration::from_secs(60),
+            ),
         };
         let response = sent.map_err(|e| match e {
             TransportError::Network(message) => Failure::Transient(self.unavailable(message), None),
@@ -311,6 +308,11 @@ impl TokenSource {
             message,
         }
     }
+}
+
+/// Name-value pairs as they go on the wire.
+fn exposed<'a>(pairs: &'a [(&'static str, Secret)]) -> Vec<(&'static str, &'a str)> {
+    pairs.iter().map(|(k, v)| (*k, v.expose())).collect()
 }
 
 /// Why one token request failed, and whether to try again (after a Retry-After).

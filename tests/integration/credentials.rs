@@ -89,12 +89,7 @@ fn assert_no_secrets(output: &str, secrets: &[&str]) {
 fn a_certificate_signs_ps256_assertions_by_default_and_rs256_on_request() {
     let dir = TempDir::new();
     let (cert, key, both) = certificate(&dir, "app");
-    let sim = Sim::start(&[
-        "--rate",
-        "3",
-        "--client-certificate",
-        cert.to_str().unwrap(),
-    ]);
+    let sim = Sim::start(&["--rate", "3", "--client-cert", cert.to_str().unwrap()]);
     let redis = RedisServer::start();
     let (run, expected) = export(
         &sim,
@@ -134,7 +129,7 @@ fn a_certificate_whose_key_does_not_match_is_refused_with_700027() {
     let dir = TempDir::new();
     let (registered, _, _) = certificate(&dir, "registered");
     let (_, other_key, _) = certificate(&dir, "other");
-    let sim = Sim::start(&["--client-certificate", registered.to_str().unwrap()]);
+    let sim = Sim::start(&["--client-cert", registered.to_str().unwrap()]);
     let redis = RedisServer::start();
     let (run, _) = export(
         &sim,

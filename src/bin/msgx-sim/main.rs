@@ -140,7 +140,7 @@ struct Args {
     /// the PEM certificate registered for the application: client assertions signed with
     /// its key are accepted
     #[argh(option)]
-    client_certificate: Option<String>,
+    client_cert: Option<String>,
     /// a federated token (workload identity) accepted as client assertion; repeatable
     /// (/_sim/federated?accept=… changes them)
     #[argh(option)]
@@ -241,7 +241,7 @@ fn main() {
         fail_tokens: AtomicU64::new(args.fail_tokens),
         identities: token::Identities {
             certificate: args
-                .client_certificate
+                .client_cert
                 .as_deref()
                 .map(token::Identities::load_certificate)
                 .transpose()

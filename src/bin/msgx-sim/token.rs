@@ -1,6 +1,6 @@
 //! The identity platform, as strict as Entra ID: the client-credentials token endpoint
 //! with a client secret, a certificate's client assertion (signature checked against
-//! `--client-certificate`, its thumbprint, `aud`, `iss`/`sub`, lifetime and `jti`
+//! `--client-cert`, its thumbprint, `aud`, `iss`/`sub`, lifetime and `jti`
 //! replay) or a federated token (`--federated-token`), each mistake with its AADSTS
 //! error; and the managed-identity endpoints of the instance metadata service and App
 //! Service. Issued tokens expire after `--token-ttl`; only live ones open Graph.
@@ -40,7 +40,7 @@ impl Identities {
     pub fn load_certificate(path: &str) -> Result<Vec<u8>, String> {
         CertificateDer::from_pem_file(path)
             .map(|c| c.to_vec())
-            .map_err(|e| format!("--client-certificate {path}: {e:?}"))
+            .map_err(|e| format!("--client-cert {path}: {e:?}"))
     }
 }
 
