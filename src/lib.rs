@@ -17,7 +17,8 @@
 //! [`ids`], [`buffers`], [`sources`] (the audit streams as data) and [`window`]. In the
 //! middle: [`config`] (one declaration per option), [`auth`] (one file per credential
 //! kind), [`graph`] (paging and the client of one source), [`budget`], [`sink`],
-//! [`state`], [`plan`] and the [`pipeline`]. On top: [`run`].
+//! [`state`], [`plan`] and the [`pipeline`]. On top: [`run`], and the [`metrics`] of
+//! its report.
 
 pub mod auth;
 pub mod budget;
@@ -27,6 +28,7 @@ pub mod error;
 pub mod graph;
 pub mod ids;
 pub mod logging;
+pub mod metrics;
 pub mod pipeline;
 pub mod plan;
 pub mod retry;

@@ -1,4 +1,7 @@
-//! Logging to stderr (stdout stays for NDJSON output), with RFC 3339 UTC timestamps.
+//! Logging to stderr (stdout stays for NDJSON output), with RFC 3339 UTC timestamps:
+//! text lines (`log_format text`, the default) or one JSON object per line
+//! (`log_format json`: `ts`, `level`, `msg` and the record's fields, e.g. the
+//! summary's figures).
 //!
 //! Only this crate's records pass: ureq logs requests unredacted at trace level, and
 //! its Authorization header must not reach a log at any level.
@@ -18,18 +21,92 @@ use simplelog::{ConfigBuilder, WriteLogger};
 
 static WRITE_FAILURES: AtomicU64 = AtomicU64::new(0);
 
-pub fn init(level: LevelFilter) {
-    let config = ConfigBuilder::new()
-        .set_time_format_rfc3339()
-        .add_filter_allow_str("msgx")
-        .set_thread_level(LevelFilter::Off)
-        .set_target_level(LevelFilter::Off)
-        .set_location_level(LevelFilter::Off)
-        .build();
-    let inner = WriteLogger::new(level, config, CountedStderr);
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn init(level: LevelFilter, format: LogFormat) {
+    let inner: Box<dyn Log> = match format {
+        LogFormat::Text => {
+            let config = ConfigBuilder::new()
+                .set_time_format_rfc3339()
+                .add_filter_allow_str("msgx")
+                .set_thread_level(LevelFilter::Off)
+                .set_target_level(LevelFilter::Off)
+                .set_location_level(LevelFilter::Off)
+                .build();
+            WriteLogger::new(level, config, CountedStderr)
+        }
+        LogFormat::Json => Box::new(JsonLogger { level }),
+    };
     // Only fails if a logger is already installed, which then keeps logging.
     if log::set_boxed_logger(Box::new(Escaping { inner })).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+/// Logs `message` at `level` with `fields` (text: the message; JSON: the fields too).
+pub fn log_with_fields(level: log::Level, message: &str, fields: &[(&'static str, String)]) {
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    log::logger().log(
+        &Record::builder()
+            .level(level)
+            .target("msgx")
+            .args(format_args!("{message}"))
+            .key_values(&fields.as_slice())
+            .build(),
+    );
+}
+
+/// `log_format json`: one object per line.
+struct JsonLogger {
+    level: LevelFilter,
+}
+
+impl Log for JsonLogger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= self.level && metadata.target().starts_with("msgx")
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut object = serde_json::Map::new();
+        let ts = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        object.insert("ts".into(), ts.into());
+        object.insert("level".into(), record.level().as_str().into());
+        object.insert("msg".into(), record.args().to_string().into());
+        let mut fields = Fields(&mut object);
+        let _ = record.key_values().visit(&mut fields);
+        let mut line = serde_json::Value::Object(object).to_string();
+        line.push('\n');
+        let _ = CountedStderr.write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {
+        let _ = CountedStderr.flush();
+    }
+}
+
+/// Collects a record's key-values into the JSON object (escaped like the message).
+struct Fields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_> {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        let text = value.to_string();
+        self.0
+            .insert(key.as_str().to_string(), escape(&text).into_owned().into());
+        Ok(())
     }
 }
 
@@ -62,7 +139,7 @@ pub fn escape(text: &str) -> Cow<'_, str> {
 }
 
 struct Escaping {
-    inner: Box<WriteLogger<CountedStderr>>,
+    inner: Box<dyn Log>,
 }
 
 impl Log for Escaping {
@@ -82,6 +159,8 @@ impl Log for Escaping {
                 .module_path(record.module_path())
                 .file(record.file())
                 .line(record.line())
+                .target(record.target())
+                .key_values(record.key_values())
                 .build(),
         );
     }
@@ -118,6 +197,30 @@ mod tests {
         assert_eq!(
             escape("a\nb\r\x1b[31m\u{85}\u{2028}\u{202e}\tc"),
             "a\\nb\\r\\u{1b}[31m\\u{85}\\u{2028}\\u{202e}\\tc"
+        );
+    }
+
+    #[test]
+    fn json_lines_carry_only_this_crates_records() {
+        use log::Log;
+        let logger = super::JsonLogger {
+            level: log::LevelFilter::Info,
+        };
+        assert!(
+            logger.enabled(
+                &log::Metadata::builder()
+                    .level(log::Level::Info)
+                    .target("msgx::run")
+                    .build()
+            )
+        );
+        assert!(
+            !logger.enabled(
+                &log::Metadata::builder()
+                    .level(log::Level::Info)
+                    .target("ureq")
+                    .build()
+            )
         );
     }
 }

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use msgx::config::{self, Invocation};
 use msgx::error::exit;
+use msgx::metrics::RunFigures;
+use std::time::Instant;
 
 fn main() -> ExitCode {
     let args: Result<Vec<String>, _> = std::env::args_os()
@@ -30,11 +32,12 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    msgx::logging::init(config.log_level);
+    msgx::logging::init(config.log_level, config.log_format);
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
-    match msgx::run(&config) {
+    let started = Instant::now();
+    let figures = match msgx::run(&config) {
         Ok(report) => {
             let code = report.exit_code();
             let level = match code {
@@ -42,13 +45,25 @@ fn main() -> ExitCode {
                 _ => log::Level::Error,
             };
             for line in report.summary() {
-                log::log!(level, "{line}");
+                msgx::logging::log_with_fields(level, &line.text, &line.fields);
             }
-            ExitCode::from(code)
+            let key_of = |name: &str| {
+                msgx::sources::named(name).map_or_else(String::new, |s| config.queue_key_of(s))
+            };
+            let now = config
+                .fixed_now
+                .unwrap_or_else(time::OffsetDateTime::now_utc);
+            RunFigures::of(&report, code, now, key_of)
         }
         Err(e) => {
             log::error!("{e}");
-            ExitCode::from(e.exit_code())
+            RunFigures {
+                exit_code: e.exit_code(),
+                duration: started.elapsed(),
+                sources: Vec::new(),
+            }
         }
-    }
+    };
+    msgx::metrics::publish(&config, &figures);
+    ExitCode::from(figures.exit_code)
 }

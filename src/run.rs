@@ -46,6 +46,8 @@ pub struct SourceReport {
     pub state_error: Option<Error>,
     /// Graph's budget this source spent.
     pub spent: BudgetSpent,
+    /// Its requests by HTTP status (`error`: no answer).
+    pub requests_by_code: BTreeMap<String, u64>,
 }
 
 pub struct RunReport {
@@ -82,38 +84,17 @@ impl SourceReport {
         }
     }
 
-    /// The summary's figures of this source: window, frames, records, budget.
-    fn figures(&self, elapsed: Duration) -> String {
-        let failed = self.failed().count();
-        let pages: u64 = self.frames.iter().map(|f| f.pages).sum();
-        let records: u64 = self.frames.iter().map(|f| f.records).sum();
-        let delivered: u64 = self.frames.iter().map(|f| f.delivered).sum();
-        let unkeyed: u64 = self.frames.iter().map(|f| f.unkeyed).sum();
-        let spent = &self.spent;
-        let mut line = format!(
-            "window {} frames ok {} failed {} pages {} records {} delivered {} \
-             requests {} throttled {} retries {} waited {:.1} seconds {:.3}",
-            self.window,
-            self.frames.len() - failed,
-            failed,
-            pages,
-            records,
-            delivered,
-            spent.requests,
-            spent.throttled,
-            spent.retries,
-            spent.waited.as_secs_f64(),
-            elapsed.as_secs_f64()
-        );
-        if unkeyed > 0 {
-            line.push_str(&format!(" unkeyed {unkeyed}"));
-        }
+    /// The summary's figures of this source: window, frames, records, budget,
+    /// watermark and what is left unread.
+    fn figures(&self, elapsed: Duration) -> Vec<(&'static str, String)> {
+        let mut fields = totals(&self.frames, &self.spent, elapsed);
+        fields.insert(0, ("window", self.window.to_string()));
         if let Some(watermark) = self.watermark {
-            line.push_str(&format!(" watermark {}", window::utc_second(watermark)));
+            fields.push(("watermark", window::utc_second(watermark)));
         }
         let unread = self.unread();
         if !unread.is_empty() {
-            let shown: Vec<String> = unread
+            let mut shown: Vec<String> = unread
                 .iter()
                 .take(RANGES_SHOWN)
                 .map(|r| {
@@ -124,15 +105,15 @@ impl SourceReport {
                     )
                 })
                 .collect();
-            line.push_str(&format!(" unread {}", shown.join(" ")));
             if unread.len() > RANGES_SHOWN {
-                line.push_str(&format!(" and {} more", unread.len() - RANGES_SHOWN));
+                shown.push(format!("and {} more", unread.len() - RANGES_SHOWN));
             }
             if self.watermark.is_some() {
-                line.push_str(" (owed: the next run reads them)");
+                shown.push("(owed: the next run reads them)".into());
             }
+            fields.push(("unread", shown.join(" ")));
         }
-        line
+        fields
     }
 
     /// Says how much the deadline left unread, how far behind that is, and what to
@@ -199,38 +180,33 @@ impl RunReport {
 
     /// The run's last log lines: with one source the original's one `summary:` line;
     /// with several, one `summary of {source}:` line each, then the `summary:` line
-    /// with the run's totals.
-    pub fn summary(&self) -> Vec<String> {
+    /// with the run's totals. Each line also comes as fields (for JSON logs).
+    pub fn summary(&self) -> Vec<Summary> {
         if let [only] = self.sources.as_slice() {
-            return vec![format!("summary: {}", only.figures(self.elapsed))];
+            return vec![Summary::new("summary:", only.figures(self.elapsed))];
         }
-        let mut lines: Vec<String> = self
+        let mut lines: Vec<Summary> = self
             .sources
             .iter()
-            .map(|s| format!("summary of {}: {}", s.source.name, s.figures(self.elapsed)))
+            .map(|s| {
+                let mut summary = Summary::new(
+                    &format!("summary of {}:", s.source.name),
+                    s.figures(self.elapsed),
+                );
+                summary
+                    .fields
+                    .insert(0, ("source", s.source.name.to_string()));
+                summary
+            })
             .collect();
-        let frames = || self.sources.iter().flat_map(|s| &s.frames);
-        let failed = self.failed().count();
+        let frames: Vec<FrameOutcome> = self
+            .sources
+            .iter()
+            .flat_map(|s| s.frames.iter().cloned())
+            .collect();
         let spent: BudgetSpent = self.sources.iter().map(|s| s.spent).sum();
-        let mut total = format!(
-            "summary: sources {} frames ok {} failed {} pages {} records {} delivered {} \
-             requests {} throttled {} retries {} waited {:.1} seconds {:.3}",
-            self.sources.len(),
-            frames().count() - failed,
-            failed,
-            frames().map(|f| f.pages).sum::<u64>(),
-            frames().map(|f| f.records).sum::<u64>(),
-            frames().map(|f| f.delivered).sum::<u64>(),
-            spent.requests,
-            spent.throttled,
-            spent.retries,
-            spent.waited.as_secs_f64(),
-            self.elapsed.as_secs_f64()
-        );
-        let unkeyed: u64 = frames().map(|f| f.unkeyed).sum();
-        if unkeyed > 0 {
-            total.push_str(&format!(" unkeyed {unkeyed}"));
-        }
+        let mut fields = totals(&frames, &spent, self.elapsed);
+        fields.insert(0, ("sources", self.sources.len().to_string()));
         let incomplete: Vec<&str> = self
             .sources
             .iter()
@@ -238,11 +214,61 @@ impl RunReport {
             .map(|s| s.source.name)
             .collect();
         if !incomplete.is_empty() {
-            total.push_str(&format!(" incomplete {}", incomplete.join(",")));
+            fields.push(("incomplete", incomplete.join(",")));
         }
-        lines.push(total);
+        lines.push(Summary::new("summary:", fields));
         lines
     }
+}
+
+/// One summary line: its text, and its figures as fields.
+pub struct Summary {
+    pub text: String,
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl Summary {
+    /// `title` and the fields as `label value` pairs, e.g. `frames ok 2 failed 0`.
+    fn new(title: &str, fields: Vec<(&'static str, String)>) -> Self {
+        let label = |key: &'static str| match key {
+            "frames_ok" => "frames ok",
+            "frames_failed" => "failed",
+            other => other,
+        };
+        let mut text = title.to_string();
+        for (key, value) in fields.iter().filter(|(key, _)| *key != "source") {
+            text.push_str(&format!(" {} {value}", label(key)));
+        }
+        Summary { text, fields }
+    }
+}
+
+/// The figures every summary line has: frames, pages, records, the budget spent and
+/// the run's seconds (`unkeyed` only when some records had no usable id).
+fn totals(
+    frames: &[FrameOutcome],
+    spent: &BudgetSpent,
+    elapsed: Duration,
+) -> Vec<(&'static str, String)> {
+    let failed = frames.iter().filter(|f| f.failure.is_some()).count();
+    let sum = |figure: fn(&FrameOutcome) -> u64| frames.iter().map(figure).sum::<u64>();
+    let mut fields = vec![
+        ("frames_ok", (frames.len() - failed).to_string()),
+        ("frames_failed", failed.to_string()),
+        ("pages", sum(|f| f.pages).to_string()),
+        ("records", sum(|f| f.records).to_string()),
+        ("delivered", sum(|f| f.delivered).to_string()),
+        ("requests", spent.requests.to_string()),
+        ("throttled", spent.throttled.to_string()),
+        ("retries", spent.retries.to_string()),
+        ("waited", format!("{:.1}", spent.waited.as_secs_f64())),
+        ("seconds", format!("{:.3}", elapsed.as_secs_f64())),
+    ];
+    let unkeyed = sum(|f| f.unkeyed);
+    if unkeyed > 0 {
+        fields.push(("unkeyed", unkeyed.to_string()));
+    }
+    fields
 }
 
 /// A cron run's deadline unless one is given: no request starts after it, so a stuck
@@ -401,6 +427,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             watermark: None,
             state_error: export.state_lost,
             spent: client.spent(),
+            requests_by_code: client.requests_by_code(),
         };
         if let (
             Some(Resumed {

@@ -46,6 +46,13 @@ pub trait HttpTransport: Send + Sync {
         timeout: Duration,
     ) -> Result<HttpResponse, TransportError>;
     fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<HttpResponse, TransportError>;
+    /// A POST of `body` as `content_type` (metrics to a Pushgateway).
+    fn post_body(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<HttpResponse, TransportError>;
 
     /// Aborts requests in flight, so a stop does not wait out a slow response.
     fn abort(&self) {}
@@ -155,6 +162,16 @@ impl HttpTransport for UreqTransport {
     fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<HttpResponse, TransportError> {
         let request = self.agent.post(url).header("Accept", "application/json");
         self.finish(request.send_form(form.iter().copied()), Vec::new())
+    }
+
+    fn post_body(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<HttpResponse, TransportError> {
+        let request = self.agent.post(url).header("Content-Type", content_type);
+        self.finish(request.send(body), Vec::new())
     }
 
     fn abort(&self) {

@@ -425,8 +425,11 @@ pub fn load(
         cli::CliRequest::Help => return Ok(Invocation::Help(spec::help_text())),
         cli::CliRequest::Version => {
             return Ok(Invocation::Version(format!(
-                "msgx-once {}",
-                env!("CARGO_PKG_VERSION")
+                "msgx-once {} (commit {}, built {}, {})",
+                env!("CARGO_PKG_VERSION"),
+                env!("MSGX_GIT_COMMIT"),
+                env!("MSGX_BUILD_DATE"),
+                env!("MSGX_TARGET")
             )));
         }
         cli::CliRequest::Run(values) => values,

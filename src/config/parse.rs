@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{Backend, Output, QueueType, StateMode};
+use crate::logging::LogFormat;
 use crate::sources::{self, Bucket, SourceSpec};
 
 pub fn boolean(value: &str) -> Result<bool, String> {
@@ -367,6 +368,17 @@ pub fn origin(value: &str) -> Result<url::Url, String> {
     if plain { Ok(url) } else { Err(accepted.into()) }
 }
 
+/// A Pushgateway's base URL (http or https, perhaps with a path prefix).
+pub fn push_url(value: &str) -> Result<url::Url, String> {
+    let accepted = "an http:// or https:// URL of a Pushgateway, e.g. http://pushgateway:9091";
+    let url = url::Url::parse(value.trim()).map_err(|_| accepted.to_string())?;
+    let plain = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if plain { Ok(url) } else { Err(accepted.into()) }
+}
+
 /// A tenant as Graph takes it in the token URL: a GUID or a domain name.
 pub fn tenant(value: &str) -> Result<String, String> {
     let ok = !value.is_empty()
@@ -378,6 +390,13 @@ pub fn tenant(value: &str) -> Result<String, String> {
     } else {
         Err("a tenant GUID or domain name (letters, digits, '-' and '.')".into())
     }
+}
+
+pub fn log_format(value: &str) -> Result<LogFormat, String> {
+    choice(value, &["text", "json"]).map(|c| match c {
+        "json" => LogFormat::Json,
+        _ => LogFormat::Text,
+    })
 }
 
 pub fn log_level(value: &str) -> Result<log::LevelFilter, String> {

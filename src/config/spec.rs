@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::parse::{self, AssertionAlg, AuthKind, Cloud, Moment, given, optional};
 use super::{Backend, ConfigError, Output, QueueType, RedisTarget, StateMode, Values};
+use crate::logging::LogFormat;
 use crate::secret::Secret;
 use crate::sources::{Bucket, SourceSpec};
 
@@ -249,6 +250,15 @@ options! {
     file_path: Output = value("path", Some("-")), given(parse::output);
     /// error, warn, info, debug or trace (logs go to stderr)
     log_level: log::LevelFilter = value("level", Some("info")), given(parse::log_level);
+    /// write the run's metrics (Prometheus text format) to this file at the end of
+    /// every run, for node_exporter's textfile collector
+    metrics_file: Option<PathBuf> = value("path", None), optional(parse::path);
+    /// push the run's metrics to this Pushgateway (job msgx_once, grouped by source
+    /// and queue key)
+    metrics_push_url: Option<url::Url> = value("url", None), optional(parse::push_url);
+    /// text, or json: one object per line with ts, level, msg and fields (the
+    /// summary's figures among them)
+    log_format: LogFormat = value("text|json", Some("text")), given(parse::log_format);
     /// fetch only these sign-in properties (Graph $select, comma-separated; id and
     /// createdDateTime are always added; sign-in sources only)
     select: Option<Vec<String>> = value("properties", None), optional(parse::select);

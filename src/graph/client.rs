@@ -73,6 +73,8 @@ struct Counters {
     throttled: AtomicU64,
     retries: AtomicU64,
     waited_micros: AtomicU64,
+    /// Requests by HTTP status, `error` for those without an answer.
+    by_code: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 pub struct GraphClient {
@@ -133,6 +135,24 @@ impl GraphClient {
             retries: c.retries.load(Ordering::Relaxed),
             waited: Duration::from_micros(c.waited_micros.load(Ordering::Relaxed)),
         }
+    }
+
+    fn count_code(&self, code: String) {
+        let mut by_code = self
+            .counters
+            .by_code
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *by_code.entry(code).or_default() += 1;
+    }
+
+    /// Requests sent so far by HTTP status (`error`: no answer).
+    pub fn requests_by_code(&self) -> std::collections::BTreeMap<String, u64> {
+        self.counters
+            .by_code
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Hands a written page's buffer to a later page.
@@ -217,6 +237,11 @@ impl GraphClient {
             };
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
             let fetched = self.fetch_once(url);
+            self.count_code(match &fetched {
+                Ok(_) => "200".to_string(),
+                Err(GraphError::Status { status, .. }) => status.to_string(),
+                Err(_) => "error".to_string(),
+            });
             drop(turn);
             let error = match fetched {
                 Ok(page) => return Ok(page),

@@ -113,7 +113,24 @@ fn help_is_generated_from_the_option_table() {
     assert!(run.stdout.contains("  --[no-]redis_pool_block\n"));
     let version = msgx(&strings(&["--version"]), &[]);
     assert_eq!(version.code, 0);
-    assert!(version.stdout.starts_with("msgx-once "));
+    // msgx-once 0.1.0 (commit 0123456789ab, built 2026-11-30, x86_64-unknown-linux-gnu)
+    let line = version.stdout.trim();
+    let inner = line
+        .strip_prefix(concat!(
+            "msgx-once ",
+            env!("CARGO_PKG_VERSION"),
+            " (commit "
+        ))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{line}"));
+    let parts: Vec<&str> = inner.split(", ").collect();
+    assert_eq!(parts.len(), 3, "{line}");
+    assert!(parts[0].len() == 12 || parts[0] == "unknown", "{line}");
+    assert!(
+        parts[1].starts_with("built 20") && parts[1].len() == 16,
+        "{line}"
+    );
+    assert!(parts[2].contains("-linux-"), "{line}");
 }
 
 /// (args, env, config file text, words the message must contain)

@@ -7,5 +7,6 @@ mod credentials;
 mod export;
 mod faults;
 mod loss;
+mod operations;
 mod sources;
 mod state;

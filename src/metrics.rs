@@ -1,0 +1,369 @@
+//! Metrics of a run, in Prometheus's text exposition format: written at the end of
+//! every run — also failed and interrupted ones — to `metrics_file` (the
+//! node_exporter textfile collector: a temporary file in the same directory, then a
+//! rename) and/or pushed to a Pushgateway at `metrics_push_url` (job `msgx_once`, one
+//! group per source and queue key).
+//!
+//! `msgx_last_success_timestamp_seconds` moves only when the run exits 0; otherwise
+//! the previous file's value is kept (and a push leaves it out, so the Pushgateway
+//! keeps its own). The `_total` counters of the file accumulate over runs: the previous
+//! file's values are read back and this run's added; pushed, they are the run's own.
+//! The format is the few lines of text it takes (no client library: a run is one
+//! process that prints once).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::error::exit;
+use crate::run::RunReport;
+use crate::transport::{HttpTransport, TransportOptions, UreqTransport};
+
+/// One source's figures.
+pub struct SourceFigures {
+    pub source: &'static str,
+    pub queue_key: String,
+    pub watermark_lag_seconds: Option<i64>,
+    pub records_read: u64,
+    pub records_delivered: u64,
+    pub frames_failed: u64,
+    pub requests_by_code: BTreeMap<String, u64>,
+    pub throttled_seconds: f64,
+}
+
+/// What a run's metrics are made of.
+pub struct RunFigures {
+    pub exit_code: u8,
+    pub duration: Duration,
+    /// Empty when the run ended before exporting (config, token, Redis, lock).
+    pub sources: Vec<SourceFigures>,
+}
+
+impl RunFigures {
+    /// The figures of a run that exported at `now` (its clock: the watermark's lag is
+    /// measured from it), `queue_key_of` naming each source's key.
+    pub fn of(
+        report: &RunReport,
+        exit_code: u8,
+        now: time::OffsetDateTime,
+        queue_key_of: impl Fn(&str) -> String,
+    ) -> Self {
+        let sources = report
+            .sources
+            .iter()
+            .map(|s| SourceFigures {
+                source: s.source.name,
+                queue_key: queue_key_of(s.source.name),
+                watermark_lag_seconds: s.watermark.map(|w| (now - w).whole_seconds()),
+                records_read: s.frames.iter().map(|f| f.records).sum(),
+                records_delivered: s.frames.iter().map(|f| f.delivered).sum(),
+                frames_failed: s.failed().count() as u64,
+                requests_by_code: s.requests_by_code.clone(),
+                throttled_seconds: s.spent.waited.as_secs_f64(),
+            })
+            .collect();
+        RunFigures {
+            exit_code,
+            duration: report.elapsed,
+            sources,
+        }
+    }
+}
+
+/// A metric family: name, type, help, samples (labels, value).
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    samples: Vec<(Vec<(&'static str, String)>, f64)>,
+}
+
+fn family(name: &'static str, kind: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        kind,
+        help,
+        samples: Vec::new(),
+    }
+}
+
+/// The families of `figures`; `previous` holds the last file's samples (by their
+/// text without the value), for the success timestamp and the counters.
+fn families(
+    figures: &RunFigures,
+    previous: &BTreeMap<String, f64>,
+    sources: &[&SourceFigures],
+) -> Vec<Family> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    let mut last_success = family(
+        "msgx_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last run that exited 0.",
+    );
+    match (
+        figures.exit_code,
+        previous.get("msgx_last_success_timestamp_seconds"),
+    ) {
+        (exit::OK, _) => last_success.samples.push((vec![], now.floor())),
+        (_, Some(kept)) => last_success.samples.push((vec![], *kept)),
+        _ => {}
+    }
+    let mut exit_code = family("msgx_exit_code", "gauge", "Exit code of the last run.");
+    exit_code
+        .samples
+        .push((vec![], f64::from(figures.exit_code)));
+    let mut duration = family(
+        "msgx_run_duration_seconds",
+        "gauge",
+        "Wall time of the last run.",
+    );
+    duration
+        .samples
+        .push((vec![], figures.duration.as_secs_f64()));
+    let mut lag = family(
+        "msgx_watermark_lag_seconds",
+        "gauge",
+        "Seconds from the source's watermark to now, after the last run.",
+    );
+    let mut read = family(
+        "msgx_records_read",
+        "gauge",
+        "Records the last run read from Graph.",
+    );
+    let mut delivered = family(
+        "msgx_records_delivered",
+        "gauge",
+        "Records the last run delivered (not delivered before).",
+    );
+    let mut failed = family(
+        "msgx_frames_failed",
+        "gauge",
+        "Frames the last run left incomplete.",
+    );
+    let mut requests = family(
+        "msgx_graph_requests_total",
+        "counter",
+        "Graph requests by HTTP status (error: no answer).",
+    );
+    let mut throttled = family(
+        "msgx_graph_throttled_seconds_total",
+        "counter",
+        "Seconds requests waited for a turn or a 429's pause.",
+    );
+    let counted = |key: String, value: f64| value + previous.get(&key).copied().unwrap_or(0.0);
+    for s in sources {
+        let labels = vec![
+            ("source", s.source.to_string()),
+            ("queue_key", s.queue_key.clone()),
+        ];
+        if let Some(seconds) = s.watermark_lag_seconds {
+            lag.samples.push((labels.clone(), seconds as f64));
+        }
+        read.samples.push((labels.clone(), s.records_read as f64));
+        delivered
+            .samples
+            .push((labels.clone(), s.records_delivered as f64));
+        failed
+            .samples
+            .push((labels.clone(), s.frames_failed as f64));
+        for (code, count) in &s.requests_by_code {
+            let mut with_code = labels.clone();
+            with_code.push(("code", code.clone()));
+            let key = sample_key("msgx_graph_requests_total", &with_code);
+            requests
+                .samples
+                .push((with_code, counted(key, *count as f64)));
+        }
+        let key = sample_key("msgx_graph_throttled_seconds_total", &labels);
+        throttled
+            .samples
+            .push((labels, counted(key, s.throttled_seconds)));
+    }
+    vec![
+        last_success,
+        exit_code,
+        duration,
+        lag,
+        read,
+        delivered,
+        failed,
+        requests,
+        throttled,
+    ]
+}
+
+/// `name{label="value",…}`, as written in the file.
+fn sample_key(name: &str, labels: &[(&'static str, String)]) -> String {
+    if labels.is_empty() {
+        return name.to_string();
+    }
+    let labels: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+        .collect();
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+/// A label value as the exposition format writes it: `\`, `"` and line feeds escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render(families: &[Family]) -> String {
+    let mut text = String::new();
+    for f in families.iter().filter(|f| !f.samples.is_empty()) {
+        let _ = writeln!(text, "# HELP {} {}", f.name, f.help);
+        let _ = writeln!(text, "# TYPE {} {}", f.name, f.kind);
+        for (labels, value) in &f.samples {
+            let _ = writeln!(text, "{} {value}", sample_key(f.name, labels));
+        }
+    }
+    text
+}
+
+/// The samples of a file written before, by their text without the value.
+fn read_previous(path: &Path) -> BTreeMap<String, f64> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Writes the metrics file: to a temporary file beside it, then renamed over it, so
+/// the collector never reads half a file.
+pub fn write_file(path: &Path, figures: &RunFigures) -> std::io::Result<()> {
+    let previous = read_previous(path);
+    let sources: Vec<&SourceFigures> = figures.sources.iter().collect();
+    let text = render(&families(figures, &previous, &sources));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "metrics".into());
+    let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&temporary, text)?;
+    std::fs::rename(&temporary, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
+}
+
+/// Writes and pushes the metrics `config` asks for; a failure is a WARN (the export
+/// itself is done; its exit code stays what it was).
+pub fn publish(config: &Config, figures: &RunFigures) {
+    if let Some(path) = &config.metrics_file
+        && let Err(e) = write_file(path, figures)
+    {
+        log::warn!("metrics_file {}: {e}", path.display());
+    }
+    if let Some(url) = &config.metrics_push_url {
+        let transport = UreqTransport::new(&TransportOptions {
+            timeout: PUSH_TIMEOUT,
+            connect_timeout: PUSH_TIMEOUT,
+            idle_per_host: 1,
+            body_limit: 1 << 20,
+        });
+        if let Err(e) = push(&transport, url, figures) {
+            log::warn!("metrics_push_url: {e}");
+        }
+    }
+}
+
+/// How long a push may take: a Pushgateway is local and small.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// POSTs the metrics to a Pushgateway: one group per source and queue key (a run that
+/// exported nothing pushes its run metrics to job `msgx_once` alone). POST replaces
+/// only the metrics sent, so a failed run leaves the last success time as it was.
+pub fn push(
+    transport: &dyn HttpTransport,
+    base: &url::Url,
+    figures: &RunFigures,
+) -> Result<(), String> {
+    let base = base.as_str().trim_end_matches('/');
+    let mut groups: Vec<(String, Vec<&SourceFigures>)> = figures
+        .sources
+        .iter()
+        .map(|s| {
+            let group = format!(
+                "{base}/metrics/job/msgx_once/source/{}/queue_key/{}",
+                path_segment(s.source),
+                path_segment(&s.queue_key)
+            );
+            (group, vec![s])
+        })
+        .collect();
+    if groups.is_empty() {
+        groups.push((format!("{base}/metrics/job/msgx_once"), Vec::new()));
+    }
+    for (url, sources) in groups {
+        let text = render(&families(figures, &BTreeMap::new(), &sources));
+        let response = transport
+            .post_body(&url, "text/plain; version=0.0.4", text.as_bytes())
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        if !(200..300).contains(&response.status) {
+            return Err(format!("POST {url}: HTTP {}", response.status));
+        }
+    }
+    Ok(())
+}
+
+/// A Pushgateway grouping value in the URL path: percent-encoded (a key may hold `/`).
+fn path_segment(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(exit_code: u8) -> RunFigures {
+        RunFigures {
+            exit_code,
+            duration: Duration::from_millis(1500),
+            sources: vec![SourceFigures {
+                source: "signins",
+                queue_key: "q\"k".into(),
+                watermark_lag_seconds: Some(120),
+                records_read: 10,
+                records_delivered: 9,
+                frames_failed: 0,
+                requests_by_code: BTreeMap::from([("200".to_string(), 2)]),
+                throttled_seconds: 0.5,
+            }],
+        }
+    }
+
+    #[test]
+    fn counters_accumulate_and_the_success_time_survives_failures() {
+        let dir = std::env::temp_dir().join(format!("msgx-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("msgx.prom");
+        write_file(&path, &figures(0)).unwrap();
+        let first = read_previous(&path);
+        write_file(&path, &figures(1)).unwrap();
+        let second = read_previous(&path);
+        let requests =
+            "msgx_graph_requests_total{source=\"signins\",queue_key=\"q\\\"k\",code=\"200\"}";
+        assert_eq!(first[requests], 2.0);
+        assert_eq!(second[requests], 4.0);
+        assert_eq!(
+            first["msgx_last_success_timestamp_seconds"],
+            second["msgx_last_success_timestamp_seconds"]
+        );
+        assert_eq!(second["msgx_exit_code"], 1.0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,326 @@
+//! Operating msgx-once: metrics after every kind of run (textfile and Pushgateway),
+//! JSON logs, and no progress-bar escape codes in logs that are not a terminal.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::time::Duration;
+
+use time::Duration as Span;
+
+use crate::common::*;
+
+/// Parses Prometheus's text exposition format strictly: HELP and TYPE once per family
+/// and before its samples, metric and label names as the format allows, label values
+/// quoted with escapes, values numbers. Returns each sample's `name{labels}` → value.
+fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
+    let name_ok = |n: &str| {
+        let mut chars = n.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut typed: BTreeMap<String, String> = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    assert!(text.ends_with('\n'), "the last line ends with a line feed");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (keyword, name, value) = (parts.next(), parts.next(), parts.next());
+            let name = name.unwrap_or_else(|| panic!("{line}"));
+            assert!(name_ok(name), "{line}");
+            match keyword {
+                Some("HELP") => assert!(value.is_some_and(|v| !v.is_empty()), "{line}"),
+                Some("TYPE") => {
+                    let kind = value.unwrap_or_default();
+                    assert!(["counter", "gauge"].contains(&kind), "{line}");
+                    assert!(
+                        typed.insert(name.into(), kind.into()).is_none(),
+                        "TYPE twice: {line}"
+                    );
+                }
+                _ => panic!("unknown comment {line}"),
+            }
+            continue;
+        }
+        let (key, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
+        let name = key.split('{').next().unwrap_or_default();
+        assert!(name_ok(name), "{line}");
+        assert!(typed.contains_key(name), "sample before its TYPE: {line}");
+        if let Some(labels) = key.strip_prefix(name).filter(|l| !l.is_empty()) {
+            let inner = labels
+                .strip_prefix('{')
+                .and_then(|l| l.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("{line}"));
+            let mut rest = inner;
+            while !rest.is_empty() {
+                let (label, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+                assert!(name_ok(label), "{line}");
+                let mut escaped = false;
+                let end = after
+                    .char_indices()
+                    .find(|(_, c)| {
+                        let closes = *c == '"' && !escaped;
+                        escaped = *c == '\\' && !escaped;
+                        closes
+                    })
+                    .map(|(i, _)| i)
+                    .unwrap_or_else(|| panic!("unterminated label in {line}"));
+                rest = after[end + 1..]
+                    .strip_prefix(',')
+                    .unwrap_or(&after[end + 1..]);
+            }
+        }
+        assert!(
+            samples.insert(key.to_string(), value).is_none(),
+            "sample twice: {line}"
+        );
+    }
+    samples
+}
+
+fn metrics(path: &std::path::Path) -> BTreeMap<String, f64> {
+    parse_exposition(&std::fs::read_to_string(path).expect("metrics file"))
+}
+
+#[test]
+fn metrics_after_success_failure_and_interruption() {
+    let sim = Sim::start(&["--rate", "3"]);
+    let denying = Sim::start(&["--rate", "3", "--deny", "Authorization_RequestDenied"]);
+    let redis = RedisServer::start();
+    let dir = TempDir::new();
+    let file = dir.join("msgx.prom");
+    let t0 = minutes_ago(30);
+    let flags = ["--metrics_file", file.to_str().unwrap()];
+
+    sim.set_clock(t0);
+    let args = redis_args(&sim, &redis, "k", &flags);
+    let run = msgx(&args, &[("MSGX_NOW", &rfc3339(t0))]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let first = metrics(&file);
+    let labels = "{source=\"signins\",queue_key=\"k\"}";
+    assert_eq!(first["msgx_exit_code"], 0.0);
+    assert_eq!(
+        first[&format!("msgx_records_read{labels}")],
+        run.summary_field("records").parse::<f64>().unwrap()
+    );
+    assert_eq!(first[&format!("msgx_watermark_lag_seconds{labels}")], 120.0);
+    assert_eq!(
+        first["msgx_graph_requests_total{source=\"signins\",queue_key=\"k\",code=\"200\"}"],
+        2.0
+    );
+    let success = first["msgx_last_success_timestamp_seconds"];
+    assert!(success > 1.7e9, "{success}");
+
+    // Refused: exit 3, the last success kept, the requests counted on.
+    let t1 = t0 + Span::minutes(1);
+    denying.set_clock(t1);
+    // One stream: exactly one request before the refusal halts the source.
+    let mut args = redis_args(&denying, &redis, "k", &flags);
+    args.extend(strings(&["--streams", "1"]));
+    let run = msgx(&args, &[("MSGX_NOW", &rfc3339(t1))]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let second = metrics(&file);
+    assert_eq!(second["msgx_exit_code"], 3.0);
+    assert_eq!(second["msgx_last_success_timestamp_seconds"], success);
+    assert_eq!(
+        second[&format!("msgx_frames_failed{labels}")],
+        run.summary_field("failed").parse::<f64>().unwrap()
+    );
+    assert_eq!(
+        second["msgx_graph_requests_total{source=\"signins\",queue_key=\"k\",code=\"403\"}"],
+        1.0
+    );
+
+    // Ended before exporting (another run holds the lock): exit 4, run metrics only.
+    let mut lock = redis.connection();
+    redis::cmd("SET")
+        .arg("k:msgx:lock")
+        .arg("someone")
+        .exec(&mut lock)
+        .unwrap();
+    let run = msgx(
+        &redis_args(&sim, &redis, "k", &flags),
+        &[("MSGX_NOW", &rfc3339(t1))],
+    );
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    let third = metrics(&file);
+    assert_eq!(third["msgx_exit_code"], 4.0);
+    assert_eq!(third["msgx_last_success_timestamp_seconds"], success);
+    assert!(!third.keys().any(|k| k.starts_with("msgx_records_read")));
+    redis::cmd("DEL")
+        .arg("k:msgx:lock")
+        .exec(&mut lock)
+        .unwrap();
+
+    // Interrupted mid-run: 143.
+    let slow = Sim::start(&["--rate", "3", "--latency-ms", "300"]);
+    let mut args = redis_args(&slow, &redis, "slow", &flags);
+    args.extend(strings(&["--page_size", "5"]));
+    let running = Running::start(&args);
+    assert!(
+        wait_for(Duration::from_secs(20), || slow.stats()["graph_200"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2),
+        "pages flow"
+    );
+    running.signal("TERM");
+    let run = running.finish(Duration::from_secs(30));
+    assert_eq!(run.code, 143, "{}", run.stderr);
+    let fourth = metrics(&file);
+    assert_eq!(fourth["msgx_exit_code"], 143.0);
+    assert_eq!(fourth["msgx_last_success_timestamp_seconds"], success);
+}
+
+/// A one-shot HTTP receiver on loopback: answers every request 200 and sends
+/// (request line, body) of each through the channel.
+fn receiver() -> (String, std::sync::mpsc::Receiver<(String, String)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let (sent, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+                if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = sent.send((
+                request_line.trim().to_string(),
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+        }
+    });
+    (url, received)
+}
+
+#[test]
+fn metrics_are_pushed_per_source_and_queue_key() {
+    let sim = Sim::start(&["--rate", "3"]);
+    let redis = RedisServer::start();
+    let (url, received) = receiver();
+    let now = minutes_ago(10);
+    sim.set_clock(now);
+    let args = redis_args(
+        &sim,
+        &redis,
+        "k",
+        &[
+            "--metrics_push_url",
+            &url,
+            "--sources",
+            "signins,directory_audits",
+        ],
+    );
+    let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut pushes: Vec<(String, String)> = received.try_iter().collect();
+    pushes.sort();
+    let lines: Vec<&str> = pushes.iter().map(|(line, _)| line.as_str()).collect();
+    assert_eq!(
+        lines,
+        [
+            "POST /metrics/job/msgx_once/source/directory_audits/queue_key/k%3Adirectory_audits HTTP/1.1",
+            "POST /metrics/job/msgx_once/source/signins/queue_key/k HTTP/1.1",
+        ]
+    );
+    let audits = parse_exposition(&pushes[0].1);
+    assert_eq!(audits["msgx_exit_code"], 0.0);
+    assert!(audits.contains_key(
+        "msgx_records_read{source=\"directory_audits\",queue_key=\"k:directory_audits\"}"
+    ));
+    assert!(!audits.keys().any(|k| k.contains("source=\"signins\"")));
+}
+
+#[test]
+fn json_logs_parse_line_by_line_with_the_summary_as_fields() {
+    let sim = Sim::start(&["--rate", "3", "--hostile"]);
+    let mut args = sim.args();
+    args.extend(strings(&[
+        "--queue_backend",
+        "log",
+        "--state",
+        "off",
+        "--log_format",
+        "json",
+    ]));
+    let run = msgx(&args, &[("MSGX_NOW", &rfc3339(minutes_ago(5)))]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let objects: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(objects.len() > 10);
+    for object in &objects {
+        assert!(
+            object["ts"].is_string() && object["level"].is_string() && object["msg"].is_string()
+        );
+        let msg = object["msg"].as_str().unwrap();
+        assert!(
+            !msg.chars().any(char::is_control),
+            "a control character in {msg:?}"
+        );
+    }
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["msg"].as_str().unwrap().contains("\\n")),
+        "the hostile user names' line breaks are escaped, not dropped"
+    );
+    let summary = objects.last().unwrap();
+    assert!(
+        summary["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("summary: window [")
+    );
+    assert_eq!(summary["frames_ok"], "2");
+    assert_eq!(summary["frames_failed"], "0");
+    assert!(summary["records"].as_str().unwrap().parse::<u64>().unwrap() > 0);
+}
+
+#[test]
+fn a_log_that_is_not_a_terminal_gets_progress_lines_and_no_escape_codes() {
+    let sim = Sim::start(&["--rate", "3", "--latency-ms", "300"]);
+    let mut args = sim.args();
+    args.extend(strings(&[
+        "--queue_backend",
+        "log",
+        "--state",
+        "off",
+        "--page_size",
+        "5",
+    ]));
+    let run = msgx(
+        &args,
+        &[
+            ("MSGX_NOW", &rfc3339(minutes_ago(5))),
+            ("MSGX_PROGRESS_SECONDS", "1"),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("[INFO] progress: frames "),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains('\x1b'), "escape codes in a log file");
+    assert!(!run.stderr.contains('\r'));
+}
