@@ -17,12 +17,13 @@
 //! [`ids`], [`buffers`], [`sources`] (the audit streams as data) and [`window`]. In the
 //! middle: [`config`] (one declaration per option), [`auth`] (one file per credential
 //! kind), [`graph`] (paging and the client of one source), [`budget`], [`sink`],
-//! [`state`], [`plan`] and the [`pipeline`]. On top: [`run`], and the [`metrics`] of
-//! its report.
+//! [`state`], [`plan`] and the [`pipeline`]. On top: [`run`], the [`metrics`] of its
+//! report, and the doctor of `--check` ([`check`]).
 
 pub mod auth;
 pub mod budget;
 pub mod buffers;
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod graph;

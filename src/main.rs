@@ -36,6 +36,9 @@ fn main() -> ExitCode {
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
+    if config.check {
+        return ExitCode::from(msgx::check::check(&config));
+    }
     let started = Instant::now();
     let figures = match msgx::run(&config) {
         Ok(report) => {

@@ -159,6 +159,9 @@ options! {
     app_config: Option<PathBuf> = cli_only("path"), optional(parse::path);
     /// print every effective option with where it came from (secrets hidden), then exit
     print_config: bool = cli_switch(), given(parse::boolean);
+    /// check the deployment instead of exporting: Redis (with a harmless write), a
+    /// token, one record of each source; exit 0 only when all pass
+    check: bool = cli_switch(), given(parse::boolean);
     /// how the application signs in: secret, certificate, workload_identity or
     /// managed_identity (default: inferred from the credentials given)
     auth: Option<AuthKind> = value("kind", None), optional(parse::auth_kind);

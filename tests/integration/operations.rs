@@ -324,3 +324,137 @@ fn a_log_that_is_not_a_terminal_gets_progress_lines_and_no_escape_codes() {
     assert!(!run.stderr.contains('\x1b'), "escape codes in a log file");
     assert!(!run.stderr.contains('\r'));
 }
+
+#[test]
+fn check_passes_on_a_sound_deployment_and_writes_nothing() {
+    let sim = Sim::start(&["--rate", "3"]);
+    let redis = RedisServer::start();
+    let args = redis_args(
+        &sim,
+        &redis,
+        "k",
+        &["--check", "--sources", "signins,risk_detections"],
+    );
+    let run = msgx(&args, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let marks: Vec<&str> = run
+        .stdout
+        .lines()
+        .map(|l| l.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        marks,
+        [
+            "✔ configuration",
+            &format!("✔ redis {}/0", redis.url().trim_end_matches("/0")),
+            "✔ token (secret)",
+            "✔ source signins",
+            "✔ source risk_detections",
+        ]
+    );
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    let queries = sim.queries("signins");
+    assert_eq!(queries.len(), 1);
+    assert_eq!(queries[0].0, "1", "$top=1");
+}
+
+#[test]
+fn check_names_each_failure_and_what_to_do() {
+    let sim = Sim::start(&[
+        "--deny",
+        "directory_audits",
+        "--deny",
+        "provisioning:licence",
+    ]);
+    let redis = RedisServer::start();
+    let args = redis_args(
+        &sim,
+        &redis,
+        "k",
+        &[
+            "--check",
+            "--sources",
+            "signins,directory_audits,provisioning",
+        ],
+    );
+    let run = msgx(&args, &[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("✔ source signins: HTTP 200"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains(
+        "\n    → grant the application permission AuditLog.Read.All and Directory.Read.All and admin consent\n"
+    ), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("\n    → the tenant needs Entra ID P1/P2 to read these logs through Graph\n"),
+        "{}",
+        run.stdout
+    );
+
+    // A wrong secret: the token fails, and no source is asked.
+    let mut args = redis_args(&sim, &redis, "k", &["--check"]);
+    args.extend(strings(&["--client_secret", "wrong"]));
+    let run = msgx(&args, &[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "✘ token (secret): authentication refused (HTTP 401, invalid_client): AADSTS7000215"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("    → the client secret is wrong or expired"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("source signins"));
+
+    // A Redis user without the rights a run needs.
+    let mut admin = redis.connection();
+    redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "reader",
+            "on",
+            ">reader-pw",
+            "~*",
+            "+ping",
+            "+get",
+        ])
+        .exec(&mut admin)
+        .unwrap();
+    let url = redis.url().replace("redis://", "redis://reader:reader-pw@");
+    let mut args = sim.args();
+    args.extend(strings(&[
+        "--check",
+        "--redis_url",
+        &url,
+        "--queue_key",
+        "k",
+    ]));
+    let run = msgx(&args, &[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("no permissions to run the 'set' command"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(
+            "    → grant the Redis user what a run needs, e.g. ACL SETUSER <user> on ~k* "
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("reader-pw") && !run.stderr.contains("reader-pw"));
+}

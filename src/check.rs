@@ -1,0 +1,313 @@
+//! `--check`: a doctor for a deployment, before its first tick. It takes the
+//! configuration as loaded (so it is valid), reaches Redis (PING, a harmless write and
+//! delete under each queue key's prefix, a script — so missing ACL rights show), gets
+//! a token, and asks each source for one record (`$top=1`); then prints one line per
+//! check with ✔ or ✘ and, for each failure, what to do. It writes no records, takes
+//! no lock and moves no watermark.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::auth::TokenSource;
+use crate::config::{Backend, Config, Output};
+use crate::error::{AuthError, GraphError, exit};
+use crate::graph::GraphClient;
+use crate::graph::client::PageShape;
+use crate::retry::{Backoff, RequestGate, RetryOptions};
+use crate::shutdown::Stop;
+use crate::sink::redis::{connect, open_client};
+use crate::transport::{HttpTransport, TransportOptions, UreqTransport};
+use crate::window::{self, Frame};
+
+/// One check's outcome: what was checked, and what to do if it failed.
+struct Outcome {
+    name: String,
+    result: Result<String, (String, String)>,
+}
+
+impl Outcome {
+    fn line(&self) -> String {
+        match &self.result {
+            Ok(detail) => format!("✔ {}: {detail}", self.name),
+            Err((problem, advice)) => format!("✘ {}: {problem}\n    → {advice}", self.name),
+        }
+    }
+}
+
+/// Runs every check, prints the lines and returns the exit code: 0 only when all
+/// passed.
+pub fn check(config: &Config) -> u8 {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut outcomes = vec![Outcome {
+        name: "configuration".into(),
+        result: Ok(format!(
+            "valid: auth {}, sources {}",
+            config.credential.kind().name(),
+            config
+                .sources
+                .iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+                .join(",")
+        )),
+    }];
+    outcomes.push(match config.queue_backend {
+        Backend::Redis => check_redis(config),
+        Backend::File => check_file(config),
+        Backend::Log => Outcome {
+            name: "output".into(),
+            result: Ok("the log (stderr)".into()),
+        },
+    });
+    outcomes.extend(check_graph(config));
+    let mut passed = true;
+    for outcome in &outcomes {
+        passed &= outcome.result.is_ok();
+        println!("{}", outcome.line());
+    }
+    if passed { exit::OK } else { exit::INCOMPLETE }
+}
+
+/// PING, then for each source's queue key a SET and DEL of `{key}:msgx:check` and a
+/// trivial script: what a run does, without touching its keys.
+fn check_redis(config: &Config) -> Outcome {
+    let name = format!("redis {}", config.redis.endpoint());
+    let keys: Vec<String> = config
+        .sources
+        .iter()
+        .map(|s| config.queue_key_of(s))
+        .collect();
+    let probe = || -> Result<(), redis::RedisError> {
+        let client = open_client(config).map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "redis_url",
+                e.to_string(),
+            ))
+        })?;
+        let mut connection = connect(&client)?;
+        redis::cmd("PING").exec(&mut connection)?;
+        for key in &keys {
+            let probe_key = format!("{key}:msgx:check");
+            redis::cmd("SET")
+                .arg(&probe_key)
+                .arg("msgx-once --check")
+                .arg("PX")
+                .arg(10_000)
+                .exec(&mut connection)?;
+            redis::cmd("DEL").arg(&probe_key).exec(&mut connection)?;
+        }
+        redis::cmd("EVAL")
+            .arg("return 1")
+            .arg(0)
+            .exec(&mut connection)
+    };
+    let result = probe().map(|()| {
+        format!(
+            "PING, a write and delete under {}, a script",
+            prefixes(&keys)
+        )
+    });
+    Outcome {
+        name,
+        result: result.map_err(|e| {
+            let advice = match e.code() {
+                Some("NOPERM") => format!(
+                    "grant the Redis user what a run needs, e.g. ACL SETUSER <user> on \
+                     ~{} +ping +set +del +rpush +publish +eval +evalsha +hset +hgetall \
+                     +zadd +zscore +zremrangebyscore +type +pexpire (see the README's \
+                     Redis section)",
+                    keys.first()
+                        .map_or("ms_graph_exporter", String::as_str)
+                        .to_string()
+                        + "*"
+                ),
+                Some("WRONGPASS") | Some("NOAUTH") => {
+                    "put the right user and password in redis_url (redis://user:password@host)"
+                        .into()
+                }
+                _ => "check that Redis runs and redis_url points at it (host, port, TLS)".into(),
+            };
+            (e.to_string(), advice)
+        }),
+    }
+}
+
+fn prefixes(keys: &[String]) -> String {
+    let shown: Vec<String> = keys.iter().map(|k| format!("{k}:msgx")).collect();
+    shown.join(", ")
+}
+
+/// The output file's directory must exist and be writable (nothing is written to the
+/// file itself).
+fn check_file(config: &Config) -> Outcome {
+    let mut paths = Vec::new();
+    for source in &config.sources {
+        if let Output::Path(path) = &config.for_source(source).file_path {
+            paths.push(path.clone());
+        }
+    }
+    let problem = paths.iter().find_map(|path| {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let probe = dir.join(format!(".msgx-check-{}", std::process::id()));
+        std::fs::write(&probe, b"")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .err()
+            .map(|e| (path.clone(), e))
+    });
+    Outcome {
+        name: "output file".into(),
+        result: match problem {
+            None if paths.is_empty() => Ok("stdout".into()),
+            None => Ok(format!(
+                "{} writable",
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Some((path, e)) => Err((
+                format!("cannot write beside {}: {e}", path.display()),
+                "create the directory and give the user msgx-once runs as write access".into(),
+            )),
+        },
+    }
+}
+
+/// A token, then one `$top=1` request per source for the last minute.
+fn check_graph(config: &Config) -> Vec<Outcome> {
+    let transport: Arc<dyn HttpTransport> = Arc::new(UreqTransport::new(&TransportOptions {
+        timeout: config.http_timeout,
+        connect_timeout: config.http_timeout.min(Duration::from_secs(10)),
+        idle_per_host: 1,
+        body_limit: 16 << 20,
+    }));
+    let stop = Stop::default();
+    let retry = RetryOptions {
+        max_retries: 2,
+        backoff: Backoff {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(5),
+        }
+        .scaled(config.backoff_scale),
+        deadline: Instant::now() + Duration::from_secs(120),
+        stop: stop.clone(),
+    };
+    let tokens = match TokenSource::new(transport.clone(), config, retry.clone()) {
+        Ok(tokens) => Arc::new(tokens),
+        Err(e) => {
+            return vec![Outcome {
+                name: "token".into(),
+                result: Err((
+                    e.to_string(),
+                    "fix the credential options named above".into(),
+                )),
+            }];
+        }
+    };
+    let token = Outcome {
+        name: format!("token ({})", config.credential.kind().name()),
+        result: tokens
+            .bearer()
+            .map(|_| {
+                format!(
+                    "issued by {}",
+                    config.login_url.as_str().trim_end_matches('/')
+                )
+            })
+            .map_err(|e| {
+                let advice = token_advice(&e);
+                (e.to_string(), advice)
+            }),
+    };
+    if token.result.is_err() {
+        return vec![token];
+    }
+    let now = config
+        .fixed_now
+        .unwrap_or_else(time::OffsetDateTime::now_utc);
+    let end = window::lagged_until(now, config.timelag);
+    let frame = Frame::between(end - time::Duration::minutes(1), end);
+    let mut outcomes = vec![token];
+    for source in &config.sources {
+        let limit = config
+            .rate_limit_of(source.bucket)
+            .map(|(requests, per)| crate::retry::RateLimit { requests, per });
+        let client = GraphClient::new(
+            transport.clone(),
+            tokens.clone(),
+            config.graph_url.clone(),
+            PageShape {
+                source,
+                page_size: 1,
+                select: None,
+            },
+            Arc::new(RequestGate::new(limit, stop.clone())),
+            retry.clone(),
+        );
+        let result = match frame {
+            Some(frame) => client
+                .fetch_page(&client.first_url(&frame))
+                .map(|page| {
+                    format!(
+                        "HTTP 200, {} record(s) in the last minute's first page",
+                        page.len()
+                    )
+                })
+                .map_err(|e| {
+                    let advice = graph_advice(&e, source.permission);
+                    (e.to_string(), advice)
+                }),
+            None => Ok("no minute to ask for".into()),
+        };
+        outcomes.push(Outcome {
+            name: format!("source {}", source.name),
+            result,
+        });
+    }
+    outcomes
+}
+
+/// What to do about a token refusal, by its AADSTS code.
+fn token_advice(error: &AuthError) -> String {
+    let AuthError::Refused { description, .. } = error else {
+        return "check that the identity platform (login_url, msi_endpoint) is reachable from here"
+            .into();
+    };
+    let code = description
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("AADSTS");
+    match code {
+        "7000215" | "7000222" => "the client secret is wrong or expired: create a new one under Certificates & secrets".into(),
+        "700016" => "client_id names no application in this tenant: check client_id and tenant".into(),
+        "90002" => "the tenant is unknown: check tenant (and cloud)".into(),
+        "700027" => "the certificate does not match: upload client_certificate's certificate to the app registration, or try client_assertion_alg rs256".into(),
+        "70021" | "700212" => "no federated credential matches: check the app's federated credential (issuer, subject = system:serviceaccount:<namespace>:<name>)".into(),
+        _ => "see the AADSTS code in Microsoft's error reference".into(),
+    }
+}
+
+/// What to do about Graph's answer to a source's request.
+fn graph_advice(error: &GraphError, permission: &str) -> String {
+    match error {
+        GraphError::Status { code, .. }
+            if code == "Authentication_RequestFromNonPremiumTenantOrB2CTenant" =>
+        {
+            "the tenant needs Entra ID P1/P2 to read these logs through Graph".into()
+        }
+        GraphError::Status { status: 403, .. } => {
+            format!("grant the application permission {permission} and admin consent")
+        }
+        GraphError::Status { status: 429, .. } => {
+            "Graph throttled the check: the budget is used by other processes; try again later"
+                .into()
+        }
+        _ => "check that graph_url is reachable from here".into(),
+    }
+}
