@@ -69,6 +69,9 @@ pub struct PipelineOptions {
     pub progress_every: Duration,
     /// Several sources are exported: log lines about a frame name its source.
     pub name_sources: bool,
+    /// Draw a progress bar (stderr is a terminal, and the run is long) instead of
+    /// progress lines.
+    pub bar: bool,
 }
 
 /// `"{source} "` when log lines name sources, else nothing.
@@ -213,6 +216,64 @@ impl Progress {
     }
 }
 
+/// Where a run stands, for the progress line or bar.
+#[derive(Default)]
+struct Figures {
+    done: usize,
+    frames: usize,
+    records: u64,
+    /// Seconds of the window read and written, and all of them.
+    covered: f64,
+    total: f64,
+    spent: BudgetSpent,
+}
+
+impl Figures {
+    fn fraction(&self) -> f64 {
+        if self.total > 0.0 {
+            self.covered / self.total
+        } else {
+            1.0
+        }
+    }
+
+    /// One progress line: frames done, records, the budget spent, the share of the
+    /// window covered (by its seconds) and the time that share suggests is left.
+    fn line(&self, elapsed: Duration) -> String {
+        let fraction = self.fraction();
+        let eta = if fraction > 0.0 {
+            format!(
+                "{:.0} s",
+                elapsed.as_secs_f64() * (1.0 - fraction) / fraction
+            )
+        } else {
+            "unknown".into()
+        };
+        format!(
+            "progress: frames {}/{} done, records {}, requests {} (throttled {}, waited {:.1} s), {:.0} % of the window, ETA {eta}",
+            self.done,
+            self.frames,
+            self.records,
+            self.spent.requests,
+            self.spent.throttled,
+            self.spent.waited.as_secs_f64(),
+            fraction * 100.0
+        )
+    }
+
+    /// The bar's message: what the line says besides the share and the ETA.
+    fn message(&self) -> String {
+        format!(
+            "frames {}/{}, records {}, requests {}, throttled {:.1} s",
+            self.done,
+            self.frames,
+            self.records,
+            self.spent.requests,
+            self.spent.waited.as_secs_f64()
+        )
+    }
+}
+
 /// Per-frame progress, written by fetchers and writers.
 struct Ledger(Vec<Mutex<Progress>>);
 
@@ -232,36 +293,23 @@ impl Ledger {
         });
     }
 
-    /// One progress line: frames done, records, the budget spent, the share of the
-    /// window covered (by its seconds) and the time that share suggests is left.
-    fn progress_line(&self, jobs: &[Job], lanes: &[Lane], elapsed: Duration) -> String {
-        let (mut done, mut records, mut covered, mut total) = (0, 0, 0.0, 0.0);
+    /// Where the run stands: frames done, records, the budget spent, and the seconds
+    /// of the window covered so far of all.
+    fn figures(&self, jobs: &[Job], lanes: &[Lane]) -> Figures {
+        let mut figures = Figures {
+            frames: jobs.len(),
+            spent: lanes.iter().map(|l| l.client.spent()).sum(),
+            ..Figures::default()
+        };
         for (progress, Job { frame, .. }) in self.0.iter().zip(jobs) {
             let p = progress.lock().unwrap_or_else(|p| p.into_inner());
             let share = p.covered(frame);
-            done += usize::from(share >= 1.0);
-            records += p.records;
-            covered += share * frame.seconds() as f64;
-            total += frame.seconds() as f64;
+            figures.done += usize::from(share >= 1.0);
+            figures.records += p.records;
+            figures.covered += share * frame.seconds() as f64;
+            figures.total += frame.seconds() as f64;
         }
-        let fraction = if total > 0.0 { covered / total } else { 1.0 };
-        let eta = if fraction > 0.0 {
-            format!(
-                "{:.0} s",
-                elapsed.as_secs_f64() * (1.0 - fraction) / fraction
-            )
-        } else {
-            "unknown".into()
-        };
-        let spent: BudgetSpent = lanes.iter().map(|l| l.client.spent()).sum();
-        format!(
-            "progress: frames {done}/{} done, records {records}, requests {} (throttled {}, waited {:.1} s), {:.0} % of the window, ETA {eta}",
-            jobs.len(),
-            spent.requests,
-            spent.throttled,
-            spent.waited.as_secs_f64(),
-            fraction * 100.0
-        )
+        figures
     }
 
     fn outcomes(self, jobs: &[Job], lanes: &[Lane]) -> Vec<FrameOutcome> {
@@ -283,6 +331,28 @@ impl Ledger {
             })
             .collect()
     }
+}
+
+/// A progress bar on the terminal (frames, records, requests, throttled time, ETA),
+/// updated five times a second until the fetchers are done; then cleared, so the
+/// summary stands alone.
+fn show_bar(ledger: &Ledger, jobs: &[Job], lanes: &[Lane], finished: &Receiver<()>) {
+    let total = ledger.figures(jobs, lanes).total.max(1.0) as u64;
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr_with_hz(5),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:30} {percent:>3}% of the window, {msg}, ETA {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    while let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(Duration::from_millis(200)) {
+        let figures = ledger.figures(jobs, lanes);
+        bar.set_position(figures.covered as u64);
+        bar.set_message(figures.message());
+    }
+    bar.finish_and_clear();
 }
 
 /// Halts of one lane: why its pages are no longer fetched or written.
@@ -316,11 +386,15 @@ pub fn run(
         let ledger = &ledger;
         let reporter = std::thread::Builder::new()
             .name("progress".into())
-            .spawn_scoped(scope, move || {
-                while let Err(RecvTimeoutError::Timeout) =
-                    finished.recv_timeout(options.progress_every)
-                {
-                    log::info!("{}", ledger.progress_line(jobs, lanes, started.elapsed()));
+            .spawn_scoped(scope, move || match options.bar {
+                true => show_bar(ledger, jobs, lanes, &finished),
+                false => {
+                    while let Err(RecvTimeoutError::Timeout) =
+                        finished.recv_timeout(options.progress_every)
+                    {
+                        let figures = ledger.figures(jobs, lanes);
+                        log::info!("{}", figures.line(started.elapsed()));
+                    }
                 }
             });
         if let Err(e) = reporter {

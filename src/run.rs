@@ -2,6 +2,7 @@
 //! together, and report what happened in one summary.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -405,6 +406,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             keyed: exports.iter().any(|e| e.resumed.is_some()),
             progress_every: config.progress_every,
             name_sources: several,
+            bar: wants_bar(config, &exports),
         },
     )?
     .into_iter()
@@ -478,6 +480,17 @@ fn prepare(
         state_lost,
         sink,
     })
+}
+
+/// A backfill or a catch-up (more than ten minutes to read) shows a progress bar, if
+/// stderr is a terminal: never escape codes in a log file.
+fn wants_bar(config: &Config, exports: &[Export]) -> bool {
+    let seconds: u64 = exports
+        .iter()
+        .flat_map(|e| &e.window.frames)
+        .map(Frame::seconds)
+        .sum();
+    std::io::stderr().is_terminal() && (config.since.is_some() || seconds > 600)
 }
 
 /// What every source's sink shares.

@@ -4,6 +4,7 @@ mod auth;
 mod common;
 mod config;
 mod credentials;
+mod deployment;
 mod export;
 mod faults;
 mod loss;
