@@ -28,6 +28,8 @@ pub struct SourceFigures {
     pub watermark_lag_seconds: Option<i64>,
     pub records_read: u64,
     pub records_delivered: u64,
+    /// Published to a channel nobody listened on.
+    pub records_unheard: u64,
     pub frames_failed: u64,
     pub requests_by_code: BTreeMap<String, u64>,
     pub throttled_seconds: f64,
@@ -59,6 +61,7 @@ impl RunFigures {
                 watermark_lag_seconds: s.watermark.map(|w| (now - w).whole_seconds()),
                 records_read: s.frames.iter().map(|f| f.records).sum(),
                 records_delivered: s.frames.iter().map(|f| f.delivered).sum(),
+                records_unheard: s.frames.iter().map(|f| f.unheard).sum(),
                 frames_failed: s.failed().count() as u64,
                 requests_by_code: s.requests_by_code.clone(),
                 throttled_seconds: s.spent.waited.as_secs_f64(),
@@ -140,6 +143,11 @@ fn families(
         "gauge",
         "Records the last run delivered (not delivered before).",
     );
+    let mut unheard = family(
+        "msgx_records_unheard",
+        "gauge",
+        "Records the last run published to a channel nobody listened on.",
+    );
     let mut failed = family(
         "msgx_frames_failed",
         "gauge",
@@ -168,6 +176,9 @@ fn families(
         delivered
             .samples
             .push((labels.clone(), s.records_delivered as f64));
+        unheard
+            .samples
+            .push((labels.clone(), s.records_unheard as f64));
         failed
             .samples
             .push((labels.clone(), s.frames_failed as f64));
@@ -191,6 +202,7 @@ fn families(
         lag,
         read,
         delivered,
+        unheard,
         failed,
         requests,
         throttled,
@@ -339,6 +351,7 @@ mod tests {
                 watermark_lag_seconds: Some(120),
                 records_read: 10,
                 records_delivered: 9,
+                records_unheard: 0,
                 frames_failed: 0,
                 requests_by_code: BTreeMap::from([("200".to_string(), 2)]),
                 throttled_seconds: 0.5,

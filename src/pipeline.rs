@@ -110,6 +110,8 @@ pub struct FrameOutcome {
     pub delivered: u64,
     /// Records without a usable id or createdDateTime (deduplicated by their bytes).
     pub unkeyed: u64,
+    /// Records published to a channel nobody listened on (not delivered).
+    pub unheard: u64,
     pub failure: Option<FrameFailure>,
     /// What a later run must still read of a failed frame: from its start to the
     /// oldest second of the pages written in an unbroken run from its first page
@@ -170,6 +172,7 @@ struct Progress {
     records: u64,
     delivered: u64,
     unkeyed: u64,
+    unheard: u64,
     failure: Option<FrameFailure>,
     /// The oldest second of each page written, by page number.
     written: BTreeMap<u64, Option<i64>>,
@@ -326,6 +329,7 @@ impl Ledger {
                     records: p.records,
                     delivered: p.delivered,
                     unkeyed: p.unkeyed,
+                    unheard: p.unheard,
                     failure: p.failure,
                 }
             })
@@ -614,13 +618,31 @@ impl Writer<'_> {
                 .find_map(|r| record_second(r, source.time_field)),
         };
         match sink.write(&records, keys.as_deref()) {
-            Ok(delivered) => self.ledger.update(*job, |p| {
-                p.pages += 1;
-                p.records += records.len() as u64;
-                p.delivered += delivered as u64;
-                p.unkeyed += problems.len() as u64;
-                p.written.insert(*number, oldest);
-            }),
+            Ok(written) => {
+                self.ledger.update(*job, |p| {
+                    p.pages += 1;
+                    p.records += records.len() as u64;
+                    p.delivered += written.delivered as u64;
+                    p.unheard += written.unheard as u64;
+                    p.unkeyed += problems.len() as u64;
+                    // A page some of whose records reached nobody is not written
+                    // whole: its seconds stay unfinished for a later run.
+                    if written.unheard == 0 {
+                        p.written.insert(*number, oldest);
+                    }
+                });
+                if written.unheard > 0 {
+                    let unheard = SinkError {
+                        target: "redis channel".into(),
+                        message: format!(
+                            "{} records of page {number} were published to no subscriber \
+                             (not marked delivered; a later run publishes them again)",
+                            written.unheard
+                        ),
+                    };
+                    self.ledger.fail(*job, FrameFailure::Write(unheard));
+                }
+            }
             Err(e) => {
                 let _ = self.halts[lane].sink_down.set(e.clone());
                 self.ledger.fail(*job, FrameFailure::Write(e));

@@ -269,6 +269,10 @@ fn totals(
     if unkeyed > 0 {
         fields.push(("unkeyed", unkeyed.to_string()));
     }
+    let unheard = sum(|f| f.unheard);
+    if unheard > 0 {
+        fields.push(("unheard", unheard.to_string()));
+    }
     fields
 }
 

@@ -173,6 +173,7 @@ pub enum Backend {
 pub enum QueueType {
     List,
     Channel,
+    Stream,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -72,9 +72,10 @@ pub fn backend(value: &str) -> Result<Backend, String> {
 }
 
 pub fn queue_type(value: &str) -> Result<QueueType, String> {
-    choice(value, &["list", "channel"]).map(|c| match c {
+    choice(value, &["list", "channel", "stream"]).map(|c| match c {
         "list" => QueueType::List,
-        _ => QueueType::Channel,
+        "channel" => QueueType::Channel,
+        _ => QueueType::Stream,
     })
 }
 

@@ -220,8 +220,16 @@ options! {
     http_timeout: Duration = value("seconds", Some("60")), given(|v| parse::integer(v, 1, 3600).map(Duration::from_secs));
     /// where records go: Redis, the log, or an NDJSON file
     queue_backend: Backend = value("redis|log|file", Some("redis")), given(parse::backend);
-    /// Redis list (RPUSH) or pub/sub channel (PUBLISH)
-    queue_type: QueueType = value("list|channel", Some("list")), given(parse::queue_type);
+    /// Redis list (RPUSH), pub/sub channel (PUBLISH) or stream (XADD)
+    queue_type: QueueType = value("list|channel|stream", Some("list")), given(parse::queue_type);
+    /// a stream's approximate length cap (XADD MAXLEN ~ N; default none)
+    stream_maxlen: Option<u64> = value("entries", None), optional(|v| parse::integer(v, 1, u64::MAX >> 1));
+    /// refuse to write while the list or stream already holds this many entries (the
+    /// consumers are behind); the frame fails and the watermark holds
+    max_queue_len: Option<u64> = value("entries", None), optional(|v| parse::integer(v, 1, u64::MAX >> 1));
+    /// a channel PUBLISH that reaches no subscriber counts as delivered (fire and
+    /// forget; default: those records fail their frame and are published again later)
+    channel_allow_no_subscribers: bool = value("true|false", Some("false")), given(parse::boolean);
     /// name of the Redis list or channel of signins; other sources use
     /// {queue_key}:{source}
     queue_key: String = value("key", Some("ms_graph_exporter")), given(parse::non_empty);

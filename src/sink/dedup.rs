@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use serde::Deserializer;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
-use super::Sink;
+use super::{Sink, Written};
 use crate::error::SinkError;
 use crate::sources::SourceSpec;
 
@@ -222,7 +222,7 @@ impl Sink for DedupSink {
         self.inner.check()
     }
 
-    fn write(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<usize, SinkError> {
+    fn write(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<Written, SinkError> {
         let Some(keys) = keys else {
             return self.inner.write(records, None);
         };
@@ -235,7 +235,7 @@ impl Sink for DedupSink {
             .map(|((record, key), _)| (*record, key.clone()))
             .unzip();
         if new_records.is_empty() {
-            return Ok(0);
+            return Ok(Written::default());
         }
         match self.inner.write(&new_records, Some(&new_keys)) {
             Ok(written) => {

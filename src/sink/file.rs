@@ -12,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::Mutex;
 
-use super::{RecordKey, Sink};
+use super::{RecordKey, Sink, Written};
 use crate::config::Output;
 use crate::error::{Error, SinkError};
 
@@ -74,7 +74,7 @@ fn pack(page: &mut Vec<u8>, records: &[&str]) {
 }
 
 impl Sink for FileSink {
-    fn write(&self, records: &[&str], _keys: Option<&[RecordKey]>) -> Result<usize, SinkError> {
+    fn write(&self, records: &[&str], _keys: Option<&[RecordKey]>) -> Result<Written, SinkError> {
         let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
         let (out, page) = &mut *guard;
         pack(page, records);
@@ -102,7 +102,7 @@ impl Sink for FileSink {
                 }
             }
         }
-        Ok(records.len())
+        Ok(Written::all(records.len()))
     }
 
     fn finish(&self) -> Result<(), SinkError> {

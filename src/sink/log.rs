@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::{RecordKey, Sink};
+use super::{RecordKey, Sink, Written};
 use crate::error::SinkError;
 use crate::logging;
 use crate::sources::SourceSpec;
@@ -70,7 +70,7 @@ fn format_other(record: &str, source: &SourceSpec) -> String {
 }
 
 impl Sink for LogSink {
-    fn write(&self, records: &[&str], _keys: Option<&[RecordKey]>) -> Result<usize, SinkError> {
+    fn write(&self, records: &[&str], _keys: Option<&[RecordKey]>) -> Result<Written, SinkError> {
         let failures = logging::write_failures();
         for record in records {
             let line = match self.source.headline {
@@ -91,7 +91,7 @@ impl Sink for LogSink {
                 message: "writing to stderr failed".into(),
             });
         }
-        Ok(records.len())
+        Ok(Written::all(records.len()))
     }
 }
 

@@ -14,17 +14,37 @@ use crate::config::{Backend, Config};
 use crate::error::{Error, SinkError};
 use crate::retry::RetryOptions;
 
+/// What a sink did with a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Written {
+    /// Records delivered (fewer than the page when some were delivered before).
+    pub delivered: usize,
+    /// Records published to a channel nobody listened on: not delivered, not marked
+    /// seen; a later run delivers them.
+    pub unheard: usize,
+}
+
+impl Written {
+    pub fn all(delivered: usize) -> Self {
+        Written {
+            delivered,
+            unheard: 0,
+        }
+    }
+}
+
 pub trait Sink: Send + Sync {
     /// Checks that the destination can be reached, before any Graph request is spent.
     fn check(&self) -> Result<(), SinkError> {
         Ok(())
     }
 
-    /// Delivers one page's records, in order; returns how many were delivered (fewer
-    /// when a deduplicating sink had delivered some before). `keys` (one per record)
-    /// come with runs that deduplicate. On an error nothing of the page may count as
-    /// delivered: a sink leaves no trace of a failed page it can undo.
-    fn write(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<usize, SinkError>;
+    /// Delivers one page's records, in order; says how many were delivered (fewer
+    /// when a deduplicating sink had delivered some before) and how many reached no
+    /// subscriber. `keys` (one per record) come with runs that deduplicate. On an error
+    /// nothing of the page may count as delivered: a sink leaves no trace of a failed
+    /// page it can undo.
+    fn write(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<Written, SinkError>;
 
     /// Flushes what is buffered and makes it durable; called once after the last write.
     fn finish(&self) -> Result<(), SinkError> {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use redis::ConnectionLike;
 
 use super::resp;
-use super::{RecordKey, Sink};
+use super::{RecordKey, Sink, Written};
 use crate::buffers::BufferPool;
 use crate::config::{Config, QueueType};
 use crate::error::{Error, SinkError};
@@ -145,8 +145,35 @@ impl From<redis::RedisError> for Attempt {
     fn from(e: redis::RedisError) -> Self {
         let hint = match e.code() {
             Some("NOPERM") => {
-                "; the Redis user lacks a right msgx-once needs: grant it (state auto runs \
-                 scripts, e.g. ACL SETUSER <user> +eval +evalsha), or run with --state off"
+                let text = e.to_string();
+                let command = text
+                    .split_once(" the '")
+                    .and_then(|(_, rest)| rest.split_once('\''))
+                    .map(|(command, _)| command.to_ascii_lowercase());
+                return Attempt {
+                    transient: false,
+                    message: match command {
+                        Some(command) => format!(
+                            "{text}; the Redis user lacks the right to run {command}: add it with \
+                             ACL SETUSER <user> +{command} (the README lists every right a run needs)"
+                        ),
+                        None => format!(
+                            "{text}; the Redis user lacks a right msgx-once needs (the README's \
+                             Redis section lists them: ACL SETUSER <user> …)"
+                        ),
+                    },
+                };
+            }
+            _ if e
+                .to_string()
+                .contains("user executing the script can't run") =>
+            {
+                "; a command msgx-once's script runs is not allowed for this Redis user: give \
+                 it the rights of the README's ACL line (Redis deployments)"
+            }
+            Some("BEHIND") => {
+                "; the consumers are behind: nothing of this page was written, the watermark \
+                 holds, and a later run writes it once they have drained the key"
             }
             Some("OOM") => {
                 "; Redis is full (maxmemory): nothing of this page was written, and a later \
@@ -219,6 +246,14 @@ pub struct RedisSink {
     connections: RedisPool,
     key: String,
     queue_type: QueueType,
+    /// Refuse a page while the list or stream holds this many entries.
+    max_queue_len: Option<u64>,
+    /// A stream's approximate MAXLEN.
+    stream_maxlen: Option<u64>,
+    /// PUBLISH to a channel nobody listens on counts as delivered.
+    allow_no_subscribers: bool,
+    /// Whether this run already said that a channel had no subscriber.
+    warned_unheard: std::sync::atomic::AtomicBool,
     dedup: Option<Dedup>,
     dedup_script: redis::Script,
     buffers: BufferPool,
@@ -235,16 +270,20 @@ pub struct Dedup {
     pub floor: Option<i64>,
 }
 
-/// KEYS: queue, seen-set. ARGV: "list" | "channel", floor, then id, created, record
-/// for each record. Returns how many records were new.
+/// KEYS: queue, seen-set. ARGV: "list" | "channel" | "stream", floor, max_queue_len
+/// (0: none), stream MAXLEN (0: none), "1" when a channel may publish to nobody, then
+/// id, second, record for each record. Returns {records delivered, records that
+/// reached no subscriber}.
 ///
 /// Redis does not undo a script's earlier writes when a later command fails, so the
-/// script writes nothing until nothing can fail: it checks the key types first, reads
-/// which ids are new, and then writes. Its first write is one that Redis refuses when
-/// over `maxmemory` (RPUSH for a list, ZADD before the PUBLISHes of a channel): Redis
-/// checks memory only at a script's first write, so a full Redis refuses the page, not
-/// half of it. Ids are marked seen after the records are pushed, and old ids are
-/// pruned last.
+/// script writes nothing until nothing can fail: it checks the key types and the
+/// consumer backlog (`max_queue_len`) first, reads which ids are new, and then writes.
+/// Its first write is one that Redis refuses when over `maxmemory` (RPUSH for a list,
+/// XADD for a stream, ZADD before the PUBLISHes of a channel): Redis checks memory only
+/// at a script's first write, so a full Redis refuses the page, not half of it. Ids
+/// are marked seen after the records are written; a record PUBLISHed to nobody is
+/// unmarked again (ZREM frees memory, so it is never refused), and old ids are pruned
+/// last.
 const DEDUP_SCRIPT: &str = r#"
 local function wrong_type(key, expected)
   local actual = redis.call('TYPE', key)['ok']
@@ -252,33 +291,59 @@ local function wrong_type(key, expected)
     return redis.error_reply('WRONGTYPE key ' .. key .. ' holds a ' .. actual .. ', not a ' .. expected)
   end
 end
-local refused = (ARGV[1] == 'list' and wrong_type(KEYS[1], 'list')) or wrong_type(KEYS[2], 'zset')
+local mode, max_len, maxlen = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local container = (mode ~= 'channel') and mode or nil
+local refused = (container and wrong_type(KEYS[1], container)) or wrong_type(KEYS[2], 'zset')
 if refused then
   return refused
 end
-local fresh, marks, taken = {}, {}, {}
-for i = 3, #ARGV, 3 do
+if container and max_len > 0 then
+  local held = redis.call(mode == 'list' and 'LLEN' or 'XLEN', KEYS[1])
+  if held >= max_len then
+    return redis.error_reply('BEHIND consumer behind: ' .. KEYS[1] .. ' holds ' .. held .. ' >= max_queue_len ' .. max_len)
+  end
+end
+local fresh, ids, marks, taken = {}, {}, {}, {}
+for i = 6, #ARGV, 3 do
   local id = ARGV[i]
   if not taken[id] and not redis.call('ZSCORE', KEYS[2], id) then
     taken[id] = true
     fresh[#fresh + 1] = ARGV[i + 2]
+    ids[#ids + 1] = id
     marks[#marks + 1] = ARGV[i + 1]
     marks[#marks + 1] = id
   end
 end
+local unheard = 0
 if #fresh > 0 then
-  if ARGV[1] == 'list' then
+  if mode == 'list' then
     redis.call('RPUSH', KEYS[1], unpack(fresh))
+    redis.call('ZADD', KEYS[2], unpack(marks))
+  elseif mode == 'stream' then
+    for _, record in ipairs(fresh) do
+      if maxlen > 0 then
+        redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'record', record)
+      else
+        redis.call('XADD', KEYS[1], '*', 'record', record)
+      end
+    end
     redis.call('ZADD', KEYS[2], unpack(marks))
   else
     redis.call('ZADD', KEYS[2], unpack(marks))
-    for _, record in ipairs(fresh) do
-      redis.call('PUBLISH', KEYS[1], record)
+    local nobody = {}
+    for i, record in ipairs(fresh) do
+      if redis.call('PUBLISH', KEYS[1], record) == 0 and ARGV[5] ~= '1' then
+        nobody[#nobody + 1] = ids[i]
+      end
     end
+    if #nobody > 0 then
+      redis.call('ZREM', KEYS[2], unpack(nobody))
+    end
+    unheard = #nobody
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
-return #fresh
+return {#fresh - unheard, unheard}
 "#;
 
 /// How long one Redis command may take before the connection counts as dead.
@@ -304,6 +369,10 @@ impl RedisSink {
         RedisSink {
             connections,
             key: config.queue_key.clone(),
+            max_queue_len: config.max_queue_len,
+            stream_maxlen: config.stream_maxlen,
+            allow_no_subscribers: config.channel_allow_no_subscribers,
+            warned_unheard: std::sync::atomic::AtomicBool::new(false),
             dedup,
             dedup_script: redis::Script::new(DEDUP_SCRIPT),
             buffers: BufferPool::default(),
@@ -317,7 +386,7 @@ impl RedisSink {
             .map_err(|message| self.failed(message))
     }
 
-    fn write_once(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<usize, Attempt> {
+    fn write_once(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<Written, Attempt> {
         let mut pooled = self.connections.connection()?;
         let connection = &mut pooled.connection;
         let result = match (&self.dedup, keys) {
@@ -330,40 +399,75 @@ impl RedisSink {
         })
     }
 
+    fn mode(&self) -> &'static str {
+        match self.queue_type {
+            QueueType::List => "list",
+            QueueType::Channel => "channel",
+            QueueType::Stream => "stream",
+        }
+    }
+
     /// One `EVALSHA` of [`DEDUP_SCRIPT`]: atomically, only records whose id is not in
-    /// the seen-set are pushed or published, and their ids join the set.
+    /// the seen-set are pushed, added or published, and their ids join the set.
     fn write_new_only(
         &self,
         connection: &mut redis::Connection,
         dedup: &Dedup,
         records: &[&str],
         keys: &[RecordKey],
-    ) -> redis::RedisResult<usize> {
-        let mode = match self.queue_type {
-            QueueType::List => "list",
-            QueueType::Channel => "channel",
-        };
+    ) -> redis::RedisResult<Written> {
         let floor = dedup.floor.map_or("-inf".to_string(), |f| f.to_string());
         let mut invocation = self.dedup_script.prepare_invoke();
         invocation
             .key(&self.key)
             .key(&dedup.seen_key)
-            .arg(mode)
-            .arg(floor);
+            .arg(self.mode())
+            .arg(floor)
+            .arg(self.max_queue_len.unwrap_or(0))
+            .arg(self.stream_maxlen.unwrap_or(0))
+            .arg(if self.allow_no_subscribers { "1" } else { "0" });
         for (record, key) in records.iter().zip(keys) {
             invocation.arg(&key.id).arg(key.second).arg(*record);
         }
-        invocation.invoke(connection)
+        let (delivered, unheard): (usize, usize) = invocation.invoke(connection)?;
+        Ok(Written { delivered, unheard })
     }
 
-    /// The page as one hand-packed `RPUSH` (or a pipeline of `PUBLISH`es) in a pooled
-    /// buffer: one copy of the records into the buffer, none per record, no allocation
-    /// once the pool is warm (redis-rs's `Cmd` would copy the page twice).
+    /// Refuses the page while the list or stream holds `max_queue_len` entries or more.
+    fn check_backlog(&self, connection: &mut redis::Connection) -> redis::RedisResult<()> {
+        let (Some(max), Some(command)) = (
+            self.max_queue_len,
+            match self.queue_type {
+                QueueType::List => Some("LLEN"),
+                QueueType::Stream => Some("XLEN"),
+                QueueType::Channel => None,
+            },
+        ) else {
+            return Ok(());
+        };
+        let held: u64 = redis::cmd(command).arg(&self.key).query(connection)?;
+        if held >= max {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+                "BEHIND",
+                format!(
+                    "consumer behind: {} holds {held} >= max_queue_len {max}",
+                    self.key
+                ),
+            )));
+        }
+        Ok(())
+    }
+
+    /// The page as one hand-packed `RPUSH` (or a pipeline of `PUBLISH`es or `XADD`s)
+    /// in a pooled buffer: one copy of the records into the buffer, none per record, no
+    /// allocation once the pool is warm (redis-rs's `Cmd` would copy the page twice).
     fn write_all(
         &self,
         connection: &mut redis::Connection,
         records: &[&str],
-    ) -> redis::RedisResult<usize> {
+    ) -> redis::RedisResult<Written> {
+        self.check_backlog(connection)?;
         let mut packed = self.buffers.take();
         let result = match self.queue_type {
             QueueType::List => {
@@ -371,10 +475,10 @@ impl RedisSink {
                 connection
                     .req_packed_command(&packed)
                     .and_then(redis::Value::extract_error)
-                    .map(drop)
+                    .map(|_| Written::all(records.len()))
             }
-            QueueType::Channel => {
-                resp::publish_each(&mut packed, &self.key, records);
+            QueueType::Stream => {
+                resp::xadd_each(&mut packed, &self.key, self.stream_maxlen, records);
                 connection
                     .req_packed_commands(&packed, 0, records.len())
                     .and_then(|replies| {
@@ -382,10 +486,43 @@ impl RedisSink {
                             .into_iter()
                             .try_for_each(|reply| reply.extract_error().map(drop))
                     })
+                    .map(|()| Written::all(records.len()))
+            }
+            QueueType::Channel => {
+                resp::publish_each(&mut packed, &self.key, records);
+                connection
+                    .req_packed_commands(&packed, 0, records.len())
+                    .and_then(|replies| {
+                        let mut unheard = 0;
+                        for reply in replies {
+                            let receivers: i64 = redis::from_redis_value(reply.extract_error()?)?;
+                            unheard += usize::from(receivers == 0 && !self.allow_no_subscribers);
+                        }
+                        Ok(Written {
+                            delivered: records.len() - unheard,
+                            unheard,
+                        })
+                    })
             }
         };
         self.buffers.give_back(packed);
-        result.map(|()| records.len())
+        result
+    }
+
+    /// Says once per run that the channel had no subscriber.
+    fn warn_unheard(&self, written: &Written) {
+        let first = !self
+            .warned_unheard
+            .swap(true, std::sync::atomic::Ordering::SeqCst);
+        if written.unheard > 0 && first {
+            log::warn!(
+                "channel {} has no subscriber: {} records were published to nobody; they are \
+                 not marked delivered, their frame fails and the next run publishes them again \
+                 (channel_allow_no_subscribers true: fire and forget)",
+                self.key,
+                written.unheard
+            );
+        }
     }
 
     fn failed(&self, message: String) -> SinkError {
@@ -405,10 +542,14 @@ impl Sink for RedisSink {
         })
     }
 
-    fn write(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<usize, SinkError> {
+    fn write(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<Written, SinkError> {
         if records.is_empty() {
-            return Ok(0);
+            return Ok(Written::default());
         }
-        self.with_retries(|| self.write_once(records, keys))
+        let written = self.with_retries(|| self.write_once(records, keys))?;
+        if written.unheard > 0 {
+            self.warn_unheard(&written);
+        }
+        Ok(written)
     }
 }

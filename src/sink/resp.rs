@@ -1,4 +1,4 @@
-//! RESP encoding of the two commands the Redis sink sends per page, into reusable
+//! RESP encoding of the commands the Redis sink sends per page, into reusable
 //! buffers: a page of 1000 sign-ins is ~1.5 MB, and building it through redis-rs's
 //! `Cmd` costs two extra copies and two allocations of that size per page.
 
@@ -43,6 +43,26 @@ pub fn publish_each(out: &mut Vec<u8>, key: &str, records: &[&str]) {
         array(out, 3);
         bulk(out, b"PUBLISH");
         bulk(out, key.as_bytes());
+        bulk(out, record.as_bytes());
+    }
+}
+
+/// `XADD key [MAXLEN ~ n] * record r` for each record, as one pipeline.
+pub fn xadd_each(out: &mut Vec<u8>, key: &str, maxlen: Option<u64>, records: &[&str]) {
+    out.clear();
+    reserve(out, key, records, key.len() + 64);
+    let maxlen = maxlen.map(|n| n.to_string());
+    for record in records {
+        array(out, if maxlen.is_some() { 8 } else { 5 });
+        bulk(out, b"XADD");
+        bulk(out, key.as_bytes());
+        if let Some(n) = &maxlen {
+            bulk(out, b"MAXLEN");
+            bulk(out, b"~");
+            bulk(out, n.as_bytes());
+        }
+        bulk(out, b"*");
+        bulk(out, b"record");
         bulk(out, record.as_bytes());
     }
 }

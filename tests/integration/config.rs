@@ -199,10 +199,10 @@ fn bad_configuration_exits_2_naming_option_source_and_accepted_values() {
             &["option rescan", "command line --rescan"],
         ),
         (
-            &["--queue_type=stream"],
+            &["--queue_type=queue"],
             &[],
             None,
-            &["option queue_type", "one of list, channel"],
+            &["option queue_type", "one of list, channel, stream"],
         ),
         (
             &["--redis_url", "localhost:6379"],

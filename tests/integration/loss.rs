@@ -644,7 +644,7 @@ fn a_redis_user_without_eval_gets_the_acl_to_add_and_leaves_no_lock() {
     );
     assert!(
         run.stderr
-            .contains("ACL SETUSER <user> +eval +evalsha), or run with --state off"),
+            .contains("lacks the right to run evalsha: add it with ACL SETUSER <user> +evalsha"),
         "{}",
         run.stderr
     );

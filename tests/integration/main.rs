@@ -9,5 +9,6 @@ mod export;
 mod faults;
 mod loss;
 mod operations;
+mod queues;
 mod sources;
 mod state;

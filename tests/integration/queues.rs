@@ -1,0 +1,269 @@
+//! Redis as operators run it: streams read back by a consumer group, a channel nobody
+//! listens on loses nothing, backpressure when consumers fall behind, and a whole cron
+//! replay as the README's least-privilege ACL user.
+
+use std::time::Duration;
+
+use time::{Duration as Span, OffsetDateTime};
+
+use crate::common::*;
+
+fn tick(sim: &Sim, redis: &RedisServer, key: &str, now: OffsetDateTime, extra: &[&str]) -> Output {
+    sim.set_clock(now);
+    msgx(
+        &redis_args(sim, redis, key, extra),
+        &[("MSGX_NOW", &rfc3339(now))],
+    )
+}
+
+/// The first run's window start and a run's lagged end (timelag 120, 2 × 30 s).
+fn origin(first: OffsetDateTime) -> OffsetDateTime {
+    first - Span::seconds(180)
+}
+
+fn lagged_end(now: OffsetDateTime) -> OffsetDateTime {
+    now - Span::seconds(120)
+}
+
+#[test]
+fn a_stream_is_read_back_by_a_consumer_group_once_in_the_lists_order() {
+    let sim = Sim::start(&["--rate", "3"]);
+    let redis = RedisServer::start();
+    let t0 = minutes_ago(30);
+    for minute in 0..3 {
+        let now = t0 + Span::minutes(minute);
+        // One stream and one writer: pages land in one order, comparable.
+        let one = [
+            "--page_size",
+            "50",
+            "--streams",
+            "1",
+            "--greenlets_count",
+            "1",
+        ];
+        let mut stream = one.to_vec();
+        stream.extend(["--queue_type", "stream"]);
+        let run = tick(&sim, &redis, "s", now, &stream);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let run = tick(&sim, &redis, "l", now, &one);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let mut connection = redis.connection();
+    redis::cmd("XGROUP")
+        .arg(&["CREATE", "s", "siem", "0"])
+        .exec(&mut connection)
+        .unwrap();
+    // [[stream, [[id, [field, value]], …]]]
+    type Read = Vec<(String, Vec<(String, Vec<String>)>)>;
+    let read: Read = redis::cmd("XREADGROUP")
+        .arg(&[
+            "GROUP", "siem", "c1", "COUNT", "100000", "STREAMS", "s", ">",
+        ])
+        .query(&mut connection)
+        .unwrap();
+    let records: Vec<String> = read[0]
+        .1
+        .iter()
+        .map(|(_, fields)| {
+            assert_eq!(fields[0], "record");
+            fields[1].clone()
+        })
+        .collect();
+    // With one stream the first window is one 30-second frame.
+    let expected = sim.records(
+        lagged_end(t0) - Span::seconds(30),
+        lagged_end(t0 + Span::minutes(2)) - Span::seconds(1),
+    );
+    assert_same_records(records.clone(), expected);
+    // Page by page in Graph's order, as the list got them.
+    let list = redis.list("l");
+    let first_difference = records.iter().zip(&list).position(|(a, b)| a != b);
+    assert_eq!(
+        first_difference,
+        None,
+        "the stream's order is the list's ({} vs {}): {:?} vs {:?}",
+        records.len(),
+        list.len(),
+        first_difference.map(|i| &records[i]),
+        first_difference.map(|i| &list[i])
+    );
+    let again: Option<Read> = redis::cmd("XREADGROUP")
+        .arg(&["GROUP", "siem", "c1", "STREAMS", "s", ">"])
+        .query(&mut connection)
+        .unwrap();
+    assert!(again.is_none_or(|r| r.is_empty()), "each entry once");
+}
+
+#[test]
+fn a_channel_nobody_listens_on_loses_nothing_and_the_next_run_publishes_it() {
+    let sim = Sim::start(&["--rate", "3"]);
+    let redis = RedisServer::start();
+    let t0 = minutes_ago(30);
+    let channel = ["--queue_type", "channel"];
+    let run = tick(&sim, &redis, "ch", t0, &channel);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let records: usize = run.summary_field("records").parse().unwrap();
+    assert_eq!(run.summary_field("delivered"), "0");
+    assert_eq!(run.summary_field("unheard"), records.to_string());
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("[WARN] channel ch has no subscriber"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one WARN per run: {}", run.stderr);
+    let seen: usize = redis::cmd("ZCARD")
+        .arg("ch:msgx:seen")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(seen, 0, "nothing marked delivered");
+
+    // A subscriber is back: the next run publishes the owed minute and its own.
+    let mut subscriber = redis.connection();
+    subscriber
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut pubsub = subscriber.as_pubsub();
+    pubsub.subscribe("ch").unwrap();
+    let t1 = t0 + Span::minutes(1);
+    let run = tick(&sim, &redis, "ch", t1, &channel);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut received = Vec::new();
+    while let Ok(message) = pubsub.get_message() {
+        received.push(message.get_payload::<String>().unwrap());
+    }
+    assert_same_records(
+        received,
+        sim.records(origin(t0), lagged_end(t1) - Span::seconds(1)),
+    );
+}
+
+#[test]
+fn fire_and_forget_is_a_choice() {
+    let sim = Sim::start(&["--rate", "3"]);
+    let redis = RedisServer::start();
+    let run = tick(
+        &sim,
+        &redis,
+        "ch",
+        minutes_ago(30),
+        &[
+            "--queue_type",
+            "channel",
+            "--channel_allow_no_subscribers",
+            "true",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.summary_field("delivered"), run.summary_field("records"));
+    assert!(!run.stderr.contains("no subscriber"));
+}
+
+#[test]
+fn a_queue_its_consumers_left_full_holds_the_watermark_until_they_drain_it() {
+    let sim = Sim::start(&["--rate", "3"]);
+    let redis = RedisServer::start();
+    let mut connection = redis.connection();
+    redis::cmd("RPUSH")
+        .arg(&["k", "a", "b", "c", "d", "e"])
+        .exec(&mut connection)
+        .unwrap();
+    let t0 = minutes_ago(30);
+    let limit = ["--max_queue_len", "5"];
+    let run = tick(&sim, &redis, "k", t0, &limit);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("consumer behind: k holds 5 >= max_queue_len 5"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(redis.len("k"), 5, "nothing written");
+    // The consumers drain it; the next run delivers everything once.
+    redis::cmd("DEL").arg("k").exec(&mut connection).unwrap();
+    let t1 = t0 + Span::minutes(1);
+    let run = tick(&sim, &redis, "k", t1, &["--max_queue_len", "100000"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_records(
+        redis.list("k"),
+        sim.records(origin(t0), lagged_end(t1) - Span::seconds(1)),
+    );
+}
+
+/// The README's least-privilege ACL for queue key `ms_graph_exporter`, verbatim.
+fn readme_acl() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("ACL SETUSER msgx "))
+        .expect("the ACL line in the README");
+    line.split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_whole_cron_replay_runs_as_the_least_privileged_user() {
+    let sim = Sim::start(&["--rate", "3"]);
+    let redis = RedisServer::start();
+    let mut admin = redis.connection();
+    let acl: Vec<String> = readme_acl()
+        .into_iter()
+        .map(|word| word.replace("<password>", "acl-pw-Qx7"))
+        .collect();
+    redis::cmd("ACL").arg(&acl).exec(&mut admin).unwrap();
+    let url = redis.url().replace("redis://", "redis://msgx:acl-pw-Qx7@");
+    let t0 = minutes_ago(30);
+    for minute in 0..3 {
+        let now = t0 + Span::minutes(minute);
+        sim.set_clock(now);
+        let mut args = sim.args();
+        args.extend(strings(&[
+            "--redis_url",
+            &url,
+            "--queue_key",
+            "ms_graph_exporter",
+            "--rate_limit",
+            "100/1",
+            "--sources",
+            "signins,directory_audits",
+        ]));
+        let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(!run.stderr.contains("acl-pw-Qx7"));
+    }
+    let last = lagged_end(t0 + Span::minutes(2)) - Span::seconds(1);
+    assert_same_records(
+        redis.list("ms_graph_exporter"),
+        sim.records(origin(t0), last),
+    );
+    // A right taken away is named, with the ACL line to add, and not retried (a
+    // stateless run pushes without a script).
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "msgx", "-rpush"])
+        .exec(&mut admin)
+        .unwrap();
+    let now = t0 + Span::minutes(3);
+    sim.set_clock(now);
+    let mut args = sim.args();
+    args.extend(strings(&[
+        "--redis_url",
+        &url,
+        "--queue_key",
+        "ms_graph_exporter",
+        "--rate_limit",
+        "0",
+        "--state",
+        "off",
+    ]));
+    let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("'rpush' command"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("ACL SETUSER <user> +rpush"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("; retry "), "{}", run.stderr);
+}
