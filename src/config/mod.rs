@@ -664,6 +664,13 @@ impl Values {
         let mut config = config;
         self.check_sources(&config)?;
         config.warnings = self.without_effect(&config);
+        if config.redis_tls_insecure {
+            config.warnings.push(
+                "redis_tls_insecure: the Redis server's certificate is not verified; anyone \
+                 between here and Redis can read and change what is written"
+                    .into(),
+            );
+        }
         if let Some(since) = config.since
             && since < now - time::Duration::days(RETENTION_DAYS)
         {

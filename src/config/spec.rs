@@ -240,6 +240,10 @@ options! {
     redis_url: RedisTarget = value("url", Some("redis://localhost:6379?db=0")), given(|v| parse::redis_url(v).map(RedisTarget::new));
     /// file holding redis_url (a Kubernetes secret mount; GRAPH_REDIS_URL_FILE)
     redis_url_file: Option<PathBuf> = value("path", None), optional(parse::path);
+    /// PEM file of the CA that signed a rediss:// server's certificate (a private CA)
+    redis_ca_file: Option<PathBuf> = value("path", None), optional(parse::path);
+    /// do not verify a rediss:// server's certificate (a WARN every run)
+    redis_tls_insecure: bool = value("true|false", Some("false")), given(parse::boolean);
     /// number of writer threads (the original's greenlets, same name)
     greenlets_count: usize = value("count", Some("10")), given(|v| parse::integer(v, 1, 256).map(|n| n as usize));
     /// wait up to redis_pool_timeout for a pooled connection (--no-redis_pool_block:

@@ -13,16 +13,35 @@ use crate::config::{Config, QueueType};
 use crate::error::{Error, SinkError};
 use crate::retry::{Backoff, RetryOptions};
 
-/// The client for `redis_url`; an invalid URL is described by kind only, since the
-/// error's text could quote the URL and its password.
+/// The client for `redis_url`: with `rediss://`, certificates are verified against
+/// `redis_ca_file` when given (else the system's and webpki's roots), and not at all
+/// only with `redis_tls_insecure`. An invalid URL is described by kind only, since
+/// the error's text could quote the URL and its password.
 pub fn open_client(config: &Config) -> Result<redis::Client, Error> {
-    redis::Client::open(config.redis.url().expose()).map_err(|e| {
+    let failed = |e: redis::RedisError| {
         Error::Setup(format!(
             "redis_url {}: {:?}",
             config.redis.endpoint(),
             e.kind()
         ))
-    })
+    };
+    let mut url = config.redis.url().expose().to_string();
+    if config.redis_tls_insecure {
+        // The redis crate's spelling for "do not verify the certificate".
+        url.push_str("#insecure");
+    }
+    match &config.redis_ca_file {
+        Some(path) => {
+            let root_cert = std::fs::read(path)
+                .map_err(|e| Error::Setup(format!("redis_ca_file {}: {e}", path.display())))?;
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            };
+            redis::Client::build_with_tls(url, certificates).map_err(failed)
+        }
+        None => redis::Client::open(url).map_err(failed),
+    }
 }
 
 /// A connection with timeouts, so a Redis that stops answering fails a command instead
@@ -88,6 +107,9 @@ pub struct Attempt {
 /// password will not change by waiting.
 fn is_transient(e: &redis::RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
+    if is_certificate_error(e) {
+        return false;
+    }
     e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
@@ -139,6 +161,11 @@ pub fn retrying<T>(
             return Err(format!("interrupted; last error: {}", failure.message));
         }
     }
+}
+
+/// The TLS server's certificate was refused: waiting will not change it.
+fn is_certificate_error(e: &redis::RedisError) -> bool {
+    e.to_string().contains("invalid peer certificate")
 }
 
 impl From<redis::RedisError> for Attempt {

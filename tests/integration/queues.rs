@@ -267,3 +267,136 @@ fn a_whole_cron_replay_runs_as_the_least_privileged_user() {
     );
     assert!(!run.stderr.contains("; retry "), "{}", run.stderr);
 }
+
+/// A CA, and a certificate it signed for 127.0.0.1: (dir, ca, server cert, server key).
+fn private_ca() -> (TempDir, String, String, String) {
+    let dir = TempDir::new();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (ca_key, ca, key, csr, cert, ext) = (
+        path("ca.key"),
+        path("ca.crt"),
+        path("server.key"),
+        path("server.csr"),
+        path("server.crt"),
+        path("ext"),
+    );
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=msgx test CA",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    (dir, ca, cert, key)
+}
+
+#[test]
+fn rediss_verifies_the_server_against_a_private_ca_and_the_host_name() {
+    let (_dir, ca, cert, key) = private_ca();
+    let tls_port = free_port().to_string();
+    let redis = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let sim = Sim::start(&["--rate", "3"]);
+    let now = minutes_ago(10);
+    sim.set_clock(now);
+    let run_with = |url: &str, extra: &[&str]| {
+        let mut args = sim.args();
+        args.extend(strings(&[
+            "--redis_url",
+            url,
+            "--queue_key",
+            "tls",
+            "--state",
+            "off",
+        ]));
+        args.extend(strings(extra));
+        msgx(
+            &args,
+            &[("MSGX_NOW", &rfc3339(now)), ("MSGX_BACKOFF_MS", "1")],
+        )
+    };
+    let url = format!("rediss://127.0.0.1:{tls_port}/0");
+    let run = run_with(&url, &["--redis_ca_file", &ca]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(redis.len("tls").to_string(), run.summary_field("delivered"));
+    // The system's roots do not know the private CA: refused, at once.
+    let run = run_with(&url, &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("certificate"), "{}", run.stderr);
+    assert!(!run.stderr.contains("; retry "), "{}", run.stderr);
+    // The certificate names 127.0.0.1, not localhost.
+    let run = run_with(
+        &format!("rediss://localhost:{tls_port}/0"),
+        &["--redis_ca_file", &ca],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("certificate"), "{}", run.stderr);
+    // Verification off only on request, and said every run.
+    let run = run_with(&url, &["--redis_tls_insecure", "true"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("[WARN] redis_tls_insecure: the Redis server's certificate is not verified"),
+        "{}",
+        run.stderr
+    );
+}
