@@ -56,7 +56,7 @@ return 0
 "#;
 
 pub struct RedisBudget {
-    client: redis::Client,
+    client: crate::sink::redis::Endpoint,
     /// One connection, opened when first needed and again after an error.
     connection: Mutex<Option<redis::Connection>>,
     claims_key: String,

@@ -170,7 +170,7 @@ return 1
 "#;
 
 pub struct RedisState {
-    client: redis::Client,
+    client: crate::sink::redis::Endpoint,
     endpoint: String,
     queue_key: String,
     lock_key: String,

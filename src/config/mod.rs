@@ -188,9 +188,43 @@ pub enum Output {
 pub struct RedisTarget {
     url: Secret,
     endpoint: String,
+    /// `redis+sentinel://`: the primary is found through these sentinels.
+    sentinel: Option<SentinelTarget>,
+}
+
+/// Where a Sentinel-managed primary is found.
+#[derive(Clone, Debug)]
+pub struct SentinelTarget {
+    /// `host:port` of each sentinel.
+    pub sentinels: Vec<String>,
+    /// The monitored primary's name.
+    pub master: String,
+    pub db: i64,
+    /// The primary's password (sentinels are reached without one).
+    pub password: Option<Secret>,
 }
 
 impl RedisTarget {
+    /// `redis+sentinel://[:password@]host1:port1,host2:port2/master_name[/db]`.
+    fn sentinel(target: SentinelTarget) -> Self {
+        let endpoint = format!(
+            "redis+sentinel://{}/{}/{}",
+            target.sentinels.join(","),
+            target.master,
+            target.db
+        );
+        RedisTarget {
+            url: Secret::new(""),
+            endpoint,
+            sentinel: Some(target),
+        }
+    }
+
+    /// The sentinels to ask for the primary, if this is a Sentinel deployment.
+    pub fn sentinels(&self) -> Option<&SentinelTarget> {
+        self.sentinel.as_ref()
+    }
+
     fn new(url: url::Url) -> Self {
         let endpoint = format!(
             "{}://{}:{}{}",
@@ -202,6 +236,7 @@ impl RedisTarget {
         RedisTarget {
             url: Secret::new(url.to_string()),
             endpoint,
+            sentinel: None,
         }
     }
 
@@ -852,8 +887,7 @@ impl Values {
             return None;
         }
         let read = read_secret_file(file).and_then(|url| {
-            parse::redis_url(url.expose())
-                .map(RedisTarget::new)
+            parse::redis_target(url.expose())
                 .map_err(|accepted| format!("does not hold a Redis URL; accepted: {accepted}"))
         });
         read.map_err(|problem| {

@@ -8,8 +8,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{Backend, Output, QueueType, StateMode};
+use super::{Backend, Output, QueueType, RedisTarget, SentinelTarget, StateMode};
 use crate::logging::LogFormat;
+use crate::secret::Secret;
 use crate::sources::{self, Bucket, SourceSpec};
 
 pub fn boolean(value: &str) -> Result<bool, String> {
@@ -406,6 +407,56 @@ pub fn log_level(value: &str) -> Result<log::LevelFilter, String> {
         .map_err(|_| "error, warn, info, debug or trace".into())
 }
 
+/// `redis_url`: a Redis URL (see [`redis_url`]) or a Sentinel deployment,
+/// `redis+sentinel://[:password@]host1:port1,host2:port2/master_name[/db]`.
+pub fn redis_target(value: &str) -> Result<RedisTarget, String> {
+    let Some(rest) = value.trim().strip_prefix("redis+sentinel://") else {
+        return redis_url(value).map(RedisTarget::new);
+    };
+    let accepted =
+        || "redis+sentinel://[:password@]host1:port1[,host2:port2…]/master_name[/db]".to_string();
+    let (password, rest) = match rest.rsplit_once('@') {
+        Some((userinfo, rest)) => {
+            let password = userinfo.strip_prefix(':').unwrap_or(userinfo);
+            let password = url::form_urlencoded::parse(format!("p={password}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            (Some(Secret::new(password)).filter(|p| !p.is_empty()), rest)
+        }
+        None => (None, rest),
+    };
+    let mut parts = rest.split('/');
+    let hosts = parts.next().unwrap_or_default();
+    let master = parts
+        .next()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(accepted)?;
+    let db = match parts.next() {
+        None | Some("") => 0,
+        Some(db) => db.parse::<u16>().map_err(|_| accepted())?.into(),
+    };
+    let sentinels: Vec<String> = hosts
+        .split(',')
+        .map(|host| {
+            let (name, port) = host.rsplit_once(':').ok_or_else(accepted)?;
+            port.parse::<u16>().map_err(|_| accepted())?;
+            (!name.is_empty())
+                .then(|| host.to_string())
+                .ok_or_else(accepted)
+        })
+        .collect::<Result<_, _>>()?;
+    if parts.next().is_some() {
+        return Err(accepted());
+    }
+    Ok(RedisTarget::sentinel(SentinelTarget {
+        sentinels,
+        master: master.to_string(),
+        db,
+        password,
+    }))
+}
+
 /// A Redis URL in redis-py's forms, normalised for the redis crate: redis-py reads the
 /// database from `?db=N` (which wins) or from the path; the redis crate only from the path.
 pub fn redis_url(value: &str) -> Result<url::Url, String> {
@@ -458,6 +509,30 @@ mod tests {
         }
         for bad in ["http://h", "redis://", "redis://h?db=x", "not a url"] {
             assert!(redis_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sentinel_urls_name_sentinels_master_and_database() {
+        let target =
+            redis_target("redis+sentinel://:p%40ss@10.0.0.1:26379,10.0.0.2:26379/mymaster/2")
+                .unwrap();
+        let sentinel = target.sentinels().unwrap();
+        assert_eq!(sentinel.sentinels, ["10.0.0.1:26379", "10.0.0.2:26379"]);
+        assert_eq!(sentinel.master, "mymaster");
+        assert_eq!(sentinel.db, 2);
+        assert_eq!(sentinel.password.as_ref().unwrap().expose(), "p@ss");
+        assert_eq!(
+            target.endpoint(),
+            "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/2"
+        );
+        for bad in [
+            "redis+sentinel://h:1",
+            "redis+sentinel://h/m",
+            "redis+sentinel://h:x/m",
+            "redis+sentinel://h:1/m/x",
+        ] {
+            assert!(redis_target(bad).is_err(), "{bad}");
         }
     }
 

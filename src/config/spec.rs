@@ -236,8 +236,9 @@ options! {
     /// Redis keys of sources other than by the {queue_key}:{source} rule,
     /// comma-separated (e.g. directory_audits=entra_audit)
     queue_keys: BTreeMap<&'static str, String> = structured("source=key", Some("")), given(parse::queue_keys);
-    /// redis:// or rediss:// URL; a password goes in as redis://:password@host
-    redis_url: RedisTarget = value("url", Some("redis://localhost:6379?db=0")), given(|v| parse::redis_url(v).map(RedisTarget::new));
+    /// redis:// or rediss:// URL (a password goes in as redis://:password@host), or
+    /// redis+sentinel://[:password@]host1:port1,host2:port2/master_name[/db]
+    redis_url: RedisTarget = value("url", Some("redis://localhost:6379?db=0")), given(parse::redis_target);
     /// file holding redis_url (a Kubernetes secret mount; GRAPH_REDIS_URL_FILE)
     redis_url_file: Option<PathBuf> = value("path", None), optional(parse::path);
     /// PEM file of the CA that signed a rediss:// server's certificate (a private CA)

@@ -2,9 +2,11 @@
 //! `PUBLISH key rec` (channel), on a connection from an r2d2 pool. A failed write is
 //! retried whole, with backoff, on a fresh connection, within the run's limits.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::ConnectionLike;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 
 use super::resp;
 use super::{RecordKey, Sink, Written};
@@ -13,11 +15,40 @@ use crate::config::{Config, QueueType};
 use crate::error::{Error, SinkError};
 use crate::retry::{Backoff, RetryOptions};
 
-/// The client for `redis_url`: with `rediss://`, certificates are verified against
+/// Where Redis connections come from: `redis_url` itself, or the primary a Sentinel
+/// deployment names at the time (asked again for every new connection, so a failover
+/// is followed). Clones share it.
+#[derive(Clone)]
+pub struct Endpoint(Arc<Route>);
+
+enum Route {
+    Direct(redis::Client),
+    Sentinel(Mutex<SentinelClient>),
+}
+
+impl Endpoint {
+    /// Whether writes must wait for a replica: with Sentinel a failover promotes a
+    /// replica, and what it has not received would be lost.
+    pub fn is_replicated(&self) -> bool {
+        matches!(*self.0, Route::Sentinel(_))
+    }
+
+    fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &*self.0 {
+            Route::Direct(client) => Ok(client.clone()),
+            Route::Sentinel(sentinel) => sentinel
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_client(),
+        }
+    }
+}
+
+/// The endpoint of `redis_url`: with `rediss://`, certificates are verified against
 /// `redis_ca_file` when given (else the system's and webpki's roots), and not at all
 /// only with `redis_tls_insecure`. An invalid URL is described by kind only, since
 /// the error's text could quote the URL and its password.
-pub fn open_client(config: &Config) -> Result<redis::Client, Error> {
+pub fn open_client(config: &Config) -> Result<Endpoint, Error> {
     let failed = |e: redis::RedisError| {
         Error::Setup(format!(
             "redis_url {}: {:?}",
@@ -25,12 +56,31 @@ pub fn open_client(config: &Config) -> Result<redis::Client, Error> {
             e.kind()
         ))
     };
+    if let Some(target) = config.redis.sentinels() {
+        let sentinels: Vec<String> = target
+            .sentinels
+            .iter()
+            .map(|host| format!("redis://{host}"))
+            .collect();
+        let mut primary = redis::RedisConnectionInfo::default().set_db(target.db);
+        if let Some(password) = &target.password {
+            primary = primary.set_password(password.expose());
+        }
+        let client = SentinelClient::build(
+            sentinels,
+            target.master.clone(),
+            Some(SentinelNodeConnectionInfo::default().set_redis_connection_info(primary)),
+            SentinelServerType::Master,
+        )
+        .map_err(failed)?;
+        return Ok(Endpoint(Arc::new(Route::Sentinel(Mutex::new(client)))));
+    }
     let mut url = config.redis.url().expose().to_string();
     if config.redis_tls_insecure {
         // The redis crate's spelling for "do not verify the certificate".
         url.push_str("#insecure");
     }
-    match &config.redis_ca_file {
+    let client = match &config.redis_ca_file {
         Some(path) => {
             let root_cert = std::fs::read(path)
                 .map_err(|e| Error::Setup(format!("redis_ca_file {}: {e}", path.display())))?;
@@ -38,24 +88,27 @@ pub fn open_client(config: &Config) -> Result<redis::Client, Error> {
                 client_tls: None,
                 root_cert: Some(root_cert),
             };
-            redis::Client::build_with_tls(url, certificates).map_err(failed)
+            redis::Client::build_with_tls(url, certificates).map_err(failed)?
         }
-        None => redis::Client::open(url).map_err(failed),
-    }
+        None => redis::Client::open(url).map_err(failed)?,
+    };
+    Ok(Endpoint(Arc::new(Route::Direct(client))))
 }
 
 /// A connection with timeouts, so a Redis that stops answering fails a command instead
 /// of hanging the run.
-pub fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
-    let connection = client.get_connection_with_timeout(COMMAND_TIMEOUT)?;
+pub fn connect(endpoint: &Endpoint) -> redis::RedisResult<redis::Connection> {
+    let connection = endpoint
+        .client()?
+        .get_connection_with_timeout(COMMAND_TIMEOUT)?;
     connection.set_read_timeout(Some(COMMAND_TIMEOUT))?;
     connection.set_write_timeout(Some(COMMAND_TIMEOUT))?;
     Ok(connection)
 }
 
 /// [`connect`], its failure worded for a retry loop.
-pub fn connect_attempt(client: &redis::Client) -> Result<redis::Connection, Attempt> {
-    connect(client).map_err(|e| {
+pub fn connect_attempt(endpoint: &Endpoint) -> Result<redis::Connection, Attempt> {
+    connect(endpoint).map_err(|e| {
         let attempt = Attempt::from(e);
         Attempt {
             message: format!("cannot connect: {}", attempt.message),
@@ -66,7 +119,7 @@ pub fn connect_attempt(client: &redis::Client) -> Result<redis::Connection, Atte
 
 /// Opens the pool's connections.
 struct Connector {
-    client: redis::Client,
+    client: Endpoint,
 }
 
 /// A pooled connection that is dropped from the pool after any error, so a retry never
@@ -221,7 +274,7 @@ impl From<redis::RedisError> for Attempt {
 pub struct RedisPool {
     pool: r2d2::Pool<Connector>,
     /// For the start-up check, which connects outside the pool to see the cause.
-    client: redis::Client,
+    client: Endpoint,
     endpoint: String,
     block: bool,
     pool_timeout: Duration,
@@ -373,6 +426,9 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
 return {#fresh - unheard, unheard}
 "#;
 
+/// How long a page waits for a replica to acknowledge it (Sentinel).
+const REPLICA_WAIT: Duration = Duration::from_secs(5);
+
 /// How long one Redis command may take before the connection counts as dead.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -419,11 +475,46 @@ impl RedisSink {
         let result = match (&self.dedup, keys) {
             (Some(dedup), Some(keys)) => self.write_new_only(connection, dedup, records, keys),
             _ => self.write_all(connection, records),
-        };
+        }
+        .and_then(|written| self.replicated(connection).map(|()| written));
         result.map_err(|e| {
             pooled.broken = true;
             Attempt::from(e)
         })
+    }
+
+    /// With Sentinel, a page counts as written once a replica has it too (`WAIT 1`):
+    /// a failover promotes a replica, and what it lacks would be lost. A page no
+    /// connected replica acknowledged is written again (the seen-set makes that a
+    /// no-op for records already there); a primary with no replica at all is taken at
+    /// its word.
+    fn replicated(&self, connection: &mut redis::Connection) -> redis::RedisResult<()> {
+        if !self.connections.client.is_replicated() {
+            return Ok(());
+        }
+        // A primary without replicas (the others lost in a failover) has nothing a
+        // failover could promote: what it holds cannot be lost that way.
+        let info: String = redis::cmd("INFO").arg("replication").query(connection)?;
+        let connected = info
+            .lines()
+            .find_map(|l| l.strip_prefix("connected_slaves:"))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or(0);
+        if connected == 0 {
+            return Ok(());
+        }
+        let replicas: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(REPLICA_WAIT.as_millis() as u64)
+            .query(connection)?;
+        if replicas >= 1 {
+            return Ok(());
+        }
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "no replica acknowledged the page",
+            format!("within {} s (WAIT 1)", REPLICA_WAIT.as_secs()),
+        )))
     }
 
     fn mode(&self) -> &'static str {

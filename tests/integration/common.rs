@@ -147,6 +147,64 @@ impl RedisServer {
     }
 }
 
+/// A Redis Sentinel on a free loopback port monitoring the primary at `primary_port`
+/// as `name`; it declares a primary down after 1 s.
+pub struct SentinelServer {
+    child: Child,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl SentinelServer {
+    pub fn start(name: &str, primary_port: u16) -> Self {
+        let dir = TempDir::new();
+        let port = free_port();
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor {name} 127.0.0.1 {primary_port} 1\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 3000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let mut child = Command::new(&binary)
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel");
+        if !wait_for(Duration::from_secs(10), || ping(port, None)) {
+            stop(&mut child);
+            panic!("redis sentinel did not start");
+        }
+        SentinelServer {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// The sentinel's answer to `SENTINEL <args…>`.
+    pub fn ask<T: redis::FromRedisValue>(&self, args: &[&str]) -> Option<T> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).ok()?;
+        let mut connection = client.get_connection().ok()?;
+        redis::cmd("SENTINEL").arg(args).query(&mut connection).ok()
+    }
+}
+
+impl Drop for SentinelServer {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
 fn spawn_redis(
     port: u16,
     dir: &TempDir,

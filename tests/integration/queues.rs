@@ -400,3 +400,61 @@ fn rediss_verifies_the_server_against_a_private_ca_and_the_host_name() {
         run.stderr
     );
 }
+
+#[test]
+fn a_sentinel_failover_mid_run_loses_nothing_and_repeats_nothing() {
+    let sim = Sim::start(&["--rate", "5", "--latency-ms", "60"]);
+    let mut primary = RedisServer::start();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+    let sentinel = SentinelServer::start("msgx", primary.port);
+    let in_sync = || {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut replica.connection())
+            .unwrap_or_default();
+        let known: Vec<redis::Value> = sentinel.ask(&["replicas", "msgx"]).unwrap_or_default();
+        info.contains("master_link_status:up") && known.len() == 1
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), in_sync),
+        "the replica syncs and the sentinel knows it"
+    );
+    let url = format!("redis+sentinel://127.0.0.1:{}/msgx/0", sentinel.port);
+    let run_at = |now: OffsetDateTime| {
+        sim.set_clock(now);
+        let mut args = sim.args();
+        args.extend(strings(&[
+            "--redis_url",
+            &url,
+            "--queue_key",
+            "k",
+            "--page_size",
+            "20",
+        ]));
+        Running::start_with_env(&args, &[("MSGX_NOW", &rfc3339(now))])
+    };
+    let t0 = minutes_ago(60);
+    let first = run_at(t0).finish(Duration::from_secs(60));
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // Ten minutes of backlog, paged slowly; the primary dies halfway.
+    let t1 = t0 + Span::minutes(10);
+    let running = run_at(t1);
+    assert!(
+        wait_for(Duration::from_secs(60), || replica.len("k") >= 1000),
+        "pages flow: {}",
+        running.stderr()
+    );
+    primary.kill();
+    let run = running.finish(Duration::from_secs(120));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let promoted: Option<Vec<String>> = sentinel.ask(&["get-master-addr-by-name", "msgx"]);
+    assert_eq!(
+        promoted.unwrap()[1],
+        replica.port.to_string(),
+        "the replica took over"
+    );
+    assert_same_records(
+        replica.list("k"),
+        sim.records(origin(t0), lagged_end(t1) - Span::seconds(1)),
+    );
+}
