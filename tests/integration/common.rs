@@ -309,6 +309,14 @@ impl Sim {
         args
     }
 
+    /// The flags of a stateless run into the log (stderr), plus `extra`.
+    pub fn log_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = self.args();
+        args.extend(strings(&["--queue_backend", "log", "--state", "off"]));
+        args.extend(strings(extra));
+        args
+    }
+
     /// The flags that point msgx-once at this simulator, without a credential.
     pub fn args_without_secret(&self) -> Vec<String> {
         let url = self.url();

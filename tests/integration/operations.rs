@@ -251,15 +251,7 @@ fn metrics_are_pushed_per_source_and_queue_key() {
 #[test]
 fn json_logs_parse_line_by_line_with_the_summary_as_fields() {
     let sim = Sim::start(&["--rate", "3", "--hostile"]);
-    let mut args = sim.args();
-    args.extend(strings(&[
-        "--queue_backend",
-        "log",
-        "--state",
-        "off",
-        "--log_format",
-        "json",
-    ]));
+    let args = sim.log_args(&["--log_format", "json"]);
     let run = msgx(&args, &[("MSGX_NOW", &rfc3339(minutes_ago(5)))]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let objects: Vec<serde_json::Value> = run
@@ -299,15 +291,7 @@ fn json_logs_parse_line_by_line_with_the_summary_as_fields() {
 #[test]
 fn a_log_that_is_not_a_terminal_gets_progress_lines_and_no_escape_codes() {
     let sim = Sim::start(&["--rate", "3", "--latency-ms", "300"]);
-    let mut args = sim.args();
-    args.extend(strings(&[
-        "--queue_backend",
-        "log",
-        "--state",
-        "off",
-        "--page_size",
-        "5",
-    ]));
+    let args = sim.log_args(&["--page_size", "5"]);
     let run = msgx(
         &args,
         &[

@@ -214,9 +214,8 @@ fn a_whole_cron_replay_runs_as_the_least_privileged_user() {
         .collect();
     redis::cmd("ACL").arg(&acl).exec(&mut admin).unwrap();
     let url = redis.url().replace("redis://", "redis://msgx:acl-pw-Qx7@");
-    let t0 = minutes_ago(30);
-    for minute in 0..3 {
-        let now = t0 + Span::minutes(minute);
+    // A run as that user at `now`, with `extra` flags.
+    let run_at = |now: OffsetDateTime, extra: &[&str]| {
         sim.set_clock(now);
         let mut args = sim.args();
         args.extend(strings(&[
@@ -224,12 +223,19 @@ fn a_whole_cron_replay_runs_as_the_least_privileged_user() {
             &url,
             "--queue_key",
             "ms_graph_exporter",
+        ]));
+        args.extend(strings(extra));
+        msgx(&args, &[("MSGX_NOW", &rfc3339(now))])
+    };
+    let t0 = minutes_ago(30);
+    for minute in 0..3 {
+        let extra = [
             "--rate_limit",
             "100/1",
             "--sources",
             "signins,directory_audits",
-        ]));
-        let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
+        ];
+        let run = run_at(t0 + Span::minutes(minute), &extra);
         assert_eq!(run.code, 0, "{}", run.stderr);
         assert!(!run.stderr.contains("acl-pw-Qx7"));
     }
@@ -244,20 +250,10 @@ fn a_whole_cron_replay_runs_as_the_least_privileged_user() {
         .arg(&["SETUSER", "msgx", "-rpush"])
         .exec(&mut admin)
         .unwrap();
-    let now = t0 + Span::minutes(3);
-    sim.set_clock(now);
-    let mut args = sim.args();
-    args.extend(strings(&[
-        "--redis_url",
-        &url,
-        "--queue_key",
-        "ms_graph_exporter",
-        "--rate_limit",
-        "0",
-        "--state",
-        "off",
-    ]));
-    let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
+    let run = run_at(
+        t0 + Span::minutes(3),
+        &["--rate_limit", "0", "--state", "off"],
+    );
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("'rpush' command"), "{}", run.stderr);
     assert!(

@@ -308,15 +308,7 @@ fn several_sources_need_a_file_each_and_log_lines_name_their_source() {
              /var/lib/msgx/{{source}}.ndjson"
         )
     );
-    let mut args = sim.args();
-    args.extend(strings(&[
-        "--queue_backend",
-        "log",
-        "--state",
-        "off",
-        "--sources",
-        "signins,directory_audits",
-    ]));
+    let args = sim.log_args(&["--sources", "signins,directory_audits"]);
     let run = msgx(&args, &[("MSGX_NOW", &rfc3339(minutes_ago(5)))]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let lines = |prefix: &str| {

@@ -194,22 +194,7 @@ impl Generator {
         raw(&mut detail, "trustType", "null");
         close(&mut detail);
         top.raw("deviceDetail", &detail);
-        let mut location = String::from("{");
-        field(&mut location, "city", place.0);
-        field(&mut location, "state", place.1);
-        field(&mut location, "countryOrRegion", place.2);
-        // Coordinates keep trailing digits a re-serializer would drop, so byte-exact
-        // delivery is observable.
-        raw(
-            &mut location,
-            "geoCoordinates",
-            &format!(
-                r#"{{"altitude":null,"latitude":{:.15},"longitude":{:.15}}}"#,
-                place.3, place.4
-            ),
-        );
-        close(&mut location);
-        top.raw("location", &location);
+        top.raw("location", &location(place, true));
         let mut policies = String::from("[");
         for p in 0..h(15) % 3 {
             let policy = POLICIES[((h(16) + p) % POLICIES.len() as u64) as usize];
@@ -291,6 +276,26 @@ pub fn raw(out: &mut String, name: &str, value: &str) {
 
 pub fn close(out: &mut String) {
     out.push('}');
+}
+
+/// A `location` object (a sign-in's has `altitude`); coordinates keep trailing digits a
+/// re-serializer would drop, so byte-exact delivery is observable.
+pub fn location(place: (&str, &str, &str, f64, f64), altitude: bool) -> String {
+    let mut out = String::from("{");
+    field(&mut out, "city", place.0);
+    field(&mut out, "state", place.1);
+    field(&mut out, "countryOrRegion", place.2);
+    let altitude = if altitude { r#""altitude":null,"# } else { "" };
+    raw(
+        &mut out,
+        "geoCoordinates",
+        &format!(
+            r#"{{{altitude}"latitude":{:.15},"longitude":{:.15}}}"#,
+            place.3, place.4
+        ),
+    );
+    close(&mut out);
+    out
 }
 
 /// A public-looking IPv4 address drawn from `bits`.

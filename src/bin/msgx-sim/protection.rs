@@ -3,7 +3,7 @@
 //! carries the time of its last update.
 
 use crate::generator::{
-    Generator, PLACES, Record, TICKS_PER_SECOND, Ticks, USERS, close, field, guid, public_ip, raw,
+    Generator, PLACES, Record, TICKS_PER_SECOND, Ticks, USERS, close, guid, location, public_ip,
     timestamp,
 };
 use crate::resources::Event;
@@ -74,20 +74,7 @@ pub fn risk_detection(g: &Generator, event: &Event, created: Ticks) -> String {
         "additionalInfo",
         r#"[{"Key":"userAgent","Value":"Mozilla/5.0 (Windows NT 10.0; Win64; x64)"}]"#,
     );
-    let mut location = String::from("{");
-    field(&mut location, "city", place.0);
-    field(&mut location, "state", place.1);
-    field(&mut location, "countryOrRegion", place.2);
-    raw(
-        &mut location,
-        "geoCoordinates",
-        &format!(
-            r#"{{"latitude":{:.15},"longitude":{:.15}}}"#,
-            place.3, place.4
-        ),
-    );
-    close(&mut location);
-    top.raw("location", &location);
+    top.raw("location", &location(place, false));
     close(&mut top.out);
     top.out
 }
