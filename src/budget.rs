@@ -7,9 +7,9 @@
 //! in flight until its answer could come at the latest (`http_timeout` later), then
 //! `per` after its answer — the same rule as the in-process gate. Times are Redis's
 //! (`TIME`), so hosts with different clocks agree. Keys:
-//! `msgx:budget:{tenant}:{client_id}:{bucket}` and `…:pause` — one window per bucket;
-//! identity protection's limit counts every app of the tenant, so its keys are
-//! `msgx:budget:{tenant}:identity_protection`.
+//! `msgx:budget:{<tenant>:<client_id>:<bucket>}` and `…:pause` (the braces literal: a
+//! Redis Cluster hash tag) — one window per bucket; identity protection's limit counts
+//! every app of the tenant, so its keys are `msgx:budget:{<tenant>:identity_protection}`.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -73,9 +73,11 @@ pub struct RedisBudget {
 impl RedisBudget {
     pub fn new(config: &Config, bucket: Bucket, limit: RateLimit) -> Result<Self, Error> {
         let (tenant, client_id) = config.budget_owner();
+        // The braces are a Redis Cluster hash tag: the claims and the pause, which one
+        // script touches, share a slot.
         let prefix = match bucket.per_tenant() {
-            true => format!("msgx:budget:{tenant}:{bucket}"),
-            false => format!("msgx:budget:{tenant}:{client_id}:{bucket}"),
+            true => format!("msgx:budget:{{{tenant}:{bucket}}}"),
+            false => format!("msgx:budget:{{{tenant}:{client_id}:{bucket}}}"),
         };
         Ok(RedisBudget {
             client: open_client(config)?,

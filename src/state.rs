@@ -4,10 +4,10 @@
 //! nothing before it is read —, and the lock that keeps two runs from overlapping.
 //!
 //! The redis backend keeps them in Redis beside the queue: the hash
-//! `{queue_key}:msgx:state` (fields `watermark`, `origin`, `rescanned`: Unix seconds;
-//! `owed_first`, `owed_second`: `start-end,…`) and the lock
-//! `{queue_key}:msgx:lock`, taken with `SET NX PX`, renewed while the run lasts and
-//! released by compare-and-delete. The log and file backends keep a JSON `state_file`
+//! `{<queue_key>}:msgx:state` (the braces literal: a Cluster hash tag; fields
+//! `watermark`, `origin`, `rescanned`: Unix seconds; `owed_first`, `owed_second`:
+//! `start-end,…`) and the lock `{<queue_key>}:msgx:lock`, taken with `SET NX PX`,
+//! renewed while the run lasts and released by compare-and-delete. The log and file backends keep a JSON `state_file`
 //! and lock `{state_file}.lock` with an OS file lock.
 
 use std::collections::HashMap;
@@ -129,8 +129,17 @@ pub trait StateStore {
     }
 }
 
-/// Redis key names derived from the queue key.
+/// Redis key names derived from the queue key: `{queue_key}:msgx:{purpose}`, the queue
+/// key in braces — a Redis Cluster hash tag, so they share the slot of the list or
+/// stream `queue_key` itself (whose name consumers know and which does not change),
+/// as every key one script touches must.
 pub fn redis_key(queue_key: &str, purpose: &str) -> String {
+    format!("{{{queue_key}}}:msgx:{purpose}")
+}
+
+/// The names before the hash tag, `queue_key:msgx:{purpose}`: read once, when the new
+/// ones are absent, and moved.
+fn legacy_key(queue_key: &str, purpose: &str) -> String {
     format!("{queue_key}:msgx:{purpose}")
 }
 
@@ -211,6 +220,49 @@ impl RedisState {
         .map_err(|message| Error::State(format!("{} key {key}: {message}", self.endpoint)))
     }
 
+    /// Moves the state and seen-set of the names before the hash tag to the current
+    /// ones, once: when the current state is absent and the old one exists. Field by
+    /// field and member by member (a Cluster would refuse a RENAME across slots).
+    fn move_legacy_names(&self) -> Result<(), Error> {
+        let (old_state, old_seen) = (
+            legacy_key(&self.queue_key, "state"),
+            legacy_key(&self.queue_key, "seen"),
+        );
+        let new_seen = redis_key(&self.queue_key, "seen");
+        let key = &self.state_key;
+        let (current, old): (bool, bool) = self.with_connection(key, |c| {
+            let current: bool = redis::cmd("EXISTS").arg(key).query(c)?;
+            let old: bool = redis::cmd("EXISTS").arg(&old_state).query(c)?;
+            Ok((current, old))
+        })?;
+        if current || !old {
+            return Ok(());
+        }
+        self.with_connection(key, |c| {
+            let fields: Vec<(String, String)> = redis::cmd("HGETALL").arg(&old_state).query(c)?;
+            if !fields.is_empty() {
+                redis::cmd("HSET").arg(key).arg(&fields).exec(c)?;
+            }
+            let ids: Vec<(String, i64)> = redis::cmd("ZRANGE")
+                .arg(&old_seen)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query(c)?;
+            for chunk in ids.chunks(1000) {
+                let marks: Vec<(i64, &String)> = chunk.iter().map(|(id, s)| (*s, id)).collect();
+                redis::cmd("ZADD").arg(&new_seen).arg(&marks).exec(c)?;
+            }
+            redis::cmd("DEL").arg(&old_state).exec(c)?;
+            redis::cmd("DEL").arg(&old_seen).exec(c)
+        })?;
+        log::info!(
+            "state moved from {old_state} and {old_seen} to {key} and {new_seen} (hash-tagged \
+             names, one Redis Cluster slot)"
+        );
+        Ok(())
+    }
+
     fn start_renewing(&mut self) {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let (client, key, token, lost) = (
@@ -286,6 +338,7 @@ impl StateStore for RedisState {
     }
 
     fn load(&self) -> Result<Option<Progress>, Error> {
+        self.move_legacy_names()?;
         let key = &self.state_key;
         let fields = [
             "watermark",

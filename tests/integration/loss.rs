@@ -223,13 +223,13 @@ fn wrong_type_then_fixed(
 #[test]
 fn a_queue_key_of_the_wrong_type_leaves_no_id_marked_seen() {
     wrong_type_then_fixed("wq", "wq", "list", |redis| {
-        redis_query::<i64>(redis, &["EXISTS", "wq:msgx:seen"]) == 0
+        redis_query::<i64>(redis, &["EXISTS", "{wq}:msgx:seen"]) == 0
     });
 }
 
 #[test]
 fn a_seen_set_of_the_wrong_type_leaves_nothing_pushed() {
-    wrong_type_then_fixed("ws", "ws:msgx:seen", "zset", |redis| redis.len("ws") == 0);
+    wrong_type_then_fixed("ws", "{ws}:msgx:seen", "zset", |redis| redis.len("ws") == 0);
 }
 
 #[test]
@@ -254,7 +254,7 @@ fn a_full_redis_refuses_pages_and_every_record_arrives_once_memory_is_freed() {
     // the run's progress too, the watermark is still where the run started.
     let (watermark, owed): (i64, String) = redis_query(
         &redis,
-        &["HMGET", "oom:msgx:state", "watermark", "owed_first"],
+        &["HMGET", "{oom}:msgx:state", "watermark", "owed_first"],
     );
     assert!(
         watermark == origin(now).unix_timestamp() || !owed.is_empty(),
@@ -319,7 +319,7 @@ fn a_redis_restarted_without_persistence_gets_a_warning_naming_the_backfill() {
     let run = tick(&sim, &redis, "lost", t1, &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let warning = format!(
-        "[WARN] no watermark at redis://127.0.0.1:{}/0 key lost:msgx:state: starting a first \
+        "[WARN] no watermark at redis://127.0.0.1:{}/0 key {{lost}}:msgx:state: starting a first \
          window at {}; if this is not the first run, state was lost — backfill the gap with \
          --since <end of the last export> --until {}",
         redis.port,
@@ -335,12 +335,12 @@ fn a_lost_watermark_beside_a_full_queue_is_an_error() {
     let t0 = minutes_ago(30);
     assert_eq!(tick(&sim, &redis, "gone", t0, &[]).code, 0);
     let queued = redis.len("gone");
-    let _: () = redis_query(&redis, &["DEL", "gone:msgx:state"]);
+    let _: () = redis_query(&redis, &["DEL", "{gone}:msgx:state"]);
     let t1 = t0 + Span::seconds(60);
     let run = tick(&sim, &redis, "gone", t1, &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let error = format!(
-        "[ERROR] no watermark at redis://127.0.0.1:{}/0 key gone:msgx:state, but the queue gone \
+        "[ERROR] no watermark at redis://127.0.0.1:{}/0 key {{gone}}:msgx:state, but the queue gone \
          holds {queued} records: state was lost; this run starts a new first window at {} — \
          backfill the gap with --since <end of the last export> --until {}",
         redis.port,
@@ -650,7 +650,7 @@ fn a_redis_user_without_eval_gets_the_acl_to_add_and_leaves_no_lock() {
     );
     assert!(!run.stderr.contains("msgx-pass-81"));
     assert_eq!(
-        redis_query::<i64>(&redis, &["EXISTS", "acl:msgx:lock"]),
+        redis_query::<i64>(&redis, &["EXISTS", "{acl}:msgx:lock"]),
         0,
         "lock released"
     );

@@ -137,7 +137,7 @@ fn metrics_after_success_failure_and_interruption() {
     // Ended before exporting (another run holds the lock): exit 4, run metrics only.
     let mut lock = redis.connection();
     redis::cmd("SET")
-        .arg("k:msgx:lock")
+        .arg("{k}:msgx:lock")
         .arg("someone")
         .exec(&mut lock)
         .unwrap();
@@ -151,7 +151,7 @@ fn metrics_after_success_failure_and_interruption() {
     assert_eq!(third["msgx_last_success_timestamp_seconds"], success);
     assert!(!third.keys().any(|k| k.starts_with("msgx_records_read")));
     redis::cmd("DEL")
-        .arg("k:msgx:lock")
+        .arg("{k}:msgx:lock")
         .exec(&mut lock)
         .unwrap();
 

@@ -112,7 +112,7 @@ fn a_channel_nobody_listens_on_loses_nothing_and_the_next_run_publishes_it() {
         .collect();
     assert_eq!(warnings.len(), 1, "one WARN per run: {}", run.stderr);
     let seen: usize = redis::cmd("ZCARD")
-        .arg("ch:msgx:seen")
+        .arg("{ch}:msgx:seen")
         .query(&mut redis.connection())
         .unwrap();
     assert_eq!(seen, 0, "nothing marked delivered");

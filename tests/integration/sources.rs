@@ -129,7 +129,7 @@ fn without_sources_the_keys_and_the_summary_are_todays() {
         .query(&mut redis.connection())
         .expect("KEYS");
     keys.sort();
-    assert_eq!(keys, ["k", "k:msgx:seen", "k:msgx:state"]);
+    assert_eq!(keys, ["k", "{k}:msgx:seen", "{k}:msgx:state"]);
     assert_eq!(sim.stats()["graph_200"], serde_json::json!(2));
     assert_eq!(
         sim.queries("signins")
@@ -175,7 +175,7 @@ fn adding_a_source_starts_its_first_window_and_leaves_the_others_alone() {
     assert_same_records(redis.list("entra_audit"), audits);
     assert!(
         run.stderr
-            .contains(" key entra_audit:msgx:state: starting a first window at "),
+            .contains(" key {entra_audit}:msgx:state: starting a first window at "),
         "{}",
         run.stderr
     );

@@ -81,7 +81,7 @@ fn the_first_run_exports_the_originals_window_and_stores_where_it_ended() {
     );
     assert_eq!(run.summary_field("watermark"), rfc3339(end));
     let stored: Vec<Option<i64>> = redis::cmd("HMGET")
-        .arg("first:msgx:state")
+        .arg("{first}:msgx:state")
         .arg("watermark")
         .arg("origin")
         .query(&mut redis.connection())
@@ -94,7 +94,7 @@ fn the_first_run_exports_the_originals_window_and_stores_where_it_ended() {
         ]
     );
     let lock: Option<String> = redis::cmd("GET")
-        .arg("first:msgx:lock")
+        .arg("{first}:msgx:lock")
         .query(&mut redis.connection())
         .expect("GET");
     assert_eq!(lock, None, "the lock is released");
@@ -257,7 +257,7 @@ fn of_two_runs_started_at_the_same_moment_one_exits_4_and_writes_nothing() {
     let refused: Vec<&str> = outputs[1].stderr.lines().collect();
     assert_eq!(refused.len(), 1, "{}", outputs[1].stderr);
     assert!(
-        refused[0].contains("another msgx-once run holds the lock locked:msgx:lock"),
+        refused[0].contains("another msgx-once run holds the lock {locked}:msgx:lock"),
         "{}",
         refused[0]
     );
@@ -280,7 +280,7 @@ fn a_run_killed_mid_frame_loses_nothing_and_its_successor_repeats_nothing() {
     let _ = killed.finish(Duration::from_secs(10));
     // Its lock would expire within 30 s; expire it now.
     let _: i64 = redis::cmd("DEL")
-        .arg("killed:msgx:lock")
+        .arg("{killed}:msgx:lock")
         .query(&mut redis.connection())
         .expect("DEL");
     let t1 = t0 + Span::seconds(60);
@@ -309,7 +309,7 @@ fn state_off_reproduces_the_originals_windows_and_keeps_nothing() {
         );
     }
     let kept: Vec<String> = redis::cmd("KEYS")
-        .arg("stateless:msgx:*")
+        .arg("{stateless}:msgx:*")
         .query(&mut redis.connection())
         .expect("KEYS");
     assert!(kept.is_empty(), "{kept:?}");
@@ -379,7 +379,7 @@ fn a_backlog_beyond_max_catchup_is_worked_off_oldest_first_over_several_runs() {
 fn a_corrupt_watermark_fails_loudly_and_writes_nothing() {
     let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
     let _: () = redis::cmd("HSET")
-        .arg("corrupt:msgx:state")
+        .arg("{corrupt}:msgx:state")
         .arg("watermark")
         .arg("yesterday")
         .arg("origin")
@@ -390,7 +390,7 @@ fn a_corrupt_watermark_fails_loudly_and_writes_nothing() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
         run.stderr.contains(
-            "[ERROR] corrupt:msgx:state field watermark: \"yesterday\" is not what msgx-once stored"
+            "[ERROR] {corrupt}:msgx:state field watermark: \"yesterday\" is not what msgx-once stored"
         ),
         "{}",
         run.stderr
@@ -398,4 +398,39 @@ fn a_corrupt_watermark_fails_loudly_and_writes_nothing() {
     assert!(!run.stderr.contains("retry"), "not retried: {}", run.stderr);
     assert_eq!(redis.len("corrupt"), 0);
     assert_eq!(sim.stats()["graph_200"], serde_json::Value::Null);
+}
+
+#[test]
+fn state_under_the_names_before_the_hash_tag_is_moved_once_and_resumed() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let t0 = minutes_ago(30);
+    let first = tick(&sim, &redis, "m", t0, &[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // As an earlier version left it: m:msgx:state and m:msgx:seen.
+    let mut connection = redis.connection();
+    for purpose in ["state", "seen"] {
+        redis::cmd("RENAME")
+            .arg(format!("{{m}}:msgx:{purpose}"))
+            .arg(format!("m:msgx:{purpose}"))
+            .exec(&mut connection)
+            .unwrap();
+    }
+    let t1 = t0 + Span::seconds(60);
+    let run = tick(&sim, &redis, "m", t1, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("[INFO] state moved from m:msgx:state and m:msgx:seen to {m}:msgx:state and {m}:msgx:seen"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("no watermark"), "{}", run.stderr);
+    let old: i64 = redis::cmd("EXISTS")
+        .arg(&["m:msgx:state", "m:msgx:seen"])
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(old, 0);
+    assert_same_records(
+        redis.list("m"),
+        sim.records(origin(t0), lagged_end(t1) - Span::seconds(1)),
+    );
 }
