@@ -58,7 +58,7 @@ return 0
 pub struct RedisBudget {
     client: crate::sink::redis::Endpoint,
     /// One connection, opened when first needed and again after an error.
-    connection: Mutex<Option<redis::Connection>>,
+    connection: Mutex<Option<crate::sink::redis::RedisConnection>>,
     claims_key: String,
     pause_key: String,
     limit: RateLimit,
@@ -95,14 +95,14 @@ impl RedisBudget {
     /// Runs `command` on the budget's connection; a failed one is dropped.
     fn with_connection<T>(
         &self,
-        command: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+        command: impl FnOnce(&mut dyn redis::ConnectionLike) -> redis::RedisResult<T>,
     ) -> Result<T, String> {
         let mut slot = self.connection.lock().unwrap_or_else(|p| p.into_inner());
         let connection = match slot.as_mut() {
             Some(connection) => connection,
             None => slot.insert(connect(&self.client).map_err(|e| e.to_string())?),
         };
-        command(connection).map_err(|e| {
+        command(&mut **connection).map_err(|e| {
             *slot = None;
             e.to_string()
         })

@@ -86,7 +86,7 @@ fn check_redis(config: &Config) -> Outcome {
             ))
         })?;
         let mut connection = connect(&client)?;
-        redis::cmd("PING").exec(&mut connection)?;
+        redis::cmd("PING").exec(&mut *connection)?;
         for key in &keys {
             let probe_key = format!("{key}:msgx:check");
             redis::cmd("SET")
@@ -94,13 +94,13 @@ fn check_redis(config: &Config) -> Outcome {
                 .arg("msgx-once --check")
                 .arg("PX")
                 .arg(10_000)
-                .exec(&mut connection)?;
-            redis::cmd("DEL").arg(&probe_key).exec(&mut connection)?;
+                .exec(&mut *connection)?;
+            redis::cmd("DEL").arg(&probe_key).exec(&mut *connection)?;
         }
         redis::cmd("EVAL")
             .arg("return 1")
             .arg(0)
-            .exec(&mut connection)
+            .exec(&mut *connection)
     };
     let result = probe().map(|()| {
         format!(

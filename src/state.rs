@@ -211,11 +211,11 @@ impl RedisState {
     fn with_connection<T>(
         &self,
         key: &str,
-        mut command: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+        mut command: impl FnMut(&mut dyn redis::ConnectionLike) -> redis::RedisResult<T>,
     ) -> Result<T, Error> {
         retrying(&self.endpoint, &self.retry, || {
             let mut connection = connect_attempt(&self.client)?;
-            Ok(command(&mut connection)?)
+            Ok(command(&mut *connection)?)
         })
         .map_err(|message| Error::State(format!("{} key {key}: {message}", self.endpoint)))
     }
@@ -281,7 +281,7 @@ impl RedisState {
                             .key(&key)
                             .arg(&token)
                             .arg(LOCK_TTL.as_millis() as u64)
-                            .invoke::<i64>(&mut c)
+                            .invoke::<i64>(&mut *c)
                     });
                     match renewed {
                         Ok(1) => {}
@@ -416,13 +416,11 @@ impl StateStore for RedisState {
 
     fn traces(&self) -> Result<Option<String>, Error> {
         let (queue, seen) = (&self.queue_key, redis_key(&self.queue_key, "seen"));
+        // Two commands, not a pipeline: a Cluster connection takes no pipelines.
         let (kind, seen_exists): (String, bool) = self.with_connection(queue, |c| {
-            redis::pipe()
-                .cmd("TYPE")
-                .arg(queue)
-                .cmd("EXISTS")
-                .arg(&seen)
-                .query(c)
+            let kind: String = redis::cmd("TYPE").arg(queue).query(c)?;
+            let exists: bool = redis::cmd("EXISTS").arg(&seen).query(c)?;
+            Ok((kind, exists))
         })?;
         let queued: i64 = match kind.as_str() {
             "list" => self.with_connection(queue, |c| redis::cmd("LLEN").arg(queue).query(c))?,
@@ -446,11 +444,11 @@ impl StateStore for RedisState {
             match script
                 .key(&self.lock_key)
                 .arg(&self.token)
-                .invoke::<i64>(&mut c)
+                .invoke::<i64>(&mut *c)
             {
                 // A user without script rights still frees the lock for the next run.
                 Err(e) if e.code() == Some("NOPERM") => {
-                    release_without_script(&mut c, &self.lock_key, &self.token)
+                    release_without_script(&mut *c, &self.lock_key, &self.token)
                 }
                 other => other.map(drop),
             }
@@ -468,7 +466,7 @@ impl StateStore for RedisState {
 /// Compare-and-delete with WATCH/MULTI instead of a script: the DEL happens only if
 /// nobody changed the lock since it was read as ours.
 fn release_without_script(
-    connection: &mut redis::Connection,
+    connection: &mut dyn redis::ConnectionLike,
     key: &str,
     token: &str,
 ) -> redis::RedisResult<()> {

@@ -370,6 +370,22 @@ pub fn origin(value: &str) -> Result<url::Url, String> {
     if plain { Ok(url) } else { Err(accepted.into()) }
 }
 
+/// `redis_cluster`: `host:port` seed nodes, comma-separated.
+pub fn nodes(value: &str) -> Result<Vec<String>, String> {
+    let accepted = || "host:port seed nodes, comma-separated (YAML: a list)".to_string();
+    value
+        .split(',')
+        .map(str::trim)
+        .map(|node| {
+            let (host, port) = node.rsplit_once(':').ok_or_else(accepted)?;
+            port.parse::<u16>().map_err(|_| accepted())?;
+            (!host.is_empty())
+                .then(|| node.to_string())
+                .ok_or_else(accepted)
+        })
+        .collect()
+}
+
 /// A Pushgateway's base URL (http or https, perhaps with a path prefix).
 pub fn push_url(value: &str) -> Result<url::Url, String> {
     let accepted = "an http:// or https:// URL of a Pushgateway, e.g. http://pushgateway:9091";

@@ -239,6 +239,9 @@ options! {
     /// redis:// or rediss:// URL (a password goes in as redis://:password@host), or
     /// redis+sentinel://[:password@]host1:port1,host2:port2/master_name[/db]
     redis_url: RedisTarget = value("url", Some("redis://localhost:6379?db=0")), given(parse::redis_target);
+    /// a Redis Cluster's seed nodes, host:port comma-separated (YAML: a list); redis_url
+    /// then gives only the scheme (TLS) and the credentials
+    redis_cluster: Option<Vec<String>> = structured("host:port", None), optional(parse::nodes);
     /// file holding redis_url (a Kubernetes secret mount; GRAPH_REDIS_URL_FILE)
     redis_url_file: Option<PathBuf> = value("path", None), optional(parse::path);
     /// PEM file of the CA that signed a rediss:// server's certificate (a private CA)

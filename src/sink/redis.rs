@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::ConnectionLike;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 
 use super::resp;
@@ -24,7 +23,13 @@ pub struct Endpoint(Arc<Route>);
 enum Route {
     Direct(redis::Client),
     Sentinel(Mutex<SentinelClient>),
+    /// A Redis Cluster: its connection routes each command by its keys and follows
+    /// MOVED and ASK.
+    Cluster(redis::cluster::ClusterClient),
 }
+
+/// A connection to Redis: a plain one (standalone, Sentinel's primary) or a Cluster's.
+pub type RedisConnection = Box<dyn redis::ConnectionLike + Send>;
 
 impl Endpoint {
     /// Whether writes must wait for a replica: with Sentinel a failover promotes a
@@ -40,6 +45,10 @@ impl Endpoint {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get_client(),
+            Route::Cluster(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "a cluster has no single client",
+            ))),
         }
     }
 }
@@ -56,6 +65,9 @@ pub fn open_client(config: &Config) -> Result<Endpoint, Error> {
             e.kind()
         ))
     };
+    if let Some(nodes) = &config.redis_cluster {
+        return open_cluster(config, nodes).map_err(failed);
+    }
     if let Some(target) = config.redis.sentinels() {
         let sentinels: Vec<String> = target
             .sentinels
@@ -95,19 +107,46 @@ pub fn open_client(config: &Config) -> Result<Endpoint, Error> {
     Ok(Endpoint(Arc::new(Route::Direct(client))))
 }
 
+/// The Cluster of seed `nodes` (`host:port`), with `redis_url`'s scheme (TLS) and
+/// credentials.
+fn open_cluster(config: &Config, nodes: &[String]) -> redis::RedisResult<Endpoint> {
+    let url = url::Url::parse(config.redis.url().expose()).map_err(|_| {
+        redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "redis_url"))
+    })?;
+    let scheme = url.scheme();
+    let seeds: Vec<String> = nodes.iter().map(|n| format!("{scheme}://{n}")).collect();
+    let mut builder = redis::cluster::ClusterClient::builder(seeds)
+        .connection_timeout(COMMAND_TIMEOUT)
+        .response_timeout(COMMAND_TIMEOUT);
+    if !url.username().is_empty() {
+        builder = builder.username(url.username());
+    }
+    if let Some(password) = url.password() {
+        let password = url::form_urlencoded::parse(format!("p={password}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        builder = builder.password(password);
+    }
+    Ok(Endpoint(Arc::new(Route::Cluster(builder.build()?))))
+}
+
 /// A connection with timeouts, so a Redis that stops answering fails a command instead
 /// of hanging the run.
-pub fn connect(endpoint: &Endpoint) -> redis::RedisResult<redis::Connection> {
+pub fn connect(endpoint: &Endpoint) -> redis::RedisResult<RedisConnection> {
+    if let Route::Cluster(cluster) = &*endpoint.0 {
+        return Ok(Box::new(cluster.get_connection()?));
+    }
     let connection = endpoint
         .client()?
         .get_connection_with_timeout(COMMAND_TIMEOUT)?;
     connection.set_read_timeout(Some(COMMAND_TIMEOUT))?;
     connection.set_write_timeout(Some(COMMAND_TIMEOUT))?;
-    Ok(connection)
+    Ok(Box::new(connection))
 }
 
 /// [`connect`], its failure worded for a retry loop.
-pub fn connect_attempt(endpoint: &Endpoint) -> Result<redis::Connection, Attempt> {
+pub fn connect_attempt(endpoint: &Endpoint) -> Result<RedisConnection, Attempt> {
     connect(endpoint).map_err(|e| {
         let attempt = Attempt::from(e);
         Attempt {
@@ -125,7 +164,7 @@ struct Connector {
 /// A pooled connection that is dropped from the pool after any error, so a retry never
 /// reuses a connection in an unknown state (half-read reply, server gone).
 struct Tracked {
-    connection: redis::Connection,
+    connection: RedisConnection,
     broken: bool,
 }
 
@@ -141,7 +180,7 @@ impl r2d2::ManageConnection for Connector {
     }
 
     fn is_valid(&self, tracked: &mut Self::Connection) -> Result<(), Self::Error> {
-        redis::cmd("PING").query::<()>(&mut tracked.connection)
+        redis::cmd("PING").query::<()>(&mut *tracked.connection)
     }
 
     fn has_broken(&self, tracked: &mut Self::Connection) -> bool {
@@ -471,7 +510,7 @@ impl RedisSink {
 
     fn write_once(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<Written, Attempt> {
         let mut pooled = self.connections.connection()?;
-        let connection = &mut pooled.connection;
+        let connection = &mut *pooled.connection;
         let result = match (&self.dedup, keys) {
             (Some(dedup), Some(keys)) => self.write_new_only(connection, dedup, records, keys),
             _ => self.write_all(connection, records),
@@ -488,7 +527,7 @@ impl RedisSink {
     /// connected replica acknowledged is written again (the seen-set makes that a
     /// no-op for records already there); a primary with no replica at all is taken at
     /// its word.
-    fn replicated(&self, connection: &mut redis::Connection) -> redis::RedisResult<()> {
+    fn replicated(&self, connection: &mut dyn redis::ConnectionLike) -> redis::RedisResult<()> {
         if !self.connections.client.is_replicated() {
             return Ok(());
         }
@@ -529,7 +568,7 @@ impl RedisSink {
     /// the seen-set are pushed, added or published, and their ids join the set.
     fn write_new_only(
         &self,
-        connection: &mut redis::Connection,
+        connection: &mut dyn redis::ConnectionLike,
         dedup: &Dedup,
         records: &[&str],
         keys: &[RecordKey],
@@ -552,7 +591,7 @@ impl RedisSink {
     }
 
     /// Refuses the page while the list or stream holds `max_queue_len` entries or more.
-    fn check_backlog(&self, connection: &mut redis::Connection) -> redis::RedisResult<()> {
+    fn check_backlog(&self, connection: &mut dyn redis::ConnectionLike) -> redis::RedisResult<()> {
         let (Some(max), Some(command)) = (
             self.max_queue_len,
             match self.queue_type {
@@ -582,7 +621,7 @@ impl RedisSink {
     /// allocation once the pool is warm (redis-rs's `Cmd` would copy the page twice).
     fn write_all(
         &self,
-        connection: &mut redis::Connection,
+        connection: &mut dyn redis::ConnectionLike,
         records: &[&str],
     ) -> redis::RedisResult<Written> {
         self.check_backlog(connection)?;
@@ -656,7 +695,7 @@ impl Sink for RedisSink {
         // Directly rather than through the pool, whose timeout error hides the cause.
         self.with_retries(|| {
             let mut connection = connect_attempt(&self.connections.client)?;
-            Ok(redis::cmd("PING").query::<()>(&mut connection)?)
+            Ok(redis::cmd("PING").query::<()>(&mut *connection)?)
         })
     }
 

@@ -454,3 +454,194 @@ fn a_sentinel_failover_mid_run_loses_nothing_and_repeats_nothing() {
         sim.records(origin(t0), lagged_end(t1) - Span::seconds(1)),
     );
 }
+
+/// Three redis-servers made one Redis Cluster (three primaries, no replicas).
+fn cluster() -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| {
+            RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ])
+        })
+        .collect();
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let created = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster create");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stdout)
+    );
+    let ready = || {
+        nodes.iter().all(|n| {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(&mut n.connection())
+                .unwrap_or_default();
+            info.contains("cluster_state:ok")
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), ready),
+        "the cluster forms"
+    );
+    nodes
+}
+
+fn node_id(node: &RedisServer) -> String {
+    redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut node.connection())
+        .unwrap()
+}
+
+/// Moves `slot` from `from` to `to` while clients use it: IMPORTING/MIGRATING, MIGRATE of
+/// its keys, then the new owner announced to every node (clients then get MOVED).
+fn move_slot(nodes: &[RedisServer], slot: u16, from: usize, to: usize) {
+    let (source, target) = (&nodes[from], &nodes[to]);
+    let slot = slot.to_string();
+    let mut s = source.connection();
+    let mut t = target.connection();
+    redis::cmd("CLUSTER")
+        .arg(&["SETSLOT", &slot, "IMPORTING", &node_id(source)])
+        .exec(&mut t)
+        .unwrap();
+    redis::cmd("CLUSTER")
+        .arg(&["SETSLOT", &slot, "MIGRATING", &node_id(target)])
+        .exec(&mut s)
+        .unwrap();
+    loop {
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg(&["GETKEYSINSLOT", &slot, "100"])
+            .query(&mut s)
+            .unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        redis::cmd("MIGRATE")
+            .arg(&[
+                "127.0.0.1",
+                &target.port.to_string(),
+                "",
+                "0",
+                "5000",
+                "REPLACE",
+                "KEYS",
+            ])
+            .arg(&keys)
+            .exec(&mut s)
+            .unwrap();
+    }
+    for node in nodes {
+        redis::cmd("CLUSTER")
+            .arg(&["SETSLOT", &slot, "NODE", &node_id(target)])
+            .exec(&mut node.connection())
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_cluster_keeps_every_script_in_one_slot_and_rides_out_a_moved_slot() {
+    let nodes = cluster();
+    let seeds: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let sim = Sim::start(&["--rate", "3", "--latency-ms", "40"]);
+    let run_at = |now: OffsetDateTime| {
+        sim.set_clock(now);
+        let mut args = sim.args();
+        args.extend(strings(&[
+            "--redis_cluster",
+            &seeds.join(","),
+            "--redis_url",
+            &nodes[0].url(),
+            "--queue_key",
+            "k",
+            "--sources",
+            "signins,directory_audits",
+            "--rate_limit",
+            "1000/1",
+            "--page_size",
+            "10",
+        ]));
+        Running::start_with_env(&args, &[("MSGX_NOW", &rfc3339(now))])
+    };
+    let mut client = redis::cluster::ClusterClient::new(
+        seeds
+            .iter()
+            .map(|s| format!("redis://{s}"))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap()
+    .get_connection()
+    .unwrap();
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg(&["KEYSLOT", "k"])
+        .query(&mut client)
+        .unwrap();
+    let owner = |slot: u16| {
+        nodes
+            .iter()
+            .position(|n| {
+                let count: i64 = redis::cmd("CLUSTER")
+                    .arg(&["COUNTKEYSINSLOT", &slot.to_string()])
+                    .query(&mut n.connection())
+                    .unwrap_or(0);
+                count > 0
+            })
+            .expect("a node holds the slot's keys")
+    };
+    let t0 = minutes_ago(30);
+    let first = run_at(t0).finish(Duration::from_secs(60));
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // Ten minutes to catch up in small pages; the queue's slot moves meanwhile.
+    let t1 = t0 + Span::minutes(10);
+    let running = run_at(t1);
+    let from = owner(slot);
+    let length = |c: &mut redis::cluster::ClusterConnection| -> i64 {
+        redis::cmd("LLEN").arg("k").query(c).unwrap_or(0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), || length(&mut client) >= 300),
+        "pages flow: {}",
+        running.stderr()
+    );
+    move_slot(&nodes, slot, from, (from + 1) % 3);
+    let run = running.finish(Duration::from_secs(120));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(owner(slot), (from + 1) % 3, "the slot moved");
+    let list: Vec<String> = redis::cmd("LRANGE")
+        .arg(&["k", "0", "-1"])
+        .query(&mut client)
+        .unwrap();
+    assert_same_records(
+        list,
+        sim.records(origin(t0), lagged_end(t1) - Span::seconds(1)),
+    );
+    let audits: Vec<String> = redis::cmd("LRANGE")
+        .arg(&["k:directory_audits", "0", "-1"])
+        .query(&mut client)
+        .unwrap();
+    assert_same_records(
+        audits,
+        sim.records_of(
+            "directory_audits",
+            "activityDateTime",
+            origin(t0),
+            lagged_end(t1) - Span::seconds(1),
+        ),
+    );
+}
