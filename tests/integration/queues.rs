@@ -25,6 +25,16 @@ fn lagged_end(now: OffsetDateTime) -> OffsetDateTime {
     now - Span::seconds(120)
 }
 
+/// The arguments of a run at `now` into `url` and `key` (the simulator's clock set to
+/// `now`), plus `extra`.
+fn args_at(sim: &Sim, now: OffsetDateTime, url: &str, key: &str, extra: &[&str]) -> Vec<String> {
+    sim.set_clock(now);
+    let mut args = sim.args();
+    args.extend(strings(&["--redis_url", url, "--queue_key", key]));
+    args.extend(strings(extra));
+    args
+}
+
 #[test]
 fn a_stream_is_read_back_by_a_consumer_group_once_in_the_lists_order() {
     let sim = Sim::start(&["--rate", "3"]);
@@ -216,15 +226,7 @@ fn a_whole_cron_replay_runs_as_the_least_privileged_user() {
     let url = redis.url().replace("redis://", "redis://msgx:acl-pw-Qx7@");
     // A run as that user at `now`, with `extra` flags.
     let run_at = |now: OffsetDateTime, extra: &[&str]| {
-        sim.set_clock(now);
-        let mut args = sim.args();
-        args.extend(strings(&[
-            "--redis_url",
-            &url,
-            "--queue_key",
-            "ms_graph_exporter",
-        ]));
-        args.extend(strings(extra));
+        let args = args_at(&sim, now, &url, "ms_graph_exporter", extra);
         msgx(&args, &[("MSGX_NOW", &rfc3339(now))])
     };
     let t0 = minutes_ago(30);
@@ -417,16 +419,7 @@ fn a_sentinel_failover_mid_run_loses_nothing_and_repeats_nothing() {
     );
     let url = format!("redis+sentinel://127.0.0.1:{}/msgx/0", sentinel.port);
     let run_at = |now: OffsetDateTime| {
-        sim.set_clock(now);
-        let mut args = sim.args();
-        args.extend(strings(&[
-            "--redis_url",
-            &url,
-            "--queue_key",
-            "k",
-            "--page_size",
-            "20",
-        ]));
+        let args = args_at(&sim, now, &url, "k", &["--page_size", "20"]);
         Running::start_with_env(&args, &[("MSGX_NOW", &rfc3339(now))])
     };
     let t0 = minutes_ago(60);
@@ -560,23 +553,19 @@ fn a_cluster_keeps_every_script_in_one_slot_and_rides_out_a_moved_slot() {
         .map(|n| format!("127.0.0.1:{}", n.port))
         .collect();
     let sim = Sim::start(&["--rate", "3", "--latency-ms", "40"]);
+    let joined = seeds.join(",");
+    let cluster_flags = [
+        "--redis_cluster",
+        joined.as_str(),
+        "--sources",
+        "signins,directory_audits",
+        "--rate_limit",
+        "1000/1",
+        "--page_size",
+        "10",
+    ];
     let run_at = |now: OffsetDateTime| {
-        sim.set_clock(now);
-        let mut args = sim.args();
-        args.extend(strings(&[
-            "--redis_cluster",
-            &seeds.join(","),
-            "--redis_url",
-            &nodes[0].url(),
-            "--queue_key",
-            "k",
-            "--sources",
-            "signins,directory_audits",
-            "--rate_limit",
-            "1000/1",
-            "--page_size",
-            "10",
-        ]));
+        let args = args_at(&sim, now, &nodes[0].url(), "k", &cluster_flags);
         Running::start_with_env(&args, &[("MSGX_NOW", &rfc3339(now))])
     };
     let mut client = redis::cluster::ClusterClient::new(
