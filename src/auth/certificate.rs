@@ -143,9 +143,13 @@ impl ClientCertificate {
 }
 
 impl Grant for ClientCertificate {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
     fn request(&self) -> Result<TokenRequest, AuthError> {
         Ok(TokenRequest {
-            url: self.url.clone(),
+            url: self.url().to_string(),
             method: Method::Post(vec![
                 ("client_id", Secret::new(self.client_id.clone())),
                 ("client_assertion_type", Secret::new(ASSERTION_TYPE)),

@@ -42,9 +42,13 @@ impl ManagedIdentity {
 }
 
 impl Grant for ManagedIdentity {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
     fn request(&self) -> Result<TokenRequest, AuthError> {
         Ok(TokenRequest {
-            url: self.url.clone(),
+            url: self.url().to_string(),
             method: Method::Get(self.headers.clone()),
         })
     }

@@ -29,6 +29,9 @@ use crate::transport::{HttpResponse, HttpTransport, TransportError};
 
 /// One kind of credential: what a token request sends.
 trait Grant: Send + Sync {
+    /// Where tokens are asked for (for messages too).
+    fn url(&self) -> &str;
+
     /// The request for a token, made afresh each time (an assertion is signed anew, a
     /// federated token file read again).
     fn request(&self) -> Result<TokenRequest, AuthError>;
@@ -163,7 +166,7 @@ impl TokenSource {
                 resource,
             )),
         };
-        let endpoint = grant.request().map(|r| r.url).unwrap_or_default();
+        let endpoint = grant.url().to_string();
         Ok(TokenSource {
             transport,
             grant,

@@ -12,9 +12,13 @@ pub struct ClientSecret {
 }
 
 impl Grant for ClientSecret {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
     fn request(&self) -> Result<TokenRequest, AuthError> {
         Ok(TokenRequest {
-            url: self.url.clone(),
+            url: self.url().to_string(),
             method: Method::Post(vec![
                 ("client_id", Secret::new(self.client_id.clone())),
                 ("client_secret", self.secret.clone()),

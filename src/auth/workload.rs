@@ -16,6 +16,10 @@ pub struct WorkloadIdentity {
 }
 
 impl Grant for WorkloadIdentity {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
     fn request(&self) -> Result<TokenRequest, AuthError> {
         let token = std::fs::read_to_string(&self.token_file)
             .map(|t| t.trim().to_string())
@@ -26,7 +30,7 @@ impl Grant for WorkloadIdentity {
                 message: "the federated token file cannot be read or is empty".into(),
             })?;
         Ok(TokenRequest {
-            url: self.url.clone(),
+            url: self.url().to_string(),
             method: Method::Post(vec![
                 ("client_id", Secret::new(self.client_id.clone())),
                 ("client_assertion_type", Secret::new(ASSERTION_TYPE)),

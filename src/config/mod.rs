@@ -683,7 +683,7 @@ impl Values {
         let Some(credential) = credential else {
             return Err(ConfigError::usage("no credentials".into()));
         };
-        let config = Config {
+        let mut config = Config {
             graph_url: host(&options.graph_url, graph_default),
             login_url: host(&options.login_url, login_default),
             redis: redis.unwrap_or_else(|| options.redis_url.clone()),
@@ -696,7 +696,6 @@ impl Values {
             backoff_scale: 1.0,
             warnings: Vec::new(),
         };
-        let mut config = config;
         self.check_sources(&config)?;
         config.warnings = self.without_effect(&config);
         if config.redis_tls_insecure {

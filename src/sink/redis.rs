@@ -37,20 +37,6 @@ impl Endpoint {
     pub fn is_replicated(&self) -> bool {
         matches!(*self.0, Route::Sentinel(_))
     }
-
-    fn client(&self) -> redis::RedisResult<redis::Client> {
-        match &*self.0 {
-            Route::Direct(client) => Ok(client.clone()),
-            Route::Sentinel(sentinel) => sentinel
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_client(),
-            Route::Cluster(_) => Err(redis::RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "a cluster has no single client",
-            ))),
-        }
-    }
 }
 
 /// The endpoint of `redis_url`: with `rediss://`, certificates are verified against
@@ -134,12 +120,15 @@ fn open_cluster(config: &Config, nodes: &[String]) -> redis::RedisResult<Endpoin
 /// A connection with timeouts, so a Redis that stops answering fails a command instead
 /// of hanging the run.
 pub fn connect(endpoint: &Endpoint) -> redis::RedisResult<RedisConnection> {
-    if let Route::Cluster(cluster) = &*endpoint.0 {
-        return Ok(Box::new(cluster.get_connection()?));
-    }
-    let connection = endpoint
-        .client()?
-        .get_connection_with_timeout(COMMAND_TIMEOUT)?;
+    let client = match &*endpoint.0 {
+        Route::Cluster(cluster) => return Ok(Box::new(cluster.get_connection()?)),
+        Route::Direct(client) => client.clone(),
+        Route::Sentinel(sentinel) => sentinel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_client()?,
+    };
+    let connection = client.get_connection_with_timeout(COMMAND_TIMEOUT)?;
     connection.set_read_timeout(Some(COMMAND_TIMEOUT))?;
     connection.set_write_timeout(Some(COMMAND_TIMEOUT))?;
     Ok(Box::new(connection))
