@@ -13,7 +13,7 @@ use crate::config::{Backend, Config, Output};
 use crate::error::{AuthError, GraphError, exit};
 use crate::graph::GraphClient;
 use crate::graph::client::PageShape;
-use crate::retry::{Backoff, RequestGate, RetryOptions};
+use crate::retry::{Backoff, RetryOptions};
 use crate::shutdown::Stop;
 use crate::sink::redis::{connect, open_client};
 use crate::transport::{HttpTransport, TransportOptions, UreqTransport};
@@ -88,7 +88,7 @@ fn check_redis(config: &Config) -> Outcome {
         let mut connection = connect(&client)?;
         redis::cmd("PING").exec(&mut *connection)?;
         for key in &keys {
-            let probe_key = format!("{key}:msgx:check");
+            let probe_key = crate::keys::derived(key, "check");
             redis::cmd("SET")
                 .arg(&probe_key)
                 .arg("msgx-once --check")
@@ -113,18 +113,14 @@ fn check_redis(config: &Config) -> Outcome {
         result: result.map_err(|e| {
             let advice = match e.code() {
                 Some("NOPERM") => format!(
-                    "grant the Redis user what a run needs, e.g. ACL SETUSER <user> on \
-                     ~{} +ping +set +del +rpush +publish +eval +evalsha +hset +hgetall \
-                     +zadd +zscore +zremrangebyscore +type +pexpire (see the README's \
-                     Redis section)",
-                    keys.first()
-                        .map_or("ms_graph_exporter", String::as_str)
-                        .to_string()
-                        + "*"
+                    "grant the Redis user every right a run needs: {} (the README's Redis \
+                     deployments section)",
+                    crate::sink::redis::acl_line(
+                        keys.first().map_or("ms_graph_exporter", String::as_str)
+                    )
                 ),
-                Some("WRONGPASS") | Some("NOAUTH") => {
-                    "put the right user and password in redis_url (redis://user:password@host)"
-                        .into()
+                _ if crate::sink::redis::is_password_refused(&e) => {
+                    crate::sink::redis::PASSWORD_REFUSED.to_string()
                 }
                 _ => "check that Redis runs and redis_url points at it (host, port, TLS)".into(),
             };
@@ -233,10 +229,19 @@ fn check_graph(config: &Config) -> Vec<Outcome> {
     let end = window::lagged_until(now, config.timelag);
     let frame = Frame::between(end - time::Duration::minutes(1), end);
     let mut outcomes = vec![token];
+    // The same budget as runs, shared with them: a check beside a running export must
+    // not draw the 429s it is meant to warn of.
+    let gates = match crate::budget::gates(config, &stop) {
+        Ok(gates) => gates,
+        Err(e) => {
+            outcomes.push(Outcome {
+                name: "request budget".into(),
+                result: Err((e.to_string(), "fix the Redis options named above".into())),
+            });
+            return outcomes;
+        }
+    };
     for source in &config.sources {
-        let limit = config
-            .rate_limit_of(source.bucket)
-            .map(|(requests, per)| crate::retry::RateLimit { requests, per });
         let client = GraphClient::new(
             transport.clone(),
             tokens.clone(),
@@ -246,7 +251,7 @@ fn check_graph(config: &Config) -> Vec<Outcome> {
                 page_size: 1,
                 select: None,
             },
-            Arc::new(RequestGate::new(limit, stop.clone())),
+            gates[&source.bucket].clone(),
             retry.clone(),
         );
         let result = match frame {

@@ -85,6 +85,14 @@ pub enum GraphError {
     },
     /// The run was asked to stop (SIGTERM/SIGINT) before this page was fetched.
     Interrupted { url: String },
+    /// The budget shared with other processes is paused (a 429 one of them got) past
+    /// the run's deadline: the pause's key, how long it lasts, what set it.
+    Paused {
+        url: String,
+        key: String,
+        left: std::time::Duration,
+        by: String,
+    },
     /// A 200 whose body is not a Graph collection page.
     Malformed { url: String, message: String },
     /// A paging link that must not be followed.
@@ -123,6 +131,12 @@ impl fmt::Display for GraphError {
                 }
             }
             GraphError::Interrupted { url } => write!(f, "GET {url}: interrupted by a signal"),
+            GraphError::Paused { url, key, left, by } => write!(
+                f,
+                "GET {url}: the request budget shared with other processes is paused ({key}, \
+                 {:.0} s more, set by {by}) past this run's deadline",
+                left.as_secs_f64()
+            ),
             GraphError::Malformed { url, message } => {
                 write!(f, "GET {url}: malformed page: {message}")
             }
@@ -146,6 +160,7 @@ impl GraphError {
             GraphError::Auth(AuthError::Refused { .. })
             | GraphError::UnsafeNextLink { .. }
             | GraphError::Deadline { .. }
+            | GraphError::Paused { .. }
             | GraphError::Interrupted { .. } => false,
         }
     }

@@ -28,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod graph;
 pub mod ids;
+pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::Config;
+use crate::config::{Config, PushTarget};
 use crate::error::exit;
 use crate::run::RunReport;
 use crate::transport::{HttpTransport, TransportOptions, UreqTransport};
@@ -278,14 +278,14 @@ pub fn publish(config: &Config, figures: &RunFigures) {
     {
         log::warn!("metrics_file {}: {e}", path.display());
     }
-    if let Some(url) = &config.metrics_push_url {
+    if let Some(target) = &config.metrics_push_url {
         let transport = UreqTransport::new(&TransportOptions {
             timeout: PUSH_TIMEOUT,
             connect_timeout: PUSH_TIMEOUT,
             idle_per_host: 1,
             body_limit: 1 << 20,
         });
-        if let Err(e) = push(&transport, url, figures) {
+        if let Err(e) = push(&transport, target, figures) {
             log::warn!("metrics_push_url: {e}");
         }
     }
@@ -299,10 +299,15 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// only the metrics sent, so a failed run leaves the last success time as it was.
 pub fn push(
     transport: &dyn HttpTransport,
-    base: &url::Url,
+    target: &PushTarget,
     figures: &RunFigures,
 ) -> Result<(), String> {
-    let base = base.as_str().trim_end_matches('/');
+    // The URL holds no credentials (they are in `authorization`): safe in messages.
+    let base = target.url.as_str().trim_end_matches('/');
+    let mut headers = vec![("Content-Type", "text/plain; version=0.0.4")];
+    if let Some(authorization) = &target.authorization {
+        headers.push(("Authorization", authorization.expose()));
+    }
     let mut groups: Vec<(String, Vec<&SourceFigures>)> = figures
         .sources
         .iter()
@@ -321,7 +326,7 @@ pub fn push(
     for (url, sources) in groups {
         let text = render(&families(figures, &BTreeMap::new(), &sources));
         let response = transport
-            .post_body(&url, "text/plain; version=0.0.4", text.as_bytes())
+            .post_body(&url, &headers, text.as_bytes())
             .map_err(|e| format!("POST {url}: {e}"))?;
         if !(200..300).contains(&response.status) {
             return Err(format!("POST {url}: HTTP {}", response.status));

@@ -113,10 +113,9 @@ pub struct FrameOutcome {
     /// Records published to a channel nobody listened on (not delivered).
     pub unheard: u64,
     pub failure: Option<FrameFailure>,
-    /// What a later run must still read of a failed frame: from its start to the
-    /// oldest second of the pages written in an unbroken run from its first page
-    /// (Graph pages newest first; that second may go on on the next page). None when
-    /// the frame is complete.
+    /// What a later run must still read of a failed frame: what the pages written in an
+    /// unbroken run from its first page leave, judged by their records' times whatever
+    /// order Graph pages in. None when the frame is complete.
     pub unfinished: Option<Frame>,
 }
 
@@ -166,6 +165,42 @@ impl Slots {
     }
 }
 
+/// The seconds of one written page's records (their time field), in the order Graph
+/// sent them, as far as they are readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PageSeconds {
+    first: i64,
+    last: i64,
+    min: i64,
+    max: i64,
+    /// Every second is at most the one before it (newest first), or at least it.
+    falling: bool,
+    rising: bool,
+}
+
+impl PageSeconds {
+    fn of(seconds: impl IntoIterator<Item = i64>) -> Option<Self> {
+        let mut seconds = seconds.into_iter();
+        let first = seconds.next()?;
+        let mut page = PageSeconds {
+            first,
+            last: first,
+            min: first,
+            max: first,
+            falling: true,
+            rising: true,
+        };
+        for second in seconds {
+            page.falling &= second <= page.last;
+            page.rising &= second >= page.last;
+            page.min = page.min.min(second);
+            page.max = page.max.max(second);
+            page.last = second;
+        }
+        Some(page)
+    }
+}
+
 #[derive(Default)]
 struct Progress {
     pages: u64,
@@ -174,48 +209,70 @@ struct Progress {
     unkeyed: u64,
     unheard: u64,
     failure: Option<FrameFailure>,
-    /// The oldest second of each page written, by page number.
-    written: BTreeMap<u64, Option<i64>>,
+    /// The seconds of each page written, by page number.
+    written: BTreeMap<u64, Option<PageSeconds>>,
     /// Pages of the frame, once all were fetched.
     fetched: Option<u64>,
 }
 
 impl Progress {
-    /// The oldest second of the pages written in an unbroken run from the first.
-    fn oldest_written(&self) -> Option<i64> {
-        (1..)
+    /// What of `frame` the pages written in an unbroken run from the first leave
+    /// unread. Graph documents no order for some resources, so the order is read from
+    /// the records: pages newest first have read everything after their oldest second,
+    /// pages oldest first everything before their newest — that second itself may go
+    /// on on the next page. Records in no order, or all in one second, leave the whole
+    /// frame.
+    fn remaining(&self, frame: &Frame) -> Frame {
+        let pages: Vec<PageSeconds> = (1..)
             .map_while(|number| self.written.get(&number))
             .flatten()
-            .min()
             .copied()
+            .collect();
+        let (Some(min), Some(max)) = (
+            pages.iter().map(|p| p.min).min(),
+            pages.iter().map(|p| p.max).max(),
+        ) else {
+            return *frame;
+        };
+        let falling =
+            pages.iter().all(|p| p.falling) && pages.windows(2).all(|w| w[0].last >= w[1].first);
+        let rising =
+            pages.iter().all(|p| p.rising) && pages.windows(2).all(|w| w[0].last <= w[1].first);
+        let at = |second: i64| {
+            OffsetDateTime::from_unix_timestamp(second)
+                .map_or(frame.end, |t| t.clamp(frame.start, frame.end))
+        };
+        match (falling, rising) {
+            (true, false) => Frame {
+                start: frame.start,
+                end: at(min),
+            },
+            (false, true) => Frame {
+                start: at(max),
+                end: frame.end,
+            },
+            _ => *frame,
+        }
     }
 
-    /// The share of `frame` read and written: whole once done, else down to the
-    /// oldest second written.
+    /// The share of `frame` read and written: whole once done, else what the pages
+    /// written so far cover.
     fn covered(&self, frame: &Frame) -> f64 {
         if self.failure.is_some() || self.fetched == Some(self.pages) {
             return 1.0;
         }
-        match self.oldest_written() {
-            Some(oldest) => {
-                let done = frame.end.unix_timestamp() - oldest;
-                (done.max(0) as f64 / frame.seconds().max(1) as f64).min(1.0)
-            }
-            None => 0.0,
+        let left = self.remaining(frame).seconds() as f64;
+        let all = frame.seconds().max(1) as f64;
+        match self.written.is_empty() {
+            true => 0.0,
+            false => (1.0 - left / all).clamp(0.0, 1.0),
         }
     }
 
     /// The part of `frame` not yet read, if it failed.
     fn unfinished(&self, frame: &Frame) -> Option<Frame> {
         self.failure.as_ref()?;
-        let end = self
-            .oldest_written()
-            .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
-            .map_or(frame.end, |t| t.clamp(frame.start, frame.end));
-        Some(Frame {
-            start: frame.start,
-            end,
-        })
+        Some(self.remaining(frame))
     }
 }
 
@@ -610,12 +667,25 @@ impl Writer<'_> {
                 problem.reason
             );
         }
-        let oldest = match &keys {
-            Some(keys) => keys.iter().map(|k| k.second).min(),
-            None => records
-                .iter()
-                .rev()
-                .find_map(|r| record_second(r, source.time_field)),
+        // The seconds of the records in Graph's order (unreadable ones left out): what
+        // a failed frame still owes is read from them. Without keys only the first and
+        // last readable record are parsed.
+        let seconds = match &keys {
+            Some(keys) => {
+                let bad: Vec<usize> = problems.iter().map(|p| p.offset).collect();
+                PageSeconds::of(
+                    keys.iter()
+                        .enumerate()
+                        .filter(|(i, _)| !bad.contains(i))
+                        .map(|(_, k)| k.second),
+                )
+            }
+            None => {
+                let second = |r: &&str| record_second(r, source.time_field);
+                let first = records.iter().find_map(second);
+                let last = records.iter().rev().find_map(second);
+                PageSeconds::of(first.into_iter().chain(last))
+            }
         };
         match sink.write(&records, keys.as_deref()) {
             Ok(written) => {
@@ -628,7 +698,7 @@ impl Writer<'_> {
                     // A page some of whose records reached nobody is not written
                     // whole: its seconds stay unfinished for a later run.
                     if written.unheard == 0 {
-                        p.written.insert(*number, oldest);
+                        p.written.insert(*number, seconds);
                     }
                 });
                 if written.unheard > 0 {

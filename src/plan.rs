@@ -25,26 +25,42 @@ pub fn plan(config: &Config, now: OffsetDateTime) -> Result<Window, ConfigError>
             config.stream_frame,
         ));
     };
-    let until = match config.until {
-        Some(until) => until,
-        None => {
-            let until = window::lagged_until(now, config.timelag);
-            if since >= until {
-                return Err(ConfigError::new(
-                    "since",
-                    Source::Cli,
-                    format!("not before the end of the lagged window ({until})"),
-                    "a time before now minus timelag, or an explicit --until",
-                ));
-            }
-            until
-        }
-    };
+    // Graph has nothing after now − timelag yet: a later --until stops there.
+    let lagged_end = window::lagged_until(now, config.timelag);
+    let until = config
+        .until
+        .map_or(lagged_end, |until| until.min(lagged_end));
+    if since >= until {
+        return Err(ConfigError::new(
+            "since",
+            Source::Cli,
+            format!(
+                "not before what Graph can have yet ({}: now minus timelag)",
+                window::utc_second(lagged_end)
+            ),
+            "a time before now minus timelag",
+        ));
+    }
     // Cut by streams, not by the clock: within a frame requests follow the records.
     let frames = Frame::between(since, until)
         .map(|range| Window::cut(range, config.streams, config.stream_frame))
         .unwrap_or_default();
     Ok(Window { frames })
+}
+
+/// A WARN when the backfill's `--until` lies past what Graph can have at `now` (its
+/// clock minus `timelag`): the backfill stops there, and the rest is named for later.
+pub fn warn_if_until_ahead(config: &Config, now: OffsetDateTime) {
+    let lagged_end = window::lagged_until(now, config.timelag);
+    let Some(until) = config.until.filter(|until| *until > lagged_end) else {
+        return;
+    };
+    let (end, until) = (window::utc_second(lagged_end), window::utc_second(until));
+    log::warn!(
+        "--until {until} is after what Graph can have yet ({end}: Microsoft's clock minus \
+         timelag): this backfill stops there; export the rest later with --since {end} \
+         --until {until}"
+    );
 }
 
 /// Graph keeps sign-ins for 30 days; a watermark older than that cannot be caught up.

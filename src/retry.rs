@@ -41,13 +41,26 @@ struct GateState {
 
 /// The budget as other processes see it too (the Redis backend keeps it in Redis).
 pub trait SharedBudget: Send + Sync {
-    /// Claims a place for request `id`: None when granted, else how long to wait
-    /// before asking again (the window is full, or a 429 paused everyone).
-    fn claim(&self, id: &str) -> Result<Option<Duration>, String>;
+    /// Claims a place for request `id`, or says why not yet.
+    fn claim(&self, id: &str) -> Result<SharedClaim, String>;
     /// Request `id` was answered: its place counts for the window's length from now.
     fn answered(&self, id: &str) -> Result<(), String>;
     /// Holds every process for `wait` (a 429's Retry-After).
     fn pause(&self, wait: Duration) -> Result<(), String>;
+}
+
+/// The shared budget's answer to a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedClaim {
+    Granted,
+    /// The window is full: ask again after this.
+    Full(Duration),
+    /// A 429 paused every sharer: for `wait` more, by the pause `key`, set `by`.
+    Paused {
+        wait: Duration,
+        key: String,
+        by: String,
+    },
 }
 
 pub struct RequestGate {
@@ -60,6 +73,8 @@ pub struct RequestGate {
     process: String,
     /// The shared budget failed once: this process paces itself alone from then on.
     shared_failed: std::sync::atomic::AtomicBool,
+    /// A shared pause was named at WARN (once a run).
+    told_paused: std::sync::atomic::AtomicBool,
 }
 
 /// Why no turn was given.
@@ -69,6 +84,12 @@ pub enum NoTurn {
     Deadline,
     /// The run was asked to stop.
     Stopped,
+    /// A pause in the shared budget lasts past the run's deadline.
+    Paused {
+        key: String,
+        left: Duration,
+        by: String,
+    },
 }
 
 /// A granted turn; dropping it (once the answer is in) starts its claim's countdown.
@@ -103,6 +124,7 @@ impl RequestGate {
             shared: None,
             process: ids::guid(),
             shared_failed: Default::default(),
+            told_paused: Default::default(),
         }
     }
 
@@ -148,8 +170,14 @@ impl RequestGate {
     }
 
     /// Blocks until a request may be sent without exceeding the rate limit or cutting
-    /// into a pause. Hold the turn until the answer has arrived.
-    pub fn wait_turn(&self, deadline: Instant) -> Result<Turn<'_>, NoTurn> {
+    /// into a pause. Hold the turn until the answer has arrived. `waited` hears every
+    /// stretch of waiting as it ends (at most a second each), so a long wait shows in
+    /// progress lines while it lasts.
+    pub fn wait_turn(
+        &self,
+        deadline: Instant,
+        waited: &dyn Fn(Duration),
+    ) -> Result<Turn<'_>, NoTurn> {
         let mut state = self.lock();
         loop {
             if self.stop.requested().is_some() {
@@ -166,9 +194,34 @@ impl RequestGate {
                 let id = state.next_id;
                 if let Some(shared) = self.shared_budget() {
                     // Other processes may hold the budget: wait as for a pause.
-                    if let Some(Some(wait)) = self.check_shared(shared.claim(&self.claim_id(id))) {
-                        state.paused_until = Some(now + wait.min(MAX_RETRY_AFTER));
-                        continue;
+                    match self.check_shared(shared.claim(&self.claim_id(id))) {
+                        Some(SharedClaim::Full(wait)) => {
+                            state.paused_until = Some(now + wait.min(MAX_RETRY_AFTER));
+                            continue;
+                        }
+                        Some(SharedClaim::Paused { wait, key, by }) => {
+                            let wait = wait.min(MAX_RETRY_AFTER);
+                            if now + wait > deadline {
+                                return Err(NoTurn::Paused {
+                                    key,
+                                    left: wait,
+                                    by,
+                                });
+                            }
+                            if !self
+                                .told_paused
+                                .swap(true, std::sync::atomic::Ordering::Relaxed)
+                            {
+                                log::warn!(
+                                    "the request budget shared with other processes is paused \
+                                     ({key}, {:.1} s more, set by {by}): waiting",
+                                    wait.as_secs_f64()
+                                );
+                            }
+                            state.paused_until = Some(now + wait);
+                            continue;
+                        }
+                        Some(SharedClaim::Granted) | None => {}
                     }
                 }
                 state.next_id += 1;
@@ -182,11 +235,13 @@ impl RequestGate {
             if wake_at > deadline || now >= deadline {
                 return Err(NoTurn::Deadline);
             }
+            let slice = (wake_at - now).min(Duration::from_secs(1));
             state = self
                 .changed
-                .wait_timeout(state, wake_at - now)
+                .wait_timeout(state, slice)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            waited(now.elapsed());
         }
     }
 
@@ -350,7 +405,7 @@ mod tests {
         let start = Instant::now();
         let far = start + Duration::from_secs(10);
         for _ in 0..4 {
-            drop(gate.wait_turn(far).unwrap());
+            drop(gate.wait_turn(far, &|_| {}).unwrap());
         }
         assert!(start.elapsed() >= Duration::from_millis(300));
     }
@@ -363,15 +418,20 @@ mod tests {
         };
         let gate = RequestGate::new(Some(limit), Stop::default());
         let now = Instant::now();
-        let in_flight = gate.wait_turn(now + Duration::from_secs(5)).unwrap();
+        let in_flight = gate
+            .wait_turn(now + Duration::from_secs(5), &|_| {})
+            .unwrap();
         // Long after `per`, but the first answer is not in: no second turn.
         assert!(matches!(
-            gate.wait_turn(now + Duration::from_millis(200)),
+            gate.wait_turn(now + Duration::from_millis(200), &|_| {}),
             Err(NoTurn::Deadline)
         ));
         drop(in_flight);
         let answered = Instant::now();
-        drop(gate.wait_turn(now + Duration::from_secs(5)).unwrap());
+        drop(
+            gate.wait_turn(now + Duration::from_secs(5), &|_| {})
+                .unwrap(),
+        );
         assert!(answered.elapsed() >= Duration::from_millis(50));
     }
 
@@ -379,7 +439,7 @@ mod tests {
     fn no_turn_after_the_deadline_even_unpaced() {
         let gate = RequestGate::new(None, Stop::default());
         assert_eq!(
-            gate.wait_turn(Instant::now()).map(drop),
+            gate.wait_turn(Instant::now(), &|_| {}).map(drop),
             Err(NoTurn::Deadline)
         );
     }
@@ -390,10 +450,13 @@ mod tests {
         let now = Instant::now();
         gate.pause_all(now + Duration::from_millis(200));
         assert!(matches!(
-            gate.wait_turn(now + Duration::from_millis(50)),
+            gate.wait_turn(now + Duration::from_millis(50), &|_| {}),
             Err(NoTurn::Deadline)
         ));
-        drop(gate.wait_turn(now + Duration::from_secs(5)).unwrap());
+        drop(
+            gate.wait_turn(now + Duration::from_secs(5), &|_| {})
+                .unwrap(),
+        );
         assert!(now.elapsed() >= Duration::from_millis(200));
     }
 
@@ -405,7 +468,7 @@ mod tests {
         let waiter = {
             let gate = gate.clone();
             std::thread::spawn(move || {
-                gate.wait_turn(Instant::now() + Duration::from_secs(900))
+                gate.wait_turn(Instant::now() + Duration::from_secs(900), &|_| {})
                     .map(drop)
             })
         };

@@ -9,20 +9,19 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use crate::auth::TokenSource;
-use crate::budget::RedisBudget;
 use crate::config::{Backend, Config};
 use crate::error::{Error, GraphError, exit};
 use crate::graph::GraphClient;
 use crate::graph::client::{BudgetSpent, PageShape};
 use crate::pipeline::{self, FrameFailure, FrameOutcome, Job, Lane, PipelineOptions};
 use crate::plan::{self, Plan, Resumed};
-use crate::retry::{Backoff, RateLimit, RequestGate, RetryOptions};
+use crate::retry::{Backoff, RequestGate, RetryOptions};
 use crate::shutdown::{self, Stop};
 use crate::sink::dedup::DedupSink;
 use crate::sink::redis::{Dedup, REDIS_BACKOFF, RedisPool};
 use crate::sink::{self, Sink};
 use crate::sources::{Bucket, SourceSpec};
-use crate::state::{self, Progress, StateStore};
+use crate::state::{Progress, StateStore};
 use crate::transport::{HttpTransport, TransportOptions, UreqTransport};
 use crate::window::{self, Frame, Window};
 
@@ -126,8 +125,14 @@ impl SourceReport {
                 Some(FrameFailure::Fetch(GraphError::Deadline { .. }))
             )
         });
+        let paused = self.failed().find_map(|f| match &f.failure {
+            Some(FrameFailure::Fetch(GraphError::Paused { key, left, by, .. })) => {
+                Some((key, left, by))
+            }
+            _ => None,
+        });
         let unread = self.unread();
-        let (true, Some(oldest)) = (cut, unread.first()) else {
+        let Some(oldest) = unread.first() else {
             return;
         };
         let seconds: u64 = unread.iter().map(Frame::seconds).sum();
@@ -137,6 +142,22 @@ impl SourceReport {
         } else {
             "sign-ins".to_string()
         };
+        if let Some((key, left, by)) = paused {
+            let next = match self.watermark {
+                Some(_) => "the next run reads them first",
+                None => "export the unread ranges of the summary again once it lifts",
+            };
+            log::warn!(
+                "the request budget shared with other processes is paused for {:.0} s more \
+                 ({key}, set by {by}), past this run's deadline ({deadline} s): {seconds} s of \
+                 {what} unread; {next}; if no 429 of yours set it, delete {key}",
+                left.as_secs_f64()
+            );
+            return;
+        }
+        if !cut {
+            return;
+        }
         if self.watermark.is_some() {
             log::warn!(
                 "the deadline ({deadline} s) ended this run with {seconds} s of {what} unread, \
@@ -311,7 +332,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
 
     let transport = http_transport(config);
     let stop = Stop::default();
-    let gates = request_gates(config, &stop)?;
+    let gates = crate::budget::gates(config, &stop)?;
     stop_on_signals(&stop, &gates, &transport)?;
     let retry = RetryOptions {
         max_retries: config.max_retries,
@@ -338,6 +359,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
     } else {
         plan::plan(config, now)?
     };
+    plan::warn_if_until_ahead(config, now);
     // Each source has its own state, lock, plan and sink; a lock another run holds
     // ends the run (the locks taken so far are released as the exports drop).
     let several = config.sources.len() > 1;
@@ -465,6 +487,9 @@ fn prepare(
     target: &SinkTarget,
 ) -> Result<Export, Error> {
     let mut resumed = plan::resume(&config, target.retry)?;
+    if let Some(resumed) = &resumed {
+        refuse_progress_ahead(resumed, now)?;
+    }
     let plan = resumed.as_ref().map(|r| match &r.progress {
         Some(progress) => Plan::resume(&config, now, progress),
         None => Plan::first_run(&config, now, planned.clone()),
@@ -484,6 +509,30 @@ fn prepare(
         state_lost,
         sink,
     })
+}
+
+/// Stored progress past Microsoft's clock cannot come from a run (each run's "now" is
+/// bounded by it): the state is damaged, or was written before that bound existed by
+/// a host whose clock ran ahead. Taken at its word, every run would skip the seconds up
+/// to it and exit 0; instead the run stops with what to repair.
+fn refuse_progress_ahead(resumed: &Resumed, now: OffsetDateTime) -> Result<(), Error> {
+    let Some(progress) = &resumed.progress else {
+        return Ok(());
+    };
+    let (field, latest) = progress.latest();
+    // Microsoft's `Date` has whole seconds: its clock may be up to a second later.
+    if latest <= now + time::Duration::SECOND {
+        return Ok(());
+    }
+    Err(Error::State(format!(
+        "{}: {field} {} is ahead of Microsoft's clock ({}): the state is damaged (or was \
+         written by a host whose clock ran ahead), and no run would export the seconds up to \
+         it; repair it — {} — or delete it and backfill from the last export's end",
+        resumed.store.location(),
+        window::utc_second(latest),
+        window::utc_second(now),
+        resumed.store.repair(field)
+    )))
 }
 
 /// A backfill or a catch-up (more than ten minutes to read) shows a progress bar, if
@@ -537,33 +586,6 @@ fn order_jobs(windows: &[&Window], lagged_end: OffsetDateTime, rescan: u64) -> V
     keyed.into_iter().map(|(_, job)| job).collect()
 }
 
-/// One gate per bucket the sources use, keeping all their streams within the
-/// bucket's limit; with the Redis backend its window is shared with every other
-/// process of this app and tenant. Other backends pace this process alone.
-fn request_gates(
-    config: &Config,
-    stop: &Stop,
-) -> Result<BTreeMap<Bucket, Arc<RequestGate>>, Error> {
-    let mut gates = BTreeMap::new();
-    for source in &config.sources {
-        if gates.contains_key(&source.bucket) {
-            continue;
-        }
-        let limit = config
-            .rate_limit_of(source.bucket)
-            .map(|(requests, per)| RateLimit { requests, per });
-        let gate = RequestGate::new(limit, stop.clone());
-        let gate = match (limit, config.queue_backend) {
-            (Some(limit), Backend::Redis) => {
-                gate.with_shared(Box::new(RedisBudget::new(config, source.bucket, limit)?))
-            }
-            _ => gate,
-        };
-        gates.insert(source.bucket, Arc::new(gate));
-    }
-    Ok(gates)
-}
-
 fn http_transport(config: &Config) -> Arc<dyn HttpTransport> {
     Arc::new(UreqTransport::new(&TransportOptions {
         timeout: config.http_timeout,
@@ -601,7 +623,7 @@ fn open_sink(
     // Ids are kept as long as any run may read their second again: this one, or a
     // later one's second read or owed range.
     let dedup = resumed.map(|r| Dedup {
-        seen_key: state::redis_key(&config.queue_key, "seen"),
+        seen_key: crate::keys::derived(&config.queue_key, "seen"),
         floor: window
             .start()
             .map(|start| r.progress.as_ref().map_or(start, |p| p.floor().min(start)))

@@ -46,11 +46,11 @@ pub trait HttpTransport: Send + Sync {
         timeout: Duration,
     ) -> Result<HttpResponse, TransportError>;
     fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<HttpResponse, TransportError>;
-    /// A POST of `body` as `content_type` (metrics to a Pushgateway).
+    /// A POST of `body` with `headers` (metrics to a Pushgateway).
     fn post_body(
         &self,
         url: &str,
-        content_type: &str,
+        headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<HttpResponse, TransportError>;
 
@@ -167,10 +167,13 @@ impl HttpTransport for UreqTransport {
     fn post_body(
         &self,
         url: &str,
-        content_type: &str,
+        headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<HttpResponse, TransportError> {
-        let request = self.agent.post(url).header("Content-Type", content_type);
+        let mut request = self.agent.post(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         self.finish(request.send(body), Vec::new())
     }
 

@@ -48,21 +48,25 @@ impl ClientCertificate {
         let bad = |option: &str, problem: String, accepted: &str| {
             Error::Config(ConfigError::new(option, Source::Unset, problem, accepted))
         };
-        let cert = CertificateDer::pem_file_iter(certificate)
-            .ok()
-            .and_then(|mut certs| certs.next())
-            .and_then(Result::ok)
-            .ok_or_else(|| {
-                bad(
-                    "client_certificate",
-                    format!("no certificate in {}", certificate.display()),
-                    "a PEM file with a -----BEGIN CERTIFICATE----- block",
-                )
-            })?;
         let (key_option, key_path) = match key {
             Some(path) => ("client_certificate_key", path),
             None => ("client_certificate", certificate),
         };
+        for (option, path) in [("client_certificate", certificate), (key_option, key_path)] {
+            if let Some(problem) = unreadable(path) {
+                return Err(bad(option, problem, "a readable PEM file"));
+            }
+        }
+        let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(certificate)
+            .map(|certs| certs.filter_map(Result::ok).collect())
+            .unwrap_or_default();
+        if certs.is_empty() {
+            return Err(bad(
+                "client_certificate",
+                format!("no certificate in {}", certificate.display()),
+                "a PEM file with a -----BEGIN CERTIFICATE----- block",
+            ));
+        }
         let private = PrivateKeyDer::from_pem_file(key_path).map_err(|_| {
             bad(
                 key_option,
@@ -86,6 +90,22 @@ impl ClientCertificate {
                 "an RSA private key of 2048 bits or more (PKCS#8 or PKCS#1)",
             )
         })?;
+        // A bundle may hold the chain too (a CA's certificate first, as CAs hand them
+        // out): the certificate is the one the key belongs to.
+        let cert = certs
+            .into_iter()
+            .find(|cert| belongs_to(cert, pair.public().as_ref()))
+            .ok_or_else(|| {
+                bad(
+                    "client_certificate",
+                    format!(
+                        "no certificate in {} belongs to the private key in {}",
+                        certificate.display(),
+                        key_path.display()
+                    ),
+                    "the application's certificate and its own private key",
+                )
+            })?;
         let thumbprint = match alg {
             AssertionAlg::Ps256 => (
                 "x5t#S256",
@@ -140,6 +160,28 @@ impl ClientCertificate {
             })?;
         Ok(Secret::new(format!("{input}.{}", base64url(&signed))))
     }
+}
+
+/// Why `path` cannot be read, said plainly (not found, a directory, no permission).
+fn unreadable(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Some(format!("{} is a directory", path.display())),
+        Ok(_) => std::fs::File::open(path)
+            .err()
+            .map(|e| format!("cannot read {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Some(format!("{} not found", path.display()))
+        }
+        Err(e) => Some(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Whether `cert`'s public key is `public` (an RSAPublicKey, DER): its
+/// SubjectPublicKeyInfo ends with that key.
+fn belongs_to(cert: &CertificateDer, public: &[u8]) -> bool {
+    webpki::EndEntityCert::try_from(cert)
+        .map(|parsed| parsed.subject_public_key_info().as_ref().ends_with(public))
+        .unwrap_or(false)
 }
 
 impl Grant for ClientCertificate {

@@ -64,7 +64,7 @@ fn redact_userinfo(value: &str) -> String {
 fn shown(option: &str, value: &str) -> String {
     match spec::find(option) {
         Some(spec) if spec.kind.secret => "(hidden)".to_string(),
-        Some(spec) if spec.name == "redis_url" => format!("{:?}", redact_userinfo(value)),
+        Some(spec) if spec.kind.url => format!("{:?}", redact_userinfo(value)),
         _ => format!("{value:?}"),
     }
 }
@@ -254,6 +254,20 @@ impl RedisTarget {
 impl fmt::Debug for RedisTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RedisTarget({})", self.endpoint)
+    }
+}
+
+/// A Pushgateway: its URL without credentials (safe to log) and, when the URL held
+/// `user:password@`, the basic-auth header value they make.
+#[derive(Clone)]
+pub struct PushTarget {
+    pub url: url::Url,
+    pub authorization: Option<Secret>,
+}
+
+impl fmt::Debug for PushTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PushTarget({})", self.url)
     }
 }
 
@@ -549,12 +563,12 @@ fn test_knob<T>(
         .transpose()
 }
 
-/// Whether a config-file value is a secret: the client secret, or a Redis URL with a
+/// Whether a config-file value is a secret: the client secret, or a URL with a
 /// password.
 fn holds_secret(name: &str, value: &str) -> bool {
-    match name {
-        "client_secret" => true,
-        "redis_url" => redact_userinfo(value) != value,
+    match spec::find(name) {
+        Some(spec) if spec.kind.secret => true,
+        Some(spec) if spec.kind.url => redact_userinfo(value) != value,
         _ => false,
     }
 }
@@ -944,6 +958,27 @@ impl Values {
                     ),
                     "a different key per source",
                 ));
+            }
+        }
+        // A queue must not be another source's state, lock or seen-set either.
+        for (i, key) in keys.iter().enumerate() {
+            for (j, other) in keys.iter().enumerate().filter(|(j, _)| *j != i) {
+                if let Some(clash) = crate::keys::all(other)
+                    .into_iter()
+                    .skip(1)
+                    .find(|k| k == key)
+                {
+                    return Err(self.conflict(
+                        "queue_keys",
+                        format!(
+                            "source {}'s queue {clash:?} is a key source {} keeps its state in \
+                             (beside its queue {other:?})",
+                            config.sources[i].name, config.sources[j].name
+                        ),
+                        "a queue key of its own per source, not named like another's \
+                         :msgx:state, :msgx:lock or :msgx:seen",
+                    ));
+                }
             }
         }
         if config.sources.len() < 2 {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{Backend, Output, QueueType, RedisTarget, SentinelTarget, StateMode};
+use super::{Backend, Output, PushTarget, QueueType, RedisTarget, SentinelTarget, StateMode};
 use crate::logging::LogFormat;
 use crate::secret::Secret;
 use crate::sources::{self, Bucket, SourceSpec};
@@ -204,13 +204,17 @@ pub fn moment(value: &str) -> Result<Moment, String> {
                     (2026-11-29, midnight UTC) or an age (-90m, -24h, -2d)";
     let value = value.trim();
     if let Some(age) = value.strip_prefix('-') {
-        let split = age.len().saturating_sub(1);
-        let (number, unit) = age.split_at(split);
+        // The unit is the last character, whatever its width in bytes: outside text
+        // may hold any character.
+        let Some(unit) = age.chars().last() else {
+            return Err(accepted.into());
+        };
+        let number = &age[..age.len() - unit.len_utf8()];
         let seconds = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
             _ => return Err(accepted.into()),
         };
         let number: i64 = number.parse().map_err(|_| accepted.to_string())?;
@@ -386,15 +390,40 @@ pub fn nodes(value: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
-/// A Pushgateway's base URL (http or https, perhaps with a path prefix).
-pub fn push_url(value: &str) -> Result<url::Url, String> {
-    let accepted = "an http:// or https:// URL of a Pushgateway, e.g. http://pushgateway:9091";
-    let url = url::Url::parse(value.trim()).map_err(|_| accepted.to_string())?;
+/// A Pushgateway's base URL (http or https, perhaps with a path prefix). A
+/// `user:password@` in it is taken out of the URL and sent as basic auth, as
+/// Pushgateway's `--web.config.file` expects; both are percent-decoded first.
+pub fn push_url(value: &str) -> Result<PushTarget, String> {
+    let accepted = "an http:// or https:// URL of a Pushgateway, e.g. http://pushgateway:9091 \
+                    (http://user:password@pushgateway:9091 behind basic auth)";
+    let mut url = url::Url::parse(value.trim()).map_err(|_| accepted.to_string())?;
     let plain = matches!(url.scheme(), "http" | "https")
         && url.host_str().is_some()
         && url.query().is_none()
         && url.fragment().is_none();
-    if plain { Ok(url) } else { Err(accepted.into()) }
+    if !plain {
+        return Err(accepted.into());
+    }
+    let decode = |part: &str| {
+        url::form_urlencoded::parse(format!("v={}", part.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let user = decode(url.username());
+    let password = url.password().map(decode);
+    let authorization = (!user.is_empty() || password.is_some()).then(|| {
+        let pair = format!("{user}:{}", password.unwrap_or_default());
+        Secret::new(format!(
+            "Basic {}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pair)
+        ))
+    });
+    let stripped = url.set_username("").is_ok() && url.set_password(None).is_ok();
+    if !stripped {
+        return Err(accepted.into());
+    }
+    Ok(PushTarget { url, authorization })
 }
 
 /// A tenant as Graph takes it in the token URL: a GUID or a domain name.
@@ -622,7 +651,19 @@ mod tests {
         assert_eq!(moment("-24h"), Ok(Moment::Ago(time::Duration::hours(24))));
         assert_eq!(moment("-90m"), Ok(Moment::Ago(time::Duration::minutes(90))));
         assert_eq!(moment("-2d"), Ok(Moment::Ago(time::Duration::days(2))));
-        for bad in ["-0h", "-h", "-5y", "24h", "2026-13-01", "-400d"] {
+        for bad in [
+            "-0h",
+            "-h",
+            "-5y",
+            "24h",
+            "2026-13-01",
+            "-400d",
+            "-",
+            "-5ｈ",
+            "-1€",
+            "-é",
+            "-ｈ",
+        ] {
             assert!(moment(bad).is_err(), "{bad}");
         }
     }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::parse::{self, AssertionAlg, AuthKind, Cloud, Moment, given, optional};
-use super::{Backend, ConfigError, Output, QueueType, RedisTarget, StateMode, Values};
+use super::{Backend, ConfigError, Output, PushTarget, QueueType, RedisTarget, StateMode, Values};
 use crate::logging::LogFormat;
 use crate::secret::Secret;
 use crate::sources::{Bucket, SourceSpec};
@@ -31,6 +31,8 @@ pub struct Kind {
     pub structured: bool,
     /// Never shown: not in errors, not in `--print_config`.
     pub secret: bool,
+    /// A URL: shown without its user and password.
+    pub url: bool,
 }
 
 const fn value(value_name: &'static str, default: Option<&'static str>) -> Kind {
@@ -40,6 +42,14 @@ const fn value(value_name: &'static str, default: Option<&'static str>) -> Kind 
         in_file: true,
         structured: false,
         secret: false,
+        url: false,
+    }
+}
+
+const fn url(default: Option<&'static str>) -> Kind {
+    Kind {
+        url: true,
+        ..value("url", default)
     }
 }
 
@@ -187,7 +197,7 @@ options! {
     federated_token_file: Option<PathBuf> = value("path", None), optional(parse::path);
     /// managed identity: the instance metadata endpoint (default
     /// http://169.254.169.254; App Service's IDENTITY_ENDPOINT is used when set)
-    msi_endpoint: Option<url::Url> = value("url", None), optional(parse::origin);
+    msi_endpoint: Option<url::Url> = url(None), optional(parse::origin);
     /// national cloud: global, usgov, usgov_dod or china; sets login_url and graph_url
     /// unless they are given
     cloud: Cloud = value("name", Some("global")), given(parse::cloud);
@@ -238,7 +248,7 @@ options! {
     queue_keys: BTreeMap<&'static str, String> = structured("source=key", Some("")), given(parse::queue_keys);
     /// redis:// or rediss:// URL (a password goes in as redis://:password@host), or
     /// redis+sentinel://[:password@]host1:port1,host2:port2/master_name[/db]
-    redis_url: RedisTarget = value("url", Some("redis://localhost:6379?db=0")), given(parse::redis_target);
+    redis_url: RedisTarget = url(Some("redis://localhost:6379?db=0")), given(parse::redis_target);
     /// a Redis Cluster's seed nodes, host:port comma-separated (YAML: a list); redis_url
     /// then gives only the scheme (TLS) and the credentials
     redis_cluster: Option<Vec<String>> = structured("host:port", None), optional(parse::nodes);
@@ -251,7 +261,7 @@ options! {
     /// number of writer threads (the original's greenlets, same name)
     greenlets_count: usize = value("count", Some("10")), given(|v| parse::integer(v, 1, 256).map(|n| n as usize));
     /// wait up to redis_pool_timeout for a pooled connection (--no-redis_pool_block:
-    /// fail at once)
+    /// take a free or new one up to the maximum, fail at once when all are in use)
     redis_pool_block: bool = switch("true"), given(parse::boolean);
     /// accepted for compatibility with the original; has no effect
     redis_pool_gevent_queue: bool = switch("true"), given(parse::boolean);
@@ -260,10 +270,10 @@ options! {
     /// seconds to wait for a pooled Redis connection
     redis_pool_timeout: Duration = value("seconds", Some("1")), given(|v| parse::integer(v, 1, 3600).map(Duration::from_secs));
     /// Microsoft Graph host (default: the cloud's, https://graph.microsoft.com)
-    graph_url: Option<url::Url> = value("url", None), optional(parse::origin);
+    graph_url: Option<url::Url> = url(None), optional(parse::origin);
     /// identity platform host that issues tokens (default: the cloud's,
     /// https://login.microsoftonline.com; AZURE_AUTHORITY_HOST also works)
-    login_url: Option<url::Url> = value("url", None), optional(parse::origin);
+    login_url: Option<url::Url> = url(None), optional(parse::origin);
     /// NDJSON output of queue_backend file; - is stdout; {source} is replaced by the
     /// source (required with several sources)
     file_path: Output = value("path", Some("-")), given(parse::output);
@@ -273,8 +283,8 @@ options! {
     /// every run, for node_exporter's textfile collector
     metrics_file: Option<PathBuf> = value("path", None), optional(parse::path);
     /// push the run's metrics to this Pushgateway (job msgx_once, grouped by source
-    /// and queue key)
-    metrics_push_url: Option<url::Url> = value("url", None), optional(parse::push_url);
+    /// and queue key); user:password@ in the URL is sent as basic auth
+    metrics_push_url: Option<PushTarget> = url(None), optional(parse::push_url);
     /// text, or json: one object per line with ts, level, msg and fields (the
     /// summary's figures among them)
     log_format: LogFormat = value("text|json", Some("text")), given(parse::log_format);

@@ -225,15 +225,24 @@ impl GraphClient {
         let mut retries = 0;
         let mut token_renewed = false;
         loop {
-            let waiting = Instant::now();
-            let turn = self.gate.wait_turn(self.retry.deadline);
-            self.counters
-                .waited_micros
-                .fetch_add(waiting.elapsed().as_micros() as u64, Ordering::Relaxed);
-            let turn = match turn {
+            // Counted as it goes, so progress lines show a long wait while it lasts.
+            let waited = |d: Duration| {
+                self.counters
+                    .waited_micros
+                    .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+            };
+            let turn = match self.gate.wait_turn(self.retry.deadline, &waited) {
                 Ok(turn) => turn,
                 Err(NoTurn::Deadline) => return Err(deadline_reached(None)),
                 Err(NoTurn::Stopped) => return Err(interrupted()),
+                Err(NoTurn::Paused { key, left, by }) => {
+                    return Err(GraphError::Paused {
+                        url: display_url(url),
+                        key,
+                        left,
+                        by,
+                    });
+                }
             };
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
             let fetched = self.fetch_once(url);

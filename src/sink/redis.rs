@@ -244,6 +244,71 @@ pub fn retrying<T>(
     }
 }
 
+/// Every command a run, a backfill, `--check` or the move of earlier key names sends
+/// to a standalone Redis (the ACL rights a least-privileged user needs; Cluster adds
+/// `cluster|slots`, Sentinel `info` and `wait`). The README's ACL line is checked
+/// against this list.
+pub const COMMANDS: &[&str] = &[
+    "ping",
+    "select",
+    "rpush",
+    "xadd",
+    "publish",
+    "llen",
+    "xlen",
+    "type",
+    "exists",
+    "get",
+    "set",
+    "del",
+    "pttl",
+    "pexpire",
+    "hset",
+    "hsetnx",
+    "hget",
+    "hmget",
+    "hgetall",
+    "hdel",
+    "zadd",
+    "zscore",
+    "zrem",
+    "zrange",
+    "zrangebyscore",
+    "zcount",
+    "zcard",
+    "zremrangebyscore",
+    "time",
+    "eval",
+    "evalsha",
+    "script|load",
+    "watch",
+    "unwatch",
+    "multi",
+    "exec",
+];
+
+/// The least-privileged ACL user for `queue_key` (and the other sources' keys beside
+/// it): its keys, their state, the shared budget, its channels, [`COMMANDS`].
+pub fn acl_line(queue_key: &str) -> String {
+    let rights: Vec<String> = COMMANDS.iter().map(|c| format!("+{c}")).collect();
+    format!(
+        "ACL SETUSER msgx on ><password> resetkeys ~{queue_key} ~{queue_key}:* \
+         ~{{{queue_key}* ~msgx:budget:* resetchannels &{queue_key} &{queue_key}:* -@all {}",
+        rights.join(" ")
+    )
+}
+
+/// What to do when Redis refuses the credentials of `redis_url`.
+pub const PASSWORD_REFUSED: &str = "the password (or ACL user and password) in redis_url was \
+     refused: set the right one in redis_url or redis_url_file (redis://user:password@host:port/db)";
+
+/// Redis refused the credentials (wrong password, unknown or disabled ACL user, or none
+/// given to a server that needs one).
+pub fn is_password_refused(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS") | Some("NOAUTH"))
+}
+
 /// The TLS server's certificate was refused: waiting will not change it.
 fn is_certificate_error(e: &redis::RedisError) -> bool {
     e.to_string().contains("invalid peer certificate")
@@ -286,6 +351,12 @@ impl From<redis::RedisError> for Attempt {
             Some("OOM") => {
                 "; Redis is full (maxmemory): nothing of this page was written, and a later \
                  run delivers it once memory is freed"
+            }
+            _ if is_password_refused(&e) => {
+                return Attempt {
+                    transient: false,
+                    message: format!("{e}; {PASSWORD_REFUSED}"),
+                };
             }
             _ => "",
         };
@@ -334,14 +405,23 @@ impl RedisPool {
     }
 
     fn connection(&self) -> Result<r2d2::PooledConnection<Connector>, Attempt> {
-        let pooled = if self.block {
-            self.pool
+        // Without blocking (the original's redis-py ConnectionPool rather than its
+        // BlockingConnectionPool) a page takes a free connection or opens a new one up
+        // to the maximum, and fails at once only when all of them are in use.
+        let full = || {
+            let state = self.pool.state();
+            state.idle_connections == 0 && state.connections >= self.pool.max_size()
+        };
+        let pooled = match self.pool.try_get() {
+            Some(connection) => Ok(connection),
+            None if !self.block && full() => Err(format!(
+                "all {} pooled connections are in use (redis_pool_block is off)",
+                self.pool.max_size()
+            )),
+            None => self
+                .pool
                 .get_timeout(self.pool_timeout)
-                .map_err(|e| e.to_string())
-        } else {
-            self.pool
-                .try_get()
-                .ok_or_else(|| "no free pooled connection (redis_pool_block is off)".to_string())
+                .map_err(|e| e.to_string()),
         };
         pooled.map_err(|message| Attempt {
             message,
@@ -697,5 +777,18 @@ impl Sink for RedisSink {
             self.warn_unheard(&written);
         }
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_readme_acl_line_grants_every_command_a_run_sends() {
+        let readme = include_str!("../../README.md");
+        let line = readme
+            .lines()
+            .find(|l| l.starts_with("ACL SETUSER msgx "))
+            .expect("the README's ACL line");
+        assert_eq!(line, super::acl_line("ms_graph_exporter"));
     }
 }

@@ -147,6 +147,208 @@ impl RedisServer {
     }
 }
 
+/// Three redis-servers made one Redis Cluster (three primaries, no replicas).
+pub fn cluster() -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| {
+            RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ])
+        })
+        .collect();
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let created = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster create");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stdout)
+    );
+    let ready = || {
+        nodes.iter().all(|n| {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(&mut n.connection())
+                .unwrap_or_default();
+            info.contains("cluster_state:ok")
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), ready),
+        "the cluster forms"
+    );
+    nodes
+}
+
+/// The README's least-privilege ACL for queue key `ms_graph_exporter`, verbatim.
+pub fn readme_acl() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("ACL SETUSER msgx "))
+        .expect("the ACL line in the README");
+    line.split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+/// A CA, and a certificate it signed for 127.0.0.1: (dir, ca, server cert, server key).
+pub fn private_ca() -> (TempDir, String, String, String) {
+    let dir = TempDir::new();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (ca_key, ca, key, csr, cert, ext) = (
+        path("ca.key"),
+        path("ca.crt"),
+        path("server.key"),
+        path("server.csr"),
+        path("server.crt"),
+        path("ext"),
+    );
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=msgx test CA",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    (dir, ca, cert, key)
+}
+
+/// Two backfills of the same app and tenant at once against Graph's `10/2`, each
+/// paced to its `rate_limit` of `limits`: with the Redis backend they share one window
+/// in Redis and together stay within it. Returns the 429s Graph answered and the runs.
+pub fn two_processes_at_once(backend: &[&str], limits: [&str; 2]) -> (u64, Vec<Output>) {
+    let sim = Sim::start(&["--rate", "3", "--throttle", "10/2"]);
+    let redis = RedisServer::start();
+    let since = minutes_ago(20);
+    let runs: Vec<Running> = (0..2)
+        .map(|i| {
+            let key = format!("shared{i}");
+            let mut args = redis_args(
+                &sim,
+                &redis,
+                &key,
+                &["--page_size", "20", "--max_retries", "20"],
+            );
+            args.extend(strings(backend));
+            args.extend(strings(&["--rate_limit", limits[i as usize]]));
+            args.extend(backfill_flags(
+                since + time::Duration::seconds(120 * i),
+                since + time::Duration::seconds(120 * i + 120),
+            ));
+            Running::start(&args)
+        })
+        .collect();
+    let outputs: Vec<Output> = runs
+        .into_iter()
+        .map(|r| r.finish(Duration::from_secs(120)))
+        .collect();
+    for run in &outputs {
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let throttled = sim.stats()["graph_429"].as_u64().unwrap_or(0);
+    let requests: u64 = outputs
+        .iter()
+        .map(|o| o.summary_field("requests").parse::<u64>().expect("count"))
+        .sum();
+    assert!(
+        requests >= 30,
+        "{requests} requests: enough to overdraw 10/2 twice over"
+    );
+    (throttled, outputs)
+}
+
+/// The simulator's flags for Graph's own limits of every bucket.
+pub const GRAPH_THROTTLES: [&str; 6] = [
+    "--throttle",
+    "5/10",
+    "--throttle-identity-protection",
+    "1/1",
+    "--throttle-security",
+    "150/60",
+];
+
+/// Creates the README's least-privileged user on `redis` with `password`; the URL
+/// that connects as it.
+pub fn readme_acl_user(redis: &RedisServer, password: &str) -> String {
+    let acl: Vec<String> = readme_acl()
+        .into_iter()
+        .map(|word| word.replace("<password>", password))
+        .collect();
+    redis::cmd("ACL")
+        .arg(&acl)
+        .exec(&mut redis.connection())
+        .expect("ACL SETUSER");
+    redis
+        .url()
+        .replace("redis://", &format!("redis://msgx:{password}@"))
+}
+
+/// Runs openssl with `args`; fails the test with its stderr if it fails.
+pub fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A Redis Sentinel on a free loopback port monitoring the primary at `primary_port`
 /// as `name`; it declares a primary down after 1 s.
 pub struct SentinelServer {
@@ -638,6 +840,33 @@ pub fn redis_args(sim: &Sim, redis: &RedisServer, key: &str, extra: &[&str]) -> 
     args.extend(strings(&["--redis_url", &redis.url(), "--queue_key", key]));
     args.extend(strings(extra));
     args
+}
+
+/// One cron run at `now` into the Redis list `key` (the simulator's clock set to
+/// `now`; defaults: timelag 120, streams 2, stream_frame 30), plus `extra`.
+pub fn tick(
+    sim: &Sim,
+    redis: &RedisServer,
+    key: &str,
+    now: OffsetDateTime,
+    extra: &[&str],
+) -> Output {
+    sim.set_clock(now);
+    msgx(
+        &redis_args(sim, redis, key, extra),
+        &[("MSGX_NOW", &rfc3339(now))],
+    )
+}
+
+/// The lagged window's exclusive end at `now` (timelag 120).
+pub fn lagged_end(now: OffsetDateTime) -> OffsetDateTime {
+    now - time::Duration::seconds(120)
+}
+
+/// The first run's window start: the original's window, two 30 s frames before the
+/// lagged end.
+pub fn origin(first: OffsetDateTime) -> OffsetDateTime {
+    lagged_end(first) - time::Duration::seconds(60)
 }
 
 /// `--since since --until until`: a backfill of `[since, until)`.

@@ -125,10 +125,11 @@ fn a_certificate_signs_ps256_assertions_by_default_and_rs256_on_request() {
 }
 
 #[test]
-fn a_certificate_whose_key_does_not_match_is_refused_with_700027() {
+fn a_certificate_the_app_does_not_know_is_refused_with_700027() {
     let dir = TempDir::new();
     let (registered, _, _) = certificate(&dir, "registered");
-    let (_, other_key, _) = certificate(&dir, "other");
+    // A sound certificate and key, but not the one registered for the application.
+    let (other, other_key, _) = certificate(&dir, "other");
     let sim = Sim::start(&["--client-cert", registered.to_str().unwrap()]);
     let redis = RedisServer::start();
     let (run, _) = export(
@@ -136,7 +137,7 @@ fn a_certificate_whose_key_does_not_match_is_refused_with_700027() {
         &redis,
         &[
             "--client_certificate",
-            registered.to_str().unwrap(),
+            other.to_str().unwrap(),
             "--client_certificate_key",
             other_key.to_str().unwrap(),
         ],
@@ -145,7 +146,7 @@ fn a_certificate_whose_key_does_not_match_is_refused_with_700027() {
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("AADSTS700027: Client assertion failed signature validation."),
+            .contains("AADSTS700027: Client assertion failed signature validation"),
         "{}",
         run.stderr
     );

@@ -10,28 +10,9 @@ use time::{Duration as Span, OffsetDateTime};
 
 use crate::common::*;
 
-/// The lagged window's exclusive end at `now` (timelag 120).
-fn lagged_end(now: OffsetDateTime) -> OffsetDateTime {
-    now - Span::seconds(120)
-}
-
-/// The first run's window start: two 30 s frames before the lagged end.
-fn origin(first: OffsetDateTime) -> OffsetDateTime {
-    lagged_end(first) - Span::seconds(60)
-}
-
 /// Every record a first run at `first` and the runs after it up to `last` must deliver.
 fn expected(sim: &Sim, first: OffsetDateTime, last: OffsetDateTime) -> Vec<String> {
     sim.records(origin(first), lagged_end(last) - Span::seconds(1))
-}
-
-/// One cron run at `now` against Redis key `key`.
-fn tick(sim: &Sim, redis: &RedisServer, key: &str, now: OffsetDateTime, extra: &[&str]) -> Output {
-    sim.set_clock(now);
-    msgx(
-        &redis_args(sim, redis, key, extra),
-        &[("MSGX_NOW", &rfc3339(now))],
-    )
 }
 
 /// Cron runs at one fixed `now` with the file or log backend and a state file.

@@ -5,6 +5,7 @@ mod common;
 mod config;
 mod credentials;
 mod deployment;
+mod edges;
 mod export;
 mod faults;
 mod loss;

@@ -8,23 +8,6 @@ use time::{Duration as Span, OffsetDateTime};
 
 use crate::common::*;
 
-fn tick(sim: &Sim, redis: &RedisServer, key: &str, now: OffsetDateTime, extra: &[&str]) -> Output {
-    sim.set_clock(now);
-    msgx(
-        &redis_args(sim, redis, key, extra),
-        &[("MSGX_NOW", &rfc3339(now))],
-    )
-}
-
-/// The first run's window start and a run's lagged end (timelag 120, 2 × 30 s).
-fn origin(first: OffsetDateTime) -> OffsetDateTime {
-    first - Span::seconds(180)
-}
-
-fn lagged_end(now: OffsetDateTime) -> OffsetDateTime {
-    now - Span::seconds(120)
-}
-
 /// The arguments of a run at `now` into `url` and `key` (the simulator's clock set to
 /// `now`), plus `extra`.
 fn args_at(sim: &Sim, now: OffsetDateTime, url: &str, key: &str, extra: &[&str]) -> Vec<String> {
@@ -199,31 +182,12 @@ fn a_queue_its_consumers_left_full_holds_the_watermark_until_they_drain_it() {
     );
 }
 
-/// The README's least-privilege ACL for queue key `ms_graph_exporter`, verbatim.
-fn readme_acl() -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let line = readme
-        .lines()
-        .find(|l| l.starts_with("ACL SETUSER msgx "))
-        .expect("the ACL line in the README");
-    line.split_whitespace()
-        .skip(1)
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 fn a_whole_cron_replay_runs_as_the_least_privileged_user() {
     let sim = Sim::start(&["--rate", "3"]);
     let redis = RedisServer::start();
     let mut admin = redis.connection();
-    let acl: Vec<String> = readme_acl()
-        .into_iter()
-        .map(|word| word.replace("<password>", "acl-pw-Qx7"))
-        .collect();
-    redis::cmd("ACL").arg(&acl).exec(&mut admin).unwrap();
-    let url = redis.url().replace("redis://", "redis://msgx:acl-pw-Qx7@");
+    let url = readme_acl_user(&redis, "acl-pw-Qx7");
     // A run as that user at `now`, with `extra` flags.
     let run_at = |now: OffsetDateTime, extra: &[&str]| {
         let args = args_at(&sim, now, &url, "ms_graph_exporter", extra);
@@ -264,77 +228,6 @@ fn a_whole_cron_replay_runs_as_the_least_privileged_user() {
         run.stderr
     );
     assert!(!run.stderr.contains("; retry "), "{}", run.stderr);
-}
-
-/// A CA, and a certificate it signed for 127.0.0.1: (dir, ca, server cert, server key).
-fn private_ca() -> (TempDir, String, String, String) {
-    let dir = TempDir::new();
-    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let (ca_key, ca, key, csr, cert, ext) = (
-        path("ca.key"),
-        path("ca.crt"),
-        path("server.key"),
-        path("server.csr"),
-        path("server.crt"),
-        path("ext"),
-    );
-    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=msgx test CA",
-        "-keyout",
-        &ca_key,
-        "-out",
-        &ca,
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &ext,
-        "-out",
-        &cert,
-    ]);
-    (dir, ca, cert, key)
 }
 
 #[test]
@@ -446,51 +339,6 @@ fn a_sentinel_failover_mid_run_loses_nothing_and_repeats_nothing() {
         replica.list("k"),
         sim.records(origin(t0), lagged_end(t1) - Span::seconds(1)),
     );
-}
-
-/// Three redis-servers made one Redis Cluster (three primaries, no replicas).
-fn cluster() -> Vec<RedisServer> {
-    let nodes: Vec<RedisServer> = (0..3)
-        .map(|_| {
-            RedisServer::start_with(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-            ])
-        })
-        .collect();
-    let addresses: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect();
-    let created = std::process::Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addresses)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .expect("redis-cli --cluster create");
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stdout)
-    );
-    let ready = || {
-        nodes.iter().all(|n| {
-            let info: String = redis::cmd("CLUSTER")
-                .arg("INFO")
-                .query(&mut n.connection())
-                .unwrap_or_default();
-            info.contains("cluster_state:ok")
-        })
-    };
-    assert!(
-        wait_for(Duration::from_secs(30), ready),
-        "the cluster forms"
-    );
-    nodes
 }
 
 fn node_id(node: &RedisServer) -> String {

@@ -31,20 +31,9 @@ fn key_of(key: &str, source: &str) -> String {
     }
 }
 
-/// One cron run at `now` (timelag 120, streams 2, stream_frame 30).
+/// One cron run at `now` into queue key `k`.
 fn tick(sim: &Sim, redis: &RedisServer, now: OffsetDateTime, extra: &[&str]) -> Output {
-    sim.set_clock(now);
-    let args = redis_args(sim, redis, "k", extra);
-    msgx(&args, &[("MSGX_NOW", &rfc3339(now))])
-}
-
-/// The first run's window start and a run's lagged end, as in the state tests.
-fn origin(first: OffsetDateTime) -> OffsetDateTime {
-    first - Span::seconds(180)
-}
-
-fn lagged_end(now: OffsetDateTime) -> OffsetDateTime {
-    now - Span::seconds(120)
+    crate::common::tick(sim, redis, "k", now, extra)
 }
 
 #[test]
@@ -248,16 +237,9 @@ fn a_403_fails_only_its_source_naming_the_permission_and_the_next_run_catches_up
 #[test]
 fn sources_under_their_buckets_throttles_get_no_429() {
     // Graph's limits in the simulator; msgx-once's default budgets, shared in Redis.
-    let sim = Sim::start(&[
-        "--rate",
-        "3",
-        "--throttle",
-        "5/10",
-        "--throttle-identity-protection",
-        "1/1",
-        "--throttle-security",
-        "150/60",
-    ]);
+    let mut flags = vec!["--rate", "3"];
+    flags.extend(GRAPH_THROTTLES);
+    let sim = Sim::start(&flags);
     let redis = RedisServer::start();
     let now = minutes_ago(10);
     let run = tick(

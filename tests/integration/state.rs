@@ -7,23 +7,6 @@ use time::{Duration as Span, OffsetDateTime};
 
 use crate::common::*;
 
-/// One cron run at `now` (defaults: timelag 120, streams 2, stream_frame 30).
-fn tick(sim: &Sim, redis: &RedisServer, key: &str, now: OffsetDateTime, extra: &[&str]) -> Output {
-    sim.set_clock(now);
-    let args = redis_args(sim, redis, key, extra);
-    msgx(&args, &[("MSGX_NOW", &rfc3339(now))])
-}
-
-/// The lagged window's exclusive end at `now`.
-fn lagged_end(now: OffsetDateTime) -> OffsetDateTime {
-    now - Span::seconds(120)
-}
-
-/// The first run's window start: the original's window, two 30 s frames.
-fn origin(first: OffsetDateTime) -> OffsetDateTime {
-    lagged_end(first) - Span::seconds(60)
-}
-
 /// Runs `ticks` (seconds after `t0`) in order, each expected to exit 0, and checks that
 /// everything from the first window's start to the last window's end arrived once.
 fn replay(ticks: &[i64], key: &str) {

@@ -105,6 +105,10 @@ struct Args {
     /// memory for rendered pages, in MiB, so a window is rendered once (default 256)
     #[argh(option, default = "256")]
     cache_mb: usize,
+    /// page every resource oldest first (Graph documents no order for some; sign-ins
+    /// come newest first)
+    #[argh(switch)]
+    oldest_first: bool,
     /// never compress, even when the client sends Accept-Encoding: gzip
     #[argh(switch)]
     no_gzip: bool,
@@ -162,6 +166,7 @@ struct Sim {
     streams: Vec<Stream>,
     next_link_loop: bool,
     endless_paging: bool,
+    oldest_first: bool,
     /// Endless pages served so far (each gets a fresh skiptoken).
     endless: AtomicU64,
     deny: Vec<Deny>,
@@ -234,6 +239,7 @@ fn main() {
             .map(|r| Stream::new(r, generator, args.update_every))
             .collect(),
         next_link_loop: args.next_link_loop,
+        oldest_first: args.oldest_first,
         endless_paging: args.endless_paging,
         endless: AtomicU64::new(0),
         deny,
@@ -615,6 +621,7 @@ impl Sim {
             top,
             now,
             select: select.as_deref(),
+            oldest_first: self.oldest_first,
         };
         let (records, next) = match endless {
             true => (Vec::new(), None),

@@ -119,18 +119,25 @@ pub struct PageQuery<'a> {
     /// Records not yet visible at `now` (late arrivals) are left out.
     pub now: Ticks,
     pub select: Option<&'a [String]>,
+    /// Page oldest first (`--oldest-first`): Graph documents no order for some
+    /// resources, and a client must not depend on newest first.
+    pub oldest_first: bool,
 }
 
 /// One page of up to `top` records in `bounds` that are visible at `now`, newest
 /// first, starting at `cursor`; returns the records and where the next page starts
 /// (None when done).
 pub fn page(stream: &Stream, query: &PageQuery) -> (Vec<String>, Option<Cursor>) {
+    if query.oldest_first {
+        return page_oldest_first(stream, query);
+    }
     let PageQuery {
         bounds,
         cursor,
         top,
         now,
         select,
+        ..
     } = *query;
     let mut records = Vec::with_capacity(top.min(1000));
     let lo_second = bounds.lo.div_euclid(TICKS_PER_SECOND);
@@ -171,6 +178,56 @@ pub fn page(stream: &Stream, query: &PageQuery) -> (Vec<String>, Option<Cursor>)
             }
         }
         second -= 1;
+    }
+    (records, None)
+}
+
+/// [`page`] in the other order: records of the cursor's `second` from index `below` on,
+/// then newer seconds.
+fn page_oldest_first(stream: &Stream, query: &PageQuery) -> (Vec<String>, Option<Cursor>) {
+    let PageQuery {
+        bounds,
+        cursor,
+        top,
+        now,
+        select,
+        ..
+    } = *query;
+    let mut records = Vec::with_capacity(top.min(1000));
+    let hi_second = bounds.hi.div_euclid(TICKS_PER_SECOND);
+    let start = cursor.unwrap_or(Cursor {
+        second: bounds.lo.div_euclid(TICKS_PER_SECOND),
+        below: 0,
+    });
+    let mut second = start.second;
+    while second <= hi_second {
+        let events = stream.events(second);
+        let first = if second == start.second {
+            start.below
+        } else {
+            0
+        };
+        for index in first..events.len() as u64 {
+            let event = &events[index as usize];
+            if event.ticks < bounds.lo {
+                continue;
+            }
+            if event.ticks > bounds.hi {
+                return (records, None);
+            }
+            if stream.visible_at(event) > now || !stream.current_at(event, now) {
+                continue;
+            }
+            records.push(stream.render(event, select));
+            if records.len() == top {
+                let next = Cursor {
+                    second,
+                    below: index + 1,
+                };
+                return (records, Some(next));
+            }
+        }
+        second += 1;
     }
     (records, None)
 }

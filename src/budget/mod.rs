@@ -1,0 +1,209 @@
+//! Graph's request budget: one [`RequestGate`] per throttling bucket the sources use
+//! ([`gates`]), and — with the redis backend — the budget shared through Redis: every
+//! process of one app and tenant (a cron run, a backfill beside it, `--check`, runs on
+//! other hosts) claims each request's place in one sliding window kept in Redis, so
+//! together they stay within the limit, and a 429 any of them gets pauses them all.
+//!
+//! The window is a sorted set of claims scored by when each request was answered (in
+//! flight: the latest it can be, `http_timeout` from when it was sent). Times are
+//! Redis's (`TIME`), so hosts with different clocks agree. Every sharer declares its
+//! limit, and every declared limit is obeyed: a process set looser than another says
+//! so at WARN. Keys: `msgx:budget:{<tenant>:<client_id>:<bucket>}`, `…:pause` and
+//! `…:limits` (the braces literal: a Redis Cluster hash tag, one slot) — one window
+//! per bucket; identity protection's limit counts every app of the tenant, so its keys
+//! are `msgx:budget:{<tenant>:identity_protection}`. Each expires shortly after its
+//! last use. What cannot be real — a claim later than any request can be answered, a
+//! pause without expiry or longer than any Retry-After, a key of the wrong type — is
+//! junk: removed, with a WARN, never a reason to stop.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::{Backend, Config};
+use crate::error::Error;
+use crate::retry::{MAX_RETRY_AFTER, RateLimit, RequestGate, SharedBudget, SharedClaim};
+use crate::shutdown::Stop;
+use crate::sink::redis::{Endpoint, RedisConnection, connect, open_client};
+use crate::sources::Bucket;
+
+const CLAIM_SCRIPT: &str = include_str!("claim.lua");
+const ANSWERED_SCRIPT: &str = include_str!("answered.lua");
+const PAUSE_SCRIPT: &str = include_str!("pause.lua");
+
+/// One gate per bucket the sources use, keeping all their streams within the
+/// bucket's limit; with the redis backend its window is shared with every other
+/// process of this app and tenant (runs and `--check` alike). Other backends pace this
+/// process alone.
+pub fn gates(config: &Config, stop: &Stop) -> Result<BTreeMap<Bucket, Arc<RequestGate>>, Error> {
+    let mut gates = BTreeMap::new();
+    for source in &config.sources {
+        if gates.contains_key(&source.bucket) {
+            continue;
+        }
+        let limit = config
+            .rate_limit_of(source.bucket)
+            .map(|(requests, per)| RateLimit { requests, per });
+        let gate = RequestGate::new(limit, stop.clone());
+        let gate = match (limit, config.queue_backend) {
+            (Some(limit), Backend::Redis) => {
+                gate.with_shared(Box::new(RedisBudget::new(config, source.bucket, limit)?))
+            }
+            _ => gate,
+        };
+        gates.insert(source.bucket, Arc::new(gate));
+    }
+    Ok(gates)
+}
+
+pub struct RedisBudget {
+    client: Endpoint,
+    /// One connection, opened when first needed and again after an error.
+    connection: Mutex<Option<RedisConnection>>,
+    claims_key: String,
+    pause_key: String,
+    limits_key: String,
+    limit: RateLimit,
+    http_timeout: Duration,
+    /// Said once: a sharer declared a tighter limit; junk was removed.
+    warned_tighter: AtomicBool,
+    warned_junk: AtomicBool,
+    claim: redis::Script,
+    answered: redis::Script,
+    pause: redis::Script,
+}
+
+/// The claim script's answer.
+type ClaimReply = (u64, String, Option<String>, u32, u64, u64);
+
+impl RedisBudget {
+    pub fn new(config: &Config, bucket: Bucket, limit: RateLimit) -> Result<Self, Error> {
+        let (tenant, client_id) = config.budget_owner();
+        // The braces are a Redis Cluster hash tag: the claims, the pause and the
+        // limits, which one script touches, share a slot.
+        let prefix = match bucket.per_tenant() {
+            true => format!("msgx:budget:{{{tenant}:{bucket}}}"),
+            false => format!("msgx:budget:{{{tenant}:{client_id}:{bucket}}}"),
+        };
+        Ok(RedisBudget {
+            client: open_client(config)?,
+            connection: Mutex::new(None),
+            pause_key: format!("{prefix}:pause"),
+            limits_key: format!("{prefix}:limits"),
+            claims_key: prefix,
+            limit,
+            http_timeout: config.http_timeout,
+            warned_tighter: AtomicBool::new(false),
+            warned_junk: AtomicBool::new(false),
+            claim: redis::Script::new(CLAIM_SCRIPT),
+            answered: redis::Script::new(ANSWERED_SCRIPT),
+            pause: redis::Script::new(PAUSE_SCRIPT),
+        })
+    }
+
+    /// Runs `command` on the budget's connection; a failed one is dropped.
+    fn with_connection<T>(
+        &self,
+        command: impl FnOnce(&mut dyn redis::ConnectionLike) -> redis::RedisResult<T>,
+    ) -> Result<T, String> {
+        let mut slot = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        let connection = match slot.as_mut() {
+            Some(connection) => connection,
+            None => slot.insert(connect(&self.client).map_err(|e| e.to_string())?),
+        };
+        command(&mut **connection).map_err(|e| {
+            *slot = None;
+            e.to_string()
+        })
+    }
+
+    /// Says once what the claim script found: a tighter limit declared by a sharer,
+    /// junk removed.
+    fn warn_once(&self, tight: RateLimit, junk: u64) {
+        let shown = |l: RateLimit| format!("{}/{}", l.requests, l.per.as_secs_f64());
+        if tight != self.limit && !self.warned_tighter.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "rate_limit {} is looser than {}, which another process sharing {} declared: \
+                 obeying {}",
+                shown(self.limit),
+                shown(tight),
+                self.claims_key,
+                shown(tight)
+            );
+        }
+        if junk > 0 && !self.warned_junk.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "the shared request budget {} held {junk} entries no msgx-once run can have \
+                 written (claims beyond any request's timeout, a pause without expiry or \
+                 longer than a day, a key of the wrong type): removed",
+                self.claims_key
+            );
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+/// Who set a pause, as the pause key holds it.
+fn setter(wait: Duration) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    format!(
+        "a 429 (Retry-After {:.0} s) answered to msgx-once pid {} on {host} at {}",
+        wait.as_secs_f64(),
+        std::process::id(),
+        crate::window::utc_second(time::OffsetDateTime::now_utc())
+    )
+}
+
+impl SharedBudget for RedisBudget {
+    fn claim(&self, id: &str) -> Result<SharedClaim, String> {
+        let (wait, why, by, tight_n, tight_per, junk): ClaimReply = self.with_connection(|c| {
+            self.claim
+                .key(&self.claims_key)
+                .key(&self.pause_key)
+                .key(&self.limits_key)
+                .arg(id)
+                .arg(self.limit.requests)
+                .arg(millis(self.limit.per))
+                .arg(millis(self.http_timeout))
+                .arg(millis(MAX_RETRY_AFTER))
+                .invoke(c)
+        })?;
+        let tight = RateLimit {
+            requests: tight_n,
+            per: Duration::from_millis(tight_per),
+        };
+        self.warn_once(tight, junk);
+        let wait = Duration::from_millis(wait);
+        Ok(match why.as_str() {
+            "granted" => SharedClaim::Granted,
+            "paused" => SharedClaim::Paused {
+                wait,
+                key: self.pause_key.clone(),
+                by: by
+                    .filter(|b| !b.is_empty())
+                    .unwrap_or_else(|| "something other than msgx-once".into()),
+            },
+            _ => SharedClaim::Full(wait),
+        })
+    }
+
+    fn answered(&self, id: &str) -> Result<(), String> {
+        self.with_connection(|c| self.answered.key(&self.claims_key).arg(id).invoke(c))
+    }
+
+    fn pause(&self, wait: Duration) -> Result<(), String> {
+        self.with_connection(|c| {
+            self.pause
+                .key(&self.pause_key)
+                .arg(millis(wait).max(1))
+                .arg(setter(wait))
+                .invoke(c)
+        })
+    }
+}

@@ -1,0 +1,5 @@
+-- KEYS: lock. ARGV: token. Deletes the lock if it is ours.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0

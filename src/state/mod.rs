@@ -1,0 +1,230 @@
+//! What connects consecutive runs (`state auto`): the [`Progress`] of both reads of
+//! every second — the watermark (first pass), `rescanned` (second pass), the ranges
+//! still owed by failed frames —, the origin — where the first run started, so that
+//! nothing before it is read —, and the lock that keeps two runs from overlapping.
+//!
+//! Two stores keep them ([`StateStore`]): the redis backend in Redis beside the queue
+//! ([`RedisState`]), the log and file backends in a JSON `state_file` ([`FileState`]).
+
+mod file;
+mod redis;
+
+pub use file::FileState;
+pub use redis::RedisState;
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use crate::error::Error;
+use crate::sink::dedup::SeenSet;
+use crate::window::{self, Frame};
+
+/// What the runs so far have read. Every second is read twice: once when it becomes
+/// due (the first pass), once more when it is `rescan` seconds past due (the second
+/// pass, for sign-ins Graph published late).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Every second before it had its first read, except `owed_first`.
+    pub watermark: OffsetDateTime,
+    /// Where the first run started: nothing before it is ever read.
+    pub origin: OffsetDateTime,
+    /// Every second before it had its second read (or needs none), except
+    /// `owed_second`.
+    pub rescanned: OffsetDateTime,
+    /// Ranges below the watermark still owed their first read: the unfinished parts of
+    /// failed frames.
+    pub owed_first: Vec<Frame>,
+    /// Ranges below `rescanned` still owed their second read.
+    pub owed_second: Vec<Frame>,
+}
+
+impl Progress {
+    /// A first run's progress before it reads anything: all starts at `start`.
+    pub fn starting_at(start: OffsetDateTime) -> Self {
+        Progress {
+            watermark: start,
+            origin: start,
+            rescanned: start,
+            owed_first: Vec::new(),
+            owed_second: Vec::new(),
+        }
+    }
+
+    /// The oldest second any later run may read again.
+    pub fn floor(&self) -> OffsetDateTime {
+        self.owed_first
+            .iter()
+            .chain(&self.owed_second)
+            .map(|r| r.start)
+            .chain([self.rescanned, self.watermark])
+            .min()
+            .unwrap_or(self.watermark)
+    }
+
+    /// The latest second this progress claims was read, and under which field: no run
+    /// can have read past Microsoft's clock, so one past it marks damaged state.
+    pub fn latest(&self) -> (&'static str, OffsetDateTime) {
+        let owed = self
+            .owed_first
+            .iter()
+            .chain(&self.owed_second)
+            .map(|r| ("owed ranges", r.end_exclusive()));
+        [("watermark", self.watermark), ("rescanned", self.rescanned)]
+            .into_iter()
+            .chain(owed)
+            .reduce(|latest, next| if next.1 > latest.1 { next } else { latest })
+            .unwrap_or(("watermark", self.watermark))
+    }
+
+    /// `self` and `other` as one progress, as if one run had done what either did:
+    /// the further frontiers, the earlier origin, and owed every second in between
+    /// that neither read (a rollback left two histories, each with seconds the other
+    /// never read).
+    pub fn merged_with(&self, other: &Progress) -> Progress {
+        let origin = self.origin.min(other.origin);
+        let watermark = self.watermark.max(other.watermark);
+        let rescanned = self.rescanned.max(other.rescanned);
+        let read = |p: &Progress, end: OffsetDateTime, owed: &[Frame]| -> Vec<Frame> {
+            Frame::between(p.origin, end)
+                .map(|range| window::subtract(range, owed))
+                .unwrap_or_default()
+        };
+        let unread = |end: OffsetDateTime, done: Vec<Frame>| -> Vec<Frame> {
+            let done = window::merge(done);
+            Frame::between(origin, end)
+                .map(|range| window::subtract(range, &done))
+                .unwrap_or_default()
+        };
+        let mut first = read(self, self.watermark, &self.owed_first);
+        first.extend(read(other, other.watermark, &other.owed_first));
+        let mut second = read(self, self.rescanned, &self.owed_second);
+        second.extend(read(other, other.rescanned, &other.owed_second));
+        Progress {
+            watermark,
+            origin,
+            rescanned,
+            owed_first: unread(watermark, first),
+            owed_second: unread(rescanned, second),
+        }
+    }
+}
+
+/// Where the second pass stands for state written before it existed: that version
+/// re-read the `rescan` seconds before the watermark on every run, so those seconds
+/// may still be owed a second read.
+fn before_second_pass(
+    watermark: OffsetDateTime,
+    origin: OffsetDateTime,
+    rescan: u64,
+) -> OffsetDateTime {
+    (watermark - time::Duration::seconds(rescan as i64)).max(origin)
+}
+
+/// Ranges as stored: `start-end,start-end` in Unix seconds, both ends included.
+pub fn encode_ranges(ranges: &[Frame]) -> String {
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|r| format!("{}-{}", r.start.unix_timestamp(), r.end.unix_timestamp()))
+        .collect();
+    parts.join(",")
+}
+
+/// The inverse of [`encode_ranges`]; None if `text` is not of that form.
+pub fn decode_ranges(text: &str) -> Option<Vec<Frame>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    text.split(',')
+        .map(|part| {
+            let (start, end) = part.split_once('-')?;
+            let at = |s: &str| OffsetDateTime::from_unix_timestamp(s.parse().ok()?).ok();
+            let (start, end) = (at(start)?, at(end)?);
+            (start <= end).then_some(Frame { start, end })
+        })
+        .collect()
+}
+
+pub trait StateStore {
+    /// Takes the lock for this run: [`Error::Locked`] when another run holds it.
+    fn lock(&mut self) -> Result<(), Error>;
+    fn load(&self) -> Result<Option<Progress>, Error>;
+    /// Stores `progress` if the lock is still ours; never moves the watermark back.
+    fn save(&self, progress: Progress) -> Result<(), Error>;
+    /// Releases the lock; also done on drop.
+    fn unlock(&mut self);
+
+    /// Where the watermark is kept, for messages.
+    fn location(&self) -> String;
+
+    /// How an operator sets `field` back by hand, for messages about damaged state.
+    fn repair(&self, field: &str) -> String;
+
+    /// Signs that runs wrote here before (when no watermark was found, they mean the
+    /// state was lost): a description, or None.
+    fn traces(&self) -> Result<Option<String>, Error>;
+
+    /// Delivered ids, when the store keeps them itself (the state file); the Redis
+    /// backend keeps them in Redis, written atomically with each page.
+    fn seen(&self) -> Option<Arc<SeenSet>> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn at(minute: i64) -> OffsetDateTime {
+        datetime!(2026-11-30 12:00:00 UTC) + time::Duration::minutes(minute)
+    }
+
+    fn range(from: i64, to: i64) -> Frame {
+        Frame::between(at(from), at(to)).unwrap()
+    }
+
+    #[test]
+    fn two_histories_merge_into_the_further_one_owing_what_neither_read() {
+        // Upgraded at 0, ran to 10; rolled back: the old version started afresh at 15
+        // (its state was gone) and ran to 40, owing 20–21. Rolled forward.
+        let upgraded = Progress {
+            watermark: at(10),
+            origin: at(0),
+            rescanned: at(0),
+            owed_first: vec![range(4, 5)],
+            owed_second: Vec::new(),
+        };
+        let rolled_back = Progress {
+            watermark: at(40),
+            origin: at(15),
+            rescanned: at(30),
+            owed_first: vec![range(20, 21)],
+            owed_second: Vec::new(),
+        };
+        for merged in [
+            upgraded.merged_with(&rolled_back),
+            rolled_back.merged_with(&upgraded),
+        ] {
+            assert_eq!(merged.watermark, at(40));
+            assert_eq!(merged.origin, at(0));
+            assert_eq!(merged.rescanned, at(30));
+            assert_eq!(
+                merged.owed_first,
+                [range(4, 5), range(10, 15), range(20, 21)]
+            );
+            // Read a second time by neither: up to 15, the old version's start (what is
+            // owed its first read gets that instead).
+            assert_eq!(merged.owed_second, [range(0, 15)]);
+        }
+        assert_eq!(upgraded.merged_with(&upgraded), upgraded);
+    }
+
+    #[test]
+    fn the_latest_second_claimed_names_its_field() {
+        let mut progress = Progress::starting_at(at(0));
+        assert_eq!(progress.latest(), ("watermark", at(0)));
+        progress.owed_first = vec![range(5, 9)];
+        assert_eq!(progress.latest(), ("owed ranges", at(9)));
+    }
+}

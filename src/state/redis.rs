@@ -1,0 +1,411 @@
+//! The redis backend's state, beside the queue in Redis: the hash
+//! `{<queue_key>}:msgx:state` (named by [`keys::derived`]: a Redis Cluster hash tag
+//! puts it in the queue's slot; fields `watermark`, `origin`, `rescanned`: Unix
+//! seconds; `owed_first`, `owed_second`: `start-end,…`) and the lock
+//! `{<queue_key>}:msgx:lock`, taken with `SET NX PX`, renewed while the run lasts and
+//! released by compare-and-delete. State that earlier versions kept under other names
+//! is merged in once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use time::OffsetDateTime;
+
+use super::{Progress, StateStore, before_second_pass, decode_ranges, encode_ranges};
+use crate::config::Config;
+use crate::error::Error;
+use crate::ids;
+use crate::keys;
+use crate::retry::RetryOptions;
+use crate::sink::redis::{Endpoint, connect, connect_attempt, open_client, retrying};
+use crate::window::{self, Frame};
+
+/// How long the lock outlives a run that died without releasing it.
+const LOCK_TTL: Duration = Duration::from_secs(30);
+const LOCK_RENEW_EVERY: Duration = Duration::from_secs(10);
+
+const RENEW_SCRIPT: &str = include_str!("lua/renew.lua");
+const RELEASE_SCRIPT: &str = include_str!("lua/release.lua");
+const SAVE_SCRIPT: &str = include_str!("lua/save.lua");
+
+/// The fields of the state hash, in the order [`RedisState::read`] asks for them.
+const FIELDS: [&str; 5] = [
+    "watermark",
+    "origin",
+    "rescanned",
+    "owed_first",
+    "owed_second",
+];
+
+/// Ids copied per command when an earlier seen-set is merged.
+const MOVE_CHUNK: isize = 1000;
+
+pub struct RedisState {
+    client: Endpoint,
+    endpoint: String,
+    queue_key: String,
+    lock_key: String,
+    state_key: String,
+    rescan: u64,
+    token: String,
+    retry: RetryOptions,
+    renewer: Option<(Sender<()>, std::thread::JoinHandle<()>)>,
+    lost: Arc<AtomicBool>,
+}
+
+impl RedisState {
+    pub fn new(config: &Config, retry: RetryOptions) -> Result<Self, Error> {
+        Ok(RedisState {
+            client: open_client(config)?,
+            endpoint: config.redis.endpoint().to_string(),
+            queue_key: config.queue_key.clone(),
+            rescan: config.rescan,
+            lock_key: keys::derived(&config.queue_key, "lock"),
+            state_key: keys::derived(&config.queue_key, "state"),
+            token: ids::guid(),
+            retry,
+            renewer: None,
+            lost: Arc::default(),
+        })
+    }
+
+    /// Runs `command` on a fresh connection, retried like a sink write.
+    fn with_connection<T>(
+        &self,
+        key: &str,
+        mut command: impl FnMut(&mut dyn redis::ConnectionLike) -> redis::RedisResult<T>,
+    ) -> Result<T, Error> {
+        retrying(&self.endpoint, &self.retry, || {
+            let mut connection = connect_attempt(&self.client)?;
+            Ok(command(&mut *connection)?)
+        })
+        .map_err(|message| Error::State(format!("{} key {key}: {message}", self.endpoint)))
+    }
+
+    /// The progress stored in the hash `key`, if it holds a watermark.
+    fn read(&self, key: &str) -> Result<Option<Progress>, Error> {
+        let stored: Vec<Option<String>> = self.with_connection(key, |c| {
+            redis::cmd("HMGET").arg(key).arg(&FIELDS[..]).query(c)
+        })?;
+        let field = |i: usize| stored.get(i).cloned().flatten();
+        let corrupt = |name: &str, value: &str| {
+            Error::State(format!(
+                "{key} field {name}: {value:?} is not what msgx-once stored"
+            ))
+        };
+        let at = |i: usize| -> Result<Option<OffsetDateTime>, Error> {
+            field(i)
+                .map(|v| {
+                    v.parse::<i64>()
+                        .ok()
+                        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+                        .ok_or_else(|| corrupt(FIELDS[i], &v))
+                })
+                .transpose()
+        };
+        let ranges = |i: usize| -> Result<Vec<Frame>, Error> {
+            let text = field(i).unwrap_or_default();
+            decode_ranges(&text).ok_or_else(|| corrupt(FIELDS[i], &text))
+        };
+        let (Some(watermark), Some(origin)) = (at(0)?, at(1)?) else {
+            return Ok(None);
+        };
+        Ok(Some(Progress {
+            watermark,
+            origin,
+            // State from before the second pass existed: that version re-read the
+            // `rescan` seconds before the watermark on every run.
+            rescanned: at(2)?
+                .unwrap_or_else(|| before_second_pass(watermark, origin, self.rescan))
+                .min(watermark),
+            owed_first: ranges(3)?,
+            owed_second: ranges(4)?,
+        }))
+    }
+
+    /// Replaces the state hash with `progress` (under the lock, before any export).
+    fn write(&self, progress: &Progress) -> Result<(), Error> {
+        let key = &self.state_key;
+        let values = [
+            progress.watermark.unix_timestamp().to_string(),
+            progress.origin.unix_timestamp().to_string(),
+            progress.rescanned.unix_timestamp().to_string(),
+            encode_ranges(&progress.owed_first),
+            encode_ranges(&progress.owed_second),
+        ];
+        let pairs: Vec<(&str, &String)> = FIELDS.iter().copied().zip(&values).collect();
+        self.with_connection(key, |c| redis::cmd("HSET").arg(key).arg(&pairs).exec(c))
+    }
+
+    /// Adds every id of the seen-set `from` to the current one, a chunk at a time
+    /// (member by member: a Cluster refuses commands across slots); how many.
+    fn copy_ids(&self, from: &str) -> Result<usize, Error> {
+        let to = keys::derived(&self.queue_key, "seen");
+        let mut copied = 0;
+        loop {
+            let start = copied as isize;
+            let ids: Vec<(String, i64)> = self.with_connection(from, |c| {
+                redis::cmd("ZRANGE")
+                    .arg(from)
+                    .arg(start)
+                    .arg(start + MOVE_CHUNK - 1)
+                    .arg("WITHSCORES")
+                    .query(c)
+            })?;
+            if ids.is_empty() {
+                return Ok(copied);
+            }
+            let marks: Vec<(i64, &String)> = ids.iter().map(|(id, s)| (*s, id)).collect();
+            self.with_connection(&to, |c| redis::cmd("ZADD").arg(&to).arg(&marks).exec(c))?;
+            copied += ids.len();
+        }
+    }
+
+    /// Merges what earlier versions kept under other names ([`keys::earlier`]) into
+    /// the current keys: every id of their seen-set into the current one, their
+    /// progress merged with the current ([`Progress::merged_with`]: the further
+    /// frontiers, owing what neither read) — so neither a rollback and roll forward
+    /// nor a move cut short delivers a record twice or skips a second. The old keys go
+    /// only once the new ones are complete, the seen-set before the state: a move cut
+    /// by any failure leaves the old state, and the next run finishes it.
+    fn merge_earlier_names(&self) -> Result<(), Error> {
+        let earlier = keys::earlier(&self.queue_key, "state")
+            .into_iter()
+            .zip(keys::earlier(&self.queue_key, "seen"));
+        for (old_state, old_seen) in earlier {
+            let (has_state, has_seen): (bool, bool) = self.with_connection(&old_state, |c| {
+                let state: bool = redis::cmd("EXISTS").arg(&old_state).query(c)?;
+                let seen: bool = redis::cmd("EXISTS").arg(&old_seen).query(c)?;
+                Ok((state, seen))
+            })?;
+            if !has_state && !has_seen {
+                continue;
+            }
+            let ids = self.copy_ids(&old_seen)?;
+            let old = match has_state {
+                true => self.read(&old_state)?,
+                false => None,
+            };
+            let current = self.read(&self.state_key)?;
+            let new_seen = keys::derived(&self.queue_key, "seen");
+            if let Some(old) = &old {
+                let merged = current.as_ref().map_or(old.clone(), |c| c.merged_with(old));
+                self.write(&merged)?;
+                match &current {
+                    None => log::info!(
+                        "state moved from {old_state} and {old_seen} to {} and {new_seen} \
+                         (hash-tagged names, one Redis Cluster slot)",
+                        self.state_key
+                    ),
+                    Some(current) => log::warn!(
+                        "state under both {old_state} (watermark {}) and {} (watermark {}) — \
+                         a rollback and roll forward?: merged into {}, with the further \
+                         progress and the {ids} ids of {old_seen} among the delivered ones; \
+                         {} ranges neither read are read now",
+                        window::utc_second(old.watermark),
+                        self.state_key,
+                        window::utc_second(current.watermark),
+                        self.state_key,
+                        merged.owed_first.len()
+                    ),
+                }
+            }
+            self.with_connection(&old_seen, |c| redis::cmd("DEL").arg(&old_seen).exec(c))?;
+            self.with_connection(&old_state, |c| redis::cmd("DEL").arg(&old_state).exec(c))?;
+        }
+        Ok(())
+    }
+
+    fn start_renewing(&mut self) {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let (client, key, token, lost) = (
+            self.client.clone(),
+            self.lock_key.clone(),
+            self.token.clone(),
+            self.lost.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("lock".into())
+            .spawn(move || {
+                let script = redis::Script::new(RENEW_SCRIPT);
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(LOCK_RENEW_EVERY) {
+                    let renewed = connect(&client).and_then(|mut c| {
+                        script
+                            .key(&key)
+                            .arg(&token)
+                            .arg(LOCK_TTL.as_millis() as u64)
+                            .invoke::<i64>(&mut *c)
+                    });
+                    match renewed {
+                        Ok(1) => {}
+                        Ok(_) => {
+                            log::error!(
+                                "lock {key} was lost: this run's watermark will not be saved"
+                            );
+                            lost.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        Err(e) => log::warn!("cannot renew lock {key}: {e}"),
+                    }
+                }
+            });
+        match spawned {
+            Ok(handle) => self.renewer = Some((stop, handle)),
+            Err(e) => log::warn!("cannot start the lock renewer: {e}"),
+        }
+    }
+}
+
+impl StateStore for RedisState {
+    fn lock(&mut self) -> Result<(), Error> {
+        let ttl_ms = LOCK_TTL.as_millis() as u64;
+        let (key, token) = (&self.lock_key, &self.token);
+        let taken: Option<String> = self.with_connection(key, |c| {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .query(c)
+        })?;
+        // A retried SET whose first reply was lost finds its own token there.
+        let ours = taken.is_some()
+            || self
+                .with_connection(key, |c| {
+                    redis::cmd("GET").arg(key).query::<Option<String>>(c)
+                })?
+                .is_some_and(|holder| holder == *token);
+        if !ours {
+            let left: i64 = self
+                .with_connection(key, |c| redis::cmd("PTTL").arg(key).query(c))
+                .unwrap_or(-1);
+            return Err(Error::Locked(format!(
+                "another msgx-once run holds the lock {key} on {} (it expires in {} s unless renewed)",
+                self.endpoint,
+                (left.max(0) + 999) / 1000
+            )));
+        }
+        self.start_renewing();
+        Ok(())
+    }
+
+    fn load(&self) -> Result<Option<Progress>, Error> {
+        self.merge_earlier_names()?;
+        self.read(&self.state_key)
+    }
+
+    fn save(&self, progress: Progress) -> Result<(), Error> {
+        let script = redis::Script::new(SAVE_SCRIPT);
+        let saved: i64 = self.with_connection(&self.state_key, |c| {
+            script
+                .key(&self.lock_key)
+                .key(&self.state_key)
+                .arg(&self.token)
+                .arg(progress.watermark.unix_timestamp())
+                .arg(progress.origin.unix_timestamp())
+                .arg(progress.rescanned.unix_timestamp())
+                .arg(encode_ranges(&progress.owed_first))
+                .arg(encode_ranges(&progress.owed_second))
+                .invoke(c)
+        })?;
+        if saved == 1 && !self.lost.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(Error::State(format!(
+                "the lock {} was lost during the run; watermark not saved",
+                self.lock_key
+            )))
+        }
+    }
+
+    fn location(&self) -> String {
+        format!("{} key {}", self.endpoint, self.state_key)
+    }
+
+    fn repair(&self, field: &str) -> String {
+        match field {
+            "watermark" | "rescanned" => format!(
+                "HSET {} {field} <Unix second of the last export's end>",
+                self.state_key
+            ),
+            _ => format!("HSET {} owed_first \"\" owed_second \"\"", self.state_key),
+        }
+    }
+
+    fn traces(&self) -> Result<Option<String>, Error> {
+        let (queue, seen) = (&self.queue_key, keys::derived(&self.queue_key, "seen"));
+        // Two commands, not a pipeline: a Cluster connection takes no pipelines.
+        let (kind, seen_exists): (String, bool) = self.with_connection(queue, |c| {
+            let kind: String = redis::cmd("TYPE").arg(queue).query(c)?;
+            let exists: bool = redis::cmd("EXISTS").arg(&seen).query(c)?;
+            Ok((kind, exists))
+        })?;
+        let queued: i64 = match kind.as_str() {
+            "list" => self.with_connection(queue, |c| redis::cmd("LLEN").arg(queue).query(c))?,
+            _ => 0,
+        };
+        Ok(if queued > 0 {
+            Some(format!("the queue {queue} holds {queued} records"))
+        } else {
+            seen_exists.then(|| format!("the seen-set {seen} of delivered ids exists"))
+        })
+    }
+
+    fn unlock(&mut self) {
+        let Some((stop, handle)) = self.renewer.take() else {
+            return;
+        };
+        drop(stop);
+        let _ = handle.join();
+        let script = redis::Script::new(RELEASE_SCRIPT);
+        let released = connect(&self.client).and_then(|mut c| {
+            match script
+                .key(&self.lock_key)
+                .arg(&self.token)
+                .invoke::<i64>(&mut *c)
+            {
+                // A user without script rights still frees the lock for the next run.
+                Err(e) if e.code() == Some("NOPERM") => {
+                    release_without_script(&mut *c, &self.lock_key, &self.token)
+                }
+                other => other.map(drop),
+            }
+        });
+        if let Err(e) = released {
+            log::warn!(
+                "cannot release lock {} (it expires by itself in {} s): {e}",
+                self.lock_key,
+                LOCK_TTL.as_secs()
+            );
+        }
+    }
+}
+
+/// Compare-and-delete with WATCH/MULTI instead of a script: the DEL happens only if
+/// nobody changed the lock since it was read as ours.
+fn release_without_script(
+    connection: &mut dyn redis::ConnectionLike,
+    key: &str,
+    token: &str,
+) -> redis::RedisResult<()> {
+    redis::cmd("WATCH").arg(key).exec(connection)?;
+    let holder: Option<String> = redis::cmd("GET").arg(key).query(connection)?;
+    if holder.as_deref() != Some(token) {
+        return redis::cmd("UNWATCH").exec(connection);
+    }
+    redis::pipe()
+        .atomic()
+        .cmd("DEL")
+        .arg(key)
+        .query::<Option<(i64,)>>(connection)
+        .map(drop)
+}
+
+impl Drop for RedisState {
+    fn drop(&mut self) {
+        self.unlock();
+    }
+}
