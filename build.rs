@@ -1,20 +1,17 @@
 //! Build facts for `msgx-once --version`: the git commit, the build date and the
-//! target, found locally (no network). `SOURCE_DATE_EPOCH` fixes the date for
-//! reproducible builds; outside a git checkout the commit is "unknown".
+//! target, found locally (no network). `MSGX_GIT_COMMIT` gives the commit where there
+//! is no git checkout (a container build's context); `SOURCE_DATE_EPOCH` fixes the
+//! date for reproducible builds; otherwise the commit is "unknown".
 
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn main() {
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
+    let given = std::env::var("MSGX_GIT_COMMIT")
         .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into());
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty() && c != "unknown");
+    let commit = given.unwrap_or_else(|| git_commit().unwrap_or_else(|| "unknown".into()));
     let seconds = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -34,6 +31,19 @@ fn main() {
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    println!("cargo:rerun-if-env-changed=MSGX_GIT_COMMIT");
+}
+
+/// The checkout's commit, if this is one.
+fn git_commit() -> Option<String> {
+    Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// `YYYY-MM-DD` of a day count since 1970-01-01 (Howard Hinnant's civil_from_days).

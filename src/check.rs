@@ -113,14 +113,18 @@ fn check_redis(config: &Config) -> Outcome {
         result: result.map_err(|e| {
             let advice = match e.code() {
                 Some("NOPERM") => format!(
-                    "grant the Redis user every right a run needs: {} (the README's Redis \
-                     deployments section)",
+                    "grant the Redis user every right a run needs: {} (docs/redis.md)",
                     crate::sink::redis::acl_line(
                         keys.first().map_or("ms_graph_exporter", String::as_str)
                     )
                 ),
                 _ if crate::sink::redis::is_password_refused(&e) => {
                     crate::sink::redis::PASSWORD_REFUSED.to_string()
+                }
+                _ if e.to_string().contains("invalid peer certificate") => {
+                    "give the CA that signed Redis's certificate in redis_ca_file (a PEM file), \
+                     and use the host name the certificate names in redis_url"
+                        .into()
                 }
                 _ => "check that Redis runs and redis_url points at it (host, port, TLS)".into(),
             };

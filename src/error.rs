@@ -8,7 +8,7 @@ use std::fmt;
 use crate::config::ConfigError;
 use crate::sources::SourceSpec;
 
-/// Exit codes of `msgx-once`, documented in the README.
+/// Exit codes of `msgx-once`, documented in the README (Exit codes).
 pub mod exit {
     /// Every frame was fetched and written.
     pub const OK: u8 = 0;

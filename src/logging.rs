@@ -104,10 +104,42 @@ impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_> {
         value: log::kv::Value<'kvs>,
     ) -> Result<(), log::kv::Error> {
         let text = value.to_string();
-        self.0
-            .insert(key.as_str().to_string(), escape(&text).into_owned().into());
+        self.0.insert(key.as_str().to_string(), json_value(&text));
         Ok(())
     }
+}
+
+/// A field as JSON: a number when it is one (`"records": 312`, `"seconds": 0.076`),
+/// else the escaped text.
+fn json_value(text: &str) -> serde_json::Value {
+    if let Ok(n) = text.parse::<i64>() {
+        return n.into();
+    }
+    let decimal = text.contains('.')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-');
+    if let Some(n) = decimal
+        .then(|| text.parse::<f64>().ok())
+        .flatten()
+        .and_then(serde_json::Number::from_f64)
+    {
+        return n.into();
+    }
+    escape(text).into_owned().into()
+}
+
+/// One JSON log line of `level` and `msg`, written before logging is set up (the
+/// configuration's errors, when JSON logs were asked for).
+pub fn json_line(level: log::Level, msg: &str) -> String {
+    let ts = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut object = serde_json::Map::new();
+    object.insert("ts".into(), ts.into());
+    object.insert("level".into(), level.as_str().into());
+    object.insert("msg".into(), escape(msg).into_owned().into());
+    serde_json::Value::Object(object).to_string()
 }
 
 /// How many writes to stderr have failed in this process so far.

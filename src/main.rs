@@ -25,9 +25,20 @@ fn main() -> ExitCode {
         }
         Ok(Invocation::Run(config)) => config,
         Err(e) => {
-            // Every problem at once, one line each.
+            // Every problem at once, one line each; as JSON when the command line or
+            // the environment asked for JSON logs.
+            let json = config::asks_for_json(&args, &|name| std::env::var(name).ok());
             for line in e.lines() {
-                eprintln!("msgx-once: error: {line}");
+                match json {
+                    true => eprintln!(
+                        "{}",
+                        msgx::logging::json_line(
+                            log::Level::Error,
+                            &format!("msgx-once: error: {line}")
+                        )
+                    ),
+                    false => eprintln!("msgx-once: error: {line}"),
+                }
             }
             return ExitCode::from(exit::USAGE);
         }

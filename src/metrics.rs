@@ -26,6 +26,9 @@ pub struct SourceFigures {
     pub source: &'static str,
     pub queue_key: String,
     pub watermark_lag_seconds: Option<i64>,
+    /// Age of the oldest second not read yet: the start of the first owed range, or
+    /// the watermark.
+    pub oldest_unread_age_seconds: Option<i64>,
     pub records_read: u64,
     pub records_delivered: u64,
     /// Published to a channel nobody listened on.
@@ -59,6 +62,7 @@ impl RunFigures {
                 source: s.source.name,
                 queue_key: queue_key_of(s.source.name),
                 watermark_lag_seconds: s.watermark.map(|w| (now - w).whole_seconds()),
+                oldest_unread_age_seconds: s.oldest_unread.map(|t| (now - t).whole_seconds()),
                 records_read: s.frames.iter().map(|f| f.records).sum(),
                 records_delivered: s.frames.iter().map(|f| f.delivered).sum(),
                 records_unheard: s.frames.iter().map(|f| f.unheard).sum(),
@@ -75,25 +79,76 @@ impl RunFigures {
     }
 }
 
-/// A metric family: name, type, help, samples (labels, value).
+/// A metric family: name, type, help, samples (as written without the value, value).
 struct Family {
     name: &'static str,
     kind: &'static str,
     help: &'static str,
-    samples: Vec<(Vec<(&'static str, String)>, f64)>,
+    samples: Vec<(String, f64)>,
+    /// What becomes of a series the previous file had and this run did not write.
+    carried: Carried,
 }
 
-fn family(name: &'static str, kind: &'static str, help: &'static str) -> Family {
+/// How a series of the previous file lives on: a series never disappears from the
+/// file, whatever a run saw (a run that asked nothing, or got only errors).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Carried {
+    /// A counter: the previous value, plus this run's.
+    Summed,
+    /// What the state says (lag, backlog): the previous value until a run knows better.
+    Kept,
+    /// The run's own figure: 0 when the run did not export that source.
+    Zeroed,
+    /// Not carried (run-wide gauges, always written).
+    Never,
+}
+
+fn family(name: &'static str, kind: &'static str, help: &'static str, carried: Carried) -> Family {
     Family {
         name,
         kind,
         help,
         samples: Vec::new(),
+        carried,
+    }
+}
+
+impl Family {
+    fn push(&mut self, labels: &[(&'static str, String)], value: f64) {
+        self.samples.push((sample_key(self.name, labels), value));
+    }
+
+    /// Adds what the previous file had of this family: counters summed, other series
+    /// as [`Carried`] says.
+    fn carry(&mut self, previous: &BTreeMap<String, f64>) {
+        if self.carried == Carried::Never {
+            return;
+        }
+        let ours = |key: &str| {
+            key.strip_prefix(self.name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+        };
+        for (key, value) in &mut self.samples {
+            if self.carried == Carried::Summed {
+                *value += previous.get(key).copied().unwrap_or(0.0);
+            }
+        }
+        let written: Vec<String> = self.samples.iter().map(|(k, _)| k.clone()).collect();
+        for (key, value) in previous.iter().filter(|(k, _)| ours(k)) {
+            if written.contains(key) {
+                continue;
+            }
+            let value = match self.carried {
+                Carried::Zeroed => 0.0,
+                _ => *value,
+            };
+            self.samples.push((key.clone(), value));
+        }
     }
 }
 
 /// The families of `figures`; `previous` holds the last file's samples (by their
-/// text without the value), for the success timestamp and the counters.
+/// text without the value): the success timestamp and every series are carried on.
 fn families(
     figures: &RunFigures,
     previous: &BTreeMap<String, f64>,
@@ -107,106 +162,118 @@ fn families(
         "msgx_last_success_timestamp_seconds",
         "gauge",
         "Unix time of the last run that exited 0.",
+        Carried::Never,
     );
     match (
         figures.exit_code,
         previous.get("msgx_last_success_timestamp_seconds"),
     ) {
-        (exit::OK, _) => last_success.samples.push((vec![], now.floor())),
-        (_, Some(kept)) => last_success.samples.push((vec![], *kept)),
+        (exit::OK, _) => last_success.push(&[], now.floor()),
+        (_, Some(kept)) => last_success.push(&[], *kept),
         _ => {}
     }
-    let mut exit_code = family("msgx_exit_code", "gauge", "Exit code of the last run.");
-    exit_code
-        .samples
-        .push((vec![], f64::from(figures.exit_code)));
+    let mut exit_code = family(
+        "msgx_exit_code",
+        "gauge",
+        "Exit code of the last run.",
+        Carried::Never,
+    );
+    exit_code.push(&[], f64::from(figures.exit_code));
     let mut duration = family(
         "msgx_run_duration_seconds",
         "gauge",
         "Wall time of the last run.",
+        Carried::Never,
     );
-    duration
-        .samples
-        .push((vec![], figures.duration.as_secs_f64()));
+    duration.push(&[], figures.duration.as_secs_f64());
     let mut lag = family(
         "msgx_watermark_lag_seconds",
         "gauge",
-        "Seconds from the source's watermark to now, after the last run.",
+        "Seconds from the source's watermark to now, after the last run that read it.",
+        Carried::Kept,
+    );
+    let mut backlog = family(
+        "msgx_oldest_unread_age_seconds",
+        "gauge",
+        "Age of the oldest second not read yet (owed by a failed frame, or after the \
+         watermark), after the last run that read the state.",
+        Carried::Kept,
     );
     let mut read = family(
         "msgx_records_read",
         "gauge",
         "Records the last run read from Graph.",
+        Carried::Zeroed,
     );
     let mut delivered = family(
         "msgx_records_delivered",
         "gauge",
         "Records the last run delivered (not delivered before).",
+        Carried::Zeroed,
     );
     let mut unheard = family(
         "msgx_records_unheard",
         "gauge",
         "Records the last run published to a channel nobody listened on.",
+        Carried::Zeroed,
     );
     let mut failed = family(
         "msgx_frames_failed",
         "gauge",
         "Frames the last run left incomplete.",
+        Carried::Zeroed,
     );
     let mut requests = family(
         "msgx_graph_requests_total",
         "counter",
         "Graph requests by HTTP status (error: no answer).",
+        Carried::Summed,
     );
     let mut throttled = family(
         "msgx_graph_throttled_seconds_total",
         "counter",
         "Seconds requests waited for a turn or a 429's pause.",
+        Carried::Summed,
     );
-    let counted = |key: String, value: f64| value + previous.get(&key).copied().unwrap_or(0.0);
     for s in sources {
         let labels = vec![
             ("source", s.source.to_string()),
             ("queue_key", s.queue_key.clone()),
         ];
         if let Some(seconds) = s.watermark_lag_seconds {
-            lag.samples.push((labels.clone(), seconds as f64));
+            lag.push(&labels, seconds as f64);
         }
-        read.samples.push((labels.clone(), s.records_read as f64));
-        delivered
-            .samples
-            .push((labels.clone(), s.records_delivered as f64));
-        unheard
-            .samples
-            .push((labels.clone(), s.records_unheard as f64));
-        failed
-            .samples
-            .push((labels.clone(), s.frames_failed as f64));
+        if let Some(seconds) = s.oldest_unread_age_seconds {
+            backlog.push(&labels, seconds as f64);
+        }
+        read.push(&labels, s.records_read as f64);
+        delivered.push(&labels, s.records_delivered as f64);
+        unheard.push(&labels, s.records_unheard as f64);
+        failed.push(&labels, s.frames_failed as f64);
         for (code, count) in &s.requests_by_code {
             let mut with_code = labels.clone();
             with_code.push(("code", code.clone()));
-            let key = sample_key("msgx_graph_requests_total", &with_code);
-            requests
-                .samples
-                .push((with_code, counted(key, *count as f64)));
+            requests.push(&with_code, *count as f64);
         }
-        let key = sample_key("msgx_graph_throttled_seconds_total", &labels);
-        throttled
-            .samples
-            .push((labels, counted(key, s.throttled_seconds)));
+        throttled.push(&labels, s.throttled_seconds);
     }
-    vec![
+    let mut all = vec![
         last_success,
         exit_code,
         duration,
         lag,
+        backlog,
         read,
         delivered,
         unheard,
         failed,
         requests,
         throttled,
-    ]
+    ];
+    for family in &mut all {
+        family.carry(previous);
+    }
+    all
 }
 
 /// `name{label="value",…}`, as written in the file.
@@ -234,8 +301,8 @@ fn render(families: &[Family]) -> String {
     for f in families.iter().filter(|f| !f.samples.is_empty()) {
         let _ = writeln!(text, "# HELP {} {}", f.name, f.help);
         let _ = writeln!(text, "# TYPE {} {}", f.name, f.kind);
-        for (labels, value) in &f.samples {
-            let _ = writeln!(text, "{} {value}", sample_key(f.name, labels));
+        for (key, value) in &f.samples {
+            let _ = writeln!(text, "{key} {value}");
         }
     }
     text
@@ -354,6 +421,7 @@ mod tests {
                 source: "signins",
                 queue_key: "q\"k".into(),
                 watermark_lag_seconds: Some(120),
+                oldest_unread_age_seconds: Some(120),
                 records_read: 10,
                 records_delivered: 9,
                 records_unheard: 0,

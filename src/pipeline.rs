@@ -324,7 +324,7 @@ impl Figures {
     /// The bar's message: what the line says besides the share and the ETA.
     fn message(&self) -> String {
         format!(
-            "frames {}/{}, records {}, requests {}, throttled {:.1} s",
+            "frames {}/{}, records {}, requests {}, waited {:.1} s",
             self.done,
             self.frames,
             self.records,

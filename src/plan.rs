@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use crate::config::{Backend, Config, ConfigError, Source, StateMode};
 use crate::error::Error;
 use crate::retry::RetryOptions;
-use crate::state::{FileState, Progress, RedisState, StateStore};
+use crate::state::{FileState, Progress, RedisState, StateStore, Traces};
 use crate::window::{self, Frame, Window};
 
 /// The window this invocation exports: a backfill when `since` is set, otherwise the
@@ -107,9 +107,11 @@ impl Resumed {
     /// dies its successor resumes there instead of starting a window of its own.
     ///
     /// A first run is also what a run looks like whose state was lost (Redis restarted
-    /// without persistence, the state file deleted): it says so at WARN, and when the
-    /// store shows traces of earlier runs it returns an error (exit 1) naming the
-    /// backfill that closes the gap.
+    /// without persistence, the state file deleted): when the store shows msgx-once's
+    /// own traces it returns an error (exit 1) naming the backfill that closes the gap.
+    /// A queue that holds records but no trace of msgx-once is a deployment switching
+    /// over from the original (or a backfill run before cron): a WARN names the
+    /// backfill of the gap, and the run goes on.
     pub fn start_first_run(&mut self, window: &Window) -> Result<Option<Error>, Error> {
         let (None, Some(start)) = (&self.progress, window.start()) else {
             return Ok(None);
@@ -122,20 +124,35 @@ impl Resumed {
         let gap = format!("backfill the gap with --since <end of the last export> --until {start}");
         let place = self.store.location();
         Ok(match traces {
-            None => {
+            Traces {
+                ours: Some(ours), ..
+            } => {
+                let message = format!(
+                    "no watermark at {place}, but {ours}: state was lost; this run starts a \
+                     new first window at {start} — {gap}"
+                );
+                log::error!("{message}");
+                Some(Error::State(message))
+            }
+            Traces {
+                queued: Some(queued),
+                ..
+            } => {
+                log::warn!(
+                    "no watermark at {place}, and {queued} that no msgx-once run wrote (a \
+                     switch-over from MsGraphExporter, or a backfill before the first cron \
+                     run): starting a first window at {start} — export what lies between \
+                     the last record there and it with --since <end of the last export> \
+                     --until {start}"
+                );
+                None
+            }
+            Traces { .. } => {
                 log::warn!(
                     "no watermark at {place}: starting a first window at {start}; if this is \
                      not the first run, state was lost — {gap}"
                 );
                 None
-            }
-            Some(traces) => {
-                let message = format!(
-                    "no watermark at {place}, but {traces}: state was lost; this run starts a \
-                     new first window at {start} — {gap}"
-                );
-                log::error!("{message}");
-                Some(Error::State(message))
             }
         })
     }

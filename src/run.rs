@@ -42,6 +42,9 @@ pub struct SourceReport {
     pub frames: Vec<FrameOutcome>,
     /// Where the next run starts, when this run keeps state.
     pub watermark: Option<OffsetDateTime>,
+    /// The oldest second still to be read the first time after this run (owed, or the
+    /// watermark), when this run keeps state.
+    pub oldest_unread: Option<OffsetDateTime>,
     /// The watermark could not be saved, or the state was lost.
     pub state_error: Option<Error>,
     /// Graph's budget this source spent.
@@ -76,7 +79,15 @@ impl SourceReport {
         };
         let next = plan.after(&progress, |i| self.frames[i].unfinished);
         match store.save(next.clone()) {
-            Ok(()) => self.watermark = Some(next.watermark),
+            Ok(()) => {
+                self.watermark = Some(next.watermark);
+                self.oldest_unread = next
+                    .owed_first
+                    .iter()
+                    .map(|r| r.start)
+                    .chain([next.watermark])
+                    .min();
+            }
             Err(e) => {
                 log::error!("{e}");
                 self.state_error = Some(e);
@@ -297,19 +308,6 @@ fn totals(
     fields
 }
 
-/// A cron run's deadline unless one is given: no request starts after it, so a stuck
-/// run never overlaps several later ticks. A backfill has none unless given.
-const CRON_DEADLINE: Duration = Duration::from_secs(300);
-
-fn deadline(config: &Config) -> Duration {
-    match (config.deadline, config.since) {
-        (Some(deadline), _) => deadline,
-        (None, None) => CRON_DEADLINE,
-        // A century: never, in a form `Instant` arithmetic takes.
-        (None, Some(_)) => Duration::from_secs(100 * 365 * 86_400),
-    }
-}
-
 /// One source's export as prepared: its state (locked), plan, window and sink.
 struct Export {
     config: Config,
@@ -337,7 +335,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
     let retry = RetryOptions {
         max_retries: config.max_retries,
         backoff: BACKOFF.scaled(config.backoff_scale),
-        deadline: started + deadline(config),
+        deadline: started + config.run_deadline(),
         stop: stop.clone(),
     };
     let redis_retry = RetryOptions {
@@ -453,6 +451,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             window: export.window,
             frames,
             watermark: None,
+            oldest_unread: None,
             state_error: export.state_lost,
             spent: client.spent(),
             requests_by_code: client.requests_by_code(),
@@ -468,7 +467,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             report.save_progress(store.as_ref(), &plan, progress);
             store.unlock();
         }
-        report.warn_if_cut_short(deadline(config), lagged_end, config.sources.len() > 1);
+        report.warn_if_cut_short(config.run_deadline(), lagged_end, config.sources.len() > 1);
         sources.push(report);
     }
     Ok(RunReport {
@@ -662,7 +661,6 @@ fn log_failures<'a>(frames: impl Iterator<Item = &'a FrameOutcome>, several: boo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::test_config;
 
     #[test]
     fn every_sources_minute_comes_before_any_sources_backlog() {
@@ -699,24 +697,5 @@ mod tests {
         // One source keeps its plan's order.
         let alone = order_jobs(&[&behind], lagged_end, 600);
         assert_eq!(alone[0].frame, frame(86_400));
-    }
-
-    #[test]
-    fn backfills_have_no_deadline_unless_given() {
-        assert_eq!(deadline(&test_config(&[])), CRON_DEADLINE);
-        assert_eq!(
-            deadline(&test_config(&["--deadline", "9"])),
-            Duration::from_secs(9)
-        );
-        let backfill = [
-            "--since",
-            "2026-01-01T00:00:00Z",
-            "--until",
-            "2026-01-02T00:00:00Z",
-        ];
-        assert!(deadline(&test_config(&backfill)) > Duration::from_secs(86_400 * 365));
-        let mut limited = backfill.to_vec();
-        limited.extend(["--deadline", "60"]);
-        assert_eq!(deadline(&test_config(&limited)), Duration::from_secs(60));
     }
 }

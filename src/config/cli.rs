@@ -113,13 +113,26 @@ fn rewrite(args: &[String]) -> Result<Vec<String>, ConfigError> {
             break;
         }
         let Some(flag) = arg.strip_prefix("--") else {
-            out.push(arg.clone());
-            continue;
+            let shown = match arg.starts_with('-') {
+                true => format!("unknown option {arg:?} (from the command line)"),
+                false => format!("unexpected argument {arg:?} (from the command line)"),
+            };
+            if matches!(arg.as_str(), "-h" | "-V" | "help") {
+                out.push(arg.clone());
+                continue;
+            }
+            return Err(ConfigError::usage(format!(
+                "{shown}; accepted: --option value pairs (msgx-once --help lists them)"
+            )));
         };
         let (name, inline) = match flag.split_once('=') {
             Some((name, value)) => (name, Some(value)),
             None => (flag, None),
         };
+        if matches!(flag, "help" | "version") {
+            out.push(arg.clone());
+            continue;
+        }
         let negated = name
             .strip_prefix("no-")
             .or_else(|| name.strip_prefix("no_"))
@@ -138,22 +151,37 @@ fn rewrite(args: &[String]) -> Result<Vec<String>, ConfigError> {
             (Some(spec), _, None) => match rest.next() {
                 Some(value) => (spec, value.clone()),
                 None => {
-                    out.push(format!("--{}", spec.name.replace('_', "-")));
-                    continue;
+                    return Err(ConfigError::new(
+                        spec.name,
+                        Source::Cli,
+                        format!("no value after --{name}"),
+                        &format!(
+                            "--{} <{}>",
+                            spec.name,
+                            spec.kind.value_name.unwrap_or("value")
+                        ),
+                    ));
                 }
             },
-            // Unknown: argh names it in its error.
-            (None, _, _) => {
-                out.push(format!("--{}", name.replace('_', "-")));
-                out.extend(inline.map(str::to_string));
-                continue;
-            }
+            (None, _, _) => return Err(unknown(name)),
         };
         out.push(format!("--{}", spec.name.replace('_', "-")));
         out.push(value);
     }
     out.extend(rest.cloned());
     Ok(out)
+}
+
+/// An unknown flag, as typed, with the option it most likely meant.
+fn unknown(typed: &str) -> ConfigError {
+    let hint = match spec::nearest(typed) {
+        Some(name) => format!(": did you mean --{name}?"),
+        None => String::new(),
+    };
+    ConfigError::usage(format!(
+        "unknown option --{typed} (from the command line){hint}; accepted: the options \
+         msgx-once --help lists"
+    ))
 }
 
 #[cfg(test)]
@@ -243,12 +271,25 @@ mod tests {
     }
 
     #[test]
-    fn unknown_flags_are_usage_errors() {
-        let err = match parse(&args(&["--stream_frames", "3"])) {
-            Err(e) => e,
-            Ok(_) => panic!("accepted an unknown flag"),
+    fn unknown_flags_are_named_as_typed_with_what_was_meant() {
+        let err = |list: &[&str]| match parse(&args(list)) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted {list:?}"),
         };
-        assert!(err.to_string().contains("--stream-frames"), "{err}");
+        assert_eq!(
+            err(&["--stream_frames", "3"]),
+            "unknown option --stream_frames (from the command line): did you mean \
+             --stream_frame?; accepted: the options msgx-once --help lists"
+        );
+        assert!(err(&["--stream-frames=3"]).starts_with("unknown option --stream-frames "));
+        assert!(!err(&["--zzzzzz"]).contains("did you mean"));
+        assert!(err(&["-x"]).starts_with("unknown option \"-x\""));
+        assert!(err(&["stray"]).starts_with("unexpected argument \"stray\""));
+        assert_eq!(
+            err(&["--timelag", "60", "--streams"]),
+            "option streams: no value after --streams (from command line --streams); \
+             accepted: --streams <count>"
+        );
     }
 
     #[test]

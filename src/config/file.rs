@@ -10,7 +10,13 @@ use serde_yaml::Value;
 
 use super::{ConfigError, Source, spec};
 
-pub fn read(path: &Path) -> Result<Vec<(&'static str, String)>, ConfigError> {
+/// A file's values by option name, and what is wrong with single keys.
+pub type FileValues = (Vec<(&'static str, String)>, Vec<ConfigError>);
+
+/// The file's values; what is wrong with single keys (unknown, not allowed in a file,
+/// of the wrong shape) comes back beside them, so it hides no other problem. A file
+/// that cannot be read or is no YAML mapping is an error by itself.
+pub fn read(path: &Path) -> Result<FileValues, ConfigError> {
     let source = Source::File(path.to_path_buf());
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError::new(
@@ -29,7 +35,7 @@ pub fn read(path: &Path) -> Result<Vec<(&'static str, String)>, ConfigError> {
         )
     })?;
     let mapping = match document {
-        Value::Null => return Ok(Vec::new()),
+        Value::Null => return Ok((Vec::new(), Vec::new())),
         Value::Mapping(mapping) => mapping,
         _ => {
             return Err(ConfigError::new(
@@ -41,47 +47,54 @@ pub fn read(path: &Path) -> Result<Vec<(&'static str, String)>, ConfigError> {
         }
     };
     let mut values = Vec::new();
+    let mut errors = Vec::new();
     for (key, value) in mapping {
         let name = key.as_str().unwrap_or_default();
         let spec = match spec::find(name) {
             Some(spec) if spec.kind.in_file => spec,
             Some(spec) => {
-                return Err(ConfigError::new(
+                errors.push(ConfigError::new(
                     spec.name,
-                    source,
+                    source.clone(),
                     "not allowed in a config file".into(),
                     "this option on the command line or in the environment",
                 ));
+                continue;
             }
             None => {
-                return Err(ConfigError::new(
+                let hint = match spec::nearest(name) {
+                    Some(meant) => format!(" (did you mean {meant}?)"),
+                    None => String::new(),
+                };
+                errors.push(ConfigError::new(
                     "app_config",
-                    source,
-                    format!("unknown option {:?}", yaml_key(&key)),
+                    source.clone(),
+                    format!("unknown option {:?}{hint}", yaml_key(&key)),
                     &file_options(),
                 ));
+                continue;
             }
         };
         let text = match (&value, spec.kind.structured) {
-            (Value::Sequence(items), true) => joined(spec.name, items.iter(), &source)?,
-            (Value::Mapping(pairs), true) => {
-                let pairs: Result<Vec<String>, ConfigError> = pairs
-                    .iter()
-                    .map(|(k, v)| {
-                        let key = scalar(spec.name, k, &source)?.unwrap_or_default();
-                        let value = scalar(spec.name, v, &source)?.unwrap_or_default();
-                        Ok(format!("{key}={value}"))
-                    })
-                    .collect();
-                Some(pairs?.join(","))
-            }
-            _ => scalar(spec.name, &value, &source)?,
+            (Value::Sequence(items), true) => joined(spec.name, items.iter(), &source),
+            (Value::Mapping(pairs), true) => pairs
+                .iter()
+                .map(|(k, v)| {
+                    let key = scalar(spec.name, k, &source)?.unwrap_or_default();
+                    let value = scalar(spec.name, v, &source)?.unwrap_or_default();
+                    Ok(format!("{key}={value}"))
+                })
+                .collect::<Result<Vec<String>, ConfigError>>()
+                .map(|pairs| Some(pairs.join(","))),
+            _ => scalar(spec.name, &value, &source),
         };
-        if let Some(text) = text {
-            values.push((spec.name, text));
+        match text {
+            Ok(Some(text)) => values.push((spec.name, text)),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
         }
     }
-    Ok(values)
+    Ok((values, errors))
 }
 
 /// A YAML list as the command line's comma-separated form.

@@ -48,6 +48,18 @@ impl Source {
     fn is_given(&self) -> bool {
         !matches!(self, Source::Unset | Source::Default)
     }
+
+    /// Precedence, as the original's: the config file over the command line over the
+    /// environment (`GRAPH_*` over the Azure SDK's names) over the defaults.
+    fn rank(&self) -> u8 {
+        match self {
+            Source::Unset | Source::Default => 0,
+            Source::Env(variable) if !variable.starts_with("GRAPH_") => 1,
+            Source::Env(_) => 2,
+            Source::Cli => 3,
+            Source::File(_) => 4,
+        }
+    }
 }
 
 /// `value` with everything between `scheme://` and its last `@` hidden: a URL's user
@@ -123,6 +135,14 @@ impl ConfigError {
         let mut first = errors.remove(0);
         first.more.extend(errors);
         Some(first)
+    }
+
+    /// Each problem as an error of its own.
+    fn into_each(mut self) -> Vec<ConfigError> {
+        let more = std::mem::take(&mut self.more);
+        let mut each = vec![self];
+        each.extend(more.into_iter().flat_map(ConfigError::into_each));
+        each
     }
 
     /// The option the (first) error is about, if it is about one.
@@ -374,6 +394,18 @@ impl Config {
         }
     }
 
+    /// When no request may start any more, from the run's start: `deadline`, else
+    /// [`CRON_DEADLINE`] for a cron run — so a stuck run never overlaps several later
+    /// ticks — and never for a backfill.
+    pub fn run_deadline(&self) -> Duration {
+        match (self.deadline, self.since) {
+            (Some(deadline), _) => deadline,
+            (None, None) => CRON_DEADLINE,
+            // A century: never, in a form `Instant` arithmetic takes.
+            (None, Some(_)) => Duration::from_secs(100 * 365 * 86_400),
+        }
+    }
+
     /// The request budget of `bucket`: `rate_limit` for reports, `rate_limits` or
     /// Graph's documented limit for the others.
     pub fn rate_limit_of(&self, bucket: Bucket) -> Option<(u32, Duration)> {
@@ -438,6 +470,9 @@ impl Config {
     }
 }
 
+/// A cron run's deadline unless one is given.
+pub const CRON_DEADLINE: Duration = Duration::from_secs(300);
+
 /// Replaced by the source's name in `file_path` and `state_file`.
 const SOURCE_PLACEHOLDER: &str = "{source}";
 
@@ -500,11 +535,15 @@ pub fn load(
         values.set(name, value, Source::Cli);
     }
     let mut warnings = Vec::new();
+    let mut file_errors = Vec::new();
     if let Some((path, _)) = values.get("app_config") {
         let path = PathBuf::from(path);
-        let read = file::read(&path)?;
+        let (read, errors) = file::read(&path)?;
+        file_errors = errors;
+        // Only what the file changes: the same value given twice overrides nothing.
         let overridden: Vec<String> = read
             .iter()
+            .filter(|(name, value)| values.get(name).is_some_and(|(given, _)| given != value))
             .filter_map(|(name, _)| values.given(name).map(|s| s.describe(name)))
             .collect();
         if !overridden.is_empty() {
@@ -531,7 +570,35 @@ pub fn load(
     let progress_every = test_knob(env, "MSGX_PROGRESS_SECONDS", |v| parse::integer(v, 1, 3600))?;
     let backoff_ms = test_knob(env, "MSGX_BACKOFF_MS", |v| parse::integer(v, 1, 60_000))?;
     let now = fixed_now.unwrap_or_else(OffsetDateTime::now_utc);
-    let mut config = values.build(env, now)?;
+    // What is wrong with single keys of the file goes with every other problem.
+    let built = values.build(env, now);
+    // --print_config shows what there is, runnable or not: defaults, effective values,
+    // and what is still missing or wrong.
+    if values
+        .get("print_config")
+        .is_some_and(|(v, _)| parse::boolean(v) == Ok(true))
+    {
+        let problems = match (&built, ConfigError::all(file_errors)) {
+            (Ok(_), file) => file,
+            (Err(e), None) => Some(e.clone()),
+            (Err(e), Some(mut file)) => {
+                file.more.extend(e.clone().into_each());
+                Some(file)
+            }
+        };
+        return Ok(Invocation::PrintConfig(
+            values.print(built.as_ref().ok(), problems.as_ref()),
+        ));
+    }
+    let mut config = match (built, ConfigError::all(file_errors)) {
+        (Ok(config), None) => config,
+        (Ok(_), Some(file)) => return Err(file),
+        (Err(e), None) => return Err(e),
+        (Err(e), Some(mut file)) => {
+            file.more.extend(e.into_each());
+            return Err(file);
+        }
+    };
     config.warnings.splice(0..0, warnings);
     config.fixed_now = fixed_now;
     if let Some(seconds) = progress_every {
@@ -540,10 +607,32 @@ pub fn load(
     if let Some(ms) = backoff_ms {
         config.backoff_scale = ms as f64 / 1000.0;
     }
-    if config.print_config {
-        return Ok(Invocation::PrintConfig(values.print()));
-    }
     Ok(Invocation::Run(Box::new(config)))
+}
+
+/// Whether the command line or the environment asks for JSON logs (`--log_format
+/// json`, `--log-format=json`, `GRAPH_LOG_FORMAT=json`): then even the configuration's
+/// own errors are JSON lines, whatever else is wrong with it.
+pub fn asks_for_json(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> bool {
+    let json = |value: &str| value.trim().eq_ignore_ascii_case("json");
+    let mut from_cli = None;
+    let mut tokens = args.iter();
+    while let Some(token) = tokens.next() {
+        let Some(flag) = token.strip_prefix("--") else {
+            continue;
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (flag, None),
+        };
+        if name.replace('-', "_") == "log_format" {
+            from_cli = inline.or_else(|| tokens.next().cloned());
+        }
+    }
+    match from_cli {
+        Some(value) => json(&value),
+        None => env(&spec::env_name("log_format")).is_some_and(|v| json(&v)),
+    }
 }
 
 /// An undocumented environment knob of the tests.
@@ -592,6 +681,55 @@ fn readable_by_others(path: &Path, secrets: &[&str]) -> Option<String> {
 #[cfg(not(unix))]
 fn readable_by_others(_path: &Path, _secrets: &[&str]) -> Option<String> {
     None
+}
+
+/// The value a run uses for option `name` where it is derived rather than given, with
+/// why: from the options alone (a cron run's deadline, the cloud's hosts), or from the
+/// whole configuration when it could be built (the credential kind, redis_url_file).
+fn derived_value(
+    options: Option<&Options>,
+    config: Option<&Config>,
+    name: &str,
+) -> Option<(String, String)> {
+    let host = |given: &Option<url::Url>,
+                pick: fn((&'static str, &'static str)) -> &'static str| {
+        let options = options?;
+        match given {
+            Some(_) => None,
+            None => Some((
+                pick(options.cloud.hosts()).to_string(),
+                format!("the {} cloud's", options.cloud.name()),
+            )),
+        }
+    };
+    match name {
+        "auth" => config.map(|c| {
+            (
+                c.credential.kind().name().to_string(),
+                "inferred from the credentials given".into(),
+            )
+        }),
+        "graph_url" => host(&options?.graph_url, |(_, graph)| graph),
+        "login_url" => host(&options?.login_url, |(login, _)| login),
+        "redis_url" => config
+            .filter(|c| c.redis.endpoint() != c.redis_url.endpoint())
+            .map(|c| {
+                (
+                    c.redis.endpoint().to_string(),
+                    "what redis_url_file holds (any password hidden)".into(),
+                )
+            }),
+        "deadline" => {
+            let options = options?;
+            (options.deadline.is_none() && options.since.is_none()).then(|| {
+                (
+                    CRON_DEADLINE.as_secs().to_string(),
+                    "a cron run's default (a --since backfill has none)".into(),
+                )
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Raw option values with their sources; later `set`s win.
@@ -653,14 +791,36 @@ impl Values {
     }
 
     /// `--print_config`: every option with a value, where it came from, secrets hidden.
-    fn print(&self) -> String {
+    ///
+    /// Where a value is derived rather than given, the effective one is shown with why
+    /// (the credential kind inferred, the cloud's hosts, a cron run's deadline); when
+    /// the configuration cannot run yet, `problems` close the listing.
+    fn print(&self, config: Option<&Config>, problems: Option<&ConfigError>) -> String {
         let mut text = String::new();
+        let options = Options::read(self, &mut Vec::new());
         for spec in spec::OPTIONS {
-            let (value, source) = match self.get(spec.name) {
-                Some((value, source)) => (shown(spec.name, value), source.describe(spec.name)),
-                None => ("(not set)".to_string(), "nowhere".to_string()),
+            let derived = derived_value(options.as_ref(), config, spec.name);
+            let (value, source) = match (self.get(spec.name), derived) {
+                (_, Some((value, why))) if spec.name == "redis_url" => (format!("{value:?}"), why),
+                (Some((value, source)), _) if source.is_given() => {
+                    (shown(spec.name, value), source.describe(spec.name))
+                }
+                (_, Some((value, why))) => (format!("{value:?}"), why),
+                (Some((value, source)), None) => {
+                    (shown(spec.name, value), source.describe(spec.name))
+                }
+                (None, None) => ("(not set)".to_string(), "nowhere".to_string()),
             };
             text.push_str(&format!("{} = {value}  # {source}\n", spec.name));
+        }
+        match problems {
+            None => text.push_str("# ready to run\n"),
+            Some(problems) => {
+                text.push_str("# not ready to run yet:\n");
+                for line in problems.lines() {
+                    text.push_str(&format!("#   {line}\n"));
+                }
+            }
         }
         text
     }
@@ -682,8 +842,9 @@ impl Values {
                 ConfigError::usage("the configuration could not be read".into())
             }));
         };
-        let credential = self.credential(&options, env, &mut errors);
-        let redis = self.redis_target(&options, &mut errors);
+        let mut warnings = Vec::new();
+        let credential = self.credential(&options, env, &mut errors, &mut warnings);
+        let redis = self.redis_target(&options, &mut errors, &mut warnings);
         let (login_default, graph_default) = options.cloud.hosts();
         let host = |given: &Option<url::Url>, default: &str| {
             given.clone().unwrap_or_else(|| {
@@ -711,7 +872,11 @@ impl Values {
             warnings: Vec::new(),
         };
         self.check_sources(&config)?;
-        config.warnings = self.without_effect(&config);
+        config.warnings = warnings;
+        config.warnings.extend(self.without_effect(&config));
+        if let Some(warning) = self.page_size_cap(&config) {
+            config.warnings.push(warning);
+        }
         if config.redis_tls_insecure {
             config.warnings.push(
                 "redis_tls_insecure: the Redis server's certificate is not verified; anyone \
@@ -816,6 +981,7 @@ impl Values {
         options: &Options,
         env: &dyn Fn(&str) -> Option<String>,
         errors: &mut Vec<ConfigError>,
+        warnings: &mut Vec<String>,
     ) -> Option<Credential> {
         let kind = self.credential_kind().map_err(|e| errors.push(e)).ok()?;
         errors.extend(self.missing_for(kind));
@@ -826,7 +992,7 @@ impl Values {
                 tenant: text(&options.tenant),
                 client_id: text(&options.client_id),
                 secret: self
-                    .secret(options, errors)
+                    .secret(options, errors, warnings)
                     .unwrap_or_else(|| Secret::new("")),
             },
             AuthKind::Certificate => Credential::Certificate {
@@ -848,22 +1014,61 @@ impl Values {
         })
     }
 
-    /// `client_secret`, or what `client_secret_file` holds (never both).
-    fn secret(&self, options: &Options, errors: &mut Vec<ConfigError>) -> Option<Secret> {
+    /// Which of an option and its `_file` form (`client_secret` and
+    /// `client_secret_file`) counts when both are set: the one from the higher
+    /// precedence, with a WARN that says so — a deployment's files and an old config
+    /// file meet this way. From the same place they are a conflict.
+    fn file_form_wins(
+        &self,
+        direct: &str,
+        file: &str,
+        errors: &mut Vec<ConfigError>,
+        warnings: &mut Vec<String>,
+    ) -> Option<bool> {
+        let Some(direct_source) = self.given(direct) else {
+            return Some(true);
+        };
+        let file_source = self.source(file);
+        let (winner, loser, file_wins) = match direct_source.rank().cmp(&file_source.rank()) {
+            std::cmp::Ordering::Equal => {
+                errors.push(ConfigError::new(
+                    file,
+                    file_source,
+                    format!(
+                        "set together with {direct} (from {})",
+                        direct_source.describe(direct)
+                    ),
+                    &format!("one of {direct} and {file}"),
+                ));
+                return None;
+            }
+            std::cmp::Ordering::Greater => ((direct, direct_source), (file, file_source), false),
+            std::cmp::Ordering::Less => ((file, file_source), (direct, direct_source), true),
+        };
+        warnings.push(format!(
+            "option {} (from {}) overrides {} (from {}): remove one of them",
+            winner.0,
+            winner.1.describe(winner.0),
+            loser.0,
+            loser.1.describe(loser.0)
+        ));
+        Some(file_wins)
+    }
+
+    /// `client_secret`, or what `client_secret_file` holds.
+    fn secret(
+        &self,
+        options: &Options,
+        errors: &mut Vec<ConfigError>,
+        warnings: &mut Vec<String>,
+    ) -> Option<Secret> {
         let Some(file) = options.client_secret_file.as_ref() else {
             return options.client_secret.clone();
         };
-        if let Some(direct) = self.given("client_secret") {
-            errors.push(ConfigError::new(
-                "client_secret_file",
-                self.source("client_secret_file"),
-                format!(
-                    "set together with client_secret (from {})",
-                    direct.describe("client_secret")
-                ),
-                "one of client_secret and client_secret_file",
-            ));
-            return None;
+        match self.file_form_wins("client_secret", "client_secret_file", errors, warnings) {
+            Some(true) => {}
+            Some(false) => return options.client_secret.clone(),
+            None => return None,
         }
         match read_secret_file(file) {
             Ok(secret) => Some(secret),
@@ -879,24 +1084,16 @@ impl Values {
         }
     }
 
-    /// What `redis_url_file` holds, when given (never together with `redis_url`).
+    /// What `redis_url_file` holds, when given and not overridden by `redis_url`.
     fn redis_target(
         &self,
         options: &Options,
         errors: &mut Vec<ConfigError>,
+        warnings: &mut Vec<String>,
     ) -> Option<RedisTarget> {
         let file = options.redis_url_file.as_ref()?;
         let source = self.source("redis_url_file");
-        if let Some(direct) = self.given("redis_url") {
-            errors.push(ConfigError::new(
-                "redis_url_file",
-                source,
-                format!(
-                    "set together with redis_url (from {})",
-                    direct.describe("redis_url")
-                ),
-                "one of redis_url and redis_url_file",
-            ));
+        if self.file_form_wins("redis_url", "redis_url_file", errors, warnings) != Some(true) {
             return None;
         }
         let read = read_secret_file(file).and_then(|url| {
@@ -1011,6 +1208,36 @@ impl Values {
 
     fn conflict(&self, option: &str, problem: String, accepted: &str) -> ConfigError {
         ConfigError::new(option, self.source(option), problem, accepted)
+    }
+
+    /// A `page_size` below Graph's 1000 costs a request per page out of a budget of
+    /// `rate_limit`: the original's file sets 50, which caps keep-up at a tenth of what
+    /// Graph allows. Said with the figure.
+    fn page_size_cap(&self, config: &Config) -> Option<String> {
+        let source = self.given("page_size")?;
+        let (requests, per) = config.rate_limit?;
+        if config.page_size >= 1000 {
+            return None;
+        }
+        // Each second is read twice (when due and `rescan` later) unless rescan is 0.
+        let (passes, reads) = match config.rescan {
+            0 => (1.0, "each second read once"),
+            _ => (2.0, "each second read twice"),
+        };
+        let ceiling =
+            f64::from(requests) / per.as_secs_f64() * f64::from(config.page_size) / passes;
+        let what = match config.sources.iter().any(|s| s.is_sign_ins()) {
+            true => "sign-ins",
+            false => "records",
+        };
+        Some(format!(
+            "option page_size {} (from {}) caps keep-up at about {ceiling:.0} {what}/s at \
+             rate_limit {requests}/{} ({reads}); Graph allows 1000 a page: leave page_size \
+             unset",
+            config.page_size,
+            source.describe("page_size"),
+            per.as_secs()
+        ))
     }
 
     /// A WARN for each option the user set that this configuration ignores.
@@ -1162,6 +1389,28 @@ mod tests {
     }
 
     const CREDS: [&str; 6] = ["--tenant", "t", "--client_id", "c", "--client_secret", "s"];
+
+    #[test]
+    fn backfills_have_no_deadline_unless_given() {
+        assert_eq!(test_config(&[]).run_deadline(), CRON_DEADLINE);
+        assert_eq!(
+            test_config(&["--deadline", "9"]).run_deadline(),
+            Duration::from_secs(9)
+        );
+        let backfill = [
+            "--since",
+            "2026-01-01T00:00:00Z",
+            "--until",
+            "2026-01-02T00:00:00Z",
+        ];
+        assert!(test_config(&backfill).run_deadline() > Duration::from_secs(86_400 * 365));
+        let mut limited = backfill.to_vec();
+        limited.extend(["--deadline", "60"]);
+        assert_eq!(
+            test_config(&limited).run_deadline(),
+            Duration::from_secs(60)
+        );
+    }
 
     #[test]
     fn defaults_match_the_original() {

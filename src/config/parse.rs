@@ -148,6 +148,15 @@ pub enum Cloud {
 }
 
 impl Cloud {
+    pub fn name(self) -> &'static str {
+        match self {
+            Cloud::Global => "global",
+            Cloud::UsGov => "usgov",
+            Cloud::UsGovDod => "usgov_dod",
+            Cloud::China => "china",
+        }
+    }
+
     /// (login host, Graph host), from Microsoft's national-cloud tables.
     pub fn hosts(self) -> (&'static str, &'static str) {
         match self {

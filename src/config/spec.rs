@@ -2,7 +2,7 @@
 //! on the command line; `GRAPH_NAME` in the environment), where it may come from, its
 //! default, its help text, and how its value is read into the typed [`Options`]. The
 //! command line's argh struct, `--help`, the config-file checks and the typed options
-//! are all generated from the declarations in [`options!`]; the README's table is
+//! are all generated from the declarations in [`options!`]; docs/options.md's table is
 //! checked against them by a test.
 //!
 //! Names, meanings, defaults and `GRAPH_*` variables of the original MsGraphExporter are
@@ -246,7 +246,8 @@ options! {
     /// Redis keys of sources other than by the {queue_key}:{source} rule,
     /// comma-separated (e.g. directory_audits=entra_audit)
     queue_keys: BTreeMap<&'static str, String> = structured("source=key", Some("")), given(parse::queue_keys);
-    /// redis:// or rediss:// URL (a password goes in as redis://:password@host), or
+    /// redis:// or rediss:// URL (a password as redis://:password@host, an ACL user as
+    /// redis://user:password@host), or
     /// redis+sentinel://[:password@]host1:port1,host2:port2/master_name[/db]
     redis_url: RedisTarget = url(Some("redis://localhost:6379?db=0")), given(parse::redis_target);
     /// a Redis Cluster's seed nodes, host:port comma-separated (YAML: a list); redis_url
@@ -314,6 +315,34 @@ pub fn find(name: &str) -> Option<&'static OptionSpec> {
     OPTIONS.iter().find(|spec| spec.name == name)
 }
 
+/// The option a mistyped name most likely meant (dashes read as underscores).
+pub fn nearest(typed: &str) -> Option<&'static str> {
+    let wanted = typed.replace('-', "_");
+    let (d, name) = OPTIONS
+        .iter()
+        .map(|spec| (distance(&wanted, spec.name), spec.name))
+        .min()?;
+    (d <= 3 && d * 3 <= wanted.chars().count()).then_some(name)
+}
+
+/// Levenshtein distance, by characters.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 pub fn env_name(name: &str) -> String {
     format!("GRAPH_{}", name.to_ascii_uppercase())
 }
@@ -363,15 +392,10 @@ pub fn help_text() -> String {
 mod tests {
     use super::*;
 
-    /// The README's option table: one row per option, `| \`name\` | default | … |`.
-    fn readme_rows() -> Vec<(String, String)> {
-        let readme = include_str!("../../README.md");
-        let section = readme
-            .split("\n## Options\n")
-            .nth(1)
-            .and_then(|rest| rest.split("\n## ").next())
-            .expect("README has an Options section");
-        section
+    /// The options table of docs/options.md: one row per option, `| \`name\` |
+    /// default | … |`.
+    fn documented_rows() -> Vec<(String, String)> {
+        include_str!("../../docs/options.md")
             .lines()
             .filter(|l| l.starts_with("| `"))
             .map(|l| {
@@ -385,11 +409,14 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_documents_every_option_with_its_default() {
-        let rows = readme_rows();
+    fn the_options_doc_documents_every_option_with_its_default() {
+        let rows = documented_rows();
         let documented: Vec<String> = rows.iter().map(|(name, _)| name.clone()).collect();
         let declared: Vec<String> = OPTIONS.iter().map(|s| format!("`{}`", s.name)).collect();
-        assert_eq!(documented, declared, "README rows, in declaration order");
+        assert_eq!(
+            documented, declared,
+            "docs/options.md rows, in declaration order"
+        );
         for (spec, (_, default)) in OPTIONS.iter().zip(&rows) {
             let expected = match spec.kind.default.filter(|d| !d.is_empty()) {
                 Some(d) => format!("`{d}`"),
@@ -397,7 +424,7 @@ mod tests {
             };
             assert!(
                 default.starts_with(&expected),
-                "README default of {}: {default:?}, declared {expected:?}",
+                "docs/options.md default of {}: {default:?}, declared {expected:?}",
                 spec.name
             );
         }

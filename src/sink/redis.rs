@@ -246,7 +246,7 @@ pub fn retrying<T>(
 
 /// Every command a run, a backfill, `--check` or the move of earlier key names sends
 /// to a standalone Redis (the ACL rights a least-privileged user needs; Cluster adds
-/// `cluster|slots`, Sentinel `info` and `wait`). The README's ACL line is checked
+/// `cluster|slots`, Sentinel `info` and `wait`). docs/redis.md's ACL line is checked
 /// against this list.
 pub const COMMANDS: &[&str] = &[
     "ping",
@@ -328,10 +328,10 @@ impl From<redis::RedisError> for Attempt {
                     message: match command {
                         Some(command) => format!(
                             "{text}; the Redis user lacks the right to run {command}: add it with \
-                             ACL SETUSER <user> +{command} (the README lists every right a run needs)"
+                             ACL SETUSER <user> +{command} (docs/redis.md lists every right a run needs)"
                         ),
                         None => format!(
-                            "{text}; the Redis user lacks a right msgx-once needs (the README's \
+                            "{text}; the Redis user lacks a right msgx-once needs (docs/redis.md's \
                              Redis section lists them: ACL SETUSER <user> …)"
                         ),
                     },
@@ -342,7 +342,7 @@ impl From<redis::RedisError> for Attempt {
                 .contains("user executing the script can't run") =>
             {
                 "; a command msgx-once's script runs is not allowed for this Redis user: give \
-                 it the rights of the README's ACL line (Redis deployments)"
+                 it the rights of the ACL line in docs/redis.md"
             }
             Some("BEHIND") => {
                 "; the consumers are behind: nothing of this page was written, the watermark \
@@ -351,6 +351,11 @@ impl From<redis::RedisError> for Attempt {
             Some("OOM") => {
                 "; Redis is full (maxmemory): nothing of this page was written, and a later \
                  run delivers it once memory is freed"
+            }
+            _ if is_certificate_error(&e) => {
+                "; Redis's TLS certificate was refused: give the CA that signed it in \
+                 redis_ca_file (a PEM file), and use the host name the certificate names in \
+                 redis_url"
             }
             _ if is_password_refused(&e) => {
                 return Attempt {
@@ -783,12 +788,12 @@ impl Sink for RedisSink {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_readme_acl_line_grants_every_command_a_run_sends() {
-        let readme = include_str!("../../README.md");
-        let line = readme
+    fn the_documented_acl_line_grants_every_command_a_run_sends() {
+        let doc = include_str!("../../docs/redis.md");
+        let line = doc
             .lines()
             .find(|l| l.starts_with("ACL SETUSER msgx "))
-            .expect("the README's ACL line");
+            .expect("docs/redis.md's ACL line");
         assert_eq!(line, super::acl_line("ms_graph_exporter"));
     }
 }

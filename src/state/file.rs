@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use super::{Progress, StateStore, before_second_pass, decode_ranges, encode_ranges};
+use super::{Progress, StateStore, Traces, before_second_pass, decode_ranges, encode_ranges};
 use crate::error::Error;
 use crate::sink::dedup::SeenSet;
 
@@ -160,13 +160,16 @@ impl StateStore for FileState {
         }
     }
 
-    fn traces(&self) -> Result<Option<String>, Error> {
-        Ok(self.lock_file_existed.then(|| {
-            format!(
-                "its lock file {}.lock was left by an earlier run",
-                self.path.display()
-            )
-        }))
+    fn traces(&self) -> Result<Traces, Error> {
+        Ok(Traces {
+            ours: self.lock_file_existed.then(|| {
+                format!(
+                    "its lock file {}.lock was left by an earlier run",
+                    self.path.display()
+                )
+            }),
+            queued: None,
+        })
     }
 
     fn unlock(&mut self) {

@@ -145,6 +145,17 @@ pub fn decode_ranges(text: &str) -> Option<Vec<Frame>> {
         .collect()
 }
 
+/// What a store without a watermark shows of earlier exports.
+#[derive(Debug, Default)]
+pub struct Traces {
+    /// msgx-once's own (its seen-set of delivered ids, the state file's lock file):
+    /// state was lost.
+    pub ours: Option<String>,
+    /// Records already in the queue: another exporter's (the original
+    /// MsGraphExporter) or a backfill's, as when a deployment switches over.
+    pub queued: Option<String>,
+}
+
 pub trait StateStore {
     /// Takes the lock for this run: [`Error::Locked`] when another run holds it.
     fn lock(&mut self) -> Result<(), Error>;
@@ -160,9 +171,8 @@ pub trait StateStore {
     /// How an operator sets `field` back by hand, for messages about damaged state.
     fn repair(&self, field: &str) -> String;
 
-    /// Signs that runs wrote here before (when no watermark was found, they mean the
-    /// state was lost): a description, or None.
-    fn traces(&self) -> Result<Option<String>, Error>;
+    /// What shows that exports wrote here before, when no watermark was found.
+    fn traces(&self) -> Result<Traces, Error>;
 
     /// Delivered ids, when the store keeps them itself (the state file); the Redis
     /// backend keeps them in Redis, written atomically with each page.

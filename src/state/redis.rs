@@ -13,7 +13,7 @@ use std::time::Duration;
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use time::OffsetDateTime;
 
-use super::{Progress, StateStore, before_second_pass, decode_ranges, encode_ranges};
+use super::{Progress, StateStore, Traces, before_second_pass, decode_ranges, encode_ranges};
 use crate::config::Config;
 use crate::error::Error;
 use crate::ids;
@@ -335,7 +335,7 @@ impl StateStore for RedisState {
         }
     }
 
-    fn traces(&self) -> Result<Option<String>, Error> {
+    fn traces(&self) -> Result<Traces, Error> {
         let (queue, seen) = (&self.queue_key, keys::derived(&self.queue_key, "seen"));
         // Two commands, not a pipeline: a Cluster connection takes no pipelines.
         let (kind, seen_exists): (String, bool) = self.with_connection(queue, |c| {
@@ -343,14 +343,20 @@ impl StateStore for RedisState {
             let exists: bool = redis::cmd("EXISTS").arg(&seen).query(c)?;
             Ok((kind, exists))
         })?;
-        let queued: i64 = match kind.as_str() {
-            "list" => self.with_connection(queue, |c| redis::cmd("LLEN").arg(queue).query(c))?,
-            _ => 0,
+        let length = match kind.as_str() {
+            "list" => Some("LLEN"),
+            "stream" => Some("XLEN"),
+            _ => None,
         };
-        Ok(if queued > 0 {
-            Some(format!("the queue {queue} holds {queued} records"))
-        } else {
-            seen_exists.then(|| format!("the seen-set {seen} of delivered ids exists"))
+        let queued: i64 = match length {
+            Some(command) => {
+                self.with_connection(queue, |c| redis::cmd(command).arg(queue).query(c))?
+            }
+            None => 0,
+        };
+        Ok(Traces {
+            ours: seen_exists.then(|| format!("the seen-set {seen} of delivered ids exists")),
+            queued: (queued > 0).then(|| format!("the queue {queue} holds {queued} records")),
         })
     }
 

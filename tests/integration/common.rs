@@ -192,14 +192,15 @@ pub fn cluster() -> Vec<RedisServer> {
     nodes
 }
 
-/// The README's least-privilege ACL for queue key `ms_graph_exporter`, verbatim.
+/// The documented least-privilege ACL (docs/redis.md) for queue key
+/// `ms_graph_exporter`, verbatim.
 pub fn readme_acl() -> Vec<String> {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/redis.md")).unwrap();
     let line = readme
         .lines()
         .find(|l| l.starts_with("ACL SETUSER msgx "))
-        .expect("the ACL line in the README");
+        .expect("the ACL line in docs/redis.md");
     line.split_whitespace()
         .skip(1)
         .map(str::to_string)
@@ -308,6 +309,52 @@ pub fn two_processes_at_once(backend: &[&str], limits: [&str; 2]) -> (u64, Vec<O
         "{requests} requests: enough to overdraw 10/2 twice over"
     );
     (throttled, outputs)
+}
+
+/// One request an [`http_receiver`] got: its request line, its header lines (as sent,
+/// trimmed) and its body.
+pub struct Received {
+    pub line: String,
+    pub headers: Vec<String>,
+    pub body: String,
+}
+
+/// An HTTP server on loopback that answers every request 200 (a Pushgateway, say) and
+/// sends each request through the channel.
+pub fn http_receiver() -> (String, std::sync::mpsc::Receiver<Received>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let (sent, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let (mut headers, mut length) = (Vec::new(), 0);
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                headers.push(header.trim().to_string());
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = sent.send(Received {
+                line: line.trim().to_string(),
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+    });
+    (url, received)
 }
 
 /// The simulator's flags for Graph's own limits of every bucket.

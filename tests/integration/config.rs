@@ -249,7 +249,11 @@ fn bad_configuration_exits_2_naming_option_source_and_accepted_values() {
             &["--stream_frames", "3"],
             &[],
             None,
-            &["--stream-frames", "--help"],
+            &[
+                "unknown option --stream_frames (from the command line): did you mean \
+                 --stream_frame?",
+                "--help",
+            ],
         ),
         (
             &[],
@@ -492,4 +496,70 @@ fn since_and_until_take_dates_and_ages_and_warn_beyond_retention() {
         "{}",
         run.summary_window()
     );
+}
+
+#[test]
+fn print_config_works_before_any_credential_and_says_what_is_missing() {
+    let run = msgx(&strings(&["--print_config"]), &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for line in [
+        "timelag = \"120\"  # the default\n",
+        "deadline = \"300\"  # a cron run's default (a --since backfill has none)\n",
+        "graph_url = \"https://graph.microsoft.com\"  # the global cloud's\n",
+        "# not ready to run yet:\n",
+        "#   option auth: no credentials given; accepted: ",
+    ] {
+        assert!(run.stdout.contains(line), "{line:?} in:\n{}", run.stdout);
+    }
+    let ready = msgx(
+        &strings(&[
+            "--tenant",
+            "t",
+            "--client_id",
+            "c",
+            "--client_secret",
+            "s",
+            "--print_config",
+        ]),
+        &[],
+    );
+    assert_eq!(ready.code, 0, "{}", ready.stderr);
+    assert!(
+        ready
+            .stdout
+            .contains("auth = \"secret\"  # inferred from the credentials given\n")
+    );
+    assert!(
+        ready.stdout.ends_with("# ready to run\n"),
+        "{}",
+        ready.stdout
+    );
+}
+
+#[test]
+fn a_missing_value_and_an_unknown_config_key_hide_no_other_problem() {
+    let run = msgx(&strings(&["--tenant", "t", "--timelag"]), &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(
+        run.stderr.trim(),
+        "msgx-once: error: option timelag: no value after --timelag (from command line \
+         --timelag); accepted: --timelag <seconds>"
+    );
+    let dir = TempDir::new();
+    let config = dir.join("app_config.yaml");
+    std::fs::write(&config, "stream_frames: 3\nstreams: 0\nsince: -1h\n").unwrap();
+    let run = msgx(
+        &strings(&["--app_config", config.to_str().unwrap(), "--page_size", "0"]),
+        &[],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    for problem in [
+        "unknown option \"stream_frames\" (did you mean stream_frame?)",
+        "option since: not allowed in a config file",
+        "option streams: invalid value \"0\"",
+        "option page_size: invalid value \"0\"",
+        "option auth: no credentials given",
+    ] {
+        assert!(run.stderr.contains(problem), "{problem}: {}", run.stderr);
+    }
 }

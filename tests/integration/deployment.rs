@@ -1,6 +1,8 @@
 //! The deployment files work as written: the crontab line runs under cron's bare
-//! environment with the crontab's PATH where the README's install puts the binary,
-//! and the Kubernetes manifests and Containerfile hold the hardening they promise.
+//! environment with the crontab's PATH where the README's install puts the binary;
+//! the Kubernetes manifests run as the kubelet lays out their files (owners, modes,
+//! the user and groups they run as) and hold the hardening they promise; the
+//! original's own config file works under every shipped form.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -50,6 +52,7 @@ fn the_crontab_line_runs_as_written_where_the_readme_installs_the_binary() {
     let readme = read("README.md");
     let install = readme
         .lines()
+        .map(str::trim_start)
         .find(|l| l.starts_with("cargo install "))
         .expect("an install command in the README");
     assert!(
@@ -122,18 +125,39 @@ fn the_crontab_line_runs_as_written_where_the_readme_installs_the_binary() {
     // Without the install, cron would mail "not found" (127).
     let missing = run(&path);
     assert_eq!(missing.status.code(), Some(127));
-    let ran = run(&rooted_path.join(":"));
-    assert_eq!(
-        ran.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&ran.stderr)
-    );
-    let log = std::fs::read_to_string(scratch("/var/log/msgx/msgx-once.log")).unwrap();
+    // With it, a run exits 0; what it logged.
+    let ran_ok = || {
+        let ran = run(&rooted_path.join(":"));
+        assert_eq!(
+            ran.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+        std::fs::read_to_string(scratch("/var/log/msgx/msgx-once.log")).unwrap()
+    };
+    let log = ran_ok();
     assert!(log.contains("[INFO] summary: window ["), "{log}");
     assert!(redis.len("cron") > 0);
     let metrics = std::fs::read_to_string(scratch("/var/lib/msgx/msgx.prom")).unwrap();
     assert!(metrics.contains("\nmsgx_exit_code 0\n"), "{metrics}");
+
+    // The original's own config file, filled in for cron (the secret in the file,
+    // chmod 600), under the same line.
+    let original = originals_config(&sim, &redis.url(), true).replace(
+        "client_secret: \"\"",
+        &format!("client_secret: {SIM_SECRET}"),
+    );
+    let config = scratch("/etc/msgx/app_config.yaml");
+    std::fs::write(&config, original).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let log = ran_ok();
+    assert!(
+        log.contains("[WARN] option page_size 50 (from config file "),
+        "{log}"
+    );
+    assert!(redis.len("ms_graph_exporter") > 0, "{log}");
 }
 
 /// Every container of a pod template: its securityContext, env and the pod's.
@@ -210,4 +234,450 @@ fn the_kubernetes_manifests_and_the_containerfile_are_hardened() {
             "Containerfile lacks {needed:?}"
         );
     }
+}
+
+/// The original MsGraphExporter's shipped `docker/app_config.yaml` (from its README), as
+/// an operator fills it in for their tenant and Redis: `tenant`, `client_id` and
+/// `redis_url` set, the rest as shipped (`page_size: 50`, `client_secret: ""`);
+/// then the two lines that point it at the simulator instead of Microsoft.
+fn originals_config(sim: &Sim, redis_url: &str, fill_app: bool) -> String {
+    let shipped = read("tests/fixtures/original_app_config.yaml");
+    let mut filled = shipped.replace(
+        "redis_url: redis://localhost:6379?db=0",
+        &format!("redis_url: {redis_url}"),
+    );
+    if fill_app {
+        filled = filled
+            .replace("tenant: \"\"", &format!("tenant: {SIM_TENANT}"))
+            .replace("client_id: \"\"", &format!("client_id: {SIM_CLIENT}"));
+    }
+    format!(
+        "{filled}graph_url: {url}\nlogin_url: {url}\n",
+        url = sim.url()
+    )
+}
+
+/// The README's example production config, for the simulator's tenant and hosts.
+fn example_config(sim: &Sim) -> String {
+    let example = read("docs/app_config.example.yaml")
+        .replace(
+            "tenant: 00000000-0000-0000-0000-000000000000",
+            &format!("tenant: {SIM_TENANT}"),
+        )
+        .replace(
+            "client_id: 11111111-1111-1111-1111-111111111111",
+            &format!("client_id: {SIM_CLIENT}"),
+        );
+    format!(
+        "{example}graph_url: {url}\nlogin_url: {url}\n",
+        url = sim.url()
+    )
+}
+
+/// A container's env value: given, or (the Secret's key, whether optional).
+type EnvValue = Result<String, (String, bool)>;
+
+/// A pod of a CronJob manifest as the kubelet runs it.
+struct Pod {
+    user: u32,
+    group: u32,
+    fs_group: Option<u32>,
+    args: Vec<String>,
+    env: Vec<(String, EnvValue)>,
+    /// (mount path, secret name, defaultMode).
+    secret_mounts: Vec<(String, String, u32)>,
+}
+
+/// A volume's `defaultMode` as Kubernetes reads it: YAML 1.1, where `0440` is octal
+/// (0o440), a plain number is decimal (JSON), and absent is 0644.
+fn file_mode(value: &serde_yaml::Value) -> u32 {
+    match value {
+        serde_yaml::Value::Null => 0o644,
+        serde_yaml::Value::Number(n) => n.as_u64().expect("a mode") as u32,
+        serde_yaml::Value::String(text) => {
+            let digits = text
+                .strip_prefix("0o")
+                .or(text.strip_prefix('0'))
+                .expect("octal");
+            u32::from_str_radix(digits, 8).expect("an octal mode")
+        }
+        other => panic!("defaultMode {other:?}"),
+    }
+}
+
+fn pod_of(manifest: &str) -> Pod {
+    let text = read(manifest);
+    let job = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_yaml::Value::deserialize(d).expect(manifest))
+        .find(|d| d["kind"] == "CronJob")
+        .expect("a CronJob");
+    let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let security = &pod["securityContext"];
+    let number = |v: &serde_yaml::Value| v.as_u64().map(|n| n as u32);
+    let container = &pod["containers"][0];
+    let strings = |v: &serde_yaml::Value| -> Vec<String> {
+        v.as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    let env = container["env"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let name = e["name"].as_str().expect("env name").to_string();
+            let value = match e["value"].as_str() {
+                Some(value) => Ok(value.to_string()),
+                None => {
+                    let key = &e["valueFrom"]["secretKeyRef"];
+                    Err((
+                        key["key"].as_str().expect("a secretKeyRef").to_string(),
+                        key["optional"].as_bool().unwrap_or(false),
+                    ))
+                }
+            };
+            (name, value)
+        })
+        .collect();
+    let volumes = pod["volumes"].as_sequence().expect("volumes");
+    let secret_mounts = container["volumeMounts"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            let volume = volumes.iter().find(|v| v["name"] == m["name"])?;
+            let secret = &volume["secret"];
+            Some((
+                m["mountPath"].as_str()?.to_string(),
+                secret["secretName"].as_str()?.to_string(),
+                file_mode(&secret["defaultMode"]),
+            ))
+        })
+        .collect();
+    Pod {
+        user: number(&security["runAsUser"]).expect("runAsUser"),
+        group: number(&security["runAsGroup"]).expect("runAsGroup"),
+        fs_group: number(&security["fsGroup"]),
+        args: strings(&container["args"]),
+        env,
+        secret_mounts,
+    }
+}
+
+impl Pod {
+    /// Lays out `secret` (key → content) under `root` as the kubelet does for each
+    /// secret mount: files owned by root, group fsGroup when set (group read added,
+    /// as for every volume fsGroup applies to), mode defaultMode.
+    fn lay_out(&self, root: &Path, secret: &[(&str, String)]) {
+        use std::os::unix::fs::PermissionsExt;
+        for (mount, _, mode) in &self.secret_mounts {
+            let dir = root.join(mount.trim_start_matches('/'));
+            std::fs::create_dir_all(&dir).unwrap();
+            for (key, content) in secret {
+                let file = dir.join(key);
+                std::fs::write(&file, content).unwrap();
+                let group = self.fs_group.unwrap_or(0);
+                std::os::unix::fs::chown(&file, Some(0), Some(group)).unwrap();
+                let mode = match self.fs_group {
+                    Some(_) => mode | 0o440,
+                    None => *mode,
+                };
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+    }
+
+    /// Runs the container's command (`binary` and its args, plus `extra`) as the pod's
+    /// user and groups, with its environment (secret keys resolved from `secret`) and
+    /// `injected` (what a webhook adds), the mounts under `root`.
+    fn run(
+        &self,
+        root: &Path,
+        binary: &Path,
+        secret: &[(&str, String)],
+        injected: &[(&str, String)],
+        extra: &[&str],
+    ) -> Output {
+        let rooted = |value: &str| match value
+            .find("=/")
+            .map(|i| i + 1)
+            .or_else(|| value.starts_with('/').then_some(0))
+        {
+            Some(at) => format!(
+                "{}{}",
+                &value[..at],
+                root.join(value[at..].trim_start_matches('/')).display()
+            ),
+            None => value.to_string(),
+        };
+        let mut command = Command::new("setpriv");
+        command
+            .arg(format!("--reuid={}", self.user))
+            .arg(format!("--regid={}", self.group));
+        match self.fs_group {
+            Some(group) => command.arg(format!("--groups={group}")),
+            None => command.arg("--clear-groups"),
+        };
+        command
+            .arg("--")
+            .arg(binary)
+            .args(self.args.iter().map(|a| rooted(a)))
+            .args(extra)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir(root)
+            .stdin(Stdio::null());
+        for (name, value) in &self.env {
+            match value {
+                Ok(value) => {
+                    command.env(name, rooted(value));
+                }
+                Err((key, optional)) => match secret.iter().find(|(k, _)| k == key) {
+                    Some((_, value)) => {
+                        command.env(name, value);
+                    }
+                    None => assert!(optional, "{name}: secret key {key} missing"),
+                },
+            }
+        }
+        for (name, value) in injected {
+            command.env(name, rooted(value));
+        }
+        let output = command.output().expect("setpriv runs");
+        Output {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// A scratch root with the binary where the image puts it, readable by anyone.
+fn image_root() -> (TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let root = TempDir::new();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = root.join("usr/local/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let binary = bin.join("msgx-once");
+    std::fs::copy(env!("CARGO_BIN_EXE_msgx-once"), &binary).unwrap();
+    (root, binary)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// `--check` passes and a run exports, as the manifest's pod, with `config` as the
+/// Secret's app_config.yaml and `secret_redis_url` as its redis_url; `injected` and
+/// `prepare` are what a webhook adds (variables, files).
+fn pod_exports(
+    manifest: &str,
+    config: String,
+    redis: &RedisServer,
+    secret_redis_url: &str,
+    injected: &[(&str, String)],
+    prepare: &dyn Fn(&Path),
+) -> Output {
+    let pod = pod_of(manifest);
+    let (root, binary) = image_root();
+    prepare(root.path());
+    let (push_url, pushes) = http_receiver();
+    let secret = [
+        ("app_config.yaml", config),
+        ("client_secret", format!("{SIM_SECRET}\n")),
+        ("redis_url", format!("{secret_redis_url}\n")),
+        ("metrics_push_url", push_url),
+    ];
+    pod.lay_out(root.path(), &secret);
+    let check = pod.run(root.path(), &binary, &secret, injected, &["--check"]);
+    assert_eq!(
+        check.code, 0,
+        "{manifest}: {}\n{}",
+        check.stdout, check.stderr
+    );
+    assert!(
+        check.stdout.lines().all(|l| l.starts_with('✔')),
+        "{manifest}: {}",
+        check.stdout
+    );
+    let run = pod.run(root.path(), &binary, &secret, injected, &[]);
+    assert_eq!(run.code, 0, "{manifest}: {}", run.stderr);
+    assert!(
+        run.stderr.contains("\"msg\":\"summary: window ["),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        redis.len("ms_graph_exporter") > 0,
+        "{manifest}: records in Redis"
+    );
+    let pushed = pushes
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("metrics pushed");
+    assert!(
+        pushed.line.starts_with("POST /metrics/job/msgx_once/"),
+        "{}",
+        pushed.line
+    );
+    run
+}
+
+#[test]
+fn the_secret_cronjob_runs_as_its_pod_on_the_files_the_kubelet_lays_out() {
+    assert!(
+        is_root(),
+        "this test lays out files as the kubelet (root) does: run as root"
+    );
+    let manifest = "scripts/k8s/cronjob.yaml";
+    let sim = Sim::start(&["--rate", "3"]);
+    // The example config, the secret and the Redis URL from the Secret's files.
+    let redis = RedisServer::start();
+    let run = pod_exports(
+        manifest,
+        example_config(&sim),
+        &redis,
+        &redis.url(),
+        &[],
+        &|_| {},
+    );
+    assert!(!run.stderr.contains("overrides"), "{}", run.stderr);
+    // The original's own config file, with its redis_url: it wins over the mounted
+    // file, as the original's precedence says, and says so; its page_size 50 too.
+    let redis = RedisServer::start();
+    let nowhere = format!("redis://127.0.0.1:{}/0", free_port());
+    let original = originals_config(&sim, &redis.url(), true);
+    let run = pod_exports(manifest, original, &redis, &nowhere, &[], &|_| {});
+    for warning in [
+        "option redis_url (from config file ",
+        ") overrides redis_url_file (from environment variable GRAPH_REDIS_URL_FILE)",
+        "option page_size 50 (from config file ",
+        " caps keep-up at about 12 sign-ins/s at rate_limit 5/10 (each second read twice); \
+         Graph allows 1000 a page",
+    ] {
+        assert!(run.stderr.contains(warning), "{warning}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn the_workload_identity_cronjob_runs_as_its_pod_with_what_the_webhook_injects() {
+    assert!(
+        is_root(),
+        "this test lays out files as the kubelet (root) does: run as root"
+    );
+    let manifest = "scripts/k8s/cronjob-workload-identity.yaml";
+    let sim = Sim::start(&["--rate", "3", "--federated-token", "projected-sa-token"]);
+    // What the Azure workload identity webhook adds: the variables, and the
+    // projected service account token (default mode 0644, root-owned).
+    let token_file = "/var/run/secrets/azure/tokens/azure-identity-token";
+    let injected = [
+        ("AZURE_CLIENT_ID", SIM_CLIENT.to_string()),
+        ("AZURE_TENANT_ID", SIM_TENANT.to_string()),
+        ("AZURE_AUTHORITY_HOST", sim.url()),
+        ("AZURE_FEDERATED_TOKEN_FILE", token_file.to_string()),
+    ];
+    let project_token = |root: &Path| {
+        let file = root.join(token_file.trim_start_matches('/'));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "projected-sa-token").unwrap();
+    };
+    // The example config without tenant and client id: the webhook gives them.
+    let redis = RedisServer::start();
+    let example: String = example_config(&sim)
+        .lines()
+        .filter(|l| !l.starts_with("tenant:") && !l.starts_with("client_id:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let run = pod_exports(
+        manifest,
+        example,
+        &redis,
+        &redis.url(),
+        &injected,
+        &project_token,
+    );
+    assert!(!run.stderr.contains("overrides"), "{}", run.stderr);
+    // The original's file as shipped but for its redis_url: its empty tenant,
+    // client_id and client_secret fall through to what the webhook injects.
+    let redis = RedisServer::start();
+    let nowhere = format!("redis://127.0.0.1:{}/0", free_port());
+    let original = originals_config(&sim, &redis.url(), false);
+    let run = pod_exports(
+        manifest,
+        original,
+        &redis,
+        &nowhere,
+        &injected,
+        &project_token,
+    );
+    assert!(
+        run.stderr.contains(
+            ") overrides redis_url_file (from environment variable GRAPH_REDIS_URL_FILE)"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Whether `path` (relative to the context) is left out by `patterns` (the
+/// `.dockerignore` forms the file uses: a name or path at the root, `**/*.ext`).
+fn ignored(path: &str, patterns: &[&str]) -> bool {
+    patterns.iter().any(|p| match p.strip_prefix("**/*") {
+        Some(ending) => path.ends_with(ending),
+        None => match p.strip_prefix('*') {
+            Some(ending) => !path.contains('/') && path.ends_with(ending),
+            None => path == *p || path.starts_with(&format!("{p}/")),
+        },
+    })
+}
+
+#[test]
+fn the_image_build_context_leaves_out_the_build_output_and_git() {
+    let rules = read("scripts/Containerfile.dockerignore");
+    let patterns: Vec<&str> = rules
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    // What `COPY . .` sends: every file of the checkout not ignored, as on disk.
+    let mut sent = Vec::new();
+    let mut pending = vec![std::path::PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        for entry in std::fs::read_dir(Path::new(ROOT).join(&relative)).unwrap() {
+            let entry = entry.unwrap();
+            let path = relative.join(entry.file_name());
+            let shown = path.to_string_lossy().into_owned();
+            if ignored(&shown, &patterns) {
+                continue;
+            }
+            let meta = entry.metadata().unwrap();
+            match meta.is_dir() {
+                true => pending.push(path),
+                false => sent.push((shown, meta.len())),
+            }
+        }
+    }
+    assert!(
+        sent.iter().any(|(p, _)| p == "Cargo.lock"),
+        "the sources are sent"
+    );
+    assert!(sent.iter().any(|(p, _)| p == "src/main.rs"));
+    for (path, _) in &sent {
+        assert!(
+            !path.starts_with("target/") && !path.starts_with(".git/"),
+            "{path} would be sent"
+        );
+    }
+    let bytes: u64 = sent.iter().map(|(_, size)| size).sum();
+    assert!(bytes < 20 << 20, "a context of {bytes} bytes");
+    // Without git in the context, the commit comes as a build argument.
+    let containerfile = read("scripts/Containerfile");
+    assert!(containerfile.contains("ARG MSGX_GIT_COMMIT"));
+    assert!(containerfile.contains("ENV MSGX_GIT_COMMIT=${MSGX_GIT_COMMIT}"));
+    assert!(read("build.rs").contains("std::env::var(\"MSGX_GIT_COMMIT\")"));
 }

@@ -118,32 +118,8 @@ fn a_password_in_any_url_option_is_never_shown() {
 
 #[test]
 fn a_pushgateway_behind_basic_auth_gets_the_credentials_as_a_header() {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (sent, received) = std::sync::mpsc::channel::<Vec<String>>();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut head = Vec::new();
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                head.push(line.trim().to_string());
-            }
-            let mut body = vec![0; length];
-            let _ = std::io::Read::read_exact(&mut reader, &mut body);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-            let _ = sent.send(head);
-        }
-    });
+    let (base, received) = http_receiver();
+    let port = base.rsplit(':').next().unwrap().to_string();
     let sim = Sim::start(&["--rate", "1"]);
     let now = minutes_ago(10);
     sim.set_clock(now);
@@ -154,11 +130,13 @@ fn a_pushgateway_behind_basic_auth_gets_the_credentials_as_a_header() {
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
-    let head = received.recv_timeout(Duration::from_secs(10)).unwrap();
+    let push = received.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(
-        head[0].starts_with("POST /metrics/job/msgx_once/"),
-        "{head:?}"
+        push.line.starts_with("POST /metrics/job/msgx_once/"),
+        "{}",
+        push.line
     );
+    let head = push.headers;
     // base64("push user:hunter2:push"), as Pushgateway's basic auth takes it.
     assert!(
         head.iter().any(

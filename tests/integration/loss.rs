@@ -320,10 +320,11 @@ fn a_lost_watermark_beside_a_full_queue_is_an_error() {
     let t1 = t0 + Span::seconds(60);
     let run = tick(&sim, &redis, "gone", t1, &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(queued > 0);
     let error = format!(
-        "[ERROR] no watermark at redis://127.0.0.1:{}/0 key {{gone}}:msgx:state, but the queue gone \
-         holds {queued} records: state was lost; this run starts a new first window at {} — \
-         backfill the gap with --since <end of the last export> --until {}",
+        "[ERROR] no watermark at redis://127.0.0.1:{}/0 key {{gone}}:msgx:state, but the seen-set \
+         {{gone}}:msgx:seen of delivered ids exists: state was lost; this run starts a new first \
+         window at {} — backfill the gap with --since <end of the last export> --until {}",
         redis.port,
         rfc3339(origin(t1)),
         rfc3339(origin(t1))

@@ -2,8 +2,6 @@
 //! JSON logs, and no progress-bar escape codes in logs that are not a terminal.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::time::Duration;
 
 use time::Duration as Span;
@@ -149,7 +147,9 @@ fn metrics_after_success_failure_and_interruption() {
     let third = metrics(&file);
     assert_eq!(third["msgx_exit_code"], 4.0);
     assert_eq!(third["msgx_last_success_timestamp_seconds"], success);
-    assert!(!third.keys().any(|k| k.starts_with("msgx_records_read")));
+    // It read nothing; every series of the file is still there.
+    assert_eq!(third[&format!("msgx_records_read{labels}")], 0.0);
+    assert!(second.keys().all(|k| third.contains_key(k)), "{third:?}");
     redis::cmd("DEL")
         .arg("{k}:msgx:lock")
         .exec(&mut lock)
@@ -175,46 +175,77 @@ fn metrics_after_success_failure_and_interruption() {
     assert_eq!(fourth["msgx_last_success_timestamp_seconds"], success);
 }
 
-/// A one-shot HTTP receiver on loopback: answers every request 200 and sends
-/// (request line, body) of each through the channel.
-fn receiver() -> (String, std::sync::mpsc::Receiver<(String, String)>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let (sent, received) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut request_line = String::new();
-            let _ = reader.read_line(&mut request_line);
-            let mut length = 0;
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
-                    break;
-                }
-                if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
+#[test]
+fn through_an_outage_the_backlog_grows_and_no_counter_or_series_goes_away() {
+    // Same seed, same records: one simulator answers every Graph request 503.
+    let good = Sim::start(&["--rate", "3"]);
+    let down = Sim::start(&["--rate", "3", "--every-503", "1"]);
+    let refusing = Sim::start(&["--rate", "3", "--deny", "Authorization_RequestDenied"]);
+    let redis = RedisServer::start();
+    let dir = TempDir::new();
+    let file = dir.join("msgx.prom");
+    let flags = [
+        "--metrics_file",
+        file.to_str().unwrap(),
+        "--max_retries",
+        "0",
+    ];
+    let labels = "{source=\"signins\",queue_key=\"k\"}";
+    let backlog = format!("msgx_oldest_unread_age_seconds{labels}");
+    let ok_requests = "msgx_graph_requests_total{source=\"signins\",queue_key=\"k\",code=\"200\"}";
+    let t0 = minutes_ago(60);
+    let at = |minute: i64| t0 + Span::minutes(minute);
+    assert_eq!(tick(&good, &redis, "k", at(0), &flags).code, 0);
+    let mut previous = metrics(&file);
+    assert_eq!(
+        previous[&backlog], 120.0,
+        "the watermark is the oldest unread second"
+    );
+    let mut ages = Vec::new();
+    for minute in 1..=4 {
+        let run = tick(&down, &redis, "k", at(minute), &flags);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        let now = metrics(&file);
+        for (key, value) in &previous {
+            let kept = now.get(key).unwrap_or_else(|| panic!("{key} disappeared"));
+            if key.contains("_total") {
+                assert!(kept >= value, "{key} went back from {value} to {kept}");
             }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            let _ = sent.send((
-                request_line.trim().to_string(),
-                String::from_utf8_lossy(&body).into_owned(),
-            ));
         }
-    });
-    (url, received)
+        assert_eq!(now[ok_requests], 2.0, "the 200s stay counted");
+        ages.push(now[&backlog]);
+        previous = now;
+    }
+    // The watermark moves on past failed frames (their seconds are owed): the backlog
+    // is what grows, a minute a run.
+    assert_eq!(ages, [180.0, 240.0, 300.0, 360.0]);
+    // A refused source (exit 3) still writes its series.
+    let refused = tick(&refusing, &redis, "k", at(5), &flags);
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    let now = metrics(&file);
+    assert_eq!(now[&backlog], 420.0);
+    assert!(now.contains_key(&format!("msgx_watermark_lag_seconds{labels}")));
+    assert!(previous.keys().all(|k| now.contains_key(k)));
+    // Graph is back: the owed seconds are read, the backlog is the lag again.
+    let run = tick(&good, &redis, "k", at(6), &flags);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let recovered = metrics(&file);
+    assert_eq!(recovered[&backlog], 120.0);
+    assert_eq!(
+        recovered[&format!("msgx_watermark_lag_seconds{labels}")],
+        120.0
+    );
+    assert_same_records(
+        redis.list("k"),
+        good.records(origin(at(0)), lagged_end(at(6)) - Span::seconds(1)),
+    );
 }
 
 #[test]
 fn metrics_are_pushed_per_source_and_queue_key() {
     let sim = Sim::start(&["--rate", "3"]);
     let redis = RedisServer::start();
-    let (url, received) = receiver();
+    let (url, received) = http_receiver();
     let now = minutes_ago(10);
     sim.set_clock(now);
     let args = redis_args(
@@ -230,7 +261,7 @@ fn metrics_are_pushed_per_source_and_queue_key() {
     );
     let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let mut pushes: Vec<(String, String)> = received.try_iter().collect();
+    let mut pushes: Vec<(String, String)> = received.try_iter().map(|r| (r.line, r.body)).collect();
     pushes.sort();
     let lines: Vec<&str> = pushes.iter().map(|(line, _)| line.as_str()).collect();
     assert_eq!(
@@ -283,9 +314,36 @@ fn json_logs_parse_line_by_line_with_the_summary_as_fields() {
             .unwrap()
             .starts_with("summary: window [")
     );
-    assert_eq!(summary["frames_ok"], "2");
-    assert_eq!(summary["frames_failed"], "0");
-    assert!(summary["records"].as_str().unwrap().parse::<u64>().unwrap() > 0);
+    // Figures are JSON numbers; the window stays text.
+    assert_eq!(summary["frames_ok"], 2);
+    assert_eq!(summary["frames_failed"], 0);
+    assert!(summary["records"].as_u64().unwrap() > 0);
+    assert!(summary["seconds"].as_f64().unwrap() > 0.0);
+    assert!(summary["window"].as_str().unwrap().starts_with('['));
+    // Configuration errors are JSON lines too when JSON was asked for.
+    for (args, env) in [
+        (strings(&["--log_format", "json", "--streams", "0"]), vec![]),
+        (
+            strings(&["--streams=0"]),
+            vec![("GRAPH_LOG_FORMAT", "json")],
+        ),
+    ] {
+        let run = msgx(&args, &env);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        let lines: Vec<serde_json::Value> = run
+            .stderr
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+            .collect();
+        assert!(lines.iter().all(|o| o["level"] == "ERROR"), "{lines:?}");
+        assert!(
+            lines.iter().any(|o| o["msg"]
+                .as_str()
+                .unwrap()
+                .starts_with("msgx-once: error: option streams: invalid value \"0\"")),
+            "{lines:?}"
+        );
+    }
 }
 
 #[test]

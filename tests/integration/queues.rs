@@ -269,10 +269,17 @@ fn rediss_verifies_the_server_against_a_private_ca_and_the_host_name() {
     let run = run_with(&url, &["--redis_ca_file", &ca]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(redis.len("tls").to_string(), run.summary_field("delivered"));
-    // The system's roots do not know the private CA: refused, at once.
+    // The system's roots do not know the private CA: refused, at once, saying where
+    // the CA goes.
     let run = run_with(&url, &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("certificate"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("give the CA that signed it in redis_ca_file"),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains("; retry "), "{}", run.stderr);
     // The certificate names 127.0.0.1, not localhost.
     let run = run_with(

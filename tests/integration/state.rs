@@ -417,3 +417,34 @@ fn state_under_the_names_before_the_hash_tag_is_moved_once_and_resumed() {
         sim.records(origin(t0), lagged_end(t1) - Span::seconds(1)),
     );
 }
+
+#[test]
+fn a_queue_the_original_filled_is_a_switch_over_not_lost_state() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    // What MsGraphExporter left: records in the list, no trace of msgx-once.
+    let earlier: Vec<String> = (0..5)
+        .map(|i| format!("{{\"id\":\"original-{i}\"}}"))
+        .collect();
+    redis::cmd("RPUSH")
+        .arg("ms_graph_exporter")
+        .arg(&earlier)
+        .exec(&mut redis.connection())
+        .unwrap();
+    let t0 = minutes_ago(30);
+    let run = tick(&sim, &redis, "ms_graph_exporter", t0, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let warning = format!(
+        "[WARN] no watermark at redis://127.0.0.1:{}/0 key {{ms_graph_exporter}}:msgx:state, and \
+         the queue ms_graph_exporter holds 5 records that no msgx-once run wrote (a switch-over \
+         from MsGraphExporter, or a backfill before the first cron run): starting a first window \
+         at {start} — export what lies between the last record there and it with --since <end \
+         of the last export> --until {start}",
+        redis.port,
+        start = rfc3339(origin(t0))
+    );
+    assert!(run.stderr.contains(&warning), "{}", run.stderr);
+    assert!(!run.stderr.contains("ERROR"), "{}", run.stderr);
+    let mut expected = earlier;
+    expected.extend(sim.records(origin(t0), lagged_end(t0) - Span::seconds(1)));
+    assert_same_records(redis.list("ms_graph_exporter"), expected);
+}
