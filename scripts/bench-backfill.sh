@@ -16,7 +16,7 @@ need_time
 hours=${1:-24}
 rate=${2:-50}
 budget=${3:-50/10}
-cargo build --locked --release --bins >&2
+cargo build --locked --release --bins --features simulator >&2
 
 work=$(mktemp -d)
 trap 'stop_started; rm -rf "$work"' EXIT

@@ -37,7 +37,7 @@ sources=${SOURCES:-}
 
 work=$(mktemp -d)
 trap 'stop_started; git worktree remove --force "$work/before" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-cargo build --locked --release --bins >&2
+cargo build --locked --release --bins --features simulator >&2
 # replay BINARY RATE [FLAGS…]: WARMUP + MEASURE per-minute ticks against a fresh
 # simulator and Redis; leaves the simulator's counters before and after the measured
 # ticks in $work/before.json and $work/after.json.

@@ -13,7 +13,7 @@ need_redis
 need_curl
 budget=${1:-20/2}
 pages=${2:-200}
-cargo build --locked --release --bins >&2
+cargo build --locked --release --bins --features simulator >&2
 
 work=$(mktemp -d)
 trap 'stop_started; rm -rf "$work"' EXIT

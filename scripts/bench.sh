@@ -21,7 +21,7 @@ need_curl
 need_time
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(100000 1000000)
-cargo build --locked --release --bins >&2
+cargo build --locked --release --bins --features simulator >&2
 
 work=$(mktemp -d)
 trap 'stop_started; rm -rf "$work"' EXIT

@@ -17,7 +17,7 @@ fi
 toolchain=$declared
 [ "$(echo "$declared" | tr -cd . | wc -c)" -eq 2 ] || toolchain=$declared.0
 if cargo "+$toolchain" --version >/dev/null 2>&1; then
-    cargo "+$toolchain" check --locked --all-targets
+    cargo "+$toolchain" check --locked --all-targets --features simulator
     echo "builds with Rust $toolchain"
 else
     echo "toolchain $toolchain is not installed: the claim rests on the declared versions above"

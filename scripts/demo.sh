@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_cargo
 need_redis
-cargo build --locked --release --bins >&2
+cargo build --locked --release --bins --features simulator >&2
 
 work=$(mktemp -d)
 trap 'stop_started; rm -rf "$work"' EXIT

@@ -8,4 +8,4 @@ need_cargo
 need_redis
 # The credential tests make certificates with openssl.
 need_openssl
-cargo test --locked --all-targets "$@"
+cargo test --locked --all-targets --features simulator "$@"

@@ -5,19 +5,20 @@
 //! check with ✔ or ✘ and, for each failure, what to do. It writes no records, takes
 //! no lock and moves no watermark.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::auth::TokenSource;
 use crate::config::{Backend, Config, Output};
-use crate::error::{AuthError, GraphError, exit};
+use crate::error::{AuthError, GraphError};
+use crate::exit;
 use crate::graph::GraphClient;
 use crate::graph::client::PageShape;
-use crate::retry::{Backoff, RetryOptions};
-use crate::shutdown::Stop;
-use crate::sink::redis::{connect, open_client};
-use crate::transport::{HttpTransport, TransportOptions, UreqTransport};
+use crate::redis_client::{self, connect, open_client};
+use crate::setup::Setup;
 use crate::window::{self, Frame};
+
+/// A check gives up after this long, and retries a failure this often.
+const CHECK_DEADLINE: Duration = Duration::from_secs(120);
+const CHECK_RETRIES: u32 = 2;
 
 /// One check's outcome: what was checked, and what to do if it failed.
 struct Outcome {
@@ -37,7 +38,7 @@ impl Outcome {
 /// Runs every check, prints the lines and returns the exit code: 0 only when all
 /// passed.
 pub fn check(config: &Config) -> u8 {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::setup::install_crypto();
     let mut outcomes = vec![Outcome {
         name: "configuration".into(),
         result: Ok(format!(
@@ -46,12 +47,12 @@ pub fn check(config: &Config) -> u8 {
             config
                 .sources
                 .iter()
-                .map(|s| s.name)
+                .map(|s| s.name())
                 .collect::<Vec<_>>()
                 .join(",")
         )),
     }];
-    outcomes.push(match config.queue_backend {
+    outcomes.push(match config.options.queue_backend {
         Backend::Redis => check_redis(config),
         Backend::File => check_file(config),
         Backend::Log => Outcome {
@@ -71,12 +72,8 @@ pub fn check(config: &Config) -> u8 {
 /// PING, then for each source's queue key a SET and DEL of `{key}:msgx:check` and a
 /// trivial script: what a run does, without touching its keys.
 fn check_redis(config: &Config) -> Outcome {
-    let name = format!("redis {}", config.redis.endpoint());
-    let keys: Vec<String> = config
-        .sources
-        .iter()
-        .map(|s| config.queue_key_of(s))
-        .collect();
+    let name = format!("redis {}", config.redis.location());
+    let keys: Vec<String> = config.sources.iter().map(|s| s.queue_key.clone()).collect();
     let probe = || -> Result<(), redis::RedisError> {
         let client = open_client(config).map_err(|e| {
             redis::RedisError::from((
@@ -114,12 +111,12 @@ fn check_redis(config: &Config) -> Outcome {
             let advice = match e.code() {
                 Some("NOPERM") => format!(
                     "grant the Redis user every right a run needs: {} (docs/redis.md)",
-                    crate::sink::redis::acl_line(
+                    redis_client::acl_line(
                         keys.first().map_or("ms_graph_exporter", String::as_str)
                     )
                 ),
-                _ if crate::sink::redis::is_password_refused(&e) => {
-                    crate::sink::redis::PASSWORD_REFUSED.to_string()
+                _ if redis_client::is_password_refused(&e) => {
+                    redis_client::PASSWORD_REFUSED.to_string()
                 }
                 _ if e.to_string().contains("invalid peer certificate") => {
                     "give the CA that signed Redis's certificate in redis_ca_file (a PEM file), \
@@ -143,7 +140,7 @@ fn prefixes(keys: &[String]) -> String {
 fn check_file(config: &Config) -> Outcome {
     let mut paths = Vec::new();
     for source in &config.sources {
-        if let Output::Path(path) = &config.for_source(source).file_path {
+        if let Output::Path(path) = &source.file_path {
             paths.push(path.clone());
         }
     }
@@ -180,25 +177,20 @@ fn check_file(config: &Config) -> Outcome {
 
 /// A token, then one `$top=1` request per source for the last minute.
 fn check_graph(config: &Config) -> Vec<Outcome> {
-    let transport: Arc<dyn HttpTransport> = Arc::new(UreqTransport::new(&TransportOptions {
-        timeout: config.http_timeout,
-        connect_timeout: config.http_timeout.min(Duration::from_secs(10)),
-        idle_per_host: 1,
-        body_limit: 16 << 20,
-    }));
-    let stop = Stop::default();
-    let retry = RetryOptions {
-        max_retries: 2,
-        backoff: Backoff {
-            base: Duration::from_secs(1),
-            cap: Duration::from_secs(5),
+    // A run's set-up: the same transport, and the same request budget, shared with the
+    // runs beside it — a check must not draw the 429s it is meant to warn of. A check
+    // gives up sooner than a run.
+    let setup = match Setup::new(config, Instant::now() + CHECK_DEADLINE, CHECK_RETRIES) {
+        Ok(setup) => setup,
+        Err(e) => {
+            return vec![Outcome {
+                name: "request budget".into(),
+                result: Err((e.to_string(), "fix the Redis options named above".into())),
+            }];
         }
-        .scaled(config.backoff_scale),
-        deadline: Instant::now() + Duration::from_secs(120),
-        stop: stop.clone(),
     };
-    let tokens = match TokenSource::new(transport.clone(), config, retry.clone()) {
-        Ok(tokens) => Arc::new(tokens),
+    let tokens = match setup.tokens(config) {
+        Ok(tokens) => tokens,
         Err(e) => {
             return vec![Outcome {
                 name: "token".into(),
@@ -230,33 +222,22 @@ fn check_graph(config: &Config) -> Vec<Outcome> {
     let now = config
         .fixed_now
         .unwrap_or_else(time::OffsetDateTime::now_utc);
-    let end = window::lagged_until(now, config.timelag);
+    let end = window::lagged_until(now, config.options.timelag);
     let frame = Frame::between(end - time::Duration::minutes(1), end);
     let mut outcomes = vec![token];
-    // The same budget as runs, shared with them: a check beside a running export must
-    // not draw the 429s it is meant to warn of.
-    let gates = match crate::budget::gates(config, &stop) {
-        Ok(gates) => gates,
-        Err(e) => {
-            outcomes.push(Outcome {
-                name: "request budget".into(),
-                result: Err((e.to_string(), "fix the Redis options named above".into())),
-            });
-            return outcomes;
-        }
-    };
     for source in &config.sources {
         let client = GraphClient::new(
-            transport.clone(),
+            setup.transport.clone(),
             tokens.clone(),
             config.graph_url.clone(),
+            // One record is enough to know the source answers.
             PageShape {
-                source,
                 page_size: 1,
                 select: None,
+                ..PageShape::of(source)
             },
-            gates[&source.bucket].clone(),
-            retry.clone(),
+            setup.gates[&source.spec.bucket].clone(),
+            setup.retry.clone(),
         );
         let result = match frame {
             Some(frame) => client
@@ -264,17 +245,17 @@ fn check_graph(config: &Config) -> Vec<Outcome> {
                 .map(|page| {
                     format!(
                         "HTTP 200, {} record(s) in the last minute's first page",
-                        page.len()
+                        page.record_count()
                     )
                 })
                 .map_err(|e| {
-                    let advice = graph_advice(&e, source.permission);
+                    let advice = graph_advice(&e, source.spec.permission);
                     (e.to_string(), advice)
                 }),
             None => Ok("no minute to ask for".into()),
         };
         outcomes.push(Outcome {
-            name: format!("source {}", source.name),
+            name: format!("source {}", source.name()),
             result,
         });
     }

@@ -1,46 +1,64 @@
 //! msgx: export time-domain audit data (Entra ID sign-ins and the other audit streams)
 //! from Microsoft Graph into Redis, one synchronous batch run at a time.
 //!
-//! A run ([`run::run`]) gets a token ([`auth`]); for each of the configured
-//! [`sources`] it takes the lock and progress from its [`state`] and [`plan`]s the
-//! frames of a [`window`] from the [`config`] — each second read when due and once more
-//! later —; then it fetches every source's frames in parallel from [`graph`], within
-//! one request budget per throttling bucket shared with other processes ([`budget`]),
-//! and hands the pages to each source's [`sink`] through the [`pipeline`];
-//! [`shutdown`] turns signals into an orderly stop. Errors and exit codes are in
-//! [`error`].
+//! [`export`] is one cron run: `run::run` sets up what requests need (`setup`:
+//! the HTTP `transport`, a token from `auth`, one request gate per budget bucket
+//! from `budget`); for each source of the `config` it opens its `state` (lock and
+//! progress) and `plan`s the frames of a `window` — each second read when due and
+//! once more later —; the `pipeline` fetches every source's frames from `graph` on
+//! shared fetchers and hands the pages to each source's `sink`; then the progress is
+//! saved and the `report` is logged and turned into `metrics`. `--check` is
+//! `check`. Errors map to exit codes in `error` ([`exit`]).
 //!
 //! # Layout
 //!
-//! Dependencies point downward. At the bottom: the HTTP [`transport`], the [`retry`]
-//! policy (backoff, the request gate), Redis connections ([`sink::redis`]), [`secret`],
-//! [`ids`], [`buffers`], [`sources`] (the audit streams as data) and [`window`]. In the
-//! middle: [`config`] (one declaration per option), [`auth`] (one file per credential
-//! kind), [`graph`] (paging and the client of one source), [`budget`], [`sink`],
-//! [`state`], [`plan`] and the [`pipeline`]. On top: [`run`], the [`metrics`] of its
-//! report, and the doctor of `--check` ([`check`]).
+//! Dependencies point downward; no two modules import each other.
+//!
+//! - At the bottom, knowing nothing of the rest: [`exit`] codes, `ids`,
+//!   `secret`, `buffers`, `keys` (Redis key names and hash tags), `window`,
+//!   `logging`, the HTTP `transport`; then `shutdown` (signals) and `sources`
+//!   (the audit streams as data).
+//! - `config`: one declaration per option (`config::spec`), where values come from,
+//!   credentials as a table of kinds, sinks and targets, the rules; each source's
+//!   share of a run built once (`config::SourceConfig`). `retry` (backoff, the
+//!   request gate) beside it; `error` above both.
+//! - The middle: the Redis client every part that talks to Redis shares
+//!   (`redis_client`: TLS, Sentinel, Cluster, the pool, retries and advice), and on
+//!   it and the transport: `auth` (one file per credential kind), `graph` (paging,
+//!   the client of one source), `budget`, `sink` (one file per backend), `state`
+//!   (model, Redis, file), `pipeline`, `plan`, `setup`.
+//! - On top: `check`, `report`, `metrics`, `run`.
+//!
+//! Only what `msgx-once`'s `main` needs is public.
 
-pub mod auth;
-pub mod budget;
-pub mod buffers;
-pub mod check;
-pub mod config;
-pub mod error;
-pub mod graph;
-pub mod ids;
-pub mod keys;
-pub mod logging;
-pub mod metrics;
-pub mod pipeline;
-pub mod plan;
-pub mod retry;
-pub mod run;
-pub mod secret;
-pub mod shutdown;
-pub mod sink;
-pub mod sources;
-pub mod state;
-pub mod transport;
-pub mod window;
+mod auth;
+mod budget;
+mod buffers;
+mod check;
+mod config;
+mod error;
+pub mod exit;
+mod graph;
+mod ids;
+mod keys;
+mod logging;
+mod metrics;
+mod pipeline;
+mod plan;
+mod redis_client;
+mod report;
+mod retry;
+mod run;
+mod secret;
+mod setup;
+mod shutdown;
+mod sink;
+mod sources;
+mod state;
+mod transport;
+mod window;
 
-pub use run::{RunReport, run};
+pub use check::check;
+pub use config::{Config, Invocation, asks_for_json, load};
+pub use logging::{init as init_logging, print_errors};
+pub use run::export;

@@ -129,9 +129,20 @@ fn json_value(text: &str) -> serde_json::Value {
     escape(text).into_owned().into()
 }
 
-/// One JSON log line of `level` and `msg`, written before logging is set up (the
-/// configuration's errors, when JSON logs were asked for).
-pub fn json_line(level: log::Level, msg: &str) -> String {
+/// The configuration's errors on stderr, before logging is set up: `msgx-once: error:
+/// …` lines, or JSON lines of level ERROR.
+pub fn print_errors(lines: &[String], json: bool) {
+    for line in lines {
+        let line = format!("msgx-once: error: {line}");
+        match json {
+            true => eprintln!("{}", json_line(log::Level::Error, &line)),
+            false => eprintln!("{line}"),
+        }
+    }
+}
+
+/// One JSON log line of `level` and `msg`.
+fn json_line(level: log::Level, msg: &str) -> String {
     let ts = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();

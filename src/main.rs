@@ -2,10 +2,7 @@
 
 use std::process::ExitCode;
 
-use msgx::config::{self, Invocation};
-use msgx::error::exit;
-use msgx::metrics::RunFigures;
-use std::time::Instant;
+use msgx::{Invocation, exit};
 
 fn main() -> ExitCode {
     let args: Result<Vec<String>, _> = std::env::args_os()
@@ -16,7 +13,7 @@ fn main() -> ExitCode {
         eprintln!("msgx-once: error: an argument is not valid UTF-8");
         return ExitCode::from(exit::USAGE);
     };
-    let config = match config::load(&args, &|name| std::env::var(name).ok()) {
+    let config = match msgx::load(&args, &|name| std::env::var(name).ok()) {
         Ok(Invocation::Help(text))
         | Ok(Invocation::Version(text))
         | Ok(Invocation::PrintConfig(text)) => {
@@ -25,59 +22,19 @@ fn main() -> ExitCode {
         }
         Ok(Invocation::Run(config)) => config,
         Err(e) => {
-            // Every problem at once, one line each; as JSON when the command line or
-            // the environment asked for JSON logs.
-            let json = config::asks_for_json(&args, &|name| std::env::var(name).ok());
-            for line in e.lines() {
-                match json {
-                    true => eprintln!(
-                        "{}",
-                        msgx::logging::json_line(
-                            log::Level::Error,
-                            &format!("msgx-once: error: {line}")
-                        )
-                    ),
-                    false => eprintln!("msgx-once: error: {line}"),
-                }
-            }
+            // Every problem at once, one line each (JSON lines when JSON logs were asked
+            // for on the command line or in the environment).
+            let json = msgx::asks_for_json(&args, &|name| std::env::var(name).ok());
+            msgx::print_errors(&e.lines(), json);
             return ExitCode::from(exit::USAGE);
         }
     };
-    msgx::logging::init(config.log_level, config.log_format);
+    msgx::init_logging(config.options.log_level, config.options.log_format);
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
-    if config.check {
-        return ExitCode::from(msgx::check::check(&config));
+    if config.options.check {
+        return ExitCode::from(msgx::check(&config));
     }
-    let started = Instant::now();
-    let figures = match msgx::run(&config) {
-        Ok(report) => {
-            let code = report.exit_code();
-            let level = match code {
-                exit::OK => log::Level::Info,
-                _ => log::Level::Error,
-            };
-            for line in report.summary() {
-                msgx::logging::log_with_fields(level, &line.text, &line.fields);
-            }
-            let key_of = |name: &str| {
-                msgx::sources::named(name).map_or_else(String::new, |s| config.queue_key_of(s))
-            };
-            let now = config
-                .fixed_now
-                .unwrap_or_else(time::OffsetDateTime::now_utc);
-            RunFigures::of(&report, code, now, key_of)
-        }
-        Err(e) => {
-            log::error!("{e}");
-            RunFigures {
-                exit_code: e.exit_code(),
-                duration: started.elapsed(),
-                sources: Vec::new(),
-            }
-        }
-    };
-    msgx::metrics::publish(&config, &figures);
-    ExitCode::from(figures.exit_code)
+    ExitCode::from(msgx::export(&config))
 }

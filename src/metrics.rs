@@ -17,8 +17,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, PushTarget};
-use crate::error::exit;
-use crate::run::RunReport;
+use crate::exit;
+use crate::report::RunReport;
 use crate::transport::{HttpTransport, TransportOptions, UreqTransport};
 
 /// One source's figures.
@@ -340,12 +340,12 @@ pub fn write_file(path: &Path, figures: &RunFigures) -> std::io::Result<()> {
 /// Writes and pushes the metrics `config` asks for; a failure is a WARN (the export
 /// itself is done; its exit code stays what it was).
 pub fn publish(config: &Config, figures: &RunFigures) {
-    if let Some(path) = &config.metrics_file
+    if let Some(path) = &config.options.metrics_file
         && let Err(e) = write_file(path, figures)
     {
         log::warn!("metrics_file {}: {e}", path.display());
     }
-    if let Some(target) = &config.metrics_push_url {
+    if let Some(target) = &config.options.metrics_push_url {
         let transport = UreqTransport::new(&TransportOptions {
             timeout: PUSH_TIMEOUT,
             connect_timeout: PUSH_TIMEOUT,

@@ -35,7 +35,7 @@ use crate::graph::client::BudgetSpent;
 use crate::graph::{GraphClient, Page};
 use crate::sink::Sink;
 use crate::sink::dedup::{record_keys, record_second};
-use crate::sources::SourceSpec;
+use crate::sources::{SourceSpec, log_prefix};
 use crate::window::Frame;
 
 /// One source's share of the run: where its pages come from and go to.
@@ -59,7 +59,8 @@ pub struct Job {
 }
 
 pub struct PipelineOptions {
-    pub streams: usize,
+    /// Fetcher threads.
+    pub fetchers: usize,
     pub writers: usize,
     /// Pages between fetched and written (waiting or being written).
     pub queue_capacity: usize,
@@ -72,14 +73,6 @@ pub struct PipelineOptions {
     /// Draw a progress bar (stderr is a terminal, and the run is long) instead of
     /// progress lines.
     pub bar: bool,
-}
-
-/// `"{source} "` when log lines name sources, else nothing.
-fn label(source: &SourceSpec, name_sources: bool) -> String {
-    match name_sources {
-        true => format!("{} ", source.name),
-        false => String::new(),
-    }
 }
 
 /// Why a frame is incomplete.
@@ -202,7 +195,7 @@ impl PageSeconds {
 }
 
 #[derive(Default)]
-struct Progress {
+struct FrameProgress {
     pages: u64,
     records: u64,
     delivered: u64,
@@ -215,7 +208,7 @@ struct Progress {
     fetched: Option<u64>,
 }
 
-impl Progress {
+impl FrameProgress {
     /// What of `frame` the pages written in an unbroken run from the first leave
     /// unread. Graph documents no order for some resources, so the order is read from
     /// the records: pages newest first have read everything after their oldest second,
@@ -335,14 +328,14 @@ impl Figures {
 }
 
 /// Per-frame progress, written by fetchers and writers.
-struct Ledger(Vec<Mutex<Progress>>);
+struct Ledger(Vec<Mutex<FrameProgress>>);
 
 impl Ledger {
     fn new(frames: usize) -> Self {
         Ledger((0..frames).map(|_| Mutex::default()).collect())
     }
 
-    fn update(&self, frame: usize, change: impl FnOnce(&mut Progress)) {
+    fn update(&self, frame: usize, change: impl FnOnce(&mut FrameProgress)) {
         change(&mut self.0[frame].lock().unwrap_or_else(|p| p.into_inner()));
     }
 
@@ -431,7 +424,7 @@ pub fn run(
     options: &PipelineOptions,
 ) -> Result<Vec<FrameOutcome>, Error> {
     let fetchers = rayon::ThreadPoolBuilder::new()
-        .num_threads(options.streams)
+        .num_threads(options.fetchers)
         .thread_name(|i| format!("fetch-{i}"))
         .build()
         .map_err(|e| Error::Setup(format!("cannot start fetcher threads: {e}")))?;
@@ -480,7 +473,7 @@ pub fn run(
         }
         drop(pages_in);
         fetchers.scope(|s| {
-            for _ in 0..options.streams.min(jobs.len()) {
+            for _ in 0..options.fetchers.min(jobs.len()) {
                 let pages_out = pages_out.clone();
                 let shared = Shared {
                     jobs,
@@ -577,7 +570,7 @@ fn fetch_jobs(pages_out: &Sender<Batch>, shared: Shared) {
         let client = lanes[lane].client;
         log::debug!(
             "{}frame {frame}: fetching",
-            label(client.source(), shared.name_sources)
+            log_prefix(client.source(), shared.name_sources)
         );
         let mut number = 0;
         let fetched = client.fetch_frame(&frame, |page| {
@@ -662,7 +655,7 @@ impl Writer<'_> {
             log::error!(
                 "{}frame {frame} page {number} record {}: {}; delivered as Graph sent it, \
                  deduplicated by its exact bytes",
-                label(source, self.name_sources),
+                log_prefix(source, self.name_sources),
                 problem.offset,
                 problem.reason
             );

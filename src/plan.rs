@@ -1,17 +1,14 @@
 //! Which seconds a run exports: a `--since/--until` backfill, the original's lagged
 //! window (stateless or first run), or — with `state auto` — a [`Plan`] from the
 //! stored progress: the first reads owed and due (catching up at most `max_catchup`),
-//! and the second reads owed and due. Also opens and locks the state store, and bounds
-//! "now" by Microsoft's clock.
+//! and the second reads owed and due. Also bounds "now" by Microsoft's clock.
 
 use std::time::SystemTime;
 
 use time::OffsetDateTime;
 
-use crate::config::{Backend, Config, ConfigError, Source, StateMode};
-use crate::error::Error;
-use crate::retry::RetryOptions;
-use crate::state::{FileState, Progress, RedisState, StateStore, Traces};
+use crate::config::{Config, ConfigError, Origin, SourceConfig};
+use crate::state::Progress;
 use crate::window::{self, Frame, Window};
 
 /// The window this invocation exports: a backfill when `since` is set, otherwise the
@@ -20,20 +17,20 @@ pub fn plan(config: &Config, now: OffsetDateTime) -> Result<Window, ConfigError>
     let Some(since) = config.since else {
         return Ok(Window::lagged(
             now,
-            config.timelag,
-            config.streams,
-            config.stream_frame,
+            config.options.timelag,
+            config.lagged_frames(),
+            config.options.stream_frame,
         ));
     };
     // Graph has nothing after now − timelag yet: a later --until stops there.
-    let lagged_end = window::lagged_until(now, config.timelag);
+    let lagged_end = window::lagged_until(now, config.options.timelag);
     let until = config
         .until
         .map_or(lagged_end, |until| until.min(lagged_end));
     if since >= until {
         return Err(ConfigError::new(
             "since",
-            Source::Cli,
+            Origin::Cli,
             format!(
                 "not before what Graph can have yet ({}: now minus timelag)",
                 window::utc_second(lagged_end)
@@ -43,7 +40,7 @@ pub fn plan(config: &Config, now: OffsetDateTime) -> Result<Window, ConfigError>
     }
     // Cut by streams, not by the clock: within a frame requests follow the records.
     let frames = Frame::between(since, until)
-        .map(|range| Window::cut(range, config.streams, config.stream_frame))
+        .map(|range| Window::cut(range, config.backfill_frames(), config.options.stream_frame))
         .unwrap_or_default();
     Ok(Window { frames })
 }
@@ -51,7 +48,7 @@ pub fn plan(config: &Config, now: OffsetDateTime) -> Result<Window, ConfigError>
 /// A WARN when the backfill's `--until` lies past what Graph can have at `now` (its
 /// clock minus `timelag`): the backfill stops there, and the rest is named for later.
 pub fn warn_if_until_ahead(config: &Config, now: OffsetDateTime) {
-    let lagged_end = window::lagged_until(now, config.timelag);
+    let lagged_end = window::lagged_until(now, config.options.timelag);
     let Some(until) = config.until.filter(|until| *until > lagged_end) else {
         return;
     };
@@ -62,9 +59,6 @@ pub fn warn_if_until_ahead(config: &Config, now: OffsetDateTime) {
          --until {until}"
     );
 }
-
-/// Graph keeps sign-ins for 30 days; a watermark older than that cannot be caught up.
-const RETENTION: time::Duration = time::Duration::days(30);
 
 /// How far the host clock may be from Microsoft's before a run says so.
 const MAX_SKEW: time::Duration = time::Duration::minutes(1);
@@ -96,89 +90,6 @@ pub fn bound_by_server(now: OffsetDateTime, server_now: Option<SystemTime>) -> O
     window::truncate(now.min(server))
 }
 
-/// The state of a stateful run: its store (locked) and what it loaded.
-pub struct Resumed {
-    pub store: Box<dyn StateStore>,
-    pub progress: Option<Progress>,
-}
-
-impl Resumed {
-    /// A first run stores where it starts before it exports anything, so that if it
-    /// dies its successor resumes there instead of starting a window of its own.
-    ///
-    /// A first run is also what a run looks like whose state was lost (Redis restarted
-    /// without persistence, the state file deleted): when the store shows msgx-once's
-    /// own traces it returns an error (exit 1) naming the backfill that closes the gap.
-    /// A queue that holds records but no trace of msgx-once is a deployment switching
-    /// over from the original (or a backfill run before cron): a WARN names the
-    /// backfill of the gap, and the run goes on.
-    pub fn start_first_run(&mut self, window: &Window) -> Result<Option<Error>, Error> {
-        let (None, Some(start)) = (&self.progress, window.start()) else {
-            return Ok(None);
-        };
-        let traces = self.store.traces()?;
-        let progress = Progress::starting_at(start);
-        self.store.save(progress.clone())?;
-        self.progress = Some(progress);
-        let start = window::utc_second(start);
-        let gap = format!("backfill the gap with --since <end of the last export> --until {start}");
-        let place = self.store.location();
-        Ok(match traces {
-            Traces {
-                ours: Some(ours), ..
-            } => {
-                let message = format!(
-                    "no watermark at {place}, but {ours}: state was lost; this run starts a \
-                     new first window at {start} — {gap}"
-                );
-                log::error!("{message}");
-                Some(Error::State(message))
-            }
-            Traces {
-                queued: Some(queued),
-                ..
-            } => {
-                log::warn!(
-                    "no watermark at {place}, and {queued} that no msgx-once run wrote (a \
-                     switch-over from MsGraphExporter, or a backfill before the first cron \
-                     run): starting a first window at {start} — export what lies between \
-                     the last record there and it with --since <end of the last export> \
-                     --until {start}"
-                );
-                None
-            }
-            Traces { .. } => {
-                log::warn!(
-                    "no watermark at {place}: starting a first window at {start}; if this is \
-                     not the first run, state was lost — {gap}"
-                );
-                None
-            }
-        })
-    }
-}
-
-/// Opens and locks the state store when this run keeps state: `state auto`, not a
-/// backfill, and somewhere to keep it.
-pub fn resume(config: &Config, retry: &RetryOptions) -> Result<Option<Resumed>, Error> {
-    if config.state == StateMode::Off || config.since.is_some() {
-        return Ok(None);
-    }
-    let mut store: Box<dyn StateStore> = match (config.queue_backend, &config.state_file) {
-        (Backend::Redis, _) => Box::new(RedisState::new(config, retry.clone())?),
-        (_, Some(path)) => Box::new(FileState::new(path, config.rescan)),
-        (_, None) => {
-            log::warn!(
-                "state auto needs state_file with the log and file backends: running stateless (no watermark, no rescan, no lock)"
-            );
-            return Ok(None);
-        }
-    };
-    store.lock()?;
-    let progress = store.load()?;
-    Ok(Some(Resumed { store, progress }))
-}
-
 /// Which read of its seconds a frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
@@ -208,7 +119,7 @@ const MAX_OWED: usize = 64;
 impl Plan {
     /// A first run: the original's lagged window, all first reads.
     pub fn first_run(config: &Config, now: OffsetDateTime, window: Window) -> Self {
-        let lagged_end = window::lagged_until(now, config.timelag);
+        let lagged_end = window::lagged_until(now, config.options.timelag);
         let first_end = window
             .end()
             .map_or(lagged_end, |end| end + time::Duration::SECOND);
@@ -216,34 +127,40 @@ impl Plan {
             passes: vec![Pass::First; window.frames.len()],
             window,
             first_end,
-            second_end: second_end(lagged_end, config.rescan, first_end),
+            second_end: second_end(lagged_end, config.options.rescan, first_end),
         }
     }
 
     /// A later run: the first reads owed and those now due (at most `max_catchup`
     /// past the watermark), and the second reads owed and now due, each range cut into
     /// at most `streams` frames.
-    pub fn resume(config: &Config, now: OffsetDateTime, progress: &Progress) -> Self {
-        let lagged_end = window::lagged_until(now, config.timelag);
+    pub fn resume(
+        config: &Config,
+        source: &SourceConfig,
+        now: OffsetDateTime,
+        progress: &Progress,
+    ) -> Self {
+        let lagged_end = window::lagged_until(now, config.options.timelag);
         let progress = within_retention(progress, now);
         let watermark = progress.watermark;
         // Checked: a watermark from a damaged state may sit near the end of time.
         let catchup_end = watermark
-            .checked_add(time::Duration::seconds(config.max_catchup as i64))
+            .checked_add(time::Duration::seconds(config.options.max_catchup as i64))
             .unwrap_or(lagged_end);
         let first_end = lagged_end.min(catchup_end).max(watermark);
         let behind = (lagged_end - watermark).whole_seconds();
-        if behind > config.max_catchup as i64 {
+        if behind > config.options.max_catchup as i64 {
             log::warn!(
                 "{behind} s behind (watermark {watermark}): this run catches up {} s, oldest first",
-                config.max_catchup
+                config.options.max_catchup
             );
         }
         let mut first = progress.owed_first.clone();
         first.extend(Frame::between(watermark, first_end));
         let mut second = progress.owed_second.clone();
-        if config.rescan > 0 {
-            let due = (lagged_end - time::Duration::seconds(config.rescan as i64)).min(watermark);
+        if config.options.rescan > 0 {
+            let due =
+                (lagged_end - time::Duration::seconds(config.options.rescan as i64)).min(watermark);
             second.extend(Frame::between(progress.rescanned, due));
         }
         // Seconds still owed their first read get it now, not a second one.
@@ -254,7 +171,7 @@ impl Plan {
         let mut frames: Vec<(Frame, Pass)> = Vec::new();
         for (ranges, pass) in [(window::merge(first), Pass::First), (second, Pass::Second)] {
             for range in ranges {
-                let cut = Window::cut(range, config.streams, config.stream_frame);
+                let cut = Window::cut(range, source.frames_per_range, config.options.stream_frame);
                 frames.extend(cut.into_iter().map(|frame| (frame, pass)));
             }
         }
@@ -265,7 +182,8 @@ impl Plan {
             },
             passes: frames.iter().map(|(_, pass)| *pass).collect(),
             first_end,
-            second_end: second_end(lagged_end, config.rescan, first_end).max(progress.rescanned),
+            second_end: second_end(lagged_end, config.options.rescan, first_end)
+                .max(progress.rescanned),
         }
     }
 
@@ -309,7 +227,7 @@ fn second_end(
 /// `progress` without what Graph no longer keeps (30 days), with a WARN if that cut
 /// anything: it is gone.
 fn within_retention(progress: &Progress, now: OffsetDateTime) -> Progress {
-    let oldest = window::truncate(now - RETENTION);
+    let oldest = window::truncate(now - crate::sources::RETENTION);
     if progress.floor() < oldest {
         log::warn!(
             "state reaches back to {} — older than Graph's 30-day retention: sign-ins before {oldest} are gone",
@@ -376,7 +294,8 @@ mod tests {
             owed_first: Vec::new(),
             owed_second: Vec::new(),
         };
-        let plan = Plan::resume(&test_config(&[]), now, &progress);
+        let config = test_config(&[]);
+        let plan = Plan::resume(&config, &config.sources[0], now, &progress);
         let spans: Vec<(String, Pass)> = plan
             .window
             .frames
@@ -430,8 +349,9 @@ mod tests {
         let now = datetime!(2026-11-30 12:00:00 UTC);
         let end = datetime!(9999-12-31 23:59:59 UTC);
         let progress = Progress::starting_at(end);
+        let config = test_config(&[]);
         assert!(
-            Plan::resume(&test_config(&[]), now, &progress)
+            Plan::resume(&config, &config.sources[0], now, &progress)
                 .window
                 .frames
                 .is_empty()

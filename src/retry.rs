@@ -472,7 +472,7 @@ mod tests {
                     .map(drop)
             })
         };
-        stop.request(crate::error::exit::SIGTERM);
+        stop.request(crate::exit::SIGTERM);
         gate.wake_all();
         assert_eq!(waiter.join().unwrap(), Err(NoTurn::Stopped));
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::error::exit;
+use crate::exit;
 
 /// A stop request shared by every thread of the run; cheap to clone.
 #[derive(Clone, Default)]

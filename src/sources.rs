@@ -3,7 +3,7 @@
 //! largest page, the throttling bucket whose budget it spends, and what a 403 means.
 //!
 //! Every difference between sources is data in [`SOURCES`]; the rest of the run treats
-//! them alike. Facts and their sources: `graph-api.md` §1, §3.2, §5.
+//! them alike. Facts and Microsoft's pages they come from: docs/sources.md.
 
 use std::fmt;
 
@@ -69,6 +69,19 @@ impl Bucket {
 impl fmt::Display for Bucket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// How long Graph keeps sign-ins and audit logs (risk detections up to 90 days): a
+/// backfill or a watermark further back reads nothing that is left.
+pub const RETENTION: time::Duration = time::Duration::days(30);
+
+/// What log lines about `source` start with: its name and a space when several
+/// sources are exported (`name_sources`), else nothing.
+pub fn log_prefix(source: &SourceSpec, name_sources: bool) -> String {
+    match name_sources {
+        true => format!("{} ", source.name),
+        false => String::new(),
     }
 }
 

@@ -4,6 +4,23 @@
 use std::io::Read;
 use std::time::Duration;
 
+/// A URL fit for logs: the opaque `$skiptoken` value is elided.
+pub fn display_url(url: &str) -> String {
+    match url
+        .find("$skiptoken=")
+        .or_else(|| url.find("%24skiptoken="))
+    {
+        Some(at) => {
+            let value_start = url[at..].find('=').map_or(url.len(), |i| at + i + 1);
+            let value_end = url[value_start..]
+                .find('&')
+                .map_or(url.len(), |i| value_start + i);
+            format!("{}…{}", &url[..value_start], &url[value_end..])
+        }
+        None => url.to_string(),
+    }
+}
+
 /// What we keep of an HTTP response.
 #[derive(Debug, Clone)]
 pub struct HttpResponse {
@@ -180,5 +197,22 @@ impl HttpTransport for UreqTransport {
     fn abort(&self) {
         // Closes every pooled connection, including those other threads are reading.
         self.agent.clone().shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skiptokens_are_elided_from_displayed_urls() {
+        assert_eq!(
+            display_url("https://g/v1.0/s?$filter=x&$top=5&$skiptoken=abc123"),
+            "https://g/v1.0/s?$filter=x&$top=5&$skiptoken=…"
+        );
+        assert_eq!(
+            display_url("https://g/s?%24skiptoken=abc&$top=1"),
+            "https://g/s?%24skiptoken=…&$top=1"
+        );
     }
 }

@@ -14,9 +14,9 @@ use ring::signature::{self, RsaKeyPair};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::jwt::{ASSERTION_TYPE, base64url, signing_input};
-use super::{Grant, Method, TokenRequest};
-use crate::config::{AssertionAlg, ConfigError, Source};
+use super::jwt::{base64url, signing_input};
+use super::{Grant, TokenRequest, assertion};
+use crate::config::{AssertionAlg, ConfigError, Origin};
 use crate::error::{AuthError, Error};
 use crate::secret::Secret;
 
@@ -46,7 +46,7 @@ impl ClientCertificate {
         alg: AssertionAlg,
     ) -> Result<Self, Error> {
         let bad = |option: &str, problem: String, accepted: &str| {
-            Error::Config(ConfigError::new(option, Source::Unset, problem, accepted))
+            Error::Config(ConfigError::new(option, Origin::Unset, problem, accepted))
         };
         let (key_option, key_path) = match key {
             Some(path) => ("client_certificate_key", path),
@@ -190,15 +190,11 @@ impl Grant for ClientCertificate {
     }
 
     fn request(&self) -> Result<TokenRequest, AuthError> {
-        Ok(TokenRequest {
-            url: self.url().to_string(),
-            method: Method::Post(vec![
-                ("client_id", Secret::new(self.client_id.clone())),
-                ("client_assertion_type", Secret::new(ASSERTION_TYPE)),
-                ("client_assertion", self.assertion()?),
-                ("scope", Secret::new(self.scope.clone())),
-                ("grant_type", Secret::new("client_credentials")),
-            ]),
-        })
+        Ok(TokenRequest::client_credentials(
+            &self.url,
+            &self.client_id,
+            &self.scope,
+            assertion(self.assertion()?),
+        ))
     }
 }

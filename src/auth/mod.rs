@@ -50,6 +50,34 @@ enum Method {
     Get(Vec<(&'static str, Secret)>),
 }
 
+impl TokenRequest {
+    /// The client-credentials grant at `url` for `client_id` and `scope`, proven by
+    /// `proof`: the client secret, or a client assertion (signed, or federated).
+    fn client_credentials(
+        url: &str,
+        client_id: &str,
+        scope: &str,
+        proof: Vec<(&'static str, Secret)>,
+    ) -> Self {
+        let mut form = vec![("client_id", Secret::new(client_id))];
+        form.extend(proof);
+        form.push(("scope", Secret::new(scope)));
+        form.push(("grant_type", Secret::new("client_credentials")));
+        TokenRequest {
+            url: url.to_string(),
+            method: Method::Post(form),
+        }
+    }
+}
+
+/// A client assertion's form fields: the jwt-bearer type and the assertion.
+fn assertion(assertion: Secret) -> Vec<(&'static str, Secret)> {
+    vec![
+        ("client_assertion_type", Secret::new(jwt::ASSERTION_TYPE)),
+        ("client_assertion", assertion),
+    ]
+}
+
 /// The token endpoint of the identity platform for `tenant`.
 fn token_url(login_url: &url::Url, tenant: &str) -> String {
     format!(
@@ -170,7 +198,7 @@ impl TokenSource {
         Ok(TokenSource {
             transport,
             grant,
-            endpoint: crate::graph::paging::display_url(&endpoint),
+            endpoint: crate::transport::display_url(&endpoint),
             retry,
             cached: Mutex::new(None),
             server_clock: Mutex::new(None),

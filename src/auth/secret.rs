@@ -1,6 +1,6 @@
 //! A client secret: the client-credentials grant as the original sent it.
 
-use super::{Grant, Method, TokenRequest};
+use super::{Grant, TokenRequest};
 use crate::error::AuthError;
 use crate::secret::Secret;
 
@@ -17,14 +17,11 @@ impl Grant for ClientSecret {
     }
 
     fn request(&self) -> Result<TokenRequest, AuthError> {
-        Ok(TokenRequest {
-            url: self.url().to_string(),
-            method: Method::Post(vec![
-                ("client_id", Secret::new(self.client_id.clone())),
-                ("client_secret", self.secret.clone()),
-                ("scope", Secret::new(self.scope.clone())),
-                ("grant_type", Secret::new("client_credentials")),
-            ]),
-        })
+        Ok(TokenRequest::client_credentials(
+            &self.url,
+            &self.client_id,
+            &self.scope,
+            vec![("client_secret", self.secret.clone())],
+        ))
     }
 }

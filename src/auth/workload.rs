@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{Grant, Method, TokenRequest, jwt::ASSERTION_TYPE};
+use super::{Grant, TokenRequest, assertion};
 use crate::error::AuthError;
 use crate::secret::Secret;
 
@@ -29,15 +29,11 @@ impl Grant for WorkloadIdentity {
                 url: self.token_file.display().to_string(),
                 message: "the federated token file cannot be read or is empty".into(),
             })?;
-        Ok(TokenRequest {
-            url: self.url().to_string(),
-            method: Method::Post(vec![
-                ("client_id", Secret::new(self.client_id.clone())),
-                ("client_assertion_type", Secret::new(ASSERTION_TYPE)),
-                ("client_assertion", Secret::new(token)),
-                ("scope", Secret::new(self.scope.clone())),
-                ("grant_type", Secret::new("client_credentials")),
-            ]),
-        })
+        Ok(TokenRequest::client_credentials(
+            &self.url,
+            &self.client_id,
+            &self.scope,
+            assertion(Secret::new(token)),
+        ))
     }
 }

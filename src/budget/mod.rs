@@ -21,11 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::{Backend, Config};
+use crate::config::Config;
 use crate::error::Error;
+use crate::redis_client::{RedisClient, RedisConnection, connect, open_client};
 use crate::retry::{MAX_RETRY_AFTER, RateLimit, RequestGate, SharedBudget, SharedClaim};
 use crate::shutdown::Stop;
-use crate::sink::redis::{Endpoint, RedisConnection, connect, open_client};
 use crate::sources::Bucket;
 
 const CLAIM_SCRIPT: &str = include_str!("claim.lua");
@@ -38,27 +38,25 @@ const PAUSE_SCRIPT: &str = include_str!("pause.lua");
 /// process alone.
 pub fn gates(config: &Config, stop: &Stop) -> Result<BTreeMap<Bucket, Arc<RequestGate>>, Error> {
     let mut gates = BTreeMap::new();
-    for source in &config.sources {
-        if gates.contains_key(&source.bucket) {
+    for bucket in config.sources.iter().map(|s| s.spec.bucket) {
+        if gates.contains_key(&bucket) {
             continue;
         }
         let limit = config
-            .rate_limit_of(source.bucket)
+            .rate_limit_of(bucket)
             .map(|(requests, per)| RateLimit { requests, per });
         let gate = RequestGate::new(limit, stop.clone());
-        let gate = match (limit, config.queue_backend) {
-            (Some(limit), Backend::Redis) => {
-                gate.with_shared(Box::new(RedisBudget::new(config, source.bucket, limit)?))
-            }
+        let gate = match limit.filter(|_| config.options.queue_backend.uses_redis()) {
+            Some(limit) => gate.with_shared(Box::new(RedisBudget::new(config, bucket, limit)?)),
             _ => gate,
         };
-        gates.insert(source.bucket, Arc::new(gate));
+        gates.insert(bucket, Arc::new(gate));
     }
     Ok(gates)
 }
 
 pub struct RedisBudget {
-    client: Endpoint,
+    client: RedisClient,
     /// One connection, opened when first needed and again after an error.
     connection: Mutex<Option<RedisConnection>>,
     claims_key: String,
@@ -93,7 +91,7 @@ impl RedisBudget {
             limits_key: format!("{prefix}:limits"),
             claims_key: prefix,
             limit,
-            http_timeout: config.http_timeout,
+            http_timeout: config.options.http_timeout,
             warned_tighter: AtomicBool::new(false),
             warned_junk: AtomicBool::new(false),
             claim: redis::Script::new(CLAIM_SCRIPT),

@@ -10,7 +10,7 @@
 use argh::FromArgs;
 
 use super::spec::{self, CliArgs, OptionSpec};
-use super::{ConfigError, Source};
+use super::{ConfigError, Origin};
 
 /// What the command line asked for.
 pub enum CliRequest {
@@ -142,7 +142,12 @@ fn rewrite(args: &[String]) -> Result<Vec<String>, ConfigError> {
             (_, Some(spec), None) => (spec, "false".to_string()),
             (Some(spec), _, Some(value)) if spec.is_switch() => {
                 let on = super::parse::boolean(value).map_err(|accepted| {
-                    ConfigError::invalid(spec.name, Source::Cli, value, accepted)
+                    ConfigError::invalid(
+                        spec.name,
+                        Origin::Cli,
+                        spec::shown(spec.name, value),
+                        accepted,
+                    )
                 })?;
                 (spec, on.to_string())
             }
@@ -153,7 +158,7 @@ fn rewrite(args: &[String]) -> Result<Vec<String>, ConfigError> {
                 None => {
                     return Err(ConfigError::new(
                         spec.name,
-                        Source::Cli,
+                        Origin::Cli,
                         format!("no value after --{name}"),
                         &format!(
                             "--{} <{}>",

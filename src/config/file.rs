@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_yaml::Value;
 
-use super::{ConfigError, Source, spec};
+use super::{ConfigError, Origin, spec};
 
 /// A file's values by option name, and what is wrong with single keys.
 pub type FileValues = (Vec<(&'static str, String)>, Vec<ConfigError>);
@@ -17,7 +17,7 @@ pub type FileValues = (Vec<(&'static str, String)>, Vec<ConfigError>);
 /// of the wrong shape) comes back beside them, so it hides no other problem. A file
 /// that cannot be read or is no YAML mapping is an error by itself.
 pub fn read(path: &Path) -> Result<FileValues, ConfigError> {
-    let source = Source::File(path.to_path_buf());
+    let source = Origin::File(path.to_path_buf());
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError::new(
             "app_config",
@@ -101,7 +101,7 @@ pub fn read(path: &Path) -> Result<FileValues, ConfigError> {
 fn joined<'a>(
     name: &str,
     items: impl Iterator<Item = &'a Value>,
-    source: &Source,
+    source: &Origin,
 ) -> Result<Option<String>, ConfigError> {
     let items: Result<Vec<String>, ConfigError> = items
         .map(|item| Ok(scalar(name, item, source)?.unwrap_or_default()))
@@ -109,7 +109,7 @@ fn joined<'a>(
     Ok(Some(items?.join(",")))
 }
 
-fn scalar(name: &str, value: &Value, source: &Source) -> Result<Option<String>, ConfigError> {
+fn scalar(name: &str, value: &Value, source: &Origin) -> Result<Option<String>, ConfigError> {
     let text = match value {
         Value::Null => return Ok(None),
         Value::String(s) if s.is_empty() => return Ok(None),

@@ -65,61 +65,29 @@ pub fn output(value: &str) -> Result<Output, String> {
 }
 
 pub fn backend(value: &str) -> Result<Backend, String> {
-    choice(value, &["redis", "log", "file"]).map(|c| match c {
-        "redis" => Backend::Redis,
-        "log" => Backend::Log,
-        _ => Backend::File,
-    })
+    named(
+        value,
+        &[
+            ("redis", Backend::Redis),
+            ("log", Backend::Log),
+            ("file", Backend::File),
+        ],
+    )
 }
 
 pub fn queue_type(value: &str) -> Result<QueueType, String> {
-    choice(value, &["list", "channel", "stream"]).map(|c| match c {
-        "list" => QueueType::List,
-        "channel" => QueueType::Channel,
-        _ => QueueType::Stream,
-    })
+    named(
+        value,
+        &[
+            ("list", QueueType::List),
+            ("channel", QueueType::Channel),
+            ("stream", QueueType::Stream),
+        ],
+    )
 }
 
 pub fn state_mode(value: &str) -> Result<StateMode, String> {
-    choice(value, &["auto", "off"]).map(|c| match c {
-        "auto" => StateMode::Auto,
-        _ => StateMode::Off,
-    })
-}
-
-/// How the application signs in (`auth`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthKind {
-    Secret,
-    Certificate,
-    WorkloadIdentity,
-    ManagedIdentity,
-}
-
-impl AuthKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            AuthKind::Secret => "secret",
-            AuthKind::Certificate => "certificate",
-            AuthKind::WorkloadIdentity => "workload_identity",
-            AuthKind::ManagedIdentity => "managed_identity",
-        }
-    }
-}
-
-pub fn auth_kind(value: &str) -> Result<AuthKind, String> {
-    let all = [
-        AuthKind::Secret,
-        AuthKind::Certificate,
-        AuthKind::WorkloadIdentity,
-        AuthKind::ManagedIdentity,
-    ];
-    let names: Vec<&str> = all.iter().map(|k| k.name()).collect();
-    let chosen = choice(value, &names)?;
-    Ok(all
-        .into_iter()
-        .find(|k| k.name() == chosen)
-        .unwrap_or(AuthKind::Secret))
+    named(value, &[("auto", StateMode::Auto), ("off", StateMode::Off)])
 }
 
 /// The signature of a certificate's client assertion.
@@ -132,10 +100,13 @@ pub enum AssertionAlg {
 }
 
 pub fn assertion_alg(value: &str) -> Result<AssertionAlg, String> {
-    choice(value, &["ps256", "rs256"]).map(|c| match c {
-        "ps256" => AssertionAlg::Ps256,
-        _ => AssertionAlg::Rs256,
-    })
+    named(
+        value,
+        &[
+            ("ps256", AssertionAlg::Ps256),
+            ("rs256", AssertionAlg::Rs256),
+        ],
+    )
 }
 
 /// A Microsoft cloud: its identity platform and Graph hosts.
@@ -181,12 +152,15 @@ impl Cloud {
 }
 
 pub fn cloud(value: &str) -> Result<Cloud, String> {
-    choice(value, &["global", "usgov", "usgov_dod", "china"]).map(|c| match c {
-        "global" => Cloud::Global,
-        "usgov" => Cloud::UsGov,
-        "usgov_dod" => Cloud::UsGovDod,
-        _ => Cloud::China,
-    })
+    named(
+        value,
+        &[
+            ("global", Cloud::Global),
+            ("usgov", Cloud::UsGov),
+            ("usgov_dod", Cloud::UsGovDod),
+            ("china", Cloud::China),
+        ],
+    )
 }
 
 /// A backfill bound as given: a time, or an age resolved against the run's "now".
@@ -348,6 +322,18 @@ pub fn rate_limits(value: &str) -> Result<BTreeMap<Bucket, Option<(u32, Duration
     Ok(limits)
 }
 
+/// The value of `table` that `value` names (case-insensitive): each name maps to its
+/// own value, so a new name without a row is refused rather than read as another.
+pub fn named<T: Copy>(value: &str, table: &[(&str, T)]) -> Result<T, String> {
+    let names: Vec<&str> = table.iter().map(|(name, _)| *name).collect();
+    let chosen = choice(value, &names)?;
+    table
+        .iter()
+        .find(|(name, _)| *name == chosen)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| format!("one of {}", names.join(", ")))
+}
+
 pub fn choice<'a>(value: &str, choices: &[&'a str]) -> Result<&'a str, String> {
     let wanted = value.trim().to_ascii_lowercase();
     choices
@@ -449,10 +435,10 @@ pub fn tenant(value: &str) -> Result<String, String> {
 }
 
 pub fn log_format(value: &str) -> Result<LogFormat, String> {
-    choice(value, &["text", "json"]).map(|c| match c {
-        "json" => LogFormat::Json,
-        _ => LogFormat::Text,
-    })
+    named(
+        value,
+        &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+    )
 }
 
 pub fn log_level(value: &str) -> Result<log::LevelFilter, String> {
@@ -577,7 +563,7 @@ mod tests {
         assert_eq!(sentinel.db, 2);
         assert_eq!(sentinel.password.as_ref().unwrap().expose(), "p@ss");
         assert_eq!(
-            target.endpoint(),
+            target.location(),
             "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/2"
         );
         for bad in [

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::parse::{self, AssertionAlg, AuthKind, Cloud, Moment, given, optional};
+use super::kinds::{AuthKind, auth_kind};
+use super::parse::{self, AssertionAlg, Cloud, Moment, given, optional};
 use super::{Backend, ConfigError, Output, PushTarget, QueueType, RedisTarget, StateMode, Values};
 use crate::logging::LogFormat;
 use crate::secret::Secret;
@@ -174,7 +175,7 @@ options! {
     check: bool = cli_switch(), given(parse::boolean);
     /// how the application signs in: secret, certificate, workload_identity or
     /// managed_identity (default: inferred from the credentials given)
-    auth: Option<AuthKind> = value("kind", None), optional(parse::auth_kind);
+    auth: Option<AuthKind> = value("kind", None), optional(auth_kind);
     /// Entra ID tenant (GUID or domain) of the application (AZURE_TENANT_ID also works)
     tenant: Option<String> = value("tenant", None), optional(parse::tenant);
     /// client id of the application, or of a user-assigned managed identity
@@ -341,6 +342,25 @@ fn distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// `value` with everything between `scheme://` and its last `@` hidden: a URL's user
+/// and password, however malformed the rest (a password may hold `/`, `:` or `@`).
+pub(super) fn redact_userinfo(value: &str) -> String {
+    let Some(at) = value.rfind('@') else {
+        return value.to_string();
+    };
+    let start = value.find("://").map_or(0, |i| i + 3).min(at);
+    format!("{}[redacted]{}", &value[..start], &value[at..])
+}
+
+/// A value as it may be shown: secrets hidden, URLs without their password.
+pub(super) fn shown(option: &str, value: &str) -> String {
+    match find(option) {
+        Some(spec) if spec.kind.secret => "(hidden)".to_string(),
+        Some(spec) if spec.kind.url => format!("{:?}", redact_userinfo(value)),
+        _ => format!("{value:?}"),
+    }
 }
 
 pub fn env_name(name: &str) -> String {

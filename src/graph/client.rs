@@ -10,14 +10,15 @@ use serde::Deserialize;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use super::paging::{NextLinkGuard, Page, display_url};
+use super::paging::{NextLinkGuard, Page};
 use crate::auth::TokenSource;
 use crate::buffers::BufferPool;
+use crate::config::SourceConfig;
 use crate::error::GraphError;
 use crate::ids;
 use crate::retry::{NoTurn, RequestGate, RetryOptions, parse_retry_after};
 use crate::sources::SourceSpec;
-use crate::transport::{HttpResponse, HttpTransport, TransportError};
+use crate::transport::{HttpResponse, HttpTransport, TransportError, display_url};
 use crate::window::Frame;
 
 /// More sign-ins per second than any tenant has: a frame whose nextLinks go on past
@@ -33,6 +34,17 @@ pub struct PageShape {
     pub page_size: u32,
     /// `$select`; None: every property.
     pub select: Option<Vec<String>>,
+}
+
+impl PageShape {
+    /// The pages a source's configuration asks for.
+    pub fn of(source: &SourceConfig) -> Self {
+        PageShape {
+            source: source.spec,
+            page_size: source.page_size,
+            select: source.select.clone(),
+        }
+    }
 }
 
 /// Where a run's share of Graph's request budget went.
@@ -169,7 +181,7 @@ impl GraphClient {
             self.graph_url.as_str().trim_end_matches('/'),
             source.path,
             percent_encode(&source.filter(frame)),
-            self.shape.page_size.min(source.max_top)
+            self.shape.page_size
         );
         if let Some(select) = &self.shape.select {
             url.push_str("&$select=");
@@ -328,7 +340,7 @@ impl GraphClient {
         })?;
         log::debug!(
             "GET {shown}: {} records, {} bytes",
-            page.len(),
+            page.record_count(),
             page.body_len()
         );
         Ok(page)

@@ -14,7 +14,7 @@ use crate::sources::SourceSpec;
 pub struct LogSink {
     pub source: &'static SourceSpec,
     /// Start each line with the source's name (several sources are exported).
-    pub labelled: bool,
+    pub name_sources: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -77,7 +77,7 @@ impl Sink for LogSink {
                 None => format_record(record),
                 Some(_) => format_other(record, self.source),
             };
-            match self.labelled {
+            match self.name_sources {
                 true => log::info!(target: "msgx::record", "{}: {line}", self.source.name),
                 false => log::info!(target: "msgx::record", "{line}"),
             }

@@ -10,8 +10,9 @@ mod resp;
 
 pub use dedup::RecordKey;
 
-use crate::config::{Backend, Config};
+use crate::config::{Backend, Config, SourceConfig};
 use crate::error::{Error, SinkError};
+use crate::redis_client::RedisPool;
 use crate::retry::RetryOptions;
 
 /// What a sink did with a page.
@@ -52,36 +53,35 @@ pub trait Sink: Send + Sync {
     }
 }
 
-/// The configured sink; `redis_retry` limits the Redis sink's retries (files and the
-/// log are not retried: their errors do not go away by waiting).
-///
-/// `config` is one source's (its queue key, its file); the Redis sinks of all sources
-/// share `connections`; `labelled`: several sources are exported, so log lines name
-/// theirs.
+/// `source`'s sink; `redis_retry` limits the Redis sink's retries (files and the log
+/// are not retried: their errors do not go away by waiting). The Redis sinks of all
+/// sources share `connections`; with several sources, log lines name theirs.
 pub fn open(
     config: &Config,
-    connections: Option<&redis::RedisPool>,
+    source: &SourceConfig,
+    connections: Option<&RedisPool>,
     redis_retry: RetryOptions,
     dedup: Option<redis::Dedup>,
-    labelled: bool,
 ) -> Result<Box<dyn Sink>, Error> {
-    Ok(match (config.queue_backend, connections) {
+    Ok(match (config.options.queue_backend, connections) {
         (Backend::Redis, Some(connections)) => Box::new(redis::RedisSink::new(
             connections.clone(),
             config,
+            source,
             redis_retry,
             dedup,
         )),
         (Backend::Redis, None) => Box::new(redis::RedisSink::new(
-            redis::RedisPool::new(config)?,
+            RedisPool::new(config)?,
             config,
+            source,
             redis_retry,
             dedup,
         )),
         (Backend::Log, _) => Box::new(log::LogSink {
-            source: config.sources[0],
-            labelled,
+            source: source.spec,
+            name_sources: config.name_sources(),
         }),
-        (Backend::File, _) => Box::new(file::FileSink::open(&config.file_path)?),
+        (Backend::File, _) => Box::new(file::FileSink::open(&source.file_path)?),
     })
 }

@@ -16,9 +16,11 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
+use crate::config::{Config, SourceConfig, StateMode};
 use crate::error::Error;
+use crate::retry::RetryOptions;
 use crate::sink::dedup::SeenSet;
-use crate::window::{self, Frame};
+use crate::window::{self, Frame, Window};
 
 /// What the runs so far have read. Every second is read twice: once when it becomes
 /// due (the first pass), once more when it is `rescan` seconds past due (the second
@@ -179,6 +181,94 @@ pub trait StateStore {
     fn seen(&self) -> Option<Arc<SeenSet>> {
         None
     }
+}
+
+/// The state of a stateful run: its store (locked) and what it loaded.
+pub struct Resumed {
+    pub store: Box<dyn StateStore>,
+    pub progress: Option<Progress>,
+}
+
+impl Resumed {
+    /// A first run stores where it starts before it exports anything, so that if it
+    /// dies its successor resumes there instead of starting a window of its own.
+    ///
+    /// A first run is also what a run looks like whose state was lost (Redis restarted
+    /// without persistence, the state file deleted): when the store shows msgx-once's
+    /// own traces it returns an error (exit 1) naming the backfill that closes the gap.
+    /// A queue that holds records but no trace of msgx-once is a deployment switching
+    /// over from the original (or a backfill run before cron): a WARN names the
+    /// backfill of the gap, and the run goes on.
+    pub fn start_first_run(&mut self, window: &Window) -> Result<Option<Error>, Error> {
+        let (None, Some(start)) = (&self.progress, window.start()) else {
+            return Ok(None);
+        };
+        let traces = self.store.traces()?;
+        let progress = Progress::starting_at(start);
+        self.store.save(progress.clone())?;
+        self.progress = Some(progress);
+        let start = window::utc_second(start);
+        let gap = format!("backfill the gap with --since <end of the last export> --until {start}");
+        let place = self.store.location();
+        Ok(match traces {
+            Traces {
+                ours: Some(ours), ..
+            } => {
+                let message = format!(
+                    "no watermark at {place}, but {ours}: state was lost; this run starts a \
+                     new first window at {start} — {gap}"
+                );
+                log::error!("{message}");
+                Some(Error::State(message))
+            }
+            Traces {
+                queued: Some(queued),
+                ..
+            } => {
+                log::warn!(
+                    "no watermark at {place}, and {queued} that no msgx-once run wrote (a \
+                     switch-over from MsGraphExporter, or a backfill before the first cron \
+                     run): starting a first window at {start} — export what lies between \
+                     the last record there and it with --since <end of the last export> \
+                     --until {start}"
+                );
+                None
+            }
+            Traces { .. } => {
+                log::warn!(
+                    "no watermark at {place}: starting a first window at {start}; if this is \
+                     not the first run, state was lost — {gap}"
+                );
+                None
+            }
+        })
+    }
+}
+
+/// Opens and locks `source`'s state store when this run keeps state: `state auto`, not
+/// a backfill, and somewhere to keep it.
+pub fn open(
+    config: &Config,
+    source: &SourceConfig,
+    retry: &RetryOptions,
+) -> Result<Option<Resumed>, Error> {
+    if config.options.state == StateMode::Off || config.since.is_some() {
+        return Ok(None);
+    }
+    let backend = config.options.queue_backend;
+    let mut store: Box<dyn StateStore> = match (backend.uses_redis(), &source.state_file) {
+        (true, _) => Box::new(RedisState::new(config, source, retry.clone())?),
+        (_, Some(path)) => Box::new(FileState::new(path, config.options.rescan)),
+        (_, None) => {
+            log::warn!(
+                "state auto needs state_file with the log and file backends: running stateless (no watermark, no rescan, no lock)"
+            );
+            return Ok(None);
+        }
+    };
+    store.lock()?;
+    let progress = store.load()?;
+    Ok(Some(Resumed { store, progress }))
 }
 
 #[cfg(test)]

@@ -14,12 +14,12 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 use time::OffsetDateTime;
 
 use super::{Progress, StateStore, Traces, before_second_pass, decode_ranges, encode_ranges};
-use crate::config::Config;
+use crate::config::{Config, SourceConfig};
 use crate::error::Error;
 use crate::ids;
 use crate::keys;
+use crate::redis_client::{RedisClient, connect, connect_attempt, open_client, retrying};
 use crate::retry::RetryOptions;
-use crate::sink::redis::{Endpoint, connect, connect_attempt, open_client, retrying};
 use crate::window::{self, Frame};
 
 /// How long the lock outlives a run that died without releasing it.
@@ -43,8 +43,8 @@ const FIELDS: [&str; 5] = [
 const MOVE_CHUNK: isize = 1000;
 
 pub struct RedisState {
-    client: Endpoint,
-    endpoint: String,
+    client: RedisClient,
+    location: String,
     queue_key: String,
     lock_key: String,
     state_key: String,
@@ -56,14 +56,14 @@ pub struct RedisState {
 }
 
 impl RedisState {
-    pub fn new(config: &Config, retry: RetryOptions) -> Result<Self, Error> {
+    pub fn new(config: &Config, source: &SourceConfig, retry: RetryOptions) -> Result<Self, Error> {
         Ok(RedisState {
             client: open_client(config)?,
-            endpoint: config.redis.endpoint().to_string(),
-            queue_key: config.queue_key.clone(),
-            rescan: config.rescan,
-            lock_key: keys::derived(&config.queue_key, "lock"),
-            state_key: keys::derived(&config.queue_key, "state"),
+            location: config.redis.location().to_string(),
+            queue_key: source.queue_key.clone(),
+            rescan: config.options.rescan,
+            lock_key: source.key("lock"),
+            state_key: source.key("state"),
             token: ids::guid(),
             retry,
             renewer: None,
@@ -77,11 +77,11 @@ impl RedisState {
         key: &str,
         mut command: impl FnMut(&mut dyn redis::ConnectionLike) -> redis::RedisResult<T>,
     ) -> Result<T, Error> {
-        retrying(&self.endpoint, &self.retry, || {
+        retrying(&self.location, &self.retry, || {
             let mut connection = connect_attempt(&self.client)?;
             Ok(command(&mut *connection)?)
         })
-        .map_err(|message| Error::State(format!("{} key {key}: {message}", self.endpoint)))
+        .map_err(|message| Error::State(format!("{} key {key}: {message}", self.location)))
     }
 
     /// The progress stored in the hash `key`, if it holds a watermark.
@@ -284,7 +284,7 @@ impl StateStore for RedisState {
                 .unwrap_or(-1);
             return Err(Error::Locked(format!(
                 "another msgx-once run holds the lock {key} on {} (it expires in {} s unless renewed)",
-                self.endpoint,
+                self.location,
                 (left.max(0) + 999) / 1000
             )));
         }
@@ -322,7 +322,7 @@ impl StateStore for RedisState {
     }
 
     fn location(&self) -> String {
-        format!("{} key {}", self.endpoint, self.state_key)
+        format!("{} key {}", self.location, self.state_key)
     }
 
     fn repair(&self, field: &str) -> String {

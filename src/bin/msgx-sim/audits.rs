@@ -2,9 +2,8 @@
 //! with the field names and nesting of Microsoft's documented examples.
 
 use crate::generator::{
-    APPS, Generator, Record, TICKS_PER_SECOND, USERS, close, field, guid, raw, timestamp,
+    APPS, Event, Generator, Record, TICKS_PER_SECOND, USERS, close, field, guid, raw, timestamp,
 };
-use crate::resources::Event;
 
 /// (activityDisplayName, category, operationType, target type, result reason)
 const ACTIVITIES: &[(&str, &str, &str, &str, &str)] = &[

@@ -41,6 +41,18 @@ pub const PROPERTIES: &[&str] = &[
     "servicePrincipalName",
 ];
 
+/// One record's version: its creation (version 0) or an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// The second and index the record was created at.
+    pub created: i64,
+    pub index: u64,
+    pub version: u64,
+    /// When this version was made: the time field's value.
+    pub ticks: Ticks,
+}
+
+/// The synthetic records of one seed and rate, the same on every run.
 #[derive(Clone, Copy)]
 pub struct Generator {
     pub seed: u64,

@@ -3,10 +3,9 @@
 //! carries the time of its last update.
 
 use crate::generator::{
-    Generator, PLACES, Record, TICKS_PER_SECOND, Ticks, USERS, close, guid, location, public_ip,
-    timestamp,
+    Event, Generator, PLACES, Record, TICKS_PER_SECOND, Ticks, USERS, close, guid, location,
+    public_ip, timestamp,
 };
-use crate::resources::Event;
 
 const RISK_TYPES: &[&str] = &[
     "unfamiliarFeatures",

@@ -7,7 +7,7 @@
 //! mutable resource each later update (`update_every` seconds apart, up to two). A query
 //! on the time field sees each record once, as its latest version at the query's "now".
 
-use crate::generator::{Generator, TICKS_PER_SECOND, Ticks};
+use crate::generator::{Event, Generator, TICKS_PER_SECOND, Ticks};
 use crate::{audits, protection};
 
 /// A group of resources that share one throttling budget.
@@ -171,17 +171,6 @@ pub fn by_path(path: &str, event_type: Option<&str>) -> Option<&'static Resource
     RESOURCES
         .iter()
         .find(|r| r.path == path && r.event_type == event_type)
-}
-
-/// One record's version: its creation (version 0) or an update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Event {
-    /// The second and index the record was created at.
-    pub created: i64,
-    pub index: u64,
-    pub version: u64,
-    /// When this version was made: the time field's value.
-    pub ticks: Ticks,
 }
 
 /// The records of one resource.

@@ -43,6 +43,16 @@ pub fn oauth_error(status: u16, error: &str, code: u32, description: &str) -> Re
     )
 }
 
+/// A fresh GUID for a response's `request-id`: unique, not secret, so std's randomly
+/// keyed hasher over a counter and the clock is enough.
 pub fn request_guid() -> String {
-    msgx::ids::guid()
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let random = || {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        hasher.write_u128(time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u128);
+        hasher.finish()
+    };
+    generator::guid(random(), random())
 }

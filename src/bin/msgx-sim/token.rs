@@ -5,44 +5,19 @@
 //! error; and the managed-identity endpoints of the instance metadata service and App
 //! Service. Issued tokens expire after `--token-ttl`; only live ones open Graph.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 
-use crate::Sim;
 use crate::http::{Request, Response};
 use crate::responses::{graph_error, json, oauth_error, request_guid};
+use crate::sim::Sim;
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-
-/// What the identity platform knows of the application besides its secret.
-#[derive(Default)]
-pub struct Identities {
-    /// The certificate uploaded to the app registration (DER).
-    pub certificate: Option<Vec<u8>>,
-    /// Federated tokens a federated credential accepts now (`/_sim/federated`).
-    pub federated: Mutex<Vec<String>>,
-    /// `jti`s seen: an assertion is good once.
-    pub jtis: Mutex<HashSet<String>>,
-    /// The user-assigned managed identity's client id.
-    pub managed_client_id: Option<String>,
-    /// App Service's `IDENTITY_HEADER`.
-    pub identity_header: Option<String>,
-}
-
-impl Identities {
-    pub fn load_certificate(path: &str) -> Result<Vec<u8>, String> {
-        CertificateDer::from_pem_file(path)
-            .map(|c| c.to_vec())
-            .map_err(|e| format!("--client-cert {path}: {e:?}"))
-    }
-}
 
 fn invalid_client(code: u32, description: &str) -> Response {
     oauth_error(401, "invalid_client", code, description)

@@ -1,0 +1,176 @@
+//! The simulator's command line.
+
+use argh::FromArgs;
+
+use crate::fail;
+use crate::resources;
+
+/// Microsoft Graph simulator for msgx-once (binds 127.0.0.1 only).
+#[derive(FromArgs)]
+pub struct Args {
+    /// port to listen on; 0 picks a free one (default 0)
+    #[argh(option, default = "0")]
+    pub port: u16,
+    /// write the bound port to this file once listening
+    #[argh(option)]
+    pub port_file: Option<String>,
+    /// tenant the token endpoint accepts (default sim-tenant)
+    #[argh(option, default = "String::from(\"sim-tenant\")")]
+    pub tenant: String,
+    /// client id the token endpoint accepts (default sim-client)
+    #[argh(option, default = "String::from(\"sim-client\")")]
+    pub client_id: String,
+    /// client secret the token endpoint accepts (default sim-secret)
+    #[argh(option, default = "String::from(\"sim-secret\")")]
+    pub client_secret: String,
+    /// seed of the synthetic sign-ins (default 1)
+    #[argh(option, default = "1")]
+    pub seed: u64,
+    /// mean sign-ins per second (default 5)
+    #[argh(option, default = "5.0")]
+    pub rate: f64,
+    /// lifetime of issued tokens in seconds (default 3599)
+    #[argh(option, default = "3599")]
+    pub token_ttl: u64,
+    /// answer every K-th sign-ins request with 429 (0: never)
+    #[argh(option, default = "0")]
+    pub every_429: u64,
+    /// seconds of the Retry-After sent with those 429s (default 1)
+    #[argh(option, default = "1")]
+    pub retry_after: u64,
+    /// answer every K-th sign-ins request with 503 (0: never)
+    #[argh(option, default = "0")]
+    pub every_503: u64,
+    /// drop the connection of every K-th sign-ins request, alternately before the
+    /// response and halfway through the body (0: never)
+    #[argh(option, default = "0")]
+    pub every_reset: u64,
+    /// answer every K-th sign-ins request with a 200 whose JSON is cut off (0: never)
+    #[argh(option, default = "0")]
+    pub garbage: u64,
+    /// admit N requests per W seconds to the reports bucket (sign-ins, audits,
+    /// provisioning; sliding window), 429 beyond: N/W
+    #[argh(option)]
+    pub throttle: Option<String>,
+    /// the same for identity protection (risk detections); its 429s have no
+    /// Retry-After
+    #[argh(option)]
+    pub throttle_identity_protection: Option<String>,
+    /// the same for security (alerts)
+    #[argh(option)]
+    pub throttle_security: Option<String>,
+    /// seconds between the versions of a risk detection or alert (default 900)
+    #[argh(option, default = "900")]
+    pub update_every: i64,
+    /// delay every sign-ins response by this many milliseconds (default 0)
+    #[argh(option, default = "0")]
+    pub latency_ms: u64,
+    /// late arrivals, P:S: a share P (0..1) of sign-ins shows up only S seconds after
+    /// its createdDateTime
+    #[argh(option)]
+    pub late: Option<String>,
+    /// memory for rendered pages, in MiB, so a window is rendered once (default 256)
+    #[argh(option, default = "256")]
+    pub cache_mb: usize,
+    /// page every resource oldest first (Graph documents no order for some; sign-ins
+    /// come newest first)
+    #[argh(switch)]
+    pub oldest_first: bool,
+    /// never compress, even when the client sends Accept-Encoding: gzip
+    #[argh(switch)]
+    pub no_gzip: bool,
+    /// point nextLinks at a second listener (another origin) that records the
+    /// Authorization headers it receives
+    #[argh(switch)]
+    pub foreign_next_link: bool,
+    /// every page's nextLink is the page's own URL (a paging loop)
+    #[argh(switch)]
+    pub next_link_loop: bool,
+    /// never end a query: after the last records, empty pages with fresh skiptokens
+    #[argh(switch)]
+    pub endless_paging: bool,
+    /// break every 25th sign-in: no_id, null_id, number_id, no_created, bad_created
+    /// or not_object
+    #[argh(option)]
+    pub damage: Option<String>,
+    /// put attacker-typed text (line breaks, escapes, a forged log line) into the user
+    /// name and city of failed sign-ins
+    #[argh(switch)]
+    pub hostile: bool,
+    /// answer with 403: CODE (e.g. Authorization_RequestDenied) for every resource,
+    /// SOURCE (permission missing), SOURCE:licence (no P1/P2) or SOURCE:CODE;
+    /// repeatable
+    #[argh(option)]
+    pub deny: Vec<String>,
+    /// answer the first N token requests with 503 (default 0)
+    #[argh(option, default = "0")]
+    pub fail_tokens: u64,
+    /// the token response's expires_in, as raw JSON (default: the token lifetime)
+    #[argh(option)]
+    pub expires_in: Option<String>,
+    /// the PEM certificate registered for the application: client assertions signed with
+    /// its key are accepted
+    #[argh(option)]
+    pub client_cert: Option<String>,
+    /// a federated token (workload identity) accepted as client assertion; repeatable
+    /// (/_sim/federated?accept=… changes them)
+    #[argh(option)]
+    pub federated_token: Vec<String>,
+    /// the client id of the user-assigned managed identity (default: only the
+    /// system-assigned one, without client_id)
+    #[argh(option)]
+    pub managed_client_id: Option<String>,
+    /// the IDENTITY_HEADER of App Service's /msi/token (default: App Service is off)
+    #[argh(option)]
+    pub identity_header: Option<String>,
+}
+
+pub fn parse_late(value: &str) -> (f64, i64) {
+    let parsed = value
+        .split_once(':')
+        .and_then(|(p, s)| Some((p.parse::<f64>().ok()?, s.parse::<i64>().ok()?)));
+    match parsed {
+        Some((share, delay)) if (0.0..=1.0).contains(&share) && delay >= 0 => (share, delay),
+        _ => fail(
+            2,
+            &format!("--late {value}: expected P:S, P from 0 to 1, S seconds"),
+        ),
+    }
+}
+
+/// A `--deny`: which resources answer 403, with which Graph error code.
+pub struct Deny {
+    /// None: every resource.
+    pub source: Option<&'static str>,
+    pub code: String,
+}
+
+const LICENCE_CODE: &str = "Authentication_RequestFromNonPremiumTenantOrB2CTenant";
+
+impl Deny {
+    /// `CODE`, `SOURCE`, `SOURCE:licence` or `SOURCE:CODE`.
+    pub fn parse(value: &str) -> Deny {
+        let (name, code) = value.split_once(':').unwrap_or((value, ""));
+        match resources::by_source(name) {
+            Some(resource) => Deny {
+                source: Some(resource.source),
+                code: match code {
+                    "" => "Authorization_RequestDenied".into(),
+                    "licence" | "license" => LICENCE_CODE.into(),
+                    code => code.into(),
+                },
+            },
+            None => Deny {
+                source: None,
+                code: value.to_string(),
+            },
+        }
+    }
+
+    pub fn message(&self) -> &'static str {
+        match self.code.as_str() {
+            LICENCE_CODE => "Neither tenant is B2C or tenant doesn't have premium license",
+            _ => "Insufficient privileges to complete the operation.",
+        }
+    }
+}

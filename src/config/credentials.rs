@@ -1,0 +1,287 @@
+//! How the application gets its tokens ([`Credential`]): the kind given by `auth` or
+//! inferred from the options set, what each kind needs, secrets read from files, the
+//! Azure SDK's environment names below the `GRAPH_*` ones, managed identities'
+//! endpoints.
+
+use std::path::{Path, PathBuf};
+
+use super::error::{ConfigError, Origin};
+use super::kinds::{AuthKind, KINDS, auth_kind};
+use super::parse::AssertionAlg;
+use super::values;
+use super::{Options, Values};
+use crate::secret::Secret;
+
+/// How the application gets its tokens, with what it needs.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Secret {
+        tenant: String,
+        client_id: String,
+        secret: Secret,
+    },
+    Certificate {
+        tenant: String,
+        client_id: String,
+        /// PEM with the certificate (and the key, unless `key` is given).
+        certificate: PathBuf,
+        key: Option<PathBuf>,
+        alg: AssertionAlg,
+    },
+    WorkloadIdentity {
+        tenant: String,
+        client_id: String,
+        token_file: PathBuf,
+    },
+    ManagedIdentity {
+        /// A user-assigned identity's client id; None: the system-assigned one.
+        client_id: Option<String>,
+        endpoint: ManagedEndpoint,
+    },
+}
+
+/// Where a managed identity's tokens come from.
+#[derive(Debug, Clone)]
+pub enum ManagedEndpoint {
+    /// The instance metadata service (VMs, AKS nodes): `{origin}/metadata/identity/oauth2/token`.
+    Imds(url::Url),
+    /// App Service / Functions: `IDENTITY_ENDPOINT` with the `IDENTITY_HEADER` secret.
+    AppService { url: url::Url, header: Secret },
+}
+
+/// The instance metadata service's address, the same on every Azure VM.
+const IMDS: &str = "http://169.254.169.254";
+
+impl Credential {
+    pub fn kind(&self) -> AuthKind {
+        match self {
+            Credential::Secret { .. } => AuthKind::Secret,
+            Credential::Certificate { .. } => AuthKind::Certificate,
+            Credential::WorkloadIdentity { .. } => AuthKind::WorkloadIdentity,
+            Credential::ManagedIdentity { .. } => AuthKind::ManagedIdentity,
+        }
+    }
+}
+
+/// The managed identity's token endpoint: `msi_endpoint`, else App Service's
+/// `IDENTITY_ENDPOINT` (with `IDENTITY_HEADER`), else the instance metadata service.
+pub(super) fn managed_endpoint(
+    options: &Options,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> ManagedEndpoint {
+    if let Some(origin) = &options.msi_endpoint {
+        return ManagedEndpoint::Imds(origin.clone());
+    }
+    let app_service = (env("IDENTITY_ENDPOINT"), env("IDENTITY_HEADER"));
+    if let (Some(endpoint), Some(header)) = app_service {
+        match url::Url::parse(&endpoint) {
+            Ok(url) => {
+                return ManagedEndpoint::AppService {
+                    url,
+                    header: Secret::new(header),
+                };
+            }
+            Err(_) => errors.push(ConfigError::usage(format!(
+                "environment variable IDENTITY_ENDPOINT: invalid value {endpoint:?}; accepted: \
+                 the App Service identity endpoint URL"
+            ))),
+        }
+    }
+    ManagedEndpoint::Imds(url::Url::parse(IMDS).expect("a valid URL"))
+}
+
+/// A secret kept in a file (a Kubernetes secret mount): its content without the
+/// trailing line break.
+pub(super) fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value = text.trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(Secret::new(value))
+}
+
+impl Values {
+    /// The kind of credential: `auth`, or the one kind whose options are given.
+    pub(super) fn credential_kind(&self) -> Result<AuthKind, ConfigError> {
+        if let Some(kind) = self
+            .get("auth")
+            .and_then(|(value, _)| auth_kind(value).ok())
+        {
+            return Ok(kind);
+        }
+        let given: Vec<(AuthKind, &str)> = KINDS
+            .iter()
+            .flat_map(|k| k.given_by.iter().map(move |name| (k.kind, *name)))
+            .filter(|(_, name)| self.get(name).is_some())
+            .collect();
+        let selecting = || {
+            let options: Vec<String> = KINDS
+                .iter()
+                .filter_map(|k| match k.given_by {
+                    [] => None,
+                    [one] => Some(one.to_string()),
+                    [first, rest @ ..] => Some(format!("{first} (or {})", rest.join(", "))),
+                })
+                .collect();
+            let without: Vec<String> = KINDS
+                .iter()
+                .filter(|k| k.given_by.is_empty())
+                .map(|k| format!("auth {}", k.name))
+                .collect();
+            format!("{}, or {}", options.join(", "), without.join(", "))
+        };
+        match given.as_slice() {
+            [] => Err(ConfigError::new(
+                "auth",
+                Origin::Unset,
+                "no credentials given".into(),
+                &selecting(),
+            )),
+            [(first, _), rest @ ..] if rest.iter().all(|(kind, _)| kind == first) => Ok(*first),
+            several => {
+                let names: Vec<String> = several
+                    .iter()
+                    .map(|(_, name)| format!("{name} ({})", self.source(name).describe(name)))
+                    .collect();
+                let kinds: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+                Err(ConfigError::new(
+                    "auth",
+                    Origin::Unset,
+                    format!("ambiguous: {} are all set", names.join(" and ")),
+                    &format!("auth {}, or only one kind of credential", kinds.join(", ")),
+                ))
+            }
+        }
+    }
+
+    /// The options `kind` needs that are not set anywhere.
+    pub(super) fn missing_for(&self, kind: AuthKind) -> Vec<ConfigError> {
+        let spec = kind.spec();
+        let why = format!(" (auth {})", spec.name);
+        let mut missing: Vec<ConfigError> = spec
+            .needs
+            .iter()
+            .filter(|name| self.get(name).is_none())
+            .map(|name| values::missing(name, &why))
+            .collect();
+        if let Some(first) = spec.given_by.first()
+            && spec.given_by.iter().all(|name| self.get(name).is_none())
+        {
+            missing.push(values::missing(first, &why));
+        }
+        missing
+    }
+
+    /// The credential of `kind` from the typed options; every missing or conflicting
+    /// option joins `errors`.
+    pub(super) fn credential(
+        &self,
+        options: &Options,
+        env: &dyn Fn(&str) -> Option<String>,
+        errors: &mut Vec<ConfigError>,
+        warnings: &mut Vec<String>,
+    ) -> Option<Credential> {
+        let kind = self.credential_kind().map_err(|e| errors.push(e)).ok()?;
+        errors.extend(self.missing_for(kind));
+        let text = |value: &Option<String>| value.clone().unwrap_or_default();
+        let path = |value: &Option<PathBuf>| value.clone().unwrap_or_default();
+        Some(match kind {
+            AuthKind::Secret => Credential::Secret {
+                tenant: text(&options.tenant),
+                client_id: text(&options.client_id),
+                secret: self
+                    .secret(options, errors, warnings)
+                    .unwrap_or_else(|| Secret::new("")),
+            },
+            AuthKind::Certificate => Credential::Certificate {
+                tenant: text(&options.tenant),
+                client_id: text(&options.client_id),
+                certificate: path(&options.client_certificate),
+                key: options.client_certificate_key.clone(),
+                alg: options.client_assertion_alg,
+            },
+            AuthKind::WorkloadIdentity => Credential::WorkloadIdentity {
+                tenant: text(&options.tenant),
+                client_id: text(&options.client_id),
+                token_file: path(&options.federated_token_file),
+            },
+            AuthKind::ManagedIdentity => Credential::ManagedIdentity {
+                client_id: options.client_id.clone(),
+                endpoint: managed_endpoint(options, env, errors),
+            },
+        })
+    }
+
+    /// Which of an option and its `_file` form (`client_secret` and
+    /// `client_secret_file`) counts when both are set: the one from the higher
+    /// precedence, with a WARN that says so — a deployment's files and an old config
+    /// file meet this way. From the same place they are a conflict.
+    pub(super) fn file_form_wins(
+        &self,
+        direct: &str,
+        file: &str,
+        errors: &mut Vec<ConfigError>,
+        warnings: &mut Vec<String>,
+    ) -> Option<bool> {
+        let Some(direct_source) = self.given(direct) else {
+            return Some(true);
+        };
+        let file_source = self.source(file);
+        let (winner, loser, file_wins) = match direct_source.rank().cmp(&file_source.rank()) {
+            std::cmp::Ordering::Equal => {
+                errors.push(ConfigError::new(
+                    file,
+                    file_source,
+                    format!(
+                        "set together with {direct} (from {})",
+                        direct_source.describe(direct)
+                    ),
+                    &format!("one of {direct} and {file}"),
+                ));
+                return None;
+            }
+            std::cmp::Ordering::Greater => ((direct, direct_source), (file, file_source), false),
+            std::cmp::Ordering::Less => ((file, file_source), (direct, direct_source), true),
+        };
+        warnings.push(format!(
+            "option {} (from {}) overrides {} (from {}): remove one of them",
+            winner.0,
+            winner.1.describe(winner.0),
+            loser.0,
+            loser.1.describe(loser.0)
+        ));
+        Some(file_wins)
+    }
+
+    /// `client_secret`, or what `client_secret_file` holds.
+    pub(super) fn secret(
+        &self,
+        options: &Options,
+        errors: &mut Vec<ConfigError>,
+        warnings: &mut Vec<String>,
+    ) -> Option<Secret> {
+        let Some(file) = options.client_secret_file.as_ref() else {
+            return options.client_secret.clone();
+        };
+        match self.file_form_wins("client_secret", "client_secret_file", errors, warnings) {
+            Some(true) => {}
+            Some(false) => return options.client_secret.clone(),
+            None => return None,
+        }
+        match read_secret_file(file) {
+            Ok(secret) => Some(secret),
+            Err(problem) => {
+                errors.push(ConfigError::new(
+                    "client_secret_file",
+                    self.source("client_secret_file"),
+                    problem,
+                    "a readable file holding the secret",
+                ));
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! What a run did, as the summary and the metrics tell it: per source its window,
+//! frames, the budget it spent, where its progress stands and what is left unread;
+//! for the run its exit code.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::error::{Error, GraphError};
+use crate::exit;
+use crate::graph::client::BudgetSpent;
+use crate::pipeline::{FrameFailure, FrameOutcome};
+use crate::plan::Plan;
+use crate::sources::SourceSpec;
+use crate::state::{Progress, StateStore};
+use crate::window::{self, Frame, Window};
+
+/// What one source's export did.
+pub struct SourceReport {
+    pub source: &'static SourceSpec,
+    pub window: Window,
+    pub frames: Vec<FrameOutcome>,
+    /// Where the next run starts, when this run keeps state.
+    pub watermark: Option<OffsetDateTime>,
+    /// The oldest second still to be read the first time after this run (owed, or the
+    /// watermark), when this run keeps state.
+    pub oldest_unread: Option<OffsetDateTime>,
+    /// The watermark could not be saved, or the state was lost.
+    pub state_error: Option<Error>,
+    /// Graph's budget this source spent.
+    pub spent: BudgetSpent,
+    /// Its requests by HTTP status (`error`: no answer).
+    pub requests_by_code: BTreeMap<String, u64>,
+}
+
+pub struct RunReport {
+    /// One per source, in the order of `sources`.
+    pub sources: Vec<SourceReport>,
+    pub elapsed: Duration,
+    /// The exit code a SIGTERM/SIGINT asked for.
+    pub interrupted: Option<u8>,
+}
+
+/// Unread ranges named one by one in the summary; more are counted.
+const RANGES_SHOWN: usize = 8;
+
+impl SourceReport {
+    pub fn failed(&self) -> impl Iterator<Item = &FrameOutcome> {
+        self.frames.iter().filter(|f| f.failure.is_some())
+    }
+
+    /// Stores where the plan's reads leave the progress: the frontiers move on, and
+    /// the unfinished parts of failed frames are owed to later runs. An empty window
+    /// leaves it as it is; any other window has `progress` to start from (a first run
+    /// stored its start before exporting).
+    pub(crate) fn save_progress(
+        &mut self,
+        store: &dyn StateStore,
+        plan: &Plan,
+        progress: Option<Progress>,
+    ) {
+        let Some(progress) = progress.filter(|_| self.window.start().is_some()) else {
+            return;
+        };
+        let next = plan.after(&progress, |i| self.frames[i].unfinished);
+        match store.save(next.clone()) {
+            Ok(()) => {
+                self.watermark = Some(next.watermark);
+                self.oldest_unread = next
+                    .owed_first
+                    .iter()
+                    .map(|r| r.start)
+                    .chain([next.watermark])
+                    .min();
+            }
+            Err(e) => {
+                log::error!("{e}");
+                self.state_error = Some(e);
+            }
+        }
+    }
+
+    /// The summary's figures of this source: window, frames, records, budget,
+    /// watermark and what is left unread.
+    fn figures(&self, elapsed: Duration) -> Vec<(&'static str, String)> {
+        let mut fields = totals(&self.frames, &self.spent, elapsed);
+        fields.insert(0, ("window", self.window.to_string()));
+        if let Some(watermark) = self.watermark {
+            fields.push(("watermark", window::utc_second(watermark)));
+        }
+        let unread = self.unread();
+        if !unread.is_empty() {
+            let mut shown: Vec<String> = unread
+                .iter()
+                .take(RANGES_SHOWN)
+                .map(|r| {
+                    format!(
+                        "[--since {} --until {}]",
+                        window::utc_second(r.start),
+                        window::utc_second(r.end_exclusive())
+                    )
+                })
+                .collect();
+            if unread.len() > RANGES_SHOWN {
+                shown.push(format!("and {} more", unread.len() - RANGES_SHOWN));
+            }
+            if self.watermark.is_some() {
+                shown.push("(owed: the next run reads them)".into());
+            }
+            fields.push(("unread", shown.join(" ")));
+        }
+        fields
+    }
+
+    /// Says how much the deadline left unread, how far behind that is, and what to
+    /// change, when it ended the run.
+    pub(crate) fn warn_if_cut_short(
+        &self,
+        deadline: Duration,
+        lagged_end: OffsetDateTime,
+        name_sources: bool,
+    ) {
+        let cut = self.failed().any(|f| {
+            matches!(
+                f.failure,
+                Some(FrameFailure::Fetch(GraphError::Deadline { .. }))
+            )
+        });
+        let paused = self.failed().find_map(|f| match &f.failure {
+            Some(FrameFailure::Fetch(GraphError::Paused { key, left, by, .. })) => {
+                Some((key, left, by))
+            }
+            _ => None,
+        });
+        let unread = self.unread();
+        let Some(oldest) = unread.first() else {
+            return;
+        };
+        let seconds: u64 = unread.iter().map(Frame::seconds).sum();
+        let deadline = deadline.as_secs();
+        let what = if name_sources || !self.source.is_sign_ins() {
+            format!("{} records", self.source.name)
+        } else {
+            "sign-ins".to_string()
+        };
+        if let Some((key, left, by)) = paused {
+            let next = match self.watermark {
+                Some(_) => "the next run reads them first",
+                None => "export the unread ranges of the summary again once it lifts",
+            };
+            log::warn!(
+                "the request budget shared with other processes is paused for {:.0} s more \
+                 ({key}, set by {by}), past this run's deadline ({deadline} s): {seconds} s of \
+                 {what} unread; {next}; if no 429 of yours set it, delete {key}",
+                left.as_secs_f64()
+            );
+            return;
+        }
+        if !cut {
+            return;
+        }
+        if self.watermark.is_some() {
+            log::warn!(
+                "the deadline ({deadline} s) ended this run with {seconds} s of {what} unread, \
+                 the oldest at {} ({} s behind): the next run reads them first; if runs keep \
+                 ending this way, raise deadline, lower rescan or max_catchup, or run less often",
+                window::utc_second(oldest.start),
+                (lagged_end - oldest.start).whole_seconds()
+            );
+        } else {
+            log::warn!(
+                "the deadline ({deadline} s) ended this run with {seconds} s of {what} unread: \
+                 export the unread ranges of the summary again, without --deadline"
+            );
+        }
+    }
+
+    /// What the failed frames left unread, as few contiguous ranges as can be.
+    pub fn unread(&self) -> Vec<Frame> {
+        window::merge(self.frames.iter().filter_map(|f| f.unfinished).collect())
+    }
+}
+
+impl RunReport {
+    pub fn failed(&self) -> impl Iterator<Item = &FrameOutcome> {
+        self.sources.iter().flat_map(SourceReport::failed)
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        let frames = || self.sources.iter().flat_map(|s| &s.frames);
+        if let Some(code) = self.interrupted {
+            code
+        } else if frames().any(FrameOutcome::auth_refused) {
+            exit::AUTH
+        } else if self.failed().next().is_some()
+            || self.sources.iter().any(|s| s.state_error.is_some())
+        {
+            exit::INCOMPLETE
+        } else {
+            exit::OK
+        }
+    }
+
+    /// The run's last log lines: with one source the original's one `summary:` line;
+    /// with several, one `summary of {source}:` line each, then the `summary:` line
+    /// with the run's totals. Each line also comes as fields (for JSON logs).
+    pub fn summary(&self) -> Vec<Summary> {
+        if let [only] = self.sources.as_slice() {
+            return vec![Summary::new("summary:", only.figures(self.elapsed))];
+        }
+        let mut lines: Vec<Summary> = self
+            .sources
+            .iter()
+            .map(|s| {
+                let mut summary = Summary::new(
+                    &format!("summary of {}:", s.source.name),
+                    s.figures(self.elapsed),
+                );
+                summary
+                    .fields
+                    .insert(0, ("source", s.source.name.to_string()));
+                summary
+            })
+            .collect();
+        let frames: Vec<FrameOutcome> = self
+            .sources
+            .iter()
+            .flat_map(|s| s.frames.iter().cloned())
+            .collect();
+        let spent: BudgetSpent = self.sources.iter().map(|s| s.spent).sum();
+        let mut fields = totals(&frames, &spent, self.elapsed);
+        fields.insert(0, ("sources", self.sources.len().to_string()));
+        let incomplete: Vec<&str> = self
+            .sources
+            .iter()
+            .filter(|s| s.failed().next().is_some() || s.state_error.is_some())
+            .map(|s| s.source.name)
+            .collect();
+        if !incomplete.is_empty() {
+            fields.push(("incomplete", incomplete.join(",")));
+        }
+        lines.push(Summary::new("summary:", fields));
+        lines
+    }
+}
+
+/// One summary line: its text, and its figures as fields.
+pub struct Summary {
+    pub text: String,
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl Summary {
+    /// `title` and the fields as `label value` pairs, e.g. `frames ok 2 failed 0`.
+    fn new(title: &str, fields: Vec<(&'static str, String)>) -> Self {
+        let label = |key: &'static str| match key {
+            "frames_ok" => "frames ok",
+            "frames_failed" => "failed",
+            other => other,
+        };
+        let mut text = title.to_string();
+        for (key, value) in fields.iter().filter(|(key, _)| *key != "source") {
+            text.push_str(&format!(" {} {value}", label(key)));
+        }
+        Summary { text, fields }
+    }
+}
+
+/// The figures every summary line has: frames, pages, records, the budget spent and
+/// the run's seconds (`unkeyed` only when some records had no usable id).
+fn totals(
+    frames: &[FrameOutcome],
+    spent: &BudgetSpent,
+    elapsed: Duration,
+) -> Vec<(&'static str, String)> {
+    let failed = frames.iter().filter(|f| f.failure.is_some()).count();
+    let sum = |figure: fn(&FrameOutcome) -> u64| frames.iter().map(figure).sum::<u64>();
+    let mut fields = vec![
+        ("frames_ok", (frames.len() - failed).to_string()),
+        ("frames_failed", failed.to_string()),
+        ("pages", sum(|f| f.pages).to_string()),
+        ("records", sum(|f| f.records).to_string()),
+        ("delivered", sum(|f| f.delivered).to_string()),
+        ("requests", spent.requests.to_string()),
+        ("throttled", spent.throttled.to_string()),
+        ("retries", spent.retries.to_string()),
+        ("waited", format!("{:.1}", spent.waited.as_secs_f64())),
+        ("seconds", format!("{:.3}", elapsed.as_secs_f64())),
+    ];
+    let unkeyed = sum(|f| f.unkeyed);
+    if unkeyed > 0 {
+        fields.push(("unkeyed", unkeyed.to_string()));
+    }
+    let unheard = sum(|f| f.unheard);
+    if unheard > 0 {
+        fields.push(("unheard", unheard.to_string()));
+    }
+    fields
+}
+
+/// One ERROR per failed frame, with what it had written.
+pub(crate) fn log_failures<'a>(frames: impl Iterator<Item = &'a FrameOutcome>, name_sources: bool) {
+    for outcome in frames {
+        if let Some(failure) = &outcome.failure {
+            log::error!(
+                "{}frame {} incomplete ({} pages, {} records written): {failure}",
+                crate::sources::log_prefix(outcome.source, name_sources),
+                outcome.frame,
+                outcome.pages,
+                outcome.records
+            );
+        }
+    }
+}

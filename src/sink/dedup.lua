@@ -1,0 +1,60 @@
+-- The deduplicating write of one page: see DEDUP_SCRIPT in redis.rs.
+local function wrong_type(key, expected)
+  local actual = redis.call('TYPE', key)['ok']
+  if actual ~= 'none' and actual ~= expected then
+    return redis.error_reply('WRONGTYPE key ' .. key .. ' holds a ' .. actual .. ', not a ' .. expected)
+  end
+end
+local mode, max_len, maxlen = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local container = (mode ~= 'channel') and mode or nil
+local refused = (container and wrong_type(KEYS[1], container)) or wrong_type(KEYS[2], 'zset')
+if refused then
+  return refused
+end
+if container and max_len > 0 then
+  local held = redis.call(mode == 'list' and 'LLEN' or 'XLEN', KEYS[1])
+  if held >= max_len then
+    return redis.error_reply('BEHIND consumer behind: ' .. KEYS[1] .. ' holds ' .. held .. ' >= max_queue_len ' .. max_len)
+  end
+end
+local fresh, ids, marks, taken = {}, {}, {}, {}
+for i = 6, #ARGV, 3 do
+  local id = ARGV[i]
+  if not taken[id] and not redis.call('ZSCORE', KEYS[2], id) then
+    taken[id] = true
+    fresh[#fresh + 1] = ARGV[i + 2]
+    ids[#ids + 1] = id
+    marks[#marks + 1] = ARGV[i + 1]
+    marks[#marks + 1] = id
+  end
+end
+local unheard = 0
+if #fresh > 0 then
+  if mode == 'list' then
+    redis.call('RPUSH', KEYS[1], unpack(fresh))
+    redis.call('ZADD', KEYS[2], unpack(marks))
+  elseif mode == 'stream' then
+    for _, record in ipairs(fresh) do
+      if maxlen > 0 then
+        redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'record', record)
+      else
+        redis.call('XADD', KEYS[1], '*', 'record', record)
+      end
+    end
+    redis.call('ZADD', KEYS[2], unpack(marks))
+  else
+    redis.call('ZADD', KEYS[2], unpack(marks))
+    local nobody = {}
+    for i, record in ipairs(fresh) do
+      if redis.call('PUBLISH', KEYS[1], record) == 0 and ARGV[5] ~= '1' then
+        nobody[#nobody + 1] = ids[i]
+      end
+    end
+    if #nobody > 0 then
+      redis.call('ZREM', KEYS[2], unpack(nobody))
+    end
+    unheard = #nobody
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
+return {#fresh - unheard, unheard}
