@@ -19,6 +19,18 @@
 # their shares of RATE (directory audits 0.5, provisioning 0.2, risk and alerts 0.1).
 #
 #   SOURCES=all scripts/bench-budget.sh 5 50
+#
+# With DEEP (a --rescan list, e.g. 600,7200), it measures deeper reads instead: each
+# rate replayed past the deepest depth (WARMUP defaults to it plus five minutes) with
+# Graph's default budget (5 per 10 s, its windows sped up with the MSGX_BUDGET_SPEEDUP
+# test knob so the replay does not wait through them): requests per minute of data,
+# the fewest reads any second old enough had (3 with two depths: every read done; the
+# simulator counts a query for every second of its range, so a deferred frame counts
+# as a read of seconds it never paged to — the summary's rescan_behind, from the
+# state, says how far each depth really got), and deferred deep frames — this
+# checkout only.
+#
+#   DEEP=600,7200 scripts/bench-budget.sh 5 50 200
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -28,7 +40,11 @@ need_curl
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(5 50 200 400)
 before_rev=${BEFORE_REV:-540fcc9}
-warmup=${WARMUP:-12}
+deep=${DEEP:-}
+deepest=${deep##*,}
+default_warmup=12
+[ -z "$deep" ] || default_warmup=$((deepest / 60 + 5))
+warmup=${WARMUP:-$default_warmup}
 measure=${MEASURE:-5}
 
 all_sources=signins,signins_noninteractive,signins_service_principal,signins_managed_identity,directory_audits,provisioning,risk_detections,security_alerts
@@ -52,13 +68,15 @@ replay() {
         now=$(iso $((t0 + 60 * tick)))
         curl -fsS "$SIM_URL/_sim/clock?now=$now" >/dev/null
         [ "$tick" -ne "$warmup" ] || curl -fsS "$SIM_URL/_sim/stats" >"$work/before.json"
-        MSGX_NOW=$now GRAPH_CLIENT_SECRET=bench-secret "$binary" \
+        MSGX_NOW=$now MSGX_BUDGET_SPEEDUP=${BUDGET_SPEEDUP:-1} GRAPH_CLIENT_SECRET=bench-secret "$binary" \
             --tenant bench --client_id bench --graph_url "$SIM_URL" --login_url "$SIM_URL" \
             --redis_url "redis://127.0.0.1:$REDIS_PORT/0" --queue_key bench \
             --rate_limit 0 "$@" \
             2>"$work/log" || { tail -3 "$work/log" >&2; return 1; }
     done
     curl -fsS "$SIM_URL/_sim/stats" >"$work/after.json"
+    curl -fsS "$SIM_URL/_sim/reads" >"$work/reads"
+    REPLAY_T0=$t0
     stop_started
 }
 
@@ -88,6 +106,35 @@ if [ -n "$sources" ]; then
         printf '  bucket reports             %s of 30\n' "$reports"
         printf '  bucket identity_protection %s of 60\n' "$protection"
         printf '  bucket security            %s of 150\n' "$security"
+    done
+    exit 0
+fi
+
+if [ -n "$deep" ]; then
+    printf '%-11s %-13s %-22s %-18s %s\n' "sign-ins/s" "requests/min" \
+        "fewest reads a second" "rescan_behind" "deferred (last tick)"
+    for rate in "${rates[@]}"; do
+        BUDGET_SPEEDUP=1000 replay target/release/msgx-once "$rate" --rescan "$deep" \
+            --rate_limit 5/10
+        # Seconds past every depth by the last tick: the first window's minute up to
+        # the deepest depth (and a minute) before the last lagged end.
+        last_end=$((REPLAY_T0 + 60 * (warmup + measure - 1) - 120))
+        reads=$(awk -v lo=$((REPLAY_T0 - 180)) -v hi=$((last_end - deepest - 60)) '
+            { l[NR] = $1; h[NR] = $2 }
+            END {
+                min = -1
+                for (s = lo; s < hi; s++) {
+                    c = 0
+                    for (i in l) if (l[i] <= s && s <= h[i]) c++
+                    if (min < 0 || c < min) min = c
+                }
+                print (min < 0 ? "-" : min)
+            }' "$work/reads")
+        summary=$(grep 'summary:' "$work/log" | tail -1)
+        behind=$(sed -n 's/.*rescan_behind \([^ ]*\).*/\1/p' <<<"$summary")
+        deferred=$(sed -n 's/.* deferred \([0-9]*\).*/\1/p' <<<"$summary")
+        printf '%-11s %-13s %-22s %-18s %s\n' "$rate" "$(per_minute graph_200)" "$reads" \
+            "${behind:--}" "${deferred:-0}"
     done
     exit 0
 fi

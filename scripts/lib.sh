@@ -1,6 +1,10 @@
 # shellcheck shell=bash
 # Shared by the scripts: install what is missing, as root on a fresh Debian machine.
 
+# A failure inside $(…) fails the script too, instead of printing a figure made of
+# whatever came out before it.
+shopt -s inherit_errexit
+
 # apt_install PACKAGE: installs a Debian package, as root or through sudo.
 apt_install() {
     echo "installing $1 (apt-get)" >&2
@@ -70,14 +74,15 @@ start_redis() {
     local dir=$1
     REDIS_PORT=$(free_port)
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-        --dir "$dir" >/dev/null &
+        --dir "$dir" >"$dir/redis.log" 2>&1 &
     REDIS_PID=$!
     STARTED_PIDS+=("$REDIS_PID")
     for _ in $(seq 200); do
         redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
         sleep 0.05
     done
-    echo "redis-server did not start" >&2
+    echo "redis-server did not start:" >&2
+    tail -5 "$dir/redis.log" >&2
     return 1
 }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, PushTarget};
 use crate::exit;
+use crate::pipeline::{LATE_BUCKETS, LateAges};
 use crate::report::RunReport;
 use crate::transport::{HttpTransport, TransportOptions, UreqTransport};
 
@@ -33,6 +34,15 @@ pub struct SourceFigures {
     pub records_delivered: u64,
     /// Published to a channel nobody listened on.
     pub records_unheard: u64,
+    /// Delivered by a read after the first: Graph published them late.
+    pub records_late: u64,
+    /// Their ages when found.
+    pub late_ages: LateAges,
+    /// Delivered again as Microsoft changed them (`signin_updates`).
+    pub records_updated: u64,
+    /// Per `rescan` depth, how far its read is behind (seconds), after the last run
+    /// that saved the state.
+    pub rescan_behind: Vec<(u64, u64)>,
     pub frames_failed: u64,
     pub requests_by_code: BTreeMap<String, u64>,
     pub throttled_seconds: f64,
@@ -66,6 +76,10 @@ impl RunFigures {
                 records_read: s.frames.iter().map(|f| f.records).sum(),
                 records_delivered: s.frames.iter().map(|f| f.delivered).sum(),
                 records_unheard: s.frames.iter().map(|f| f.unheard).sum(),
+                records_late: s.late(),
+                late_ages: s.late_ages(),
+                records_updated: s.frames.iter().map(|f| f.updated).sum(),
+                rescan_behind: s.behind.clone(),
                 frames_failed: s.failed().count() as u64,
                 requests_by_code: s.requests_by_code.clone(),
                 throttled_seconds: s.spent.waited.as_secs_f64(),
@@ -118,15 +132,41 @@ impl Family {
         self.samples.push((sample_key(self.name, labels), value));
     }
 
+    /// A histogram's series: cumulative `_bucket`s by `le`, then `_sum` and `_count`.
+    fn push_histogram(&mut self, labels: &[(&'static str, String)], ages: &LateAges) {
+        let mut cumulative = 0;
+        let bounds = LATE_BUCKETS
+            .iter()
+            .map(u64::to_string)
+            .chain(["+Inf".into()]);
+        for (le, count) in bounds.zip(ages.buckets) {
+            cumulative += count;
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", le));
+            let key = sample_key(&format!("{}_bucket", self.name), &with_le);
+            self.samples.push((key, cumulative as f64));
+        }
+        let sum = sample_key(&format!("{}_sum", self.name), labels);
+        self.samples.push((sum, ages.sum));
+        let count = sample_key(&format!("{}_count", self.name), labels);
+        self.samples.push((count, ages.count as f64));
+    }
+
     /// Adds what the previous file had of this family: counters summed, other series
     /// as [`Carried`] says.
     fn carry(&mut self, previous: &BTreeMap<String, f64>) {
         if self.carried == Carried::Never {
             return;
         }
+        let series = |rest: &str| rest.is_empty() || rest.starts_with('{');
         let ours = |key: &str| {
-            key.strip_prefix(self.name)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+            key.strip_prefix(self.name).is_some_and(|rest| {
+                series(rest)
+                    || (self.kind == "histogram"
+                        && ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|suffix| rest.strip_prefix(suffix).is_some_and(series)))
+            })
         };
         for (key, value) in &mut self.samples {
             if self.carried == Carried::Summed {
@@ -217,6 +257,31 @@ fn families(
         "Records the last run published to a channel nobody listened on.",
         Carried::Zeroed,
     );
+    let mut late = family(
+        "msgx_records_late",
+        "gauge",
+        "Records the last run delivered that a read after the first found: published late.",
+        Carried::Zeroed,
+    );
+    let mut updated = family(
+        "msgx_records_updated",
+        "gauge",
+        "Records the last run delivered again because Microsoft changed them (signin_updates).",
+        Carried::Zeroed,
+    );
+    let mut late_age = family(
+        "msgx_late_record_age_seconds",
+        "histogram",
+        "Age (from the record's time) of each late record when a read after the first found it.",
+        Carried::Summed,
+    );
+    let mut behind = family(
+        "msgx_rescan_behind_seconds",
+        "gauge",
+        "How far the read at each rescan depth is behind (0: up to date), after the last run \
+         that saved the state.",
+        Carried::Kept,
+    );
     let mut failed = family(
         "msgx_frames_failed",
         "gauge",
@@ -249,6 +314,16 @@ fn families(
         read.push(&labels, s.records_read as f64);
         delivered.push(&labels, s.records_delivered as f64);
         unheard.push(&labels, s.records_unheard as f64);
+        late.push(&labels, s.records_late as f64);
+        updated.push(&labels, s.records_updated as f64);
+        if !s.rescan_behind.is_empty() {
+            late_age.push_histogram(&labels, &s.late_ages);
+        }
+        for (depth, seconds) in &s.rescan_behind {
+            let mut with_depth = labels.clone();
+            with_depth.push(("depth", depth.to_string()));
+            behind.push(&with_depth, *seconds as f64);
+        }
         failed.push(&labels, s.frames_failed as f64);
         for (code, count) in &s.requests_by_code {
             let mut with_code = labels.clone();
@@ -266,6 +341,10 @@ fn families(
         read,
         delivered,
         unheard,
+        late,
+        updated,
+        late_age,
+        behind,
         failed,
         requests,
         throttled,
@@ -425,6 +504,14 @@ mod tests {
                 records_read: 10,
                 records_delivered: 9,
                 records_unheard: 0,
+                records_late: 1,
+                late_ages: LateAges {
+                    buckets: [0, 1, 0, 0, 0, 0, 0, 0],
+                    sum: 420.0,
+                    count: 1,
+                },
+                rescan_behind: vec![(600, 0), (7200, 60)],
+                records_updated: 0,
                 frames_failed: 0,
                 requests_by_code: BTreeMap::from([("200".to_string(), 2)]),
                 throttled_seconds: 0.5,
@@ -450,6 +537,23 @@ mod tests {
             second["msgx_last_success_timestamp_seconds"]
         );
         assert_eq!(second["msgx_exit_code"], 1.0);
+        // The histogram is cumulative by `le`, and over runs.
+        let bucket = |le: &str| {
+            format!(
+                "msgx_late_record_age_seconds_bucket{{source=\"signins\",queue_key=\"q\\\"k\",le=\"{le}\"}}"
+            )
+        };
+        assert_eq!(first[&bucket("300")], 0.0);
+        assert_eq!(first[&bucket("600")], 1.0);
+        assert_eq!(second[&bucket("+Inf")], 2.0);
+        assert_eq!(
+            second["msgx_late_record_age_seconds_sum{source=\"signins\",queue_key=\"q\\\"k\"}"],
+            840.0
+        );
+        assert_eq!(
+            second["msgx_rescan_behind_seconds{source=\"signins\",queue_key=\"q\\\"k\",depth=\"7200\"}"],
+            60.0
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -35,14 +35,17 @@ use crate::graph::client::BudgetSpent;
 use crate::graph::{GraphClient, Page};
 use crate::sink::Sink;
 use crate::sink::dedup::{record_keys, record_second};
-use crate::sources::{SourceSpec, log_prefix};
-use crate::window::Frame;
+use crate::sources::{Bucket, SourceSpec, log_prefix};
+use crate::window::{Frame, Pass};
 
 /// One source's share of the run: where its pages come from and go to.
 #[derive(Clone, Copy)]
 pub struct Lane<'a> {
     pub client: &'a GraphClient,
     pub sink: &'a dyn Sink,
+    /// Records are keyed by id and content (`signin_updates`): a changed record is
+    /// delivered again.
+    pub versioned: bool,
 }
 
 impl Lane<'_> {
@@ -51,11 +54,14 @@ impl Lane<'_> {
     }
 }
 
-/// A frame of one lane.
+/// A frame of one lane, and which read of its seconds it is.
 #[derive(Debug, Clone, Copy)]
 pub struct Job {
     pub lane: usize,
+    /// The frame's place in its lane's window (jobs are ordered otherwise).
+    pub index: usize,
     pub frame: Frame,
+    pub pass: Pass,
 }
 
 pub struct PipelineOptions {
@@ -73,6 +79,13 @@ pub struct PipelineOptions {
     /// Draw a progress bar (stderr is a terminal, and the run is long) instead of
     /// progress lines.
     pub bar: bool,
+    /// Requests of each bucket this run may have sent before a deeper read's next
+    /// page: what its new data earns at the bucket's rate. A bucket not named is not
+    /// paced. Beyond it deeper reads are deferred (owed to a later run), so they only
+    /// spend what the first two reads leave.
+    pub deep_allowance: BTreeMap<Bucket, u64>,
+    /// The run's "now": late records' ages are measured from it.
+    pub now: OffsetDateTime,
 }
 
 /// Why a frame is incomplete.
@@ -80,6 +93,9 @@ pub struct PipelineOptions {
 pub enum FrameFailure {
     Fetch(GraphError),
     Write(SinkError),
+    /// A deeper read left for a later run: this run's share of the budget is spent.
+    /// Not a failure of the export.
+    Deferred,
 }
 
 impl std::fmt::Display for FrameFailure {
@@ -87,7 +103,43 @@ impl std::fmt::Display for FrameFailure {
         match self {
             FrameFailure::Fetch(e) => write!(f, "fetch failed: {e}"),
             FrameFailure::Write(e) => write!(f, "write failed: {e}"),
+            FrameFailure::Deferred => f.write_str(
+                "deferred: the budget this run leaves to deeper reads is spent (owed to a later run)",
+            ),
         }
+    }
+}
+
+/// Bounds (seconds, `le`) of the histogram of late records' ages when found.
+pub const LATE_BUCKETS: [u64; 7] = [300, 600, 1800, 3600, 7200, 14_400, 86_400];
+
+/// The ages of late records (delivered by a read after the first) when found: a
+/// Prometheus histogram's buckets (one for each of [`LATE_BUCKETS`], then +Inf), sum
+/// and count.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LateAges {
+    pub buckets: [u64; LATE_BUCKETS.len() + 1],
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl LateAges {
+    fn add(&mut self, age: u64) {
+        let bucket = LATE_BUCKETS
+            .iter()
+            .position(|&le| age <= le)
+            .unwrap_or(LATE_BUCKETS.len());
+        self.buckets[bucket] += 1;
+        self.sum += age as f64;
+        self.count += 1;
+    }
+
+    pub fn merge(&mut self, other: &LateAges) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            *mine += theirs;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
     }
 }
 
@@ -96,6 +148,9 @@ impl std::fmt::Display for FrameFailure {
 pub struct FrameOutcome {
     pub source: &'static SourceSpec,
     pub frame: Frame,
+    pub pass: Pass,
+    /// Of the records delivered, the ages of those a read after the first found.
+    pub late_ages: LateAges,
     pub pages: u64,
     /// Records fetched and handed to the sink.
     pub records: u64,
@@ -105,6 +160,9 @@ pub struct FrameOutcome {
     pub unkeyed: u64,
     /// Records published to a channel nobody listened on (not delivered).
     pub unheard: u64,
+    /// Of the records delivered, new versions of records delivered before
+    /// (`signin_updates`).
+    pub updated: u64,
     pub failure: Option<FrameFailure>,
     /// What a later run must still read of a failed frame: what the pages written in an
     /// unbroken run from its first page leave, judged by their records' times whatever
@@ -113,6 +171,24 @@ pub struct FrameOutcome {
 }
 
 impl FrameOutcome {
+    /// It failed (a deferred deeper read did not).
+    pub fn failed(&self) -> bool {
+        self.failure
+            .as_ref()
+            .is_some_and(|f| !matches!(f, FrameFailure::Deferred))
+    }
+
+    /// A deeper read left for a later run.
+    pub fn deferred(&self) -> bool {
+        matches!(self.failure, Some(FrameFailure::Deferred))
+    }
+
+    /// Records a read after the first found new: delivered late (every one has its
+    /// age in `late_ages`).
+    pub fn late(&self) -> u64 {
+        self.late_ages.count
+    }
+
     /// The credentials or the application's rights were refused.
     pub fn auth_refused(&self) -> bool {
         matches!(&self.failure, Some(FrameFailure::Fetch(e)) if e.is_refusal())
@@ -201,11 +277,13 @@ struct FrameProgress {
     delivered: u64,
     unkeyed: u64,
     unheard: u64,
+    updated: u64,
     failure: Option<FrameFailure>,
     /// The seconds of each page written, by page number.
     written: BTreeMap<u64, Option<PageSeconds>>,
     /// Pages of the frame, once all were fetched.
     fetched: Option<u64>,
+    late_ages: LateAges,
 }
 
 impl FrameProgress {
@@ -369,20 +447,30 @@ impl Ledger {
         self.0
             .into_iter()
             .zip(jobs)
-            .map(|(progress, Job { lane, frame })| {
-                let p = progress.into_inner().unwrap_or_else(|p| p.into_inner());
-                FrameOutcome {
-                    source: lanes[*lane].source(),
-                    unfinished: p.unfinished(frame),
-                    frame: *frame,
-                    pages: p.pages,
-                    records: p.records,
-                    delivered: p.delivered,
-                    unkeyed: p.unkeyed,
-                    unheard: p.unheard,
-                    failure: p.failure,
-                }
-            })
+            .map(
+                |(
+                    progress,
+                    Job {
+                        lane, frame, pass, ..
+                    },
+                )| {
+                    let p = progress.into_inner().unwrap_or_else(|p| p.into_inner());
+                    FrameOutcome {
+                        source: lanes[*lane].source(),
+                        unfinished: p.unfinished(frame),
+                        frame: *frame,
+                        pass: *pass,
+                        late_ages: p.late_ages,
+                        pages: p.pages,
+                        records: p.records,
+                        delivered: p.delivered,
+                        unkeyed: p.unkeyed,
+                        unheard: p.unheard,
+                        updated: p.updated,
+                        failure: p.failure,
+                    }
+                },
+            )
             .collect()
     }
 }
@@ -433,6 +521,7 @@ pub fn run(
     let halts: Vec<Halts> = lanes.iter().map(|_| Halts::default()).collect();
     let token_refused = OnceLock::new();
     let slots = Slots::new(options.queue_capacity);
+    let deep = DeepTurns::new(jobs, &options.deep_allowance);
     let (pages_out, pages_in) = crossbeam_channel::bounded::<Batch>(options.queue_capacity);
     let started = Instant::now();
     let (fetching, finished) = crossbeam_channel::bounded::<()>(0);
@@ -458,6 +547,7 @@ pub fn run(
             let pages_in = pages_in.clone();
             let writer = Writer {
                 jobs,
+                now: options.now,
                 lanes,
                 keyed: options.keyed,
                 name_sources: options.name_sources,
@@ -484,6 +574,7 @@ pub fn run(
                     halts: &halts,
                     token_refused: &token_refused,
                     slots: &slots,
+                    deep: &deep,
                 };
                 s.spawn(move |_| fetch_jobs(&pages_out, shared));
             }
@@ -515,6 +606,74 @@ struct Shared<'a> {
     /// The identity platform refused the credentials: no source can go on.
     token_refused: &'a OnceLock<GraphError>,
     slots: &'a Slots,
+    deep: &'a DeepTurns<'a>,
+}
+
+/// The requests of deeper reads: none before every frame of the first two reads is
+/// fetched (deeper reads never delay those), then per paced bucket what the run's
+/// allowance leaves once they are done.
+struct DeepTurns<'a> {
+    allowance: &'a BTreeMap<Bucket, u64>,
+    /// Frames of the first two reads not fetched yet.
+    shallow_left: Mutex<usize>,
+    shallow_done: Condvar,
+    /// Per paced bucket, the requests deeper reads may still send; counted once the
+    /// first two reads are done.
+    left: Mutex<Option<BTreeMap<Bucket, u64>>>,
+}
+
+impl<'a> DeepTurns<'a> {
+    fn new(jobs: &[Job], allowance: &'a BTreeMap<Bucket, u64>) -> Self {
+        DeepTurns {
+            allowance,
+            shallow_left: Mutex::new(jobs.iter().filter(|j| !j.pass.is_deep()).count()),
+            shallow_done: Condvar::new(),
+            left: Mutex::new(None),
+        }
+    }
+
+    /// A frame of the first two reads is done (fetched, failed or skipped).
+    fn shallow_finished(&self) {
+        let mut left = self.shallow_left.lock().unwrap_or_else(|p| p.into_inner());
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            self.shallow_done.notify_all();
+        }
+    }
+
+    fn take(&self, lanes: &[Lane], bucket: Bucket) -> bool {
+        let mut shallow = self.shallow_left.lock().unwrap_or_else(|p| p.into_inner());
+        while *shallow > 0 {
+            shallow = self
+                .shallow_done
+                .wait(shallow)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        drop(shallow);
+        let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
+        let left = left.get_or_insert_with(|| {
+            // What the first two reads left of each bucket's allowance.
+            let spent = |bucket: Bucket| -> u64 {
+                lanes
+                    .iter()
+                    .filter(|l| l.source().bucket == bucket)
+                    .map(|l| l.client.spent().requests)
+                    .sum()
+            };
+            self.allowance
+                .iter()
+                .map(|(&bucket, &allowance)| (bucket, allowance.saturating_sub(spent(bucket))))
+                .collect()
+        });
+        match left.get_mut(&bucket) {
+            None => true,
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+        }
+    }
 }
 
 impl Shared<'_> {
@@ -530,6 +689,12 @@ impl Shared<'_> {
             .or(self.token_refused.get())
             .cloned()
             .map(FrameFailure::Fetch)
+    }
+
+    /// A request of a deeper read of `lane`, if the run's budget leaves one (false:
+    /// owed to a later run). Waits until every first and second read is fetched.
+    fn deep_turn(&self, lane: usize) -> bool {
+        self.deep.take(self.lanes, self.lanes[lane].source().bucket)
     }
 
     /// Remembers a refusal: a 403 halts its lane, a refused token every lane.
@@ -550,64 +715,98 @@ impl Shared<'_> {
 /// Takes jobs in order until none are left; each frame goes page by page to the
 /// writers.
 fn fetch_jobs(pages_out: &Sender<Batch>, shared: Shared) {
-    let Shared {
-        jobs,
-        lanes,
-        ledger,
-        next_job,
-        slots,
-        ..
-    } = shared;
+    let Shared { jobs, next_job, .. } = shared;
     loop {
         let i = next_job.fetch_add(1, Ordering::SeqCst);
-        let Some(Job { lane, frame }) = jobs.get(i).copied() else {
+        let Some(Job {
+            lane, frame, pass, ..
+        }) = jobs.get(i).copied()
+        else {
             return;
         };
+        let deep = pass.is_deep();
+        fetch_job(pages_out, &shared, i, lane, frame, deep);
+        if !deep {
+            shared.deep.shallow_finished();
+        }
+    }
+}
+
+/// Fetches job `i` (`frame` of `lane`) page by page into the writers' queue.
+fn fetch_job(
+    pages_out: &Sender<Batch>,
+    shared: &Shared,
+    i: usize,
+    lane: usize,
+    frame: Frame,
+    deep: bool,
+) {
+    let Shared {
+        lanes,
+        ledger,
+        slots,
+        ..
+    } = *shared;
+    if let Some(halt) = shared.halted(lane) {
+        ledger.fail(i, halt);
+        return;
+    }
+    if deep && !shared.deep_turn(lane) {
+        ledger.fail(i, FrameFailure::Deferred);
+        return;
+    }
+    let client = lanes[lane].client;
+    log::debug!(
+        "{}frame {frame}: fetching",
+        log_prefix(client.source(), shared.name_sources)
+    );
+    let mut number = 0;
+    let fetched = client.fetch_frame(&frame, deep, |page| {
         if let Some(halt) = shared.halted(lane) {
             ledger.fail(i, halt);
-            continue;
+            return ControlFlow::Break(());
         }
-        let client = lanes[lane].client;
-        log::debug!(
-            "{}frame {frame}: fetching",
-            log_prefix(client.source(), shared.name_sources)
-        );
-        let mut number = 0;
-        let fetched = client.fetch_frame(&frame, |page| {
-            if let Some(halt) = shared.halted(lane) {
-                ledger.fail(i, halt);
-                return ControlFlow::Break(());
+        // The next page of a deeper read needs a turn of its own.
+        let defer = deep && page.next_link().is_some() && !shared.deep_turn(lane);
+        number += 1;
+        let sent = match slots.take() {
+            Some(slot) => pages_out
+                .send(Batch {
+                    job: i,
+                    number,
+                    page,
+                    _slot: slot,
+                })
+                .is_ok(),
+            None => false,
+        };
+        if sent && defer {
+            ledger.fail(i, FrameFailure::Deferred);
+            return ControlFlow::Break(());
+        }
+        if sent {
+            return ControlFlow::Continue(());
+        }
+        let lost = SinkError {
+            target: "pipeline".into(),
+            message: "no writer thread is running".into(),
+        };
+        ledger.fail(i, FrameFailure::Write(lost));
+        ControlFlow::Break(())
+    });
+    match fetched {
+        Ok(()) => ledger.update(i, |p| p.fetched = Some(number)),
+        Err(e) => {
+            if e.is_refusal() {
+                shared.refuse(lane, &e);
             }
-            number += 1;
-            let sent = match slots.take() {
-                Some(slot) => pages_out
-                    .send(Batch {
-                        job: i,
-                        number,
-                        page,
-                        _slot: slot,
-                    })
-                    .is_ok(),
-                None => false,
+            // The run's time ran out before a deeper read: left for a later run,
+            // like one the budget had no room for.
+            let failure = match e {
+                GraphError::Deadline { .. } if deep => FrameFailure::Deferred,
+                e => FrameFailure::Fetch(e),
             };
-            if sent {
-                return ControlFlow::Continue(());
-            }
-            let lost = SinkError {
-                target: "pipeline".into(),
-                message: "no writer thread is running".into(),
-            };
-            ledger.fail(i, FrameFailure::Write(lost));
-            ControlFlow::Break(())
-        });
-        match fetched {
-            Ok(()) => ledger.update(i, |p| p.fetched = Some(number)),
-            Err(e) => {
-                if e.is_refusal() {
-                    shared.refuse(lane, &e);
-                }
-                ledger.fail(i, FrameFailure::Fetch(e));
-            }
+            ledger.fail(i, failure);
         }
     }
 }
@@ -616,6 +815,8 @@ fn fetch_jobs(pages_out: &Sender<Batch>, shared: Shared) {
 #[derive(Clone, Copy)]
 struct Writer<'a> {
     jobs: &'a [Job],
+    /// Late records' ages are measured from it.
+    now: OffsetDateTime,
     lanes: &'a [Lane<'a>],
     keyed: bool,
     name_sources: bool,
@@ -641,12 +842,19 @@ impl Writer<'_> {
         let Batch {
             job, number, page, ..
         } = batch;
-        let Job { lane, frame } = self.jobs[*job];
+        let Job {
+            lane, frame, pass, ..
+        } = self.jobs[*job];
         let Lane { sink, .. } = self.lanes[lane];
         let source = self.lanes[lane].source();
         let records: Vec<&str> = page.records().collect();
         let (keys, problems) = if self.keyed {
-            let (keys, problems) = record_keys(&records, source, frame.end.unix_timestamp());
+            let (keys, problems) = record_keys(
+                &records,
+                source,
+                frame.end.unix_timestamp(),
+                self.lanes[lane].versioned,
+            );
             (Some(keys), problems)
         } else {
             (None, Vec::new())
@@ -682,7 +890,29 @@ impl Writer<'_> {
         };
         match sink.write(&records, keys.as_deref()) {
             Ok(written) => {
+                // What a read after the first found is late: how late, when found.
+                // A changed record delivered again is an update, not late.
+                let mut late = LateAges::default();
+                if pass != Pass::First {
+                    let now = self.now.unix_timestamp();
+                    let new = written
+                        .fresh
+                        .iter()
+                        .filter(|o| !written.updated.contains(o));
+                    for &offset in new {
+                        let second = keys
+                            .as_ref()
+                            .and_then(|k| k.get(offset))
+                            .map(|k| k.second)
+                            .or_else(|| record_second(records.get(offset)?, source.time_field));
+                        if let Some(second) = second {
+                            late.add(now.saturating_sub(second).max(0) as u64);
+                        }
+                    }
+                }
                 self.ledger.update(*job, |p| {
+                    p.late_ages.merge(&late);
+                    p.updated += written.updated.len() as u64;
                     p.pages += 1;
                     p.records += records.len() as u64;
                     p.delivered += written.delivered as u64;

@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use time::OffsetDateTime;
 
 use crate::config::{Config, ConfigError, Origin, SourceConfig};
-use crate::state::Progress;
+use crate::state::{DeepRead, Progress};
+pub use crate::window::Pass;
 use crate::window::{self, Frame, Window};
 
 /// The window this invocation exports: a backfill when `since` is set, otherwise the
@@ -90,15 +91,6 @@ pub fn bound_by_server(now: OffsetDateTime, server_now: Option<SystemTime>) -> O
     window::truncate(now.min(server))
 }
 
-/// Which read of its seconds a frame is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pass {
-    /// When the seconds become due (`now − timelag`), or catching up on them.
-    First,
-    /// When they are `rescan` seconds past due, for sign-ins Graph published late.
-    Second,
-}
-
 /// A stateful run's frames, oldest first, and where its reads leave the progress.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -110,6 +102,10 @@ pub struct Plan {
     /// Seconds before this need no second read after the run (read twice, or read
     /// first when they were already `rescan` past due).
     second_end: OffsetDateTime,
+    /// The same for each deeper read: (depth, frontier after the run).
+    deeper_ends: Vec<(u64, OffsetDateTime)>,
+    /// Seconds this run reads for the first time that no run read before: its new data.
+    new_seconds: u64,
 }
 
 /// Most owed ranges kept: beyond it the nearest are joined (a few seconds read again,
@@ -123,12 +119,24 @@ impl Plan {
         let first_end = window
             .end()
             .map_or(lagged_end, |end| end + time::Duration::SECOND);
+        let new_seconds = window.frames.iter().map(Frame::seconds).sum();
         Plan {
             passes: vec![Pass::First; window.frames.len()],
             window,
             first_end,
-            second_end: second_end(lagged_end, config.options.rescan, first_end),
+            second_end: second_end(lagged_end, config.rescan(), first_end),
+            deeper_ends: config
+                .deeper_rescans()
+                .iter()
+                .map(|&depth| (depth, second_end(lagged_end, depth, first_end)))
+                .collect(),
+            new_seconds,
         }
+    }
+
+    /// Seconds this run reads for the first time that no run read before.
+    pub fn new_seconds(&self) -> u64 {
+        self.new_seconds
     }
 
     /// A later run: the first reads owed and those now due (at most `max_catchup`
@@ -158,9 +166,8 @@ impl Plan {
         let mut first = progress.owed_first.clone();
         first.extend(Frame::between(watermark, first_end));
         let mut second = progress.owed_second.clone();
-        if config.options.rescan > 0 {
-            let due =
-                (lagged_end - time::Duration::seconds(config.options.rescan as i64)).min(watermark);
+        if config.rescan() > 0 {
+            let due = (lagged_end - seconds(config.rescan())).min(watermark);
             second.extend(Frame::between(progress.rescanned, due));
         }
         // Seconds still owed their first read get it now, not a second one.
@@ -169,11 +176,34 @@ impl Plan {
             .flat_map(|range| window::subtract(range, &progress.owed_first))
             .collect();
         let mut frames: Vec<(Frame, Pass)> = Vec::new();
+        // What this run reads again, for the deeper reads: a second it reads at an age
+        // past a depth needs no read at that depth (after an outage, say).
+        let mut read_again = second.clone();
         for (ranges, pass) in [(window::merge(first), Pass::First), (second, Pass::Second)] {
             for range in ranges {
                 let cut = Window::cut(range, source.frames_per_range, config.options.stream_frame);
                 frames.extend(cut.into_iter().map(|frame| (frame, pass)));
             }
+        }
+        let mut deeper_ends = Vec::new();
+        for (k, &depth) in config.deeper_rescans().iter().enumerate() {
+            let older = lagged_end - seconds(depth);
+            let covered: Vec<Frame> = read_again
+                .iter()
+                .filter_map(|r| Frame::between(r.start, r.end_exclusive().min(older)))
+                .collect();
+            let (ranges, end) =
+                deeper_reads(&progress, depth, lagged_end, &covered, source.spec.name);
+            read_again.extend(ranges.iter().copied());
+            // Requests follow the records: one frame a range is enough for a read
+            // that only collects what came late.
+            frames.extend(
+                ranges
+                    .into_iter()
+                    .map(|range| (range, Pass::Deeper(k as u8))),
+            );
+            // Seconds this run reads first past the depth need no read at it.
+            deeper_ends.push((depth, end.max(second_end(lagged_end, depth, first_end))));
         }
         frames.sort_by_key(|(frame, _)| frame.start);
         Plan {
@@ -182,8 +212,9 @@ impl Plan {
             },
             passes: frames.iter().map(|(_, pass)| *pass).collect(),
             first_end,
-            second_end: second_end(lagged_end, config.options.rescan, first_end)
-                .max(progress.rescanned),
+            second_end: second_end(lagged_end, config.rescan(), first_end).max(progress.rescanned),
+            deeper_ends,
+            new_seconds: (first_end - watermark).whole_seconds().max(0) as u64,
         }
     }
 
@@ -201,14 +232,83 @@ impl Plan {
                 .collect();
             cap(window::merge(ranges))
         };
+        let deeper = self
+            .deeper_ends
+            .iter()
+            .enumerate()
+            .map(|(k, &(depth, end))| {
+                let before = progress.deeper.iter().find(|d| d.depth == depth);
+                // Seconds before the origin were never read: no depth reads them.
+                let frontier = before.map_or(end, |d| end.max(d.frontier));
+                DeepRead {
+                    depth,
+                    frontier: frontier.max(progress.origin),
+                    owed: owed(Pass::Deeper(k as u8)),
+                }
+            })
+            .collect();
         Progress {
             watermark: self.first_end.max(progress.watermark),
             origin: progress.origin,
             rescanned: self.second_end.max(progress.rescanned),
             owed_first: owed(Pass::First),
             owed_second: owed(Pass::Second),
+            deeper,
         }
     }
+}
+
+fn seconds(n: u64) -> time::Duration {
+    time::Duration::seconds(n as i64)
+}
+
+/// What the read at `depth` must still read of `source` (owed, and newly due, less what
+/// this run reads `covered` at an age past it), and where its frontier stands once that
+/// is read. A depth added to a running deployment starts with the seconds now due at
+/// it; seconds more than its own length behind are dropped for it, with a WARN naming
+/// them.
+fn deeper_reads(
+    progress: &Progress,
+    depth: u64,
+    lagged_end: OffsetDateTime,
+    covered: &[Frame],
+    source: &str,
+) -> (Vec<Frame>, OffsetDateTime) {
+    let due = (lagged_end - seconds(depth)).min(progress.watermark);
+    let known = progress.deeper.iter().find(|d| d.depth == depth);
+    let frontier = known.map_or(due.max(progress.origin), |d| d.frontier);
+    let mut ranges = known.map(|d| d.owed.clone()).unwrap_or_default();
+    ranges.extend(Frame::between(frontier, due));
+    // Seconds still owed their first read get it now, not a deeper one; seconds a
+    // shallower read reads now past this depth need it no more.
+    let mut holes = progress.owed_first.clone();
+    holes.extend(covered.iter().copied());
+    let holes = window::merge(holes);
+    let ranges: Vec<Frame> = window::merge(ranges)
+        .into_iter()
+        .flat_map(|range| window::subtract(range, &holes))
+        .collect();
+    let limit = lagged_end - seconds(2 * depth);
+    let dropped: Vec<Frame> = ranges
+        .iter()
+        .filter_map(|r| Frame::between(r.start, r.end_exclusive().min(limit)))
+        .collect();
+    if !dropped.is_empty() {
+        let shown: Vec<String> = dropped.iter().take(8).map(Frame::as_backfill).collect();
+        log::warn!(
+            "{source}: the read at rescan depth {depth} s fell more than {depth} s behind: \
+             {} s get no read at that depth — {}{}; Graph's budget does not leave \
+             room for it: lower that depth, export fewer sources, or backfill those ranges",
+            dropped.iter().map(Frame::seconds).sum::<u64>(),
+            shown.join(" "),
+            if dropped.len() > 8 { " …" } else { "" }
+        );
+    }
+    let kept = ranges
+        .iter()
+        .filter_map(|r| Frame::between(r.start.max(limit), r.end_exclusive()))
+        .collect();
+    (kept, due.max(frontier))
 }
 
 /// Where the second pass stands once the first pass reached `first_end`: seconds more
@@ -227,6 +327,17 @@ fn second_end(
 /// `progress` without what Graph no longer keeps (30 days), with a WARN if that cut
 /// anything: it is gone.
 fn within_retention(progress: &Progress, now: OffsetDateTime) -> Progress {
+    let deeper_kept = |oldest: OffsetDateTime, keep: &dyn Fn(&[Frame]) -> Vec<Frame>| {
+        progress
+            .deeper
+            .iter()
+            .map(|d| DeepRead {
+                depth: d.depth,
+                frontier: d.frontier.max(oldest),
+                owed: keep(&d.owed),
+            })
+            .collect::<Vec<_>>()
+    };
     let oldest = window::truncate(now - crate::sources::RETENTION);
     if progress.floor() < oldest {
         log::warn!(
@@ -246,6 +357,7 @@ fn within_retention(progress: &Progress, now: OffsetDateTime) -> Progress {
         rescanned: progress.rescanned.max(oldest),
         owed_first: keep(&progress.owed_first),
         owed_second: keep(&progress.owed_second),
+        deeper: deeper_kept(oldest, &keep),
     }
 }
 
@@ -293,6 +405,7 @@ mod tests {
             rescanned: at(780),
             owed_first: Vec::new(),
             owed_second: Vec::new(),
+            deeper: Vec::new(),
         };
         let config = test_config(&[]);
         let plan = Plan::resume(&config, &config.sources[0], now, &progress);
@@ -342,6 +455,49 @@ mod tests {
             }]
         );
         assert!(next.owed_second.is_empty());
+    }
+
+    #[test]
+    fn after_an_outage_the_late_second_reads_serve_the_deeper_depths_too() {
+        let now = datetime!(2026-11-30 12:00:00 UTC);
+        let at = |s: i64| now - time::Duration::seconds(s);
+        // Runs stopped 25 minutes ago (watermark 11:33), every read then up to date.
+        let progress = Progress {
+            watermark: at(1620),
+            origin: at(7200),
+            rescanned: at(2220),
+            owed_first: Vec::new(),
+            owed_second: Vec::new(),
+            deeper: vec![DeepRead {
+                depth: 1200,
+                frontier: at(2820),
+                owed: Vec::new(),
+            }],
+        };
+        let config = test_config(&["--rescan", "600,1200"]);
+        let plan = Plan::resume(&config, &config.sources[0], now, &progress);
+        // The read at 1,200 s is due for 11:13–11:33. The second reads of 11:23–11:33
+        // come now, past 1,200 s: they serve it. Of the rest, 11:13–11:18 is more than
+        // 1,200 s behind it (dropped, with a WARN); 11:18–11:23 is read.
+        let deep: Vec<Frame> = plan
+            .window
+            .frames
+            .iter()
+            .zip(&plan.passes)
+            .filter(|(_, pass)| pass.is_deep())
+            .map(|(frame, _)| *frame)
+            .collect();
+        assert_eq!(
+            deep,
+            [Frame {
+                start: at(2520),
+                end: at(2220) - time::Duration::SECOND,
+            }]
+        );
+        // The first reads of 11:33–11:38 come past 1,200 s too: the frontier is 11:38.
+        let next = plan.after(&progress, |_| None);
+        assert_eq!(next.deeper[0].frontier, at(1320));
+        assert!(next.deeper[0].owed.is_empty());
     }
 
     #[test]

@@ -10,11 +10,11 @@ use time::OffsetDateTime;
 use crate::error::{Error, GraphError};
 use crate::exit;
 use crate::graph::client::BudgetSpent;
-use crate::pipeline::{FrameFailure, FrameOutcome};
+use crate::pipeline::{FrameFailure, FrameOutcome, LateAges};
 use crate::plan::Plan;
 use crate::sources::SourceSpec;
 use crate::state::{Progress, StateStore};
-use crate::window::{self, Frame, Window};
+use crate::window::{self, Frame, Pass, Window};
 
 /// What one source's export did.
 pub struct SourceReport {
@@ -32,6 +32,9 @@ pub struct SourceReport {
     pub spent: BudgetSpent,
     /// Its requests by HTTP status (`error`: no answer).
     pub requests_by_code: BTreeMap<String, u64>,
+    /// After this run, how far each read again (by `rescan` depth) is behind, in
+    /// seconds, when this run keeps state.
+    pub behind: Vec<(u64, u64)>,
 }
 
 pub struct RunReport {
@@ -47,7 +50,21 @@ const RANGES_SHOWN: usize = 8;
 
 impl SourceReport {
     pub fn failed(&self) -> impl Iterator<Item = &FrameOutcome> {
-        self.frames.iter().filter(|f| f.failure.is_some())
+        self.frames.iter().filter(|f| f.failed())
+    }
+
+    /// Records a read after the first delivered: Graph published them late.
+    pub fn late(&self) -> u64 {
+        self.frames.iter().map(FrameOutcome::late).sum()
+    }
+
+    /// The ages of the late records when found.
+    pub fn late_ages(&self) -> LateAges {
+        let mut ages = LateAges::default();
+        for frame in &self.frames {
+            ages.merge(&frame.late_ages);
+        }
+        ages
     }
 
     /// Stores where the plan's reads leave the progress: the frontiers move on, and
@@ -59,6 +76,8 @@ impl SourceReport {
         store: &dyn StateStore,
         plan: &Plan,
         progress: Option<Progress>,
+        lagged_end: OffsetDateTime,
+        depths: &[u64],
     ) {
         let Some(progress) = progress.filter(|_| self.window.start().is_some()) else {
             return;
@@ -67,6 +86,7 @@ impl SourceReport {
         match store.save(next.clone()) {
             Ok(()) => {
                 self.watermark = Some(next.watermark);
+                self.behind = next.behind(lagged_end, depths);
                 self.oldest_unread = next
                     .owed_first
                     .iter()
@@ -89,18 +109,21 @@ impl SourceReport {
         if let Some(watermark) = self.watermark {
             fields.push(("watermark", window::utc_second(watermark)));
         }
+        // With deeper reads, where each read again stands (`600:0,7200:340`).
+        if self.behind.len() > 1 {
+            let behind: Vec<String> = self
+                .behind
+                .iter()
+                .map(|(depth, seconds)| format!("{depth}:{seconds}"))
+                .collect();
+            fields.push(("rescan_behind", behind.join(",")));
+        }
         let unread = self.unread();
         if !unread.is_empty() {
             let mut shown: Vec<String> = unread
                 .iter()
                 .take(RANGES_SHOWN)
-                .map(|r| {
-                    format!(
-                        "[--since {} --until {}]",
-                        window::utc_second(r.start),
-                        window::utc_second(r.end_exclusive())
-                    )
-                })
+                .map(Frame::as_backfill)
                 .collect();
             if unread.len() > RANGES_SHOWN {
                 shown.push(format!("and {} more", unread.len() - RANGES_SHOWN));
@@ -176,15 +199,84 @@ impl SourceReport {
         }
     }
 
-    /// What the failed frames left unread, as few contiguous ranges as can be.
+    /// What the failed frames of the first two reads left unread, as few contiguous
+    /// ranges as can be (a deeper read's unfinished seconds were read twice already:
+    /// they are owed at its depth, and counted in `rescan_behind`).
     pub fn unread(&self) -> Vec<Frame> {
-        window::merge(self.frames.iter().filter_map(|f| f.unfinished).collect())
+        window::merge(
+            self.frames
+                .iter()
+                .filter(|f| !matches!(f.pass, Pass::Deeper(_)))
+                .filter_map(|f| f.unfinished)
+                .collect(),
+        )
+    }
+}
+
+/// The share of what the deepest read reads that, found new there, says records are
+/// still arriving that late (and so, probably, later).
+const STILL_ARRIVING: f64 = 0.01;
+
+/// The depth a WARN suggests adding when records still arrive at the deepest read:
+/// Microsoft's documented tail (two hours for risky and MFA sign-ins), or twice the
+/// deepest one past it.
+fn deeper_suggestion(deepest: u64) -> u64 {
+    match deepest {
+        ..7200 => 7200,
+        _ => (2 * deepest).min(7 * 86_400),
     }
 }
 
 impl RunReport {
     pub fn failed(&self) -> impl Iterator<Item = &FrameOutcome> {
         self.sources.iter().flat_map(SourceReport::failed)
+    }
+
+    /// One WARN when the deepest read of `depths` (the `rescan` list) found more than
+    /// [`STILL_ARRIVING`] of what it read new: records are still arriving at that
+    /// depth, so some probably arrive after it and are never read. Names the setting.
+    pub fn warn_if_still_arriving(&self, depths: &[u64], name_sources: bool) {
+        let Some(&deepest) = depths.last() else {
+            return;
+        };
+        let pass = match depths.len() {
+            1 => Pass::Second,
+            n => Pass::Deeper((n - 2) as u8),
+        };
+        let mut found = Vec::new();
+        for source in &self.sources {
+            let at_depth = source.frames.iter().filter(|f| f.pass == pass);
+            let (read, late) = at_depth.fold((0, 0), |(read, late), f| {
+                (read + f.records, late + f.late())
+            });
+            if late > 0 && late as f64 > STILL_ARRIVING * read as f64 {
+                let what = match name_sources {
+                    true => format!("{} ", source.source.name),
+                    false => String::new(),
+                };
+                found.push(format!(
+                    "{what}{late} of {read} ({:.1} %)",
+                    100.0 * late as f64 / read as f64
+                ));
+            }
+        }
+        if found.is_empty() {
+            return;
+        }
+        let mut longer: Vec<String> = depths.iter().map(u64::to_string).collect();
+        let advice = match depths.len() {
+            4 => format!("raise the deepest rescan depth (now {deepest} s)"),
+            _ => {
+                longer.push(deeper_suggestion(deepest).to_string());
+                format!("read deeper: rescan {} (GRAPH_RESCAN)", longer.join(","))
+            }
+        };
+        log::warn!(
+            "records are still arriving at the deepest read (rescan depth {deepest} s): it \
+             found {} of what it read new, so some probably arrive after it and are never \
+             exported; {advice}",
+            found.join(", ")
+        );
     }
 
     pub fn exit_code(&self) -> u8 {
@@ -274,10 +366,11 @@ fn totals(
     spent: &BudgetSpent,
     elapsed: Duration,
 ) -> Vec<(&'static str, String)> {
-    let failed = frames.iter().filter(|f| f.failure.is_some()).count();
+    let failed = frames.iter().filter(|f| f.failed()).count();
+    let deferred = frames.iter().filter(|f| f.deferred()).count();
     let sum = |figure: fn(&FrameOutcome) -> u64| frames.iter().map(figure).sum::<u64>();
     let mut fields = vec![
-        ("frames_ok", (frames.len() - failed).to_string()),
+        ("frames_ok", (frames.len() - failed - deferred).to_string()),
         ("frames_failed", failed.to_string()),
         ("pages", sum(|f| f.pages).to_string()),
         ("records", sum(|f| f.records).to_string()),
@@ -288,9 +381,20 @@ fn totals(
         ("waited", format!("{:.1}", spent.waited.as_secs_f64())),
         ("seconds", format!("{:.3}", elapsed.as_secs_f64())),
     ];
+    // Late records can only be told with state: a run without it reads each second once.
+    if frames.iter().any(|f| f.pass != Pass::First) {
+        fields.push(("late", sum(FrameOutcome::late).to_string()));
+    }
+    if deferred > 0 {
+        fields.push(("deferred", deferred.to_string()));
+    }
     let unkeyed = sum(|f| f.unkeyed);
     if unkeyed > 0 {
         fields.push(("unkeyed", unkeyed.to_string()));
+    }
+    let updated = sum(|f| f.updated);
+    if updated > 0 {
+        fields.push(("updated", updated.to_string()));
     }
     let unheard = sum(|f| f.unheard);
     if unheard > 0 {
@@ -301,7 +405,12 @@ fn totals(
 
 /// One ERROR per failed frame, with what it had written.
 pub(crate) fn log_failures<'a>(frames: impl Iterator<Item = &'a FrameOutcome>, name_sources: bool) {
+    let mut deferred = Vec::new();
     for outcome in frames {
+        if outcome.deferred() {
+            deferred.push(outcome);
+            continue;
+        }
         if let Some(failure) = &outcome.failure {
             log::error!(
                 "{}frame {} incomplete ({} pages, {} records written): {failure}",
@@ -311,5 +420,14 @@ pub(crate) fn log_failures<'a>(frames: impl Iterator<Item = &'a FrameOutcome>, n
                 outcome.records
             );
         }
+    }
+    if let Some(first) = deferred.first() {
+        log::info!(
+            "{} deeper-read frames deferred (the first {}{}): the budget this run leaves to \
+             deeper reads is spent; they are owed at their depth, and a later run reads them",
+            deferred.len(),
+            crate::sources::log_prefix(first.source, name_sources),
+            first.frame
+        );
     }
 }

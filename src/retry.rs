@@ -41,8 +41,9 @@ struct GateState {
 
 /// The budget as other processes see it too (the Redis backend keeps it in Redis).
 pub trait SharedBudget: Send + Sync {
-    /// Claims a place for request `id`, or says why not yet.
-    fn claim(&self, id: &str) -> Result<SharedClaim, String>;
+    /// Claims a place for request `id` that leaves `reserve` places of the window free,
+    /// or says why not yet.
+    fn claim(&self, id: &str, reserve: u32) -> Result<SharedClaim, String>;
     /// Request `id` was answered: its place counts for the window's length from now.
     fn answered(&self, id: &str) -> Result<(), String>;
     /// Holds every process for `wait` (a 429's Retry-After).
@@ -170,12 +171,14 @@ impl RequestGate {
     }
 
     /// Blocks until a request may be sent without exceeding the rate limit or cutting
-    /// into a pause. Hold the turn until the answer has arrived. `waited` hears every
+    /// into a pause, leaving `reserve` places of the window to others (a deeper read
+    /// takes no one's last place). Hold the turn until the answer has arrived. `waited` hears every
     /// stretch of waiting as it ends (at most a second each), so a long wait shows in
     /// progress lines while it lasts.
     pub fn wait_turn(
         &self,
         deadline: Instant,
+        reserve: u32,
         waited: &dyn Fn(Duration),
     ) -> Result<Turn<'_>, NoTurn> {
         let mut state = self.lock();
@@ -189,12 +192,12 @@ impl RequestGate {
             if now >= deadline {
                 return Err(NoTurn::Deadline);
             }
-            let ready_at = self.ready_at(&mut state, now);
+            let ready_at = self.ready_at(&mut state, now, reserve);
             if ready_at.is_some_and(|t| t <= now) {
                 let id = state.next_id;
                 if let Some(shared) = self.shared_budget() {
                     // Other processes may hold the budget: wait as for a pause.
-                    match self.check_shared(shared.claim(&self.claim_id(id))) {
+                    match self.check_shared(shared.claim(&self.claim_id(id), reserve)) {
                         Some(SharedClaim::Full(wait)) => {
                             state.paused_until = Some(now + wait.min(MAX_RETRY_AFTER));
                             continue;
@@ -246,7 +249,7 @@ impl RequestGate {
     }
 
     /// When the next request may go; None while that depends on answers still out.
-    fn ready_at(&self, state: &mut GateState, now: Instant) -> Option<Instant> {
+    fn ready_at(&self, state: &mut GateState, now: Instant, reserve: u32) -> Option<Instant> {
         let ready = state.paused_until.unwrap_or(now).max(now);
         let Some(limit) = self.limit else {
             return Some(ready);
@@ -254,7 +257,8 @@ impl RequestGate {
         state
             .claims
             .retain(|c| c.answered.is_none_or(|t| now.duration_since(t) < limit.per));
-        if state.claims.len() < limit.requests as usize {
+        let room = limit.requests.saturating_sub(reserve).max(1) as usize;
+        if state.claims.len() < room {
             return Some(ready);
         }
         let freed_at = state
@@ -405,7 +409,7 @@ mod tests {
         let start = Instant::now();
         let far = start + Duration::from_secs(10);
         for _ in 0..4 {
-            drop(gate.wait_turn(far, &|_| {}).unwrap());
+            drop(gate.wait_turn(far, 0, &|_| {}).unwrap());
         }
         assert!(start.elapsed() >= Duration::from_millis(300));
     }
@@ -419,17 +423,17 @@ mod tests {
         let gate = RequestGate::new(Some(limit), Stop::default());
         let now = Instant::now();
         let in_flight = gate
-            .wait_turn(now + Duration::from_secs(5), &|_| {})
+            .wait_turn(now + Duration::from_secs(5), 0, &|_| {})
             .unwrap();
         // Long after `per`, but the first answer is not in: no second turn.
         assert!(matches!(
-            gate.wait_turn(now + Duration::from_millis(200), &|_| {}),
+            gate.wait_turn(now + Duration::from_millis(200), 0, &|_| {}),
             Err(NoTurn::Deadline)
         ));
         drop(in_flight);
         let answered = Instant::now();
         drop(
-            gate.wait_turn(now + Duration::from_secs(5), &|_| {})
+            gate.wait_turn(now + Duration::from_secs(5), 0, &|_| {})
                 .unwrap(),
         );
         assert!(answered.elapsed() >= Duration::from_millis(50));
@@ -439,7 +443,7 @@ mod tests {
     fn no_turn_after_the_deadline_even_unpaced() {
         let gate = RequestGate::new(None, Stop::default());
         assert_eq!(
-            gate.wait_turn(Instant::now(), &|_| {}).map(drop),
+            gate.wait_turn(Instant::now(), 0, &|_| {}).map(drop),
             Err(NoTurn::Deadline)
         );
     }
@@ -450,11 +454,11 @@ mod tests {
         let now = Instant::now();
         gate.pause_all(now + Duration::from_millis(200));
         assert!(matches!(
-            gate.wait_turn(now + Duration::from_millis(50), &|_| {}),
+            gate.wait_turn(now + Duration::from_millis(50), 0, &|_| {}),
             Err(NoTurn::Deadline)
         ));
         drop(
-            gate.wait_turn(now + Duration::from_secs(5), &|_| {})
+            gate.wait_turn(now + Duration::from_secs(5), 0, &|_| {})
                 .unwrap(),
         );
         assert!(now.elapsed() >= Duration::from_millis(200));
@@ -468,7 +472,7 @@ mod tests {
         let waiter = {
             let gate = gate.clone();
             std::thread::spawn(move || {
-                gate.wait_turn(Instant::now() + Duration::from_secs(900), &|_| {})
+                gate.wait_turn(Instant::now() + Duration::from_secs(900), 0, &|_| {})
                     .map(drop)
             })
         };

@@ -2,6 +2,7 @@
 //! source's frames through the shared pipeline, write each to its sink, save where each
 //! source's reads leave its progress, and report ([`RunReport`]).
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Instant;
 
@@ -14,7 +15,7 @@ use crate::graph::GraphClient;
 use crate::graph::client::PageShape;
 use crate::metrics::RunFigures;
 use crate::pipeline::{self, FrameOutcome, Job, Lane, PipelineOptions};
-use crate::plan::{self, Plan};
+use crate::plan::{self, Pass, Plan};
 use crate::redis_client::RedisPool;
 use crate::report::{RunReport, SourceReport, log_failures};
 use crate::retry::RetryOptions;
@@ -22,6 +23,7 @@ use crate::setup::Setup;
 use crate::sink::dedup::DedupSink;
 use crate::sink::redis::Dedup;
 use crate::sink::{self, Sink};
+use crate::sources::Bucket;
 use crate::state::{self, Resumed};
 use crate::window::{self, Frame, Window};
 
@@ -127,11 +129,21 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         .map(|(export, client)| Lane {
             client,
             sink: export.sink.as_ref(),
+            versioned: config.versioned(export.source),
         })
         .collect();
-    let windows: Vec<&Window> = exports.iter().map(|e| &e.window).collect();
+    let planned_reads: Vec<(&Window, Vec<Pass>)> = exports
+        .iter()
+        .map(|e| {
+            let passes = match &e.plan {
+                Some(plan) => plan.passes.clone(),
+                None => vec![Pass::First; e.window.frames.len()],
+            };
+            (&e.window, passes)
+        })
+        .collect();
     let lagged_end = window::lagged_until(now, config.options.timelag);
-    let jobs = order_jobs(&windows, lagged_end, config.options.rescan);
+    let jobs = order_jobs(&planned_reads, lagged_end, config.rescan());
     for export in &exports {
         log::info!(
             "exporting {}window {} in {} frames with {} streams",
@@ -152,19 +164,23 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             progress_every: config.progress_every,
             name_sources: config.name_sources(),
             bar: wants_bar(config, &exports),
+            deep_allowance: deep_allowance(config, &exports),
+            now,
         },
     )?
     .into_iter()
     .zip(&jobs)
-    .map(|(outcome, job)| (job.lane, outcome))
+    .map(|(outcome, job)| (job.lane, job.index, outcome))
     .collect::<Vec<_>>();
-    log_failures(outcomes.iter().map(|(_, o)| o), config.name_sources());
+    // Each lane's outcomes in the order of its window's frames (its plan's indices).
+    outcomes.sort_by_key(|(lane, index, _)| (*lane, *index));
+    log_failures(outcomes.iter().map(|(_, _, o)| o), config.name_sources());
     let mut sources = Vec::with_capacity(exports.len());
     for (lane, (export, client)) in exports.into_iter().zip(&clients).enumerate() {
         // The outcomes of a lane in the order of its window's frames.
         let frames: Vec<FrameOutcome> = outcomes
-            .extract_if(.., |(l, _)| *l == lane)
-            .map(|(_, outcome)| outcome)
+            .extract_if(.., |(l, _, _)| *l == lane)
+            .map(|(_, _, outcome)| outcome)
             .collect();
         let mut report = SourceReport {
             source: client.source(),
@@ -175,6 +191,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             state_error: export.state_lost,
             spent: client.spent(),
             requests_by_code: client.requests_by_code(),
+            behind: Vec::new(),
         };
         if let (
             Some(Resumed {
@@ -184,17 +201,25 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             Some(plan),
         ) = (export.resumed, export.plan)
         {
-            report.save_progress(store.as_ref(), &plan, progress);
+            report.save_progress(
+                store.as_ref(),
+                &plan,
+                progress,
+                lagged_end,
+                &config.options.rescan,
+            );
             store.unlock();
         }
         report.warn_if_cut_short(config.run_deadline(), lagged_end, config.name_sources());
         sources.push(report);
     }
-    Ok(RunReport {
+    let report = RunReport {
         sources,
         elapsed: started.elapsed(),
         interrupted: setup.stop.requested(),
-    })
+    };
+    report.warn_if_still_arriving(&config.options.rescan, config.name_sources());
+    Ok(report)
 }
 
 /// Takes one source's state and lock, plans its window and opens its sink; a Redis
@@ -282,20 +307,28 @@ const ROUTINE_SLACK: i64 = 600;
 /// The order frames are fetched in. With one source, its plan's order (oldest first).
 /// With several, every source's routine frames come before any catch-up or backfill
 /// frame, and within each class the sources take turns, so that one source's backlog
-/// never keeps the others from their minute.
-fn order_jobs(windows: &[&Window], lagged_end: OffsetDateTime, rescan: u64) -> Vec<Job> {
+/// never keeps the others from their minute. Deeper reads come after everything else:
+/// they spend what is left.
+fn order_jobs(
+    planned: &[(&Window, Vec<Pass>)],
+    lagged_end: OffsetDateTime,
+    rescan: u64,
+) -> Vec<Job> {
     let routine_from = lagged_end - time::Duration::seconds(rescan as i64 + ROUTINE_SLACK);
-    let mut keyed: Vec<((bool, usize, usize), Job)> = Vec::new();
-    for (lane, window) in windows.iter().enumerate() {
-        let mut turns = [0usize; 2];
-        for frame in &window.frames {
-            let backlog = windows.len() > 1 && frame.start < routine_from;
-            let turn = &mut turns[usize::from(backlog)];
+    let mut keyed: Vec<((bool, bool, usize, usize), Job)> = Vec::new();
+    for (lane, (window, passes)) in planned.iter().enumerate() {
+        let mut turns = [0usize; 4];
+        for (index, (frame, pass)) in window.frames.iter().zip(passes).enumerate() {
+            let deep = matches!(pass, Pass::Deeper(_));
+            let backlog = planned.len() > 1 && frame.start < routine_from;
+            let turn = &mut turns[usize::from(backlog) + 2 * usize::from(deep)];
             keyed.push((
-                (backlog, *turn, lane),
+                (deep, backlog, *turn, lane),
                 Job {
                     lane,
+                    index,
                     frame: *frame,
+                    pass: *pass,
                 },
             ));
             *turn += 1;
@@ -303,6 +336,28 @@ fn order_jobs(windows: &[&Window], lagged_end: OffsetDateTime, rescan: u64) -> V
     }
     keyed.sort_by_key(|(key, _)| *key);
     keyed.into_iter().map(|(_, job)| job).collect()
+}
+
+/// What each paced bucket may spend this run before deeper reads wait for a later one:
+/// the bucket's rate times the seconds of new data the run reads for the first time
+/// (the most of its sources'), so that deeper reads only use what the first two reads
+/// leave of a minute's budget.
+fn deep_allowance(config: &Config, exports: &[Export]) -> BTreeMap<Bucket, u64> {
+    let mut allowance = BTreeMap::new();
+    if config.deeper_rescans().is_empty() {
+        return allowance;
+    }
+    for export in exports {
+        let bucket = export.source.spec.bucket;
+        let Some((requests, per)) = config.rate_limit_of(bucket) else {
+            continue;
+        };
+        let new_seconds = export.plan.as_ref().map_or(0, Plan::new_seconds);
+        let earned = (f64::from(requests) * new_seconds as f64 / per.as_secs_f64()).floor() as u64;
+        let entry = allowance.entry(bucket).or_insert(0);
+        *entry = (*entry).max(earned);
+    }
+    allowance
 }
 
 /// `source`'s sink, deduplicating when the run keeps state: in Redis with a seen-set
@@ -320,6 +375,7 @@ fn open_sink(
     // later one's second read or owed range.
     let dedup = resumed.map(|r| Dedup {
         seen_key: source.key("seen"),
+        versioned: config.versioned(source),
         floor: window
             .start()
             .map(|start| r.progress.as_ref().map_or(start, |p| p.floor().min(start)))
@@ -351,7 +407,16 @@ mod tests {
         let steady = Window {
             frames: vec![frame(660), frame(60), frame(30)],
         };
-        let jobs = order_jobs(&[&behind, &steady], lagged_end, 600);
+        let firsts = |w: &Window| vec![Pass::First; w.frames.len()];
+        let mut deep = steady.clone();
+        deep.frames.push(frame(1200));
+        let mut deep_passes = firsts(&steady);
+        deep_passes.push(Pass::Deeper(0));
+        let jobs = order_jobs(
+            &[(&behind, firsts(&behind)), (&deep, deep_passes)],
+            lagged_end,
+            600,
+        );
         let order: Vec<(usize, i64)> = jobs
             .iter()
             .map(|j| (j.lane, (lagged_end - j.frame.start).whole_seconds()))
@@ -365,11 +430,13 @@ mod tests {
                 (1, 60),
                 (1, 30),
                 (0, 86_400),
-                (0, 43_200)
+                (0, 43_200),
+                (1, 1200)
             ]
         );
+        assert_eq!(jobs[7].pass, Pass::Deeper(0));
         // One source keeps its plan's order.
-        let alone = order_jobs(&[&behind], lagged_end, 600);
+        let alone = order_jobs(&[(&behind, firsts(&behind))], lagged_end, 600);
         assert_eq!(alone[0].frame, frame(86_400));
     }
 }

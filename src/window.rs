@@ -22,6 +22,15 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// The flags that export exactly this range again: `[--since S --until E]`.
+    pub fn as_backfill(&self) -> String {
+        format!(
+            "[--since {} --until {}]",
+            utc_second(self.start),
+            utc_second(self.end_exclusive())
+        )
+    }
+
     /// The seconds from `start` to `end`, both included (`[start, end_exclusive)`
     /// given as such); None when empty.
     pub fn between(start: OffsetDateTime, end_exclusive: OffsetDateTime) -> Option<Frame> {
@@ -82,6 +91,26 @@ pub fn subtract(range: Frame, holes: &[Frame]) -> Vec<Frame> {
             .collect();
     }
     parts
+}
+
+/// Which read of its seconds a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Pass {
+    /// When the seconds become due (`now − timelag`), or catching up on them.
+    First,
+    /// When they are the first `rescan` depth past due, for records Graph published
+    /// late.
+    Second,
+    /// At a deeper `rescan` depth (its index among the deeper ones), with the budget
+    /// the first two reads leave.
+    Deeper(u8),
+}
+
+impl Pass {
+    /// A read at a deeper `rescan` depth.
+    pub fn is_deep(self) -> bool {
+        matches!(self, Pass::Deeper(_))
+    }
 }
 
 /// The seconds a run covers, in frames.

@@ -2,13 +2,15 @@
 -- flight the latest it can be answered), pause (string: what set it, with an expiry),
 -- limits (hash: "N/PER_MS" -> until when that declaration counts, ms).
 -- ARGV: claim id, this process's N, its PER (ms), its http_timeout (ms), the longest
--- pause taken as real (ms).
+-- pause taken as real (ms), the places of every window to leave free (a deeper read
+-- takes no one's last place).
 -- Returns {wait ms (0: granted), why ('granted' | 'full' | 'paused'), the pause's
 -- setter, the tightest N, its PER, junk removed}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, n, per = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local timeout, longest_pause = tonumber(ARGV[4]), tonumber(ARGV[5])
+local reserve = tonumber(ARGV[6] or '0')
 local junk = 0
 
 -- Keys of another type are junk: removed, not a reason to stop.
@@ -69,11 +71,11 @@ end
 -- Every declared limit holds, each over its own window.
 local wait = 0
 for _, limit in ipairs(limits) do
-  local ln, lper = limit[1], limit[2]
+  local room, lper = math.max(1, limit[1] - reserve), limit[2]
   local counted = redis.call('ZCOUNT', KEYS[1], '(' .. (now - lper), '+inf')
-  if counted >= ln then
+  if counted >= room then
     local kth = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - lper), '+inf',
-      'WITHSCORES', 'LIMIT', counted - ln, 1)
+      'WITHSCORES', 'LIMIT', counted - room, 1)
     local free_at = math.min(tonumber(kth[2]), now) + lper
     wait = math.max(wait, free_at - now, 1)
   end

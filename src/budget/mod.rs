@@ -44,7 +44,10 @@ pub fn gates(config: &Config, stop: &Stop) -> Result<BTreeMap<Bucket, Arc<Reques
         }
         let limit = config
             .rate_limit_of(bucket)
-            .map(|(requests, per)| RateLimit { requests, per });
+            .map(|(requests, per)| RateLimit {
+                requests,
+                per: per / config.budget_speedup,
+            });
         let gate = RequestGate::new(limit, stop.clone());
         let gate = match limit.filter(|_| config.options.queue_backend.uses_redis()) {
             Some(limit) => gate.with_shared(Box::new(RedisBudget::new(config, bucket, limit)?)),
@@ -159,7 +162,7 @@ fn setter(wait: Duration) -> String {
 }
 
 impl SharedBudget for RedisBudget {
-    fn claim(&self, id: &str) -> Result<SharedClaim, String> {
+    fn claim(&self, id: &str, reserve: u32) -> Result<SharedClaim, String> {
         let (wait, why, by, tight_n, tight_per, junk): ClaimReply = self.with_connection(|c| {
             self.claim
                 .key(&self.claims_key)
@@ -170,6 +173,7 @@ impl SharedBudget for RedisBudget {
                 .arg(millis(self.limit.per))
                 .arg(millis(self.http_timeout))
                 .arg(millis(MAX_RETRY_AFTER))
+                .arg(reserve)
                 .invoke(c)
         })?;
         let tight = RateLimit {

@@ -54,6 +54,10 @@ pub struct Config {
     /// Backoffs times this (1; `MSGX_BACKOFF_MS` = the first retry's ceiling in
     /// tests, so they need not sleep through real backoffs).
     pub backoff_scale: f64,
+    /// Rate-limit windows pass this many times faster in real time (1;
+    /// `MSGX_BUDGET_SPEEDUP` in tests, so a replay of cron runs need not wait through
+    /// Graph's real budget). What a run may spend per second of data is unchanged.
+    pub budget_speedup: u32,
     /// Said at WARN once logging is set up: values the config file overrode, options
     /// without effect, a config file others can read.
     pub warnings: Vec<String>,
@@ -148,6 +152,23 @@ impl Config {
     /// `streams` frames of `stream_frame` seconds.
     pub fn lagged_frames(&self) -> usize {
         self.options.streams
+    }
+
+    /// The first rescan depth: when each second is read the second time (0: never).
+    pub fn rescan(&self) -> u64 {
+        self.options.rescan.first().copied().unwrap_or(0)
+    }
+
+    /// The rescan depths after the first: each second is read once more at each, with
+    /// the budget the first two reads leave.
+    pub fn deeper_rescans(&self) -> &[u64] {
+        self.options.rescan.get(1..).unwrap_or_default()
+    }
+
+    /// Whether `source`'s records are keyed by id and content (`signin_updates`, for
+    /// the sign-in sources): a record Microsoft changed is delivered again.
+    pub fn versioned(&self, source: &SourceConfig) -> bool {
+        self.options.signin_updates && source.spec.is_sign_ins()
     }
 
     /// Frames a backfill's range is cut into, per source: one per fetcher.
@@ -288,6 +309,7 @@ pub fn load(
     // A test knob like MSGX_NOW: how often a long run logs its progress.
     let progress_every = test_knob(env, "MSGX_PROGRESS_SECONDS", |v| parse::integer(v, 1, 3600))?;
     let backoff_ms = test_knob(env, "MSGX_BACKOFF_MS", |v| parse::integer(v, 1, 60_000))?;
+    let budget_speedup = test_knob(env, "MSGX_BUDGET_SPEEDUP", |v| parse::integer(v, 1, 10_000))?;
     let now = fixed_now.unwrap_or_else(OffsetDateTime::now_utc);
     // What is wrong with single keys of the file goes with every other problem.
     let built = values.build(env, now);
@@ -325,6 +347,9 @@ pub fn load(
     }
     if let Some(ms) = backoff_ms {
         config.backoff_scale = ms as f64 / 1000.0;
+    }
+    if let Some(speedup) = budget_speedup {
+        config.budget_speedup = speedup as u32;
     }
     Ok(Invocation::Run(Box::new(config)))
 }
@@ -379,6 +404,7 @@ impl Values {
             fixed_now: None,
             progress_every: Duration::from_secs(10),
             backoff_scale: 1.0,
+            budget_speedup: 1,
             warnings: Vec::new(),
         };
         self.check_sources(&config)?;
@@ -480,7 +506,7 @@ mod tests {
         assert_eq!(config.options.state, StateMode::Auto);
         assert_eq!(config.options.state_file, None);
         assert_eq!(config.options.max_catchup, 86_400);
-        assert_eq!(config.options.rescan, 600);
+        assert_eq!(config.options.rescan, [600]);
         assert_eq!(config.options.queue_backend, Backend::Redis);
         assert_eq!(config.options.queue_type, QueueType::List);
         assert_eq!(config.options.queue_key, "ms_graph_exporter");

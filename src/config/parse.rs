@@ -217,6 +217,32 @@ pub fn moment(value: &str) -> Result<Moment, String> {
         .map_err(|_| accepted.into())
 }
 
+/// `rescan`: the depths at which each second is read again, in seconds, comma-separated
+/// (`600`, `600,7200`), sorted and each once; `0` for none.
+pub fn rescan(value: &str) -> Result<Vec<u64>, String> {
+    let accepted = || {
+        "seconds from 1 to 604800, comma-separated and each once (600 or 600,7200; YAML: a \
+         list), at most 4, or 0 for no second read"
+            .to_string()
+    };
+    if value.trim() == "0" {
+        return Ok(Vec::new());
+    }
+    let mut depths = Vec::new();
+    for part in value.split(',') {
+        let depth = integer(part, 1, 7 * 86_400).map_err(|_| accepted())?;
+        if depths.contains(&depth) {
+            return Err(accepted());
+        }
+        depths.push(depth);
+    }
+    if depths.len() > 4 {
+        return Err(accepted());
+    }
+    depths.sort_unstable();
+    Ok(depths)
+}
+
 /// `N/SECONDS` (N requests per SECONDS) or `0` for no limit.
 pub fn rate_limit(value: &str) -> Result<Option<(u32, Duration)>, String> {
     window_limit(value).map(|limit| limit.map(|(n, s)| (n, Duration::from_secs(s))))

@@ -122,7 +122,7 @@ impl Values {
             return None;
         }
         // Each second is read twice (when due and `rescan` later) unless rescan is 0.
-        let (passes, reads) = match config.options.rescan {
+        let (passes, reads) = match config.rescan() {
             0 => (1.0, "each second read once"),
             _ => (2.0, "each second read twice"),
         };

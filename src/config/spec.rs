@@ -302,8 +302,12 @@ options! {
     /// most seconds of backlog one run works off, oldest first
     max_catchup: u64 = value("seconds", Some("86400")), given(|v| parse::integer(v, 60, 30 * 86_400));
     /// each second is read once more this many seconds after it became due, for late
-    /// records (0: once only)
-    rescan: u64 = value("seconds", Some("600")), given(|v| parse::integer(v, 0, 7 * 86_400));
+    /// records; a list reads it again at each depth (600,7200), deeper reads with the
+    /// budget the others leave (0: once only)
+    rescan: Vec<u64> = structured("seconds", Some("600")), given(parse::rescan);
+    /// sign-ins Microsoft changed after they were first read (an MFA result merged)
+    /// are delivered again, whole: deduplicated on id and content
+    signin_updates: bool = value("true|false", Some("false")), given(parse::boolean);
     /// backfill: export [since, until) instead of the lagged window; a time, a date
     /// (2026-11-29) or an age (-24h, -90m, -2d)
     since: Option<Moment> = cli_only("when"), optional(parse::moment);

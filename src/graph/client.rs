@@ -191,10 +191,12 @@ impl GraphClient {
     }
 
     /// Fetches `frame` page by page, handing each page to `on_page` in Graph's order.
-    /// Stops at the first page that fails, or when `on_page` breaks.
+    /// Stops at the first page that fails, or when `on_page` breaks. A `deep` frame (a
+    /// deeper read) leaves every window a slot for others' first and second reads.
     pub fn fetch_frame(
         &self,
         frame: &Frame,
+        deep: bool,
         mut on_page: impl FnMut(Page) -> ControlFlow<()>,
     ) -> Result<(), GraphError> {
         let mut url = self.first_url(frame);
@@ -203,7 +205,7 @@ impl GraphClient {
             + 10;
         let mut guard = NextLinkGuard::new(&self.graph_url, &url, max_pages);
         loop {
-            let page = self.fetch_page(&url)?;
+            let page = self.fetch_page_as(&url, u32::from(deep))?;
             let next = page.next_link().map(str::to_string);
             if on_page(page).is_break() {
                 return Ok(());
@@ -227,6 +229,12 @@ impl GraphClient {
     /// attempts and never past the deadline. A 429 pauses every stream; an expired
     /// token is replaced once.
     pub fn fetch_page(&self, url: &str) -> Result<Page, GraphError> {
+        self.fetch_page_as(url, 0)
+    }
+
+    /// [`fetch_page`](Self::fetch_page), its turns leaving `reserve` places of every
+    /// window free.
+    fn fetch_page_as(&self, url: &str, reserve: u32) -> Result<Page, GraphError> {
         let deadline_reached = |last: Option<GraphError>| GraphError::Deadline {
             url: display_url(url),
             last: last.map(Box::new),
@@ -243,7 +251,7 @@ impl GraphClient {
                     .waited_micros
                     .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
             };
-            let turn = match self.gate.wait_turn(self.retry.deadline, &waited) {
+            let turn = match self.gate.wait_turn(self.retry.deadline, reserve, &waited) {
                 Ok(turn) => turn,
                 Err(NoTurn::Deadline) => return Err(deadline_reached(None)),
                 Err(NoTurn::Stopped) => return Err(interrupted()),

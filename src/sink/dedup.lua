@@ -17,15 +17,32 @@ if container and max_len > 0 then
     return redis.error_reply('BEHIND consumer behind: ' .. KEYS[1] .. ' holds ' .. held .. ' >= max_queue_len ' .. max_len)
   end
 end
-local fresh, ids, marks, taken = {}, {}, {}, {}
-for i = 6, #ARGV, 3 do
+-- Versioned keys are `{record id}#{content digest}`: the record id joins the set too,
+-- so that a new version of a record delivered before is told from a new record.
+local versioned = ARGV[6] == '1'
+local fresh, ids, marks, taken, offsets = {}, {}, {}, {}, {}
+local updates, first_seen = {}, {}
+for i = 7, #ARGV, 3 do
   local id = ARGV[i]
   if not taken[id] and not redis.call('ZSCORE', KEYS[2], id) then
     taken[id] = true
+    local offset = (i - 7) / 3
     fresh[#fresh + 1] = ARGV[i + 2]
     ids[#ids + 1] = id
+    offsets[#offsets + 1] = offset
     marks[#marks + 1] = ARGV[i + 1]
     marks[#marks + 1] = id
+    local record_id = versioned and string.match(id, '^(.*)#%x+$')
+    if record_id then
+      if taken[record_id] or redis.call('ZSCORE', KEYS[2], record_id) then
+        updates[offset] = true
+      else
+        first_seen[id] = record_id
+      end
+      taken[record_id] = true
+      marks[#marks + 1] = ARGV[i + 1]
+      marks[#marks + 1] = record_id
+    end
   end
 end
 local unheard = 0
@@ -44,17 +61,32 @@ if #fresh > 0 then
     redis.call('ZADD', KEYS[2], unpack(marks))
   else
     redis.call('ZADD', KEYS[2], unpack(marks))
-    local nobody = {}
+    local nobody, heard = {}, {}
     for i, record in ipairs(fresh) do
       if redis.call('PUBLISH', KEYS[1], record) == 0 and ARGV[5] ~= '1' then
         nobody[#nobody + 1] = ids[i]
+        nobody[#nobody + 1] = first_seen[ids[i]]
+      else
+        heard[#heard + 1] = offsets[i]
       end
     end
+    offsets = heard
     if #nobody > 0 then
       redis.call('ZREM', KEYS[2], unpack(nobody))
     end
-    unheard = #nobody
+    unheard = #fresh - #heard
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
-return {#fresh - unheard, unheard}
+-- Then the page offsets of the records delivered, then those of them that were a new
+-- version of a record delivered before.
+local reply = {#fresh - unheard, unheard}
+for _, offset in ipairs(offsets) do
+  reply[#reply + 1] = offset
+end
+for _, offset in ipairs(offsets) do
+  if updates[offset] then
+    reply[#reply + 1] = offset
+  end
+end
+return reply

@@ -26,6 +26,16 @@ pub struct RecordKey {
     /// The second of the source's time field (createdDateTime for sign-ins), Unix
     /// seconds: where the record sits in the windows.
     pub second: i64,
+    /// With `signin_updates`, `id` is `{record id}#{content digest}` and this the
+    /// length of the record id: a new version of a record is told from a new record.
+    pub versioned: Option<usize>,
+}
+
+impl RecordKey {
+    /// The record's own id, when the key is of one version of it.
+    pub fn record_id(&self) -> Option<&str> {
+        self.versioned.and_then(|n| self.id.get(..n))
+    }
 }
 
 /// A record whose id or time cannot be read: it is still delivered, keyed by its
@@ -41,27 +51,95 @@ pub struct KeyProblem {
 /// or time gets a key of its own — `raw:` and a 128-bit hash of its exact bytes, at
 /// `fallback_second` (its frame's last second: Graph returned it for that frame) — so
 /// one bad record is delivered once and never stops the others.
+///
+/// `versioned` (`signin_updates`): each key is of the record's content too, so that a
+/// record Microsoft changed is a new key while an unchanged one keeps its key.
 pub fn record_keys(
     records: &[&str],
     source: &SourceSpec,
     fallback_second: i64,
+    versioned: bool,
 ) -> (Vec<RecordKey>, Vec<KeyProblem>) {
     let mut problems = Vec::new();
     let keys = records
         .iter()
         .enumerate()
         .map(|(offset, record)| match read_key(record, source) {
+            Ok(key) if versioned => match content_digest(record) {
+                Some(digest) => RecordKey {
+                    versioned: Some(key.id.len()),
+                    id: format!("{}#{digest:016x}", key.id),
+                    second: key.second,
+                },
+                None => key,
+            },
             Ok(key) => key,
             Err((reason, second)) => {
                 problems.push(KeyProblem { offset, reason });
                 RecordKey {
                     id: format!("raw:{:032x}", fnv1a_128(record.as_bytes())),
                     second: second.unwrap_or(fallback_second),
+                    versioned: None,
                 }
             }
         })
         .collect();
     (keys, problems)
+}
+
+/// A 64-bit digest of a record's content: its JSON with every object's members in
+/// name order, so that the same content reads the same whatever order or spacing
+/// Graph serialises it with. None if the record is not JSON (its key is its bytes).
+fn content_digest(record: &str) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_str(record).ok()?;
+    let mut hash = Fnv64::default();
+    hash_canonical(&value, &mut hash);
+    Some(hash.0)
+}
+
+fn hash_canonical(value: &serde_json::Value, hash: &mut Fnv64) {
+    use serde_json::Value;
+    match value {
+        Value::Object(members) => {
+            let mut sorted: Vec<(&String, &Value)> = members.iter().collect();
+            sorted.sort_by(|a, b| a.0.cmp(b.0));
+            hash.write(b"{");
+            for (name, member) in sorted {
+                hash.write(serde_json::to_string(name).unwrap_or_default().as_bytes());
+                hash.write(b":");
+                hash_canonical(member, hash);
+                hash.write(b",");
+            }
+            hash.write(b"}");
+        }
+        Value::Array(items) => {
+            hash.write(b"[");
+            for item in items {
+                hash_canonical(item, hash);
+                hash.write(b",");
+            }
+            hash.write(b"]");
+        }
+        scalar => hash.write(scalar.to_string().as_bytes()),
+    }
+}
+
+/// FNV-1a, 64 bits, fed in pieces: stable across runs and Rust versions (the digest
+/// is stored).
+struct Fnv64(u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Fnv64(0xcbf29ce484222325)
+    }
+}
+
+impl Fnv64 {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x100000001b3);
+        }
+    }
 }
 
 /// The key of one record, or why there is none (with its second if that much could be
@@ -84,8 +162,13 @@ fn read_key(record: &str, source: &SourceSpec) -> Result<RecordKey, (String, Opt
         (Ok(id), Ok(second)) if source.mutable => Ok(RecordKey {
             id: format!("{id}@{}", fields.time.unwrap_or_default()),
             second,
+            versioned: None,
         }),
-        (Ok(id), Ok(second)) => Ok(RecordKey { id, second }),
+        (Ok(id), Ok(second)) => Ok(RecordKey {
+            id,
+            second,
+            versioned: None,
+        }),
         (Err(reason), second) => Err((reason, second.ok())),
         (Ok(_), Err(reason)) => Err((reason, None)),
     }
@@ -174,12 +257,32 @@ impl SeenSet {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Marks the keys as seen; true for each that was new.
-    fn admit(&self, keys: &[RecordKey]) -> Vec<bool> {
+    /// Marks the keys as seen (a version's record id too); for each, whether it was
+    /// new, and whether it was a new version of a record seen before. Returns also the
+    /// ids it added, to forget if the write fails.
+    fn admit(&self, keys: &[RecordKey]) -> (Vec<(bool, bool)>, Vec<String>) {
         let mut seen = self.lock();
-        keys.iter()
-            .map(|k| seen.insert(k.id.clone(), k.second).is_none())
-            .collect()
+        let mut added = Vec::new();
+        let admitted = keys
+            .iter()
+            .map(|k| {
+                if seen.contains_key(&k.id) {
+                    return (false, false);
+                }
+                seen.insert(k.id.clone(), k.second);
+                added.push(k.id.clone());
+                let Some(record_id) = k.record_id() else {
+                    return (true, false);
+                };
+                let update = seen.contains_key(record_id);
+                if !update {
+                    seen.insert(record_id.to_string(), k.second);
+                    added.push(record_id.to_string());
+                }
+                (true, update)
+            })
+            .collect();
+        (admitted, added)
     }
 
     fn forget<'a>(&self, ids: impl IntoIterator<Item = &'a String>) {
@@ -226,26 +329,30 @@ impl Sink for DedupSink {
         let Some(keys) = keys else {
             return self.inner.write(records, None);
         };
-        let fresh = self.seen.admit(keys);
-        let (new_records, new_keys): (Vec<&str>, Vec<RecordKey>) = records
-            .iter()
-            .zip(keys)
-            .zip(&fresh)
-            .filter(|(_, is_new)| **is_new)
-            .map(|((record, key), _)| (*record, key.clone()))
-            .unzip();
+        let (admitted, added) = self.seen.admit(keys);
+        let offsets: Vec<usize> = (0..records.len()).filter(|&i| admitted[i].0).collect();
+        let new_records: Vec<&str> = offsets.iter().map(|&i| records[i]).collect();
+        let new_keys: Vec<RecordKey> = offsets.iter().map(|&i| keys[i].clone()).collect();
         if new_records.is_empty() {
             return Ok(Written::default());
         }
         match self.inner.write(&new_records, Some(&new_keys)) {
-            Ok(written) => {
-                let mut admitted = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
-                admitted.extend(new_keys.into_iter().map(|k| k.id));
+            Ok(mut written) => {
+                let mut kept = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+                kept.extend(added);
+                // The inner sink's offsets are into the new records: back to the page's.
+                written.fresh = written.fresh.iter().map(|&i| offsets[i]).collect();
+                written.updated = written
+                    .fresh
+                    .iter()
+                    .copied()
+                    .filter(|&i| admitted[i].1)
+                    .collect();
                 Ok(written)
             }
             Err(e) => {
                 // Not delivered, so not seen: a later run delivers them.
-                self.seen.forget(new_keys.iter().map(|k| &k.id));
+                self.seen.forget(added.iter());
                 Err(e)
             }
         }
@@ -273,15 +380,36 @@ mod tests {
             &[r#"{"id":"a-1","createdDateTime":"2026-01-01T00:00:01.5Z","x":{"id":2}}"#],
             sources::sign_ins(),
             0,
+            false,
         );
         assert_eq!(
             keys,
             [RecordKey {
                 id: "a-1".into(),
-                second: 1_767_225_601
+                second: 1_767_225_601,
+                versioned: None,
             }]
         );
         assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn versioned_keys_change_with_the_content_not_with_its_order() {
+        let versions = [
+            r#"{"id":"a-1","createdDateTime":"2026-01-01T00:00:01Z","status":{"errorCode":0}}"#,
+            r#"{ "status": {"errorCode": 0}, "createdDateTime": "2026-01-01T00:00:01Z", "id": "a-1" }"#,
+            r#"{"id":"a-1","createdDateTime":"2026-01-01T00:00:01Z","status":{"errorCode":0,"additionalDetails":"MFA completed in Azure AD"}}"#,
+        ];
+        let (keys, problems) = record_keys(&versions, sources::sign_ins(), 0, true);
+        assert!(problems.is_empty());
+        assert_eq!(keys[0].id, keys[1].id);
+        assert_ne!(keys[0].id, keys[2].id);
+        assert!(keys[2].id.starts_with("a-1#"));
+        assert_eq!(keys[2].record_id(), Some("a-1"));
+        // The seen-set tells the new version from a new record.
+        let seen = SeenSet::default();
+        assert_eq!(seen.admit(&keys[..1]).0, [(true, false)]);
+        assert_eq!(seen.admit(&keys[1..]).0, [(false, false), (true, true)]);
     }
 
     #[test]
@@ -291,7 +419,7 @@ mod tests {
             r#"{"id":"r1","lastUpdatedDateTime":"2026-01-01T00:00:01.25Z","riskLevel":"low"}"#,
             r#"{"riskLevel":"high","lastUpdatedDateTime":"2026-01-01T00:15:01.5Z","id":"r1"}"#,
         ];
-        let (keys, problems) = record_keys(&versions, risk, 0);
+        let (keys, problems) = record_keys(&versions, risk, 0, false);
         assert!(problems.is_empty());
         assert_eq!(keys[0].id, "r1@2026-01-01T00:00:01.25Z");
         assert_eq!(keys[1].id, "r1@2026-01-01T00:15:01.5Z");
@@ -300,6 +428,7 @@ mod tests {
             &[r#"{"id":"r1","createdDateTime":"2026-01-01T00:00:01Z"}"#],
             risk,
             7,
+            false,
         );
         assert_eq!(problems[0].reason, "no lastUpdatedDateTime");
     }
@@ -319,7 +448,7 @@ mod tests {
             r#"["id"]"#.to_string(),
         ];
         let records: Vec<&str> = bad.iter().map(String::as_str).collect();
-        let (keys, problems) = record_keys(&records, sources::sign_ins(), 99);
+        let (keys, problems) = record_keys(&records, sources::sign_ins(), 99, false);
         let offsets: Vec<usize> = problems.iter().map(|p| p.offset).collect();
         assert_eq!(offsets, (0..bad.len()).collect::<Vec<_>>());
         assert!(
@@ -333,7 +462,7 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), bad.len(), "different records, different keys");
         assert_eq!(
-            record_keys(&records, sources::sign_ins(), 0).0[3].id,
+            record_keys(&records, sources::sign_ins(), 0, false).0[3].id,
             keys[3].id,
             "stable"
         );

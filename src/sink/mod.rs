@@ -16,20 +16,28 @@ use crate::redis_client::RedisPool;
 use crate::retry::RetryOptions;
 
 /// What a sink did with a page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Written {
     /// Records delivered (fewer than the page when some were delivered before).
     pub delivered: usize,
     /// Records published to a channel nobody listened on: not delivered, not marked
     /// seen; a later run delivers them.
     pub unheard: usize,
+    /// The page offsets of the records delivered (what a later read found new).
+    pub fresh: Vec<usize>,
+    /// Of `fresh`, those that were a new version of a record delivered before
+    /// (`signin_updates`): changed, not late.
+    pub updated: Vec<usize>,
 }
 
 impl Written {
+    /// All `delivered` records of the page.
     pub fn all(delivered: usize) -> Self {
         Written {
             delivered,
             unheard: 0,
+            fresh: (0..delivered).collect(),
+            updated: Vec::new(),
         }
     }
 }

@@ -39,12 +39,16 @@ pub struct Dedup {
     pub seen_key: String,
     /// None: prune nothing (an empty window has no start).
     pub floor: Option<i64>,
+    /// Keys are of record versions (`signin_updates`): see [`RecordKey::versioned`].
+    pub versioned: bool,
 }
 
 /// KEYS: queue, seen-set. ARGV: "list" | "channel" | "stream", floor, max_queue_len
-/// (0: none), stream MAXLEN (0: none), "1" when a channel may publish to nobody, then
+/// (0: none), stream MAXLEN (0: none), "1" when a channel may publish to nobody, "1"
+/// when keys are of record versions (`id#digest`: the record id is kept too), then
 /// id, second, record for each record. Returns {records delivered, records that
-/// reached no subscriber}.
+/// reached no subscriber, the page offsets of those delivered…, of those that were a
+/// new version of a record delivered before…}.
 ///
 /// Redis does not undo a script's earlier writes when a later command fails, so the
 /// script writes nothing until nothing can fail: it checks the key types and the
@@ -164,12 +168,29 @@ impl RedisSink {
             .arg(floor)
             .arg(self.max_queue_len.unwrap_or(0))
             .arg(self.stream_maxlen.unwrap_or(0))
-            .arg(if self.allow_no_subscribers { "1" } else { "0" });
+            .arg(if self.allow_no_subscribers { "1" } else { "0" })
+            .arg(if dedup.versioned { "1" } else { "0" });
         for (record, key) in records.iter().zip(keys) {
             invocation.arg(&key.id).arg(key.second).arg(*record);
         }
-        let (delivered, unheard): (usize, usize) = invocation.invoke(connection)?;
-        Ok(Written { delivered, unheard })
+        let reply: Vec<usize> = invocation.invoke(connection)?;
+        let malformed = || {
+            redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "the dedup script's reply is not {delivered, unheard, offsets…, updated offsets…}",
+            ))
+        };
+        let (delivered, unheard, rest) = match reply.as_slice() {
+            [delivered, unheard, rest @ ..] => (*delivered, *unheard, rest),
+            _ => return Err(malformed()),
+        };
+        let (fresh, updated) = rest.split_at_checked(delivered).ok_or_else(malformed)?;
+        Ok(Written {
+            delivered,
+            unheard,
+            fresh: fresh.to_vec(),
+            updated: updated.to_vec(),
+        })
     }
 
     /// Refuses the page while the list or stream holds `max_queue_len` entries or more.
@@ -232,14 +253,18 @@ impl RedisSink {
                 connection
                     .req_packed_commands(&packed, 0, records.len())
                     .and_then(|replies| {
-                        let mut unheard = 0;
-                        for reply in replies {
+                        let mut fresh = Vec::with_capacity(records.len());
+                        for (offset, reply) in replies.into_iter().enumerate() {
                             let receivers: i64 = redis::from_redis_value(reply.extract_error()?)?;
-                            unheard += usize::from(receivers == 0 && !self.allow_no_subscribers);
+                            if receivers > 0 || self.allow_no_subscribers {
+                                fresh.push(offset);
+                            }
                         }
                         Ok(Written {
-                            delivered: records.len() - unheard,
-                            unheard,
+                            delivered: fresh.len(),
+                            unheard: records.len() - fresh.len(),
+                            fresh,
+                            updated: Vec::new(),
                         })
                     })
             }

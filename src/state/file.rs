@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use super::{Progress, StateStore, Traces, before_second_pass, decode_ranges, encode_ranges};
+use super::{
+    Progress, StateStore, Traces, before_second_pass, decode_deeper, decode_ranges, encode_deeper,
+    encode_ranges,
+};
 use crate::error::Error;
 use crate::sink::dedup::SeenSet;
 
@@ -35,6 +38,8 @@ struct FileProgress {
     owed_first: String,
     #[serde(default)]
     owed_second: String,
+    #[serde(default)]
+    deeper: String,
     #[serde(default)]
     seen: HashMap<String, i64>,
 }
@@ -111,6 +116,8 @@ impl StateStore for FileState {
             .min(watermark),
             owed_first: ranges(&stored.owed_first)?,
             owed_second: ranges(&stored.owed_second)?,
+            deeper: decode_deeper(&stored.deeper)
+                .ok_or_else(|| self.failed("not a msgx state file", &stored.deeper))?,
         };
         self.seen.replace(stored.seen);
         Ok(Some(progress))
@@ -130,6 +137,7 @@ impl StateStore for FileState {
             )),
             owed_first: encode_ranges(&progress.owed_first),
             owed_second: encode_ranges(&progress.owed_second),
+            deeper: encode_deeper(&progress.deeper),
             seen: self.seen.snapshot(progress.floor().unix_timestamp()),
         };
         let text = serde_json::to_string(&stored).map_err(|e| self.failed("cannot encode", e))?;

@@ -39,6 +39,20 @@ pub struct Progress {
     pub owed_first: Vec<Frame>,
     /// Ranges below `rescanned` still owed their second read.
     pub owed_second: Vec<Frame>,
+    /// Where each deeper read (a `rescan` depth after the first) stands.
+    pub deeper: Vec<DeepRead>,
+}
+
+/// One deeper read's progress: every second before `frontier` had its read at
+/// `depth` (or needs none), except `owed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeepRead {
+    /// Seconds past due.
+    pub depth: u64,
+    pub frontier: OffsetDateTime,
+    /// Ranges below the frontier still owed this read: deferred (no budget left) or
+    /// failed.
+    pub owed: Vec<Frame>,
 }
 
 impl Progress {
@@ -50,16 +64,50 @@ impl Progress {
             rescanned: start,
             owed_first: Vec::new(),
             owed_second: Vec::new(),
+            deeper: Vec::new(),
         }
+    }
+
+    /// Every owed range, of every read.
+    fn all_owed(&self) -> impl Iterator<Item = &Frame> {
+        self.owed_first
+            .iter()
+            .chain(&self.owed_second)
+            .chain(self.deeper.iter().flat_map(|d| &d.owed))
+    }
+
+    /// How far each read again at `depths` (the first `rescan` depth, then the deeper
+    /// ones) is behind at `lagged_end`: seconds from the oldest second it still has to
+    /// read to the newest now due at that depth (0: nothing owed).
+    pub fn behind(&self, lagged_end: OffsetDateTime, depths: &[u64]) -> Vec<(u64, u64)> {
+        depths
+            .iter()
+            .enumerate()
+            .map(|(k, &depth)| {
+                let due = lagged_end - time::Duration::seconds(depth as i64);
+                let (frontier, owed) = match k {
+                    0 => (self.rescanned, self.owed_second.as_slice()),
+                    _ => self
+                        .deeper
+                        .iter()
+                        .find(|d| d.depth == depth)
+                        .map_or((due, &[][..]), |d| (d.frontier, d.owed.as_slice())),
+                };
+                let oldest = owed
+                    .iter()
+                    .map(|r| r.start)
+                    .fold(frontier, OffsetDateTime::min);
+                (depth, (due - oldest).whole_seconds().max(0) as u64)
+            })
+            .collect()
     }
 
     /// The oldest second any later run may read again.
     pub fn floor(&self) -> OffsetDateTime {
-        self.owed_first
-            .iter()
-            .chain(&self.owed_second)
+        self.all_owed()
             .map(|r| r.start)
             .chain([self.rescanned, self.watermark])
+            .chain(self.deeper.iter().map(|d| d.frontier))
             .min()
             .unwrap_or(self.watermark)
     }
@@ -67,13 +115,11 @@ impl Progress {
     /// The latest second this progress claims was read, and under which field: no run
     /// can have read past Microsoft's clock, so one past it marks damaged state.
     pub fn latest(&self) -> (&'static str, OffsetDateTime) {
-        let owed = self
-            .owed_first
-            .iter()
-            .chain(&self.owed_second)
-            .map(|r| ("owed ranges", r.end_exclusive()));
+        let owed = self.all_owed().map(|r| ("owed ranges", r.end_exclusive()));
+        let deeper = self.deeper.iter().map(|d| ("deeper", d.frontier));
         [("watermark", self.watermark), ("rescanned", self.rescanned)]
             .into_iter()
+            .chain(deeper)
             .chain(owed)
             .reduce(|latest, next| if next.1 > latest.1 { next } else { latest })
             .unwrap_or(("watermark", self.watermark))
@@ -102,12 +148,25 @@ impl Progress {
         first.extend(read(other, other.watermark, &other.owed_first));
         let mut second = read(self, self.rescanned, &self.owed_second);
         second.extend(read(other, other.rescanned, &other.owed_second));
+        // Deeper reads: each depth's further frontier, and what either still owes.
+        let mut deeper: Vec<DeepRead> = Vec::new();
+        for read in self.deeper.iter().chain(&other.deeper) {
+            match deeper.iter_mut().find(|d| d.depth == read.depth) {
+                Some(known) => {
+                    known.frontier = known.frontier.max(read.frontier);
+                    known.owed.extend(read.owed.iter().copied());
+                    known.owed = window::merge(std::mem::take(&mut known.owed));
+                }
+                None => deeper.push(read.clone()),
+            }
+        }
         Progress {
             watermark,
             origin,
             rescanned,
             owed_first: unread(watermark, first),
             owed_second: unread(rescanned, second),
+            deeper,
         }
     }
 }
@@ -130,6 +189,44 @@ pub fn encode_ranges(ranges: &[Frame]) -> String {
         .map(|r| format!("{}-{}", r.start.unix_timestamp(), r.end.unix_timestamp()))
         .collect();
     parts.join(",")
+}
+
+/// Deeper reads as stored: `depth@frontier@ranges;…` (Unix seconds; ranges as
+/// [`encode_ranges`]).
+pub fn encode_deeper(deeper: &[DeepRead]) -> String {
+    let parts: Vec<String> = deeper
+        .iter()
+        .map(|d| {
+            format!(
+                "{}@{}@{}",
+                d.depth,
+                d.frontier.unix_timestamp(),
+                encode_ranges(&d.owed)
+            )
+        })
+        .collect();
+    parts.join(";")
+}
+
+/// The inverse of [`encode_deeper`]; None if `text` is not of that form.
+pub fn decode_deeper(text: &str) -> Option<Vec<DeepRead>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    text.split(';')
+        .map(|part| {
+            let mut fields = part.splitn(3, '@');
+            let depth = fields.next()?.parse().ok()?;
+            let frontier =
+                OffsetDateTime::from_unix_timestamp(fields.next()?.parse().ok()?).ok()?;
+            let owed = decode_ranges(fields.next()?)?;
+            Some(DeepRead {
+                depth,
+                frontier,
+                owed,
+            })
+        })
+        .collect()
 }
 
 /// The inverse of [`encode_ranges`]; None if `text` is not of that form.
@@ -258,7 +355,7 @@ pub fn open(
     let backend = config.options.queue_backend;
     let mut store: Box<dyn StateStore> = match (backend.uses_redis(), &source.state_file) {
         (true, _) => Box::new(RedisState::new(config, source, retry.clone())?),
-        (_, Some(path)) => Box::new(FileState::new(path, config.options.rescan)),
+        (_, Some(path)) => Box::new(FileState::new(path, config.rescan())),
         (_, None) => {
             log::warn!(
                 "state auto needs state_file with the log and file backends: running stateless (no watermark, no rescan, no lock)"
@@ -294,6 +391,7 @@ mod tests {
             rescanned: at(0),
             owed_first: vec![range(4, 5)],
             owed_second: Vec::new(),
+            deeper: Vec::new(),
         };
         let rolled_back = Progress {
             watermark: at(40),
@@ -301,6 +399,7 @@ mod tests {
             rescanned: at(30),
             owed_first: vec![range(20, 21)],
             owed_second: Vec::new(),
+            deeper: Vec::new(),
         };
         for merged in [
             upgraded.merged_with(&rolled_back),

@@ -1,7 +1,8 @@
 //! The redis backend's state, beside the queue in Redis: the hash
 //! `{<queue_key>}:msgx:state` (named by [`keys::derived`]: a Redis Cluster hash tag
 //! puts it in the queue's slot; fields `watermark`, `origin`, `rescanned`: Unix
-//! seconds; `owed_first`, `owed_second`: `start-end,…`) and the lock
+//! seconds; `owed_first`, `owed_second`: `start-end,…`; `deeper`:
+//! `depth@frontier@ranges;…`) and the lock
 //! `{<queue_key>}:msgx:lock`, taken with `SET NX PX`, renewed while the run lasts and
 //! released by compare-and-delete. State that earlier versions kept under other names
 //! is merged in once.
@@ -13,7 +14,10 @@ use std::time::Duration;
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use time::OffsetDateTime;
 
-use super::{Progress, StateStore, Traces, before_second_pass, decode_ranges, encode_ranges};
+use super::{
+    Progress, StateStore, Traces, before_second_pass, decode_deeper, decode_ranges, encode_deeper,
+    encode_ranges,
+};
 use crate::config::{Config, SourceConfig};
 use crate::error::Error;
 use crate::ids;
@@ -31,12 +35,13 @@ const RELEASE_SCRIPT: &str = include_str!("lua/release.lua");
 const SAVE_SCRIPT: &str = include_str!("lua/save.lua");
 
 /// The fields of the state hash, in the order [`RedisState::read`] asks for them.
-const FIELDS: [&str; 5] = [
+const FIELDS: [&str; 6] = [
     "watermark",
     "origin",
     "rescanned",
     "owed_first",
     "owed_second",
+    "deeper",
 ];
 
 /// Ids copied per command when an earlier seen-set is merged.
@@ -61,7 +66,7 @@ impl RedisState {
             client: open_client(config)?,
             location: config.redis.location().to_string(),
             queue_key: source.queue_key.clone(),
-            rescan: config.options.rescan,
+            rescan: config.rescan(),
             lock_key: source.key("lock"),
             state_key: source.key("state"),
             token: ids::guid(),
@@ -122,6 +127,10 @@ impl RedisState {
                 .min(watermark),
             owed_first: ranges(3)?,
             owed_second: ranges(4)?,
+            deeper: {
+                let text = field(5).unwrap_or_default();
+                decode_deeper(&text).ok_or_else(|| corrupt(FIELDS[5], &text))?
+            },
         }))
     }
 
@@ -134,6 +143,7 @@ impl RedisState {
             progress.rescanned.unix_timestamp().to_string(),
             encode_ranges(&progress.owed_first),
             encode_ranges(&progress.owed_second),
+            encode_deeper(&progress.deeper),
         ];
         let pairs: Vec<(&str, &String)> = FIELDS.iter().copied().zip(&values).collect();
         self.with_connection(key, |c| redis::cmd("HSET").arg(key).arg(&pairs).exec(c))
@@ -309,6 +319,7 @@ impl StateStore for RedisState {
                 .arg(progress.rescanned.unix_timestamp())
                 .arg(encode_ranges(&progress.owed_first))
                 .arg(encode_ranges(&progress.owed_second))
+                .arg(encode_deeper(&progress.deeper))
                 .invoke(c)
         })?;
         if saved == 1 && !self.lost.load(Ordering::SeqCst) {

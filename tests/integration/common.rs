@@ -611,6 +611,17 @@ impl Sim {
         self.oracle(start, end, Some(by))
     }
 
+    /// Every sign-in with createdDateTime in `[start, end]` as Graph shows it at
+    /// `as_of` (a changed one with its change only from then).
+    pub fn records_as_of(
+        &self,
+        start: OffsetDateTime,
+        end: OffsetDateTime,
+        as_of: OffsetDateTime,
+    ) -> Vec<String> {
+        self.oracle_query("signins", "createdDateTime", start, end, ("as_of", as_of))
+    }
+
     fn oracle(
         &self,
         start: OffsetDateTime,
@@ -640,6 +651,22 @@ impl Sim {
         end: OffsetDateTime,
         visible_by: Option<OffsetDateTime>,
     ) -> Vec<String> {
+        match visible_by {
+            Some(by) => self.oracle_query(source, time_field, start, end, ("visible_by", by)),
+            None => self.oracle_query(source, time_field, start, end, ("", end)),
+        }
+    }
+
+    /// `/_sim/records` of `source` in `[start, end]`, with one more time parameter
+    /// (none when its name is empty).
+    fn oracle_query(
+        &self,
+        source: &str,
+        time_field: &str,
+        start: OffsetDateTime,
+        end: OffsetDateTime,
+        (name, at): (&str, OffsetDateTime),
+    ) -> Vec<String> {
         let filter = format!(
             "{time_field} ge {}.0000000Z and {time_field} le {}.9999999Z",
             second(start),
@@ -648,8 +675,8 @@ impl Sim {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         query.append_pair("source", source);
         query.append_pair("$filter", &filter);
-        if let Some(by) = visible_by {
-            query.append_pair("visible_by", &rfc3339(by));
+        if !name.is_empty() {
+            query.append_pair(name, &rfc3339(at));
         }
         self.get(&format!("/_sim/records?{}", query.finish()))
             .lines()
@@ -946,4 +973,12 @@ pub fn assert_same_records(actual: Vec<String>, expected: Vec<String>) {
             expected.len()
         );
     }
+}
+
+/// One Redis command's reply, or the test fails naming the command.
+pub fn query<T: redis::FromRedisValue>(redis: &RedisServer, args: &[&str]) -> T {
+    redis::cmd(args[0])
+        .arg(&args[1..])
+        .query(&mut redis.connection())
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }

@@ -17,13 +17,6 @@ fn offline(extra: &[&str]) -> Vec<String> {
     args
 }
 
-fn query<T: redis::FromRedisValue>(redis: &RedisServer, args: &[&str]) -> T {
-    redis::cmd(args[0])
-        .arg(&args[1..])
-        .query(&mut redis.connection())
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
 /// Redis's clock in milliseconds (the budget's scores are on it).
 fn redis_millis(redis: &RedisServer) -> i64 {
     let (seconds, micros): (i64, i64) = query(redis, &["TIME"]);

@@ -8,6 +8,7 @@ mod deployment;
 mod edges;
 mod export;
 mod faults;
+mod late;
 mod loss;
 mod operations;
 mod queues;

@@ -10,7 +10,8 @@ use crate::common::*;
 
 /// Parses Prometheus's text exposition format strictly: HELP and TYPE once per family
 /// and before its samples, metric and label names as the format allows, label values
-/// quoted with escapes, values numbers. Returns each sample's `name{labels}` → value.
+/// quoted with escapes, values numbers; a histogram's samples are its `_bucket`s (with
+/// `le`, cumulative), `_sum` and `_count`. Returns each sample's `name{labels}` → value.
 fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
     let name_ok = |n: &str| {
         let mut chars = n.chars();
@@ -32,7 +33,7 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
                 Some("HELP") => assert!(value.is_some_and(|v| !v.is_empty()), "{line}"),
                 Some("TYPE") => {
                     let kind = value.unwrap_or_default();
-                    assert!(["counter", "gauge"].contains(&kind), "{line}");
+                    assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
                     assert!(
                         typed.insert(name.into(), kind.into()).is_none(),
                         "TYPE twice: {line}"
@@ -46,7 +47,18 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
         let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
         let name = key.split('{').next().unwrap_or_default();
         assert!(name_ok(name), "{line}");
-        assert!(typed.contains_key(name), "sample before its TYPE: {line}");
+        let histogram = ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+            let family = name.strip_suffix(suffix)?;
+            (typed.get(family)? == "histogram").then_some((family, *suffix))
+        });
+        match histogram {
+            Some((_, "_bucket")) => assert!(key.contains("le=\""), "a bucket without le: {line}"),
+            Some(_) => {}
+            None => assert!(
+                typed.get(name).is_some_and(|kind| kind != "histogram"),
+                "sample before its TYPE: {line}"
+            ),
+        }
         if let Some(labels) = key.strip_prefix(name).filter(|l| !l.is_empty()) {
             let inner = labels
                 .strip_prefix('{')
@@ -75,6 +87,13 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
             samples.insert(key.to_string(), value).is_none(),
             "sample twice: {line}"
         );
+    }
+    // Buckets are cumulative: +Inf counts as many as _count.
+    for (key, count) in samples.iter().filter(|(k, _)| k.contains("_bucket{")) {
+        if let Some(series) = key.split_once(",le=\"+Inf\"").map(|(s, _)| s) {
+            let total = format!("{}}}", series.replace("_bucket{", "_count{"));
+            assert_eq!(samples.get(&total), Some(count), "{key} and {total}");
+        }
     }
     samples
 }

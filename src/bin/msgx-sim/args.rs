@@ -66,9 +66,13 @@ pub struct Args {
     #[argh(option, default = "0")]
     pub latency_ms: u64,
     /// late arrivals, P:S: a share P (0..1) of sign-ins shows up only S seconds after
-    /// its createdDateTime
+    /// its createdDateTime; repeatable (tiers, shares adding up)
     #[argh(option)]
-    pub late: Option<String>,
+    pub late: Vec<String>,
+    /// changed records, P:S: a share P (0..1) of sign-ins gains an MFA result S seconds
+    /// after its creation (same id, new content)
+    #[argh(option)]
+    pub changed: Option<String>,
     /// memory for rendered pages, in MiB, so a window is rendered once (default 256)
     #[argh(option, default = "256")]
     pub cache_mb: usize,
@@ -125,6 +129,7 @@ pub struct Args {
     pub identity_header: Option<String>,
 }
 
+/// `P:S` of `--late` and `--changed`.
 pub fn parse_late(value: &str) -> (f64, i64) {
     let parsed = value
         .split_once(':')
@@ -133,7 +138,7 @@ pub fn parse_late(value: &str) -> (f64, i64) {
         Some((share, delay)) if (0.0..=1.0).contains(&share) && delay >= 0 => (share, delay),
         _ => fail(
             2,
-            &format!("--late {value}: expected P:S, P from 0 to 1, S seconds"),
+            &format!("--late/--changed {value}: expected P:S, P from 0 to 1, S seconds"),
         ),
     }
 }

@@ -279,7 +279,8 @@ impl Sim {
         }
         body.push('}');
         // A page reaching into the last second, or with late arrivals, can still change.
-        let stable = stream.generator.late.is_none()
+        let stable = stream.generator.late.is_empty()
+            && stream.generator.changed.is_none()
             && !resource.mutable()
             && !self.endless_paging
             && bounds.hi + TICKS_PER_SECOND < now;

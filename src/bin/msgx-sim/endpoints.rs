@@ -29,6 +29,13 @@ impl Sim {
             Some(Ok(ticks)) => Some(ticks),
             Some(Err(message)) => return graph_error(400, "BadRequest", &message),
         };
+        // `as_of`: the records as Graph shows them then (changed ones change); the
+        // simulator's "now" by default.
+        let as_of = match query.get("as_of").map(|v| odata::parse_ticks(v)) {
+            None => self.now(),
+            Some(Ok(ticks)) => ticks,
+            Some(Err(message)) => return graph_error(400, "BadRequest", &message),
+        };
         let stream = match self.stream_named(query) {
             Ok(stream) => stream,
             Err(response) => return response,
@@ -36,7 +43,7 @@ impl Sim {
         let filter = query.get("$filter").map_or("", String::as_str);
         match self.bounds(filter, stream.resource, false) {
             Ok(bounds) => {
-                let mut body = odata::all(stream, bounds, visible_by).join("\n");
+                let mut body = odata::all(stream, bounds, visible_by, as_of).join("\n");
                 if !body.is_empty() {
                     body.push('\n');
                 }

@@ -50,6 +50,9 @@ pub struct Event {
     pub version: u64,
     /// When this version was made: the time field's value.
     pub ticks: Ticks,
+    /// When the record was created (its first version's `ticks`), kept so that it is
+    /// not worked out again from the second's offsets for every record.
+    pub created_ticks: Ticks,
 }
 
 /// The synthetic records of one seed and rate, the same on every run.
@@ -57,9 +60,12 @@ pub struct Event {
 pub struct Generator {
     pub seed: u64,
     pub rate: f64,
-    /// Late arrivals (`--late P:S`): this share of records becomes visible only this
-    /// many seconds after its createdDateTime.
-    pub late: Option<(f64, i64)>,
+    /// Late arrivals (`--late P:S`, repeatable): each tier's share of records becomes
+    /// visible only its many seconds after its createdDateTime.
+    pub late: &'static [(f64, i64)],
+    /// Changed records (`--changed P:S`): this share of sign-ins gains an MFA result
+    /// this many seconds after its creation (same id, new content).
+    pub changed: Option<(f64, i64)>,
     /// `--damage`: every 25th record broken this way.
     pub damage: Option<Damage>,
     /// `--hostile`: attacker-typed text in failed sign-ins.
@@ -92,12 +98,22 @@ impl Generator {
 
     /// When the `index`-th sign-in of `second`, created at `ticks`, shows up in Graph.
     pub fn visible_at(&self, second: i64, index: u64, ticks: Ticks) -> Ticks {
-        match self.late {
-            Some((share, delay)) if self.unit(second, index, 40) < share => {
-                ticks + delay * TICKS_PER_SECOND
+        let u = self.unit(second, index, 40);
+        let mut below = 0.0;
+        for (share, delay) in self.late {
+            below += share;
+            if u < below {
+                return ticks + delay * TICKS_PER_SECOND;
             }
-            _ => ticks,
         }
+        ticks
+    }
+
+    /// When the `index`-th sign-in of `second`, created at `ticks`, gains its MFA
+    /// result, if it is one that changes.
+    pub fn changes_at(&self, second: i64, index: u64, ticks: Ticks) -> Option<Ticks> {
+        let (share, delay) = self.changed?;
+        (self.unit(second, index, 41) < share).then_some(ticks + delay * TICKS_PER_SECOND)
     }
 
     /// The sorted sub-second offsets (ticks) of the sign-ins of `second`.
@@ -109,18 +125,22 @@ impl Generator {
         offsets
     }
 
-    /// The JSON text of the `index`-th sign-in of `second`, at `ticks`; with `select`,
-    /// only those top-level properties (Graph's `$select`); `event_type` (beta) adds
-    /// `signInEventTypes` and what goes with it.
+    /// The JSON text of the `index`-th sign-in of `second`, at `ticks`, as Graph shows
+    /// it at `now`; with `select`, only those top-level properties (Graph's `$select`);
+    /// `event_type` (beta) adds `signInEventTypes` and what goes with it.
     pub fn render_sign_in(
         &self,
         second: i64,
         index: u64,
         ticks: Ticks,
+        now: Ticks,
         select: Option<&[String]>,
         event_type: Option<&str>,
     ) -> String {
-        let record = self.render_sound(second, index, ticks, select, event_type);
+        let mfa_done = self
+            .changes_at(second, index, ticks)
+            .is_some_and(|at| at <= now);
+        let record = self.render_sound(second, index, ticks, mfa_done, select, event_type);
         match self.damage {
             Some(damage) if self.hash(second, index, 30).is_multiple_of(25) => damage.apply(record),
             _ => record,
@@ -132,6 +152,7 @@ impl Generator {
         second: i64,
         index: u64,
         ticks: Ticks,
+        mfa_done: bool,
         select: Option<&[String]>,
         event_type: Option<&str>,
     ) -> String {
@@ -190,10 +211,16 @@ impl Generator {
         top.raw("riskEventTypes_v2", "[]");
         top.text("resourceDisplayName", "Microsoft Graph");
         top.text("resourceId", "00000003-0000-0000-c000-000000000000");
-        let status = if failed {
-            r#"{"errorCode":50126,"failureReason":"Error validating credentials due to invalid username or password.","additionalDetails":null}"#
-        } else {
-            r#"{"errorCode":0,"failureReason":null,"additionalDetails":null}"#
+        // An MFA result merged after the sign-in first showed (Microsoft: "MFA sign-in
+        // data might take up to two hours to fully aggregate").
+        let status = match (failed, mfa_done) {
+            (true, _) => {
+                r#"{"errorCode":50126,"failureReason":"Error validating credentials due to invalid username or password.","additionalDetails":null}"#
+            }
+            (false, true) => {
+                r#"{"errorCode":0,"failureReason":null,"additionalDetails":"MFA completed in Azure AD"}"#
+            }
+            (false, false) => r#"{"errorCode":0,"failureReason":null,"additionalDetails":null}"#,
         };
         top.raw("status", status);
         let mut detail = String::from("{");

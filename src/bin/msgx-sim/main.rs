@@ -51,6 +51,9 @@ fn main() {
             .transpose()
             .unwrap_or_else(|e| fail(2, &e))
     };
+    if args.late.iter().map(|v| parse_late(v).0).sum::<f64>() > 1.0 {
+        fail(2, "--late: the tiers' shares add up to more than 1");
+    }
     if args.update_every < 1 {
         fail(2, "--update-every must be at least 1");
     }
@@ -66,7 +69,8 @@ fn main() {
     let generator = Generator {
         seed: args.seed,
         rate: args.rate,
-        late: args.late.as_deref().map(parse_late),
+        late: Vec::leak(args.late.iter().map(|v| parse_late(v)).collect()),
+        changed: args.changed.as_deref().map(parse_late),
         damage: args
             .damage
             .as_deref()

@@ -166,7 +166,7 @@ pub fn page(stream: &Stream, query: &PageQuery) -> (Vec<String>, Option<Cursor>)
             if stream.visible_at(event) > now || !stream.current_at(event, now) {
                 continue;
             }
-            records.push(stream.render(event, select));
+            records.push(stream.render(event, now, select));
             if records.len() == top {
                 return (
                     records,
@@ -218,7 +218,7 @@ fn page_oldest_first(stream: &Stream, query: &PageQuery) -> (Vec<String>, Option
             if stream.visible_at(event) > now || !stream.current_at(event, now) {
                 continue;
             }
-            records.push(stream.render(event, select));
+            records.push(stream.render(event, now, select));
             if records.len() == top {
                 let next = Cursor {
                     second,
@@ -232,10 +232,15 @@ fn page_oldest_first(stream: &Stream, query: &PageQuery) -> (Vec<String>, Option
     (records, None)
 }
 
-/// Every record in `bounds` (visible by `visible_by`, if given), oldest first — of a
-/// mutable resource every version made in `bounds`: the oracle tests compare exports
-/// against.
-pub fn all(stream: &Stream, bounds: Bounds, visible_by: Option<Ticks>) -> Vec<String> {
+/// Every record in `bounds` (visible by `visible_by`, if given), oldest first, as Graph
+/// shows it at `as_of` — of a mutable resource every version made in `bounds`: the
+/// oracle tests compare exports against.
+pub fn all(
+    stream: &Stream,
+    bounds: Bounds,
+    visible_by: Option<Ticks>,
+    as_of: Ticks,
+) -> Vec<String> {
     let mut records = Vec::new();
     let (lo, hi) = (
         bounds.lo.div_euclid(TICKS_PER_SECOND),
@@ -245,7 +250,7 @@ pub fn all(stream: &Stream, bounds: Bounds, visible_by: Option<Ticks>) -> Vec<St
         for event in stream.events(second) {
             let visible = visible_by.is_none_or(|by| stream.visible_at(&event) <= by);
             if (bounds.lo..=bounds.hi).contains(&event.ticks) && visible {
-                records.push(stream.render(&event, None));
+                records.push(stream.render(&event, as_of, None));
             }
         }
     }

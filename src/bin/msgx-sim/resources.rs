@@ -209,10 +209,6 @@ impl Stream {
         }
     }
 
-    fn creation_ticks(&self, created: i64, index: u64) -> Ticks {
-        created * TICKS_PER_SECOND + self.generator.offsets(created)[index as usize]
-    }
-
     /// Every version made during `second`, in time order.
     pub fn events(&self, second: i64) -> Vec<Event> {
         let mut events = Vec::new();
@@ -229,6 +225,7 @@ impl Stream {
                         index,
                         version,
                         ticks: second * TICKS_PER_SECOND + offset,
+                        created_ticks: created * TICKS_PER_SECOND + offset,
                     });
                 }
             }
@@ -239,7 +236,7 @@ impl Stream {
 
     /// When the version shows up in Graph.
     pub fn visible_at(&self, event: &Event) -> Ticks {
-        let created = self.creation_ticks(event.created, event.index);
+        let created = event.created_ticks;
         self.generator
             .visible_at(event.created, event.index, created)
             .max(created)
@@ -252,14 +249,16 @@ impl Stream {
             || event.ticks + self.update_every * TICKS_PER_SECOND > now
     }
 
-    pub fn render(&self, event: &Event, select: Option<&[String]>) -> String {
-        let created = self.creation_ticks(event.created, event.index);
+    /// The record of `event` as Graph shows it at `now`.
+    pub fn render(&self, event: &Event, now: Ticks, select: Option<&[String]>) -> String {
+        let created = event.created_ticks;
         let g = &self.generator;
         match self.resource.family {
             Family::SignIns => g.render_sign_in(
                 event.created,
                 event.index,
                 created,
+                now,
                 select,
                 self.resource.event_type,
             ),
