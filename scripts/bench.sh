@@ -1,26 +1,40 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): how fast and how lean msgx-once is, next to what standard
-# tools achieve for the same work on the same machine. Prints a table.
+# tools achieve for the same work on the same machine, at Microsoft's record sizes.
+# Prints a table.
 #
-#   scripts/bench.sh [RECORDS...]      (default: 100000 1000000)
+#   [MSGX_BASELINE=BIN] scripts/bench.sh [--record-kb "1.5 12 20"] [RECORDS...]
+#   (default: 100000 records at each size)
 #
-# Starts its own redis-server and msgx-sim on loopback (stopped by pid at the end).
-# The simulator renders each window once (a warm-up pass) and then serves pages from
-# memory, so the timed passes measure msgx-once, curl and Redis, not the simulator.
-# For each size: msgx-once backfills (page_size 1000, 4 streams, gzip on and off);
-# the same pages downloaded by curl (one process, 4 parallel keep-alive transfers);
-# the same records loaded by redis-cli --pipe (one RPUSH per 1000 records). Then
-# redis-benchmark RPUSH -P 64 at the same value size (Redis's own ingest ceiling), and
-# the median of an empty-window run (cron with nothing to export).
+# Record size is a parameter: a sign-in lists every enabled Conditional Access policy,
+# about 1.5 KB with none, 11.5 KB on average by Microsoft's figure, 20 KB with many;
+# each size becomes msgx-sim's --ca-policies. Starts its own redis-server and msgx-sim
+# on loopback (stopped by pid at the end). The simulator renders each page once (a
+# warm-up pass of each case, untimed) and then serves pages from memory, so the timed
+# passes measure msgx-once, curl and Redis, not the simulator. For each record size and count:
+# msgx-once backfills (default settings but page_size 1000, 4 streams, no request
+# budget; gzip on and off) and catches up as a cron run with state (the seen-set
+# path); the same pages downloaded by curl (one process, 4 parallel keep-alive
+# transfers); the same records loaded by redis-cli --pipe (one RPUSH per 1000
+# records); redis-benchmark RPUSH -P 64 at the same value size (Redis's own ingest
+# ceiling). Then the median of an empty-window run (cron with nothing to export).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+kbs="1.5 12 20"
+if [ "${1:-}" = --record-kb ]; then
+    kbs=${2:?--record-kb needs sizes in KB, e.g. "12" or "1.5 12 20"}
+    shift 2
+fi
 need_cargo
 need_redis
 need_curl
 need_time
-sizes=("$@")
-[ ${#sizes[@]} -gt 0 ] || sizes=(100000 1000000)
+counts=("$@")
+# MSGX_BASELINE=path/to/an/older/msgx-once: the same msgx-once rows for it too, in
+# the same session (compare rows of one table: the machine's speed varies by run).
+bins=(target/release/msgx-once ${MSGX_BASELINE:+"$MSGX_BASELINE"})
+[ ${#counts[@]} -gt 0 ] || counts=(100000)
 cargo build --locked --release --bins --features simulator >&2
 
 work=$(mktemp -d)
@@ -29,13 +43,6 @@ rate=1000 # sign-ins per simulated second: N records take N/1000 seconds of wind
 secret=bench-secret
 start_redis "$work"
 redis=(redis-cli -p "$REDIS_PORT")
-start_sim "$work" --rate "$rate" --cache-mb 6144 \
-    --tenant bench --client-id bench --client-secret "$secret"
-sim=$SIM_URL
-mkdir -p "$work/plain"
-start_sim "$work/plain" --rate "$rate" --cache-mb 6144 --no-gzip \
-    --tenant bench --client-id bench --client-secret "$secret"
-sim_plain=$SIM_URL
 mkdir -p "$work/empty"
 start_sim "$work/empty" --rate 0 --tenant bench --client-id bench --client-secret "$secret"
 sim_empty=$SIM_URL
@@ -69,7 +76,7 @@ export work
 tv() { grep "$1" "$work/time" | awk -F': ' '{print $2}'; }
 wall_of() { tv "Elapsed (wall clock)" | awk -F: '{ if (NF == 3) print $1*3600 + $2*60 + $3; else print $1*60 + $2 }'; }
 
-row() { printf "%-34s %9s %8s %10s %8s %7s %9s\n" "$@"; }
+row() { printf "%-46s %9s %8s %10s %8s %7s %9s\n" "$@"; }
 results=()
 add() { results+=("$(row "$@")"); }
 # add_timed LABEL: a row for the run /usr/bin/time -v just measured, moving $records
@@ -84,86 +91,134 @@ add_timed() {
         "$(( $(tv 'Maximum resident set size') / 1024 )) MiB"
 }
 
-for size in "${sizes[@]}"; do
-    span=$((size / rate))
-    until_s=$(( $(date +%s) / 60 * 60 - 7200 ))
-    since_s=$((until_s - span))
-    # msgx-once's frames: the window cut into one frame per stream (4).
-    frames=()
-    step=$(( (span + 3) / 4 ))
-    for ((s = since_s; s < until_s; s += step)); do frames+=("$s $((s + step - 1 < until_s - 1 ? s + step - 1 : until_s - 1))"); done
-    echo "== $size records: window $(iso "$since_s") - $(iso "$until_s"), ${#frames[@]} frames" >&2
+# The simulator's sign-in is 1505 bytes with no policy and 192 bytes more per policy.
+policies_for() { awk -v kb="$1" 'BEGIN { n = int((kb * 1000 - 1505) / 192 + 0.5); print (n < 0 ? 0 : n) }'; }
+sims=()
+for kb in $kbs; do
+    policies=$(policies_for "$kb")
+    for pid in "${sims[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    sims=()
+    mkdir -p "$work/gzip" "$work/plain"
+    start_sim "$work/gzip" --rate "$rate" --cache-mb 8192 --ca-policies "$policies" \
+        --tenant bench --client-id bench --client-secret "$secret"
+    sim=$SIM_URL
+    sims+=("$SIM_PID")
+    start_sim "$work/plain" --rate "$rate" --cache-mb 8192 --no-gzip --ca-policies "$policies" \
+        --tenant bench --client-id bench --client-secret "$secret"
+    sim_plain=$SIM_URL
+    sims+=("$SIM_PID")
+    for size in "${counts[@]}"; do
+        span=$((size / rate))
+        until_s=$(( $(date +%s) / 60 * 60 - 7200 ))
+        since_s=$((until_s - span))
+        # msgx-once's frames: the window cut into one frame per stream (4).
+        frames=()
+        step=$(( (span + 3) / 4 ))
+        for ((s = since_s; s < until_s; s += step)); do frames+=("$s $((s + step - 1 < until_s - 1 ? s + step - 1 : until_s - 1))"); done
+        echo "== $size records of $kb KB ($policies policies): window $(iso "$since_s") - $(iso "$until_s"), ${#frames[@]} frames" >&2
 
-    # Warm-up: render every page once in both simulators, and list the page URLs.
-    for target in "$sim" "$sim_plain"; do
-        TOKEN=$(token "$target")
-        CURL_GZIP=""
-        [ "$target" = "$sim" ] && CURL_GZIP=--compressed # caches the gzipped pages too
-        export TOKEN CURL_GZIP
-        for f in "${frames[@]}"; do read -r s e <<<"$f"; frame_url "$target" "$s" "$e"; done |
-            xargs -P 4 -I{} bash -c 'walk_frame "$@"' _ {} >"$work/urls.$(basename "$target" | tr -d :)"
-    done
-    urls="$work/urls.$(basename "$sim" | tr -d :)"
-    pages=$(wc -l <"$urls")
+        # Warm-up: render every page once in both simulators, and list the page URLs.
+        for target in "$sim" "$sim_plain"; do
+            TOKEN=$(token "$target")
+            CURL_GZIP=""
+            [ "$target" = "$sim" ] && CURL_GZIP=--compressed # caches the gzipped pages too
+            export TOKEN CURL_GZIP
+            for f in "${frames[@]}"; do read -r s e <<<"$f"; frame_url "$target" "$s" "$e"; done |
+                xargs -P 4 -I{} bash -c 'walk_frame "$@"' _ {} >"$work/urls.$(basename "$target" | tr -d :)"
+        done
+        urls="$work/urls.$(basename "$sim" | tr -d :)"
+        pages=$(wc -l <"$urls")
 
-    # The records themselves, as the simulator's oracle lists them (NDJSON), and as RESP.
-    : >"$work/records.ndjson"
-    for f in "${frames[@]}"; do
-        read -r s e <<<"$f"
-        curl -fsS -G "$sim/_sim/records" --data-urlencode \
-            "\$filter=createdDateTime ge $(date -u -d "@$s" +%Y-%m-%dT%H:%M:%S).0000000Z and createdDateTime le $(date -u -d "@$e" +%Y-%m-%dT%H:%M:%S).9999999Z" \
-            >>"$work/records.ndjson"
-    done
-    records=$(wc -l <"$work/records.ndjson")
-    bytes=$(( $(wc -c <"$work/records.ndjson") - records ))
-    value_size=$((bytes / records))
-    awk -v key=pipe 'BEGIN { ORS = "" }
-        function flush() { if (n == 0) return; printf "*%d\r\n$5\r\nRPUSH\r\n$%d\r\n%s\r\n", n + 2, length(key), key; for (i = 1; i <= n; i++) printf "$%d\r\n%s\r\n", length(batch[i]), batch[i]; n = 0 }
-        { batch[++n] = $0; if (n == 1000) flush() }
-        END { flush() }' "$work/records.ndjson" >"$work/records.resp"
-    rm -f "$work/records.ndjson"
-    echo "   $records records, $pages pages, $value_size bytes per record" >&2
+        # The records themselves, as the simulator's oracle lists them (NDJSON), and as RESP.
+        : >"$work/records.ndjson"
+        for f in "${frames[@]}"; do
+            read -r s e <<<"$f"
+            curl -fsS -G "$sim/_sim/records" --data-urlencode \
+                "\$filter=createdDateTime ge $(date -u -d "@$s" +%Y-%m-%dT%H:%M:%S).0000000Z and createdDateTime le $(date -u -d "@$e" +%Y-%m-%dT%H:%M:%S).9999999Z" \
+                >>"$work/records.ndjson"
+        done
+        records=$(wc -l <"$work/records.ndjson")
+        bytes=$(( $(wc -c <"$work/records.ndjson") - records ))
+        value_size=$((bytes / records))
+        awk -v key=pipe 'BEGIN { ORS = "" }
+            function flush() { if (n == 0) return; printf "*%d\r\n$5\r\nRPUSH\r\n$%d\r\n%s\r\n", n + 2, length(key), key; for (i = 1; i <= n; i++) printf "$%d\r\n%s\r\n", length(batch[i]), batch[i]; n = 0 }
+            { batch[++n] = $0; if (n == 1000) flush() }
+            END { flush() }' "$work/records.ndjson" >"$work/records.resp"
+        rm -f "$work/records.ndjson"
+        echo "   $records records, $pages pages, $value_size bytes per record" >&2
+        label="$size x $value_size B"
 
-    # msgx-once, gzip (ureq's default) and plain.
-    for variant in gzip plain; do
-        target=$sim
-        [ "$variant" = plain ] && target=$sim_plain
+        # msgx-once, gzip (ureq's default) and plain.
+        for bin in "${bins[@]}"; do
+            tag=""
+            [ "$bin" = target/release/msgx-once ] || tag=", baseline"
+            for variant in gzip plain; do
+                target=$sim
+                [ "$variant" = plain ] && target=$sim_plain
+                # Twice, timing the second: the first renders msgx-once's own frames.
+                for _ in warm timed; do
+                    "${redis[@]}" flushall >/dev/null
+                    before=$(sim_stat "$target" graph_bytes)
+                    GRAPH_CLIENT_SECRET=$secret /usr/bin/time -v -o "$work/time" "$bin" \
+                        --tenant bench --client_id bench --graph_url "$target" --login_url "$target" \
+                        --redis_url "redis://127.0.0.1:$REDIS_PORT/0" --queue_key bench \
+                        --since "$(iso "$since_s")" --until "$(iso "$until_s")" \
+                        --stream_frame 10 --streams 4 --page_size 1000 --rate_limit 0 \
+                        --log_level warn 2>"$work/log" || { cat "$work/log" >&2; exit 1; }
+                done
+                wire=$(( $(sim_stat "$target" graph_bytes) - ${before:-0} ))
+                got=$("${redis[@]}" llen bench)
+                [ "$got" -eq "$records" ] || { echo "msgx-once delivered $got of $records" >&2; exit 1; }
+                add_timed "msgx-once $label ($variant$tag)"
+                add "   bytes from Graph ($variant)" "" "" "" "$(awk -v b="$wire" 'BEGIN { printf "%.1f MB", b / 1e6 }')" "" ""
+            done
+
+            # A cron run catching up with state (seen-set, gzip): a first run leaves a
+            # watermark one second into the window, the second exports the rest.
+            cron=(--tenant bench --client_id bench --graph_url "$sim" --login_url "$sim"
+                --redis_url "redis://127.0.0.1:$REDIS_PORT/0" --queue_key bench --state auto
+                --rate_limit 0 --log_level warn)
+            for _ in warm timed; do
+                "${redis[@]}" flushall >/dev/null
+                MSGX_NOW=$(iso $((since_s + 121))) GRAPH_CLIENT_SECRET=$secret "$bin" \
+                    "${cron[@]}" --streams 1 --stream_frame 1 2>"$work/log" || { cat "$work/log" >&2; exit 1; }
+                first=$("${redis[@]}" llen bench)
+                MSGX_NOW=$(iso $((until_s + 120))) GRAPH_CLIENT_SECRET=$secret \
+                    /usr/bin/time -v -o "$work/time" "$bin" "${cron[@]}" \
+                    --stream_frame 10 --streams 4 --page_size 1000 --max_catchup "$((span + 60))" \
+                    2>"$work/log" || { cat "$work/log" >&2; exit 1; }
+            done
+            got=$("${redis[@]}" llen bench)
+            [ "$got" -eq "$records" ] || { echo "cron catch-up delivered $got of $records" >&2; exit 1; }
+            all=$records
+            records=$((all - first))
+            add_timed "msgx-once $label (cron, state$tag)"
+            records=$all
+        done
+
+        # curl: the same pages, one process, 4 parallel keep-alive transfers, gzip.
+        TOKEN=$(token "$sim")
+        sed 's/.*/url = "&"\noutput = "\/dev\/null"/' "$urls" >"$work/curl.cfg"
+        /usr/bin/time -v -o "$work/time" curl -fsS --no-progress-meter --compressed --parallel --parallel-max 4 \
+            -H "Authorization: Bearer $TOKEN" -K "$work/curl.cfg"
+        add_timed "curl download $label (gzip)"
+
+        # redis-cli --pipe: the same records, RPUSH of 1000 at a time.
         "${redis[@]}" flushall >/dev/null
-        before=$(sim_stat "$target" graph_bytes)
-        GRAPH_CLIENT_SECRET=$secret /usr/bin/time -v -o "$work/time" target/release/msgx-once \
-            --tenant bench --client_id bench --graph_url "$target" --login_url "$target" \
-            --redis_url "redis://127.0.0.1:$REDIS_PORT/0" --queue_key bench \
-            --since "$(iso "$since_s")" --until "$(iso "$until_s")" \
-            --stream_frame 10 --streams 4 --page_size 1000 --rate_limit 0 \
-            --log_level warn 2>"$work/log" || { cat "$work/log" >&2; exit 1; }
-        wire=$(( $(sim_stat "$target" graph_bytes) - ${before:-0} ))
-        got=$("${redis[@]}" llen bench)
-        [ "$got" -eq "$records" ] || { echo "msgx-once delivered $got of $records" >&2; exit 1; }
-        add_timed "msgx-once $size ($variant)"
-        add "   bytes from Graph ($variant)" "" "" "" "$(awk -v b="$wire" 'BEGIN { printf "%.1f MB", b / 1e6 }')" "" ""
+        /usr/bin/time -v -o "$work/time" "${redis[@]}" --pipe <"$work/records.resp" >/dev/null
+        add_timed "redis-cli --pipe $label"
+        rm -f "$work/records.resp"
+        "${redis[@]}" flushall >/dev/null
     done
 
-    # curl: the same pages, one process, 4 parallel keep-alive transfers, gzip.
-    TOKEN=$(token "$sim")
-    sed 's/.*/url = "&"\noutput = "\/dev\/null"/' "$urls" >"$work/curl.cfg"
-    /usr/bin/time -v -o "$work/time" curl -fsS --no-progress-meter --compressed --parallel --parallel-max 4 \
-        -H "Authorization: Bearer $TOKEN" -K "$work/curl.cfg"
-    add_timed "curl download $size (gzip)"
-
-    # redis-cli --pipe: the same records, RPUSH of 1000 at a time.
+    # Redis's own ingest ceiling at the same value size.
     "${redis[@]}" flushall >/dev/null
-    /usr/bin/time -v -o "$work/time" "${redis[@]}" --pipe <"$work/records.resp" >/dev/null
-    add_timed "redis-cli --pipe $size"
-    rm -f "$work/records.resp"
+    ceiling=$(redis-benchmark -p "$REDIS_PORT" -t rpush -P 64 -d "$value_size" -n 100000 -q |
+        tr '\r' '\n' | grep -o 'RPUSH: [0-9.]*' | tail -1 | awk '{ printf "%d", $2 }')
     "${redis[@]}" flushall >/dev/null
+    add "redis-benchmark rpush -P 64 -d $value_size" "100000" "" "$ceiling" \
+        "$(awk -v c="$ceiling" -v d="$value_size" 'BEGIN { printf "%.1f", c * d / 1e6 }')" "" ""
 done
-
-# Redis's own ingest ceiling at the same value size.
-"${redis[@]}" flushall >/dev/null
-ceiling=$(redis-benchmark -p "$REDIS_PORT" -t rpush -P 64 -d "$value_size" -n 200000 -q |
-    tr '\r' '\n' | grep -o 'RPUSH: [0-9.]*' | tail -1 | awk '{ printf "%d", $2 }')
-"${redis[@]}" flushall >/dev/null
-add "redis-benchmark rpush -P 64 -d $value_size" "200000" "" "$ceiling" "" "" ""
 
 # Empty windows, as from cron: the original's stateless window, and a stateful run with
 # a watermark (it rescans 600 s: 20 empty frames). Median of 11 runs each.

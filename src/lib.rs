@@ -15,7 +15,8 @@
 //! Dependencies point downward; no two modules import each other.
 //!
 //! - At the bottom, knowing nothing of the rest: [`exit`] codes, `ids`,
-//!   `secret`, `buffers`, `keys` (Redis key names and hash tags), `window`,
+//!   `secret`, `buffers`, `page_memory` (the byte budget of pages in flight), `keys`
+//!   (Redis key names and hash tags), `window`,
 //!   `logging`, the HTTP `transport`; then `shutdown` (signals) and `sources`
 //!   (the audit streams as data).
 //! - `config`: one declaration per option (`config::spec`), where values come from,
@@ -43,6 +44,8 @@ mod ids;
 mod keys;
 mod logging;
 mod metrics;
+mod page_memory;
+pub use page_memory::tune_allocator;
 mod pipeline;
 mod plan;
 mod redis_client;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use msgx::{Invocation, exit};
 
 fn main() -> ExitCode {
+    msgx::tune_allocator();
     let args: Result<Vec<String>, _> = std::env::args_os()
         .skip(1)
         .map(|a| a.into_string())

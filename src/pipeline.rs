@@ -4,10 +4,10 @@
 //! source shares the fetchers and writers; the order of the jobs decides who goes
 //! first.
 //!
-//! A fetched page waits for one of `queue_capacity` slots, which it gives back once
-//! written: at most `streams + queue_capacity` pages exist at once, so memory is
-//! bounded by that times the page size, whatever the window size and however many
-//! writer threads there are. A ledger records, per frame, what was fetched and
+//! Pages in flight hold at most `page_memory` bytes together ([`PageMemory`]): a
+//! fetcher reserves its next page's expected size before the request and waits while
+//! it would not fit, and a page frees what it holds once written — so memory is
+//! bounded in bytes, whatever the record size, window size or number of writers. A ledger records, per frame, what was fetched and
 //! written, so the run can say exactly which frames are incomplete.
 //!
 //! The sink retries a page itself; once a page has failed for good the lane's sink
@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -33,6 +33,7 @@ use time::OffsetDateTime;
 use crate::error::{Error, GraphError, SinkError};
 use crate::graph::client::BudgetSpent;
 use crate::graph::{GraphClient, Page};
+use crate::page_memory::{Held, PageEstimates, PageMemory};
 use crate::sink::Sink;
 use crate::sink::dedup::{record_keys, record_second};
 use crate::sources::{Bucket, SourceSpec, log_prefix};
@@ -68,8 +69,8 @@ pub struct PipelineOptions {
     /// Fetcher threads.
     pub fetchers: usize,
     pub writers: usize,
-    /// Pages between fetched and written (waiting or being written).
-    pub queue_capacity: usize,
+    /// Bytes the pages in flight may hold together.
+    pub page_memory: u64,
     /// Hand the sink each record's key, for deduplication.
     pub keyed: bool,
     /// How often a long run logs a progress line.
@@ -201,37 +202,8 @@ struct Batch {
     /// The page's number in its frame, from 1.
     number: u64,
     page: Page,
-    _slot: Slot,
-}
-
-/// The right to hold a page between fetch and write; handed back when dropped.
-struct Slot(Sender<()>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let _ = self.0.try_send(());
-    }
-}
-
-/// `capacity` slots for pages between fetchers and writers.
-struct Slots {
-    free: Receiver<()>,
-    returned: Sender<()>,
-}
-
-impl Slots {
-    fn new(capacity: usize) -> Self {
-        let (returned, free) = crossbeam_channel::bounded(capacity);
-        for _ in 0..capacity {
-            let _ = returned.try_send(());
-        }
-        Slots { free, returned }
-    }
-
-    /// Blocks until a written page gives its slot back.
-    fn take(&self) -> Option<Slot> {
-        self.free.recv().ok().map(|()| Slot(self.returned.clone()))
-    }
+    /// What the page holds of the run's page memory, freed once it is written.
+    _held: Held,
 }
 
 /// The seconds of one written page's records (their time field), in the order Graph
@@ -520,9 +492,11 @@ pub fn run(
     let next_job = AtomicUsize::new(0);
     let halts: Vec<Halts> = lanes.iter().map(|_| Halts::default()).collect();
     let token_refused = OnceLock::new();
-    let slots = Slots::new(options.queue_capacity);
+    let memory = PageMemory::new(options.page_memory);
+    let expected = PageEstimates::new(lanes.len());
     let deep = DeepTurns::new(jobs, &options.deep_allowance);
-    let (pages_out, pages_in) = crossbeam_channel::bounded::<Batch>(options.queue_capacity);
+    // Unbounded in pages: the page memory bounds what waits here, in bytes.
+    let (pages_out, pages_in) = crossbeam_channel::unbounded::<Batch>();
     let started = Instant::now();
     let (fetching, finished) = crossbeam_channel::bounded::<()>(0);
     std::thread::scope(|scope| {
@@ -547,6 +521,7 @@ pub fn run(
             let pages_in = pages_in.clone();
             let writer = Writer {
                 jobs,
+                memory: &memory,
                 now: options.now,
                 lanes,
                 keyed: options.keyed,
@@ -573,7 +548,8 @@ pub fn run(
                     next_job: &next_job,
                     halts: &halts,
                     token_refused: &token_refused,
-                    slots: &slots,
+                    memory: &memory,
+                    expected: &expected,
                     deep: &deep,
                 };
                 s.spawn(move |_| fetch_jobs(&pages_out, shared));
@@ -591,6 +567,11 @@ pub fn run(
             }
         }
     }
+    log::debug!(
+        "page memory: at most {} bytes held at once, of {} allowed",
+        memory.peak(),
+        options.page_memory
+    );
     Ok(ledger.outcomes(jobs, lanes))
 }
 
@@ -605,7 +586,9 @@ struct Shared<'a> {
     halts: &'a [Halts],
     /// The identity platform refused the credentials: no source can go on.
     token_refused: &'a OnceLock<GraphError>,
-    slots: &'a Slots,
+    memory: &'a Arc<PageMemory>,
+    /// The bytes each lane's next page is expected to hold.
+    expected: &'a PageEstimates,
     deep: &'a DeepTurns<'a>,
 }
 
@@ -744,7 +727,8 @@ fn fetch_job(
     let Shared {
         lanes,
         ledger,
-        slots,
+        memory,
+        expected,
         ..
     } = *shared;
     if let Some(halt) = shared.halted(lane) {
@@ -761,30 +745,43 @@ fn fetch_job(
         log_prefix(client.source(), shared.name_sources)
     );
     let mut number = 0;
+    // Room for the first page before its request; each page's before the next.
+    let page_size = client.page_size();
+    let mut next_held = Some(memory.reserve(expected.expect(lane, page_size)));
+    // Waiting took time: the source may have been refused meanwhile.
+    if let Some(halt) = shared.halted(lane) {
+        ledger.fail(i, halt);
+        return;
+    }
     let fetched = client.fetch_frame(&frame, deep, |page| {
         if let Some(halt) = shared.halted(lane) {
             ledger.fail(i, halt);
             return ControlFlow::Break(());
         }
+        let more = page.next_link().is_some();
         // The next page of a deeper read needs a turn of its own.
-        let defer = deep && page.next_link().is_some() && !shared.deep_turn(lane);
+        let defer = deep && more && !shared.deep_turn(lane);
         number += 1;
-        let sent = match slots.take() {
-            Some(slot) => pages_out
-                .send(Batch {
-                    job: i,
-                    number,
-                    page,
-                    _slot: slot,
-                })
-                .is_ok(),
-            None => false,
-        };
+        let weight = page.weight();
+        expected.learn(lane, weight, page.record_count());
+        let mut held = next_held.take().unwrap_or_else(|| memory.reserve(0));
+        held.resize(weight);
+        let sent = pages_out
+            .send(Batch {
+                job: i,
+                number,
+                page,
+                _held: held,
+            })
+            .is_ok();
         if sent && defer {
             ledger.fail(i, FrameFailure::Deferred);
             return ControlFlow::Break(());
         }
         if sent {
+            if more {
+                next_held = Some(memory.reserve(expected.expect(lane, page_size)));
+            }
             return ControlFlow::Continue(());
         }
         let lost = SinkError {
@@ -815,6 +812,7 @@ fn fetch_job(
 #[derive(Clone, Copy)]
 struct Writer<'a> {
     jobs: &'a [Job],
+    memory: &'a Arc<PageMemory>,
     /// Late records' ages are measured from it.
     now: OffsetDateTime,
     lanes: &'a [Lane<'a>],
@@ -832,7 +830,13 @@ impl Writer<'_> {
                 Some(down) => self
                     .ledger
                     .fail(batch.job, FrameFailure::Write(down.clone())),
-                None => self.write_page(&batch),
+                None => {
+                    // What writing copies of the page (a Redis command to a Cluster
+                    // is built whole; to one server it goes in pieces).
+                    let copy = self.lanes[lane].sink.copy_bytes(batch.page.weight());
+                    let _copy = self.memory.reserve_write(copy);
+                    self.write_page(&batch)
+                }
             }
             self.lanes[lane].client.recycle(batch.page);
         }

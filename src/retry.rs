@@ -338,13 +338,33 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 /// [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => parse_http_date(value)?
+    // Whole seconds per RFC 9110, but Graph's throttling guidance shows a fraction
+    // (`Retry-After: 2.128`): read decimal seconds too rather than fall back to our
+    // own, shorter backoff and come back before Graph said to.
+    let wait = if let Ok(seconds) = value.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else if let Some(seconds) = parse_decimal_seconds(value) {
+        Duration::from_secs_f64(seconds.min(MAX_RETRY_AFTER.as_secs_f64()))
+    } else {
+        parse_http_date(value)?
             .duration_since(now)
-            .unwrap_or_default(),
+            .unwrap_or_default()
     };
     Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// `2.128`: digits, one dot, digits — not `inf`, `NaN`, `-1` or `1e3`, which
+/// `f64::from_str` would take.
+fn parse_decimal_seconds(value: &str) -> Option<f64> {
+    let (whole, fraction) = value.split_once('.')?;
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || fraction.is_empty() || !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|seconds| seconds.is_finite())
 }
 
 /// An HTTP-date in the IMF-fixdate form servers send (`Sun, 06 Nov 1994 08:49:37 GMT`).
@@ -377,6 +397,23 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(
+            parse_retry_after("2.128", now),
+            Some(Duration::from_millis(2128))
+        );
+        assert_eq!(
+            parse_retry_after(" 0.75 ", now),
+            Some(Duration::from_millis(750))
+        );
+        for junk in [
+            "-1", "-0.5", "inf", "NaN", "1e3", ".5", "5.", "1.2.3", "1,5",
+        ] {
+            assert_eq!(parse_retry_after(junk, now), None, "{junk}");
+        }
+        assert_eq!(
+            parse_retry_after("99999999999999999999999999.5", now),
+            Some(MAX_RETRY_AFTER)
+        );
         assert_eq!(
             parse_retry_after("9300000000000000000", now),
             Some(MAX_RETRY_AFTER)

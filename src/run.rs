@@ -159,7 +159,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         &PipelineOptions {
             fetchers: config.fetchers(),
             writers: config.options.greenlets_count,
-            queue_capacity: config.queue_capacity(),
+            page_memory: config.page_memory(),
             keyed: exports.iter().any(|e| e.resumed.is_some()),
             progress_every: config.progress_every,
             name_sources: config.name_sources(),

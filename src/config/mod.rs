@@ -143,9 +143,9 @@ impl Config {
         self.options.streams
     }
 
-    /// Pages between fetched and written at most (waiting or being written).
-    pub fn queue_capacity(&self) -> usize {
-        self.options.streams.max(2)
+    /// Bytes the pages in flight may hold together (`page_memory_mb`).
+    pub fn page_memory(&self) -> u64 {
+        self.options.page_memory_mb << 20
     }
 
     /// Frames of the original's lagged window (a first run's, or `state off`):

@@ -262,6 +262,9 @@ options! {
     redis_tls_insecure: bool = value("true|false", Some("false")), given(parse::boolean);
     /// number of writer threads (the original's greenlets, same name)
     greenlets_count: usize = value("count", Some("10")), given(|v| parse::integer(v, 1, 256).map(|n| n as usize));
+    /// MiB that pages may hold between their request and their write (a page larger
+    /// goes alone)
+    page_memory_mb: u64 = value("MiB", Some("24")), given(|v| parse::integer(v, 1, 4096));
     /// wait up to redis_pool_timeout for a pooled connection (--no-redis_pool_block:
     /// take a free or new one up to the maximum, fail at once when all are in use)
     redis_pool_block: bool = switch("true"), given(parse::boolean);

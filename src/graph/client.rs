@@ -138,6 +138,11 @@ impl GraphClient {
         self.shape.source
     }
 
+    /// `$top`: the most records a page holds.
+    pub fn page_size(&self) -> u32 {
+        self.shape.page_size
+    }
+
     /// The budget spent so far.
     pub fn spent(&self) -> BudgetSpent {
         let c = &self.counters;

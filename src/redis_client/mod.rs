@@ -36,13 +36,56 @@ enum Route {
 }
 
 /// A connection to Redis: a plain one (standalone, Sentinel's primary) or a Cluster's.
-pub type RedisConnection = Box<dyn redis::ConnectionLike + Send>;
+/// Commands go through it as a `dyn redis::ConnectionLike`.
+pub struct RedisConnection(Link);
+
+enum Link {
+    Single(redis::Connection),
+    /// Boxed: a Cluster connection is several times the size of a plain one.
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+impl RedisConnection {
+    /// The connection to one server, on which a command may be sent in pieces; a
+    /// Cluster's routes each command by its parsed bytes and takes them whole.
+    pub fn single(&mut self) -> Option<&mut redis::Connection> {
+        match &mut self.0 {
+            Link::Single(connection) => Some(connection),
+            Link::Cluster(_) => None,
+        }
+    }
+}
+
+impl std::ops::Deref for RedisConnection {
+    type Target = dyn redis::ConnectionLike + Send;
+
+    fn deref(&self) -> &Self::Target {
+        match &self.0 {
+            Link::Single(connection) => connection,
+            Link::Cluster(connection) => &**connection,
+        }
+    }
+}
+
+impl std::ops::DerefMut for RedisConnection {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match &mut self.0 {
+            Link::Single(connection) => connection,
+            Link::Cluster(connection) => &mut **connection,
+        }
+    }
+}
 
 impl RedisClient {
     /// Whether writes must wait for a replica: with Sentinel a failover promotes a
     /// replica, and what it has not received would be lost.
     pub fn is_replicated(&self) -> bool {
         matches!(*self.0, Route::Sentinel(_))
+    }
+
+    /// A Redis Cluster: commands are sent whole, to route them.
+    pub fn is_cluster(&self) -> bool {
+        matches!(*self.0, Route::Cluster(_))
     }
 }
 
@@ -128,7 +171,11 @@ fn open_cluster(config: &Config, nodes: &[String]) -> redis::RedisResult<RedisCl
 /// of hanging the run.
 pub fn connect(client: &RedisClient) -> redis::RedisResult<RedisConnection> {
     let client = match &*client.0 {
-        Route::Cluster(cluster) => return Ok(Box::new(cluster.get_connection()?)),
+        Route::Cluster(cluster) => {
+            return Ok(RedisConnection(Link::Cluster(Box::new(
+                cluster.get_connection()?,
+            ))));
+        }
         Route::Direct(client) => client.clone(),
         Route::Sentinel(sentinel) => sentinel
             .lock()
@@ -138,7 +185,7 @@ pub fn connect(client: &RedisClient) -> redis::RedisResult<RedisConnection> {
     let connection = client.get_connection_with_timeout(COMMAND_TIMEOUT)?;
     connection.set_read_timeout(Some(COMMAND_TIMEOUT))?;
     connection.set_write_timeout(Some(COMMAND_TIMEOUT))?;
-    Ok(Box::new(connection))
+    Ok(RedisConnection(Link::Single(connection)))
 }
 
 /// [`connect`], its failure worded for a retry loop.

@@ -118,8 +118,8 @@ impl RedisPool {
 pub struct Pooled(r2d2::PooledConnection<Connector>);
 
 impl Pooled {
-    pub fn connection(&mut self) -> &mut dyn redis::ConnectionLike {
-        &mut *self.0.connection
+    pub fn connection(&mut self) -> &mut RedisConnection {
+        &mut self.0.connection
     }
 
     /// Drops the connection instead of giving it back: its state is unknown.

@@ -325,6 +325,10 @@ impl Sink for DedupSink {
         self.inner.check()
     }
 
+    fn copy_bytes(&self, page_bytes: u64) -> u64 {
+        self.inner.copy_bytes(page_bytes)
+    }
+
     fn write(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<Written, SinkError> {
         let Some(keys) = keys else {
             return self.inner.write(records, None);

@@ -55,6 +55,12 @@ pub trait Sink: Send + Sync {
     /// page it can undo.
     fn write(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<Written, SinkError>;
 
+    /// What writing a page of `page_bytes` copies of it at once, held in the run's
+    /// page memory while it is written.
+    fn copy_bytes(&self, page_bytes: u64) -> u64 {
+        page_bytes
+    }
+
     /// Flushes what is buffered and makes it durable; called once after the last write.
     fn finish(&self) -> Result<(), SinkError> {
         Ok(())

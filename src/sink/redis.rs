@@ -10,7 +10,7 @@ use super::{RecordKey, Sink, Written};
 use crate::buffers::BufferPool;
 use crate::config::{Config, QueueType, SourceConfig};
 use crate::error::SinkError;
-use crate::redis_client::{Attempt, RedisPool, connect_attempt, retrying};
+use crate::redis_client::{Attempt, RedisConnection, RedisPool, connect_attempt, retrying};
 use crate::retry::RetryOptions;
 
 pub struct RedisSink {
@@ -101,7 +101,7 @@ impl RedisSink {
             (Some(dedup), Some(keys)) => self.write_new_only(connection, dedup, records, keys),
             _ => self.write_all(connection, records),
         }
-        .and_then(|written| self.replicated(connection).map(|()| written));
+        .and_then(|written| self.replicated(&mut **connection).map(|()| written));
         result.map_err(|e| {
             pooled.discard();
             Attempt::from(e)
@@ -154,26 +154,51 @@ impl RedisSink {
     /// the seen-set are pushed, added or published, and their ids join the set.
     fn write_new_only(
         &self,
-        connection: &mut dyn redis::ConnectionLike,
+        connection: &mut RedisConnection,
         dedup: &Dedup,
         records: &[&str],
         keys: &[RecordKey],
     ) -> redis::RedisResult<Written> {
         let floor = dedup.floor.map_or("-inf".to_string(), |f| f.to_string());
-        let mut invocation = self.dedup_script.prepare_invoke();
-        invocation
-            .key(&self.key)
-            .key(&dedup.seen_key)
-            .arg(self.mode())
-            .arg(floor)
-            .arg(self.max_queue_len.unwrap_or(0))
-            .arg(self.stream_maxlen.unwrap_or(0))
-            .arg(if self.allow_no_subscribers { "1" } else { "0" })
-            .arg(if dedup.versioned { "1" } else { "0" });
-        for (record, key) in records.iter().zip(keys) {
-            invocation.arg(&key.id).arg(key.second).arg(*record);
+        let (max_len, maxlen) = (
+            self.max_queue_len.unwrap_or(0).to_string(),
+            self.stream_maxlen.unwrap_or(0).to_string(),
+        );
+        let flag = |on: bool| if on { "1" } else { "0" };
+        let args = [
+            self.mode(),
+            &floor,
+            &max_len,
+            &maxlen,
+            flag(self.allow_no_subscribers),
+            flag(dedup.versioned),
+        ];
+        let triples: Vec<(&str, i64, &str)> = records
+            .iter()
+            .zip(keys)
+            .map(|(record, key)| (key.id.as_str(), key.second, *record))
+            .collect();
+        let encode = |out: &mut dyn resp::Out| {
+            resp::evalsha(
+                out,
+                self.dedup_script.get_hash(),
+                [&self.key, &dedup.seen_key],
+                &args,
+                &triples,
+            )
+        };
+        let mut sent = self.send_one(connection, &encode);
+        // A server that does not know the script yet (a restart, a failover, a new
+        // Cluster node) learns it, and the page is sent again.
+        if let Err(e) = &sent
+            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        {
+            sent = self
+                .dedup_script
+                .load(&mut **connection)
+                .and_then(|_| self.send_one(connection, &encode));
         }
-        let reply: Vec<usize> = invocation.invoke(connection)?;
+        let reply: Vec<usize> = redis::from_redis_value(sent?)?;
         let malformed = || {
             redis::RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
@@ -219,58 +244,93 @@ impl RedisSink {
         Ok(())
     }
 
-    /// The page as one hand-packed `RPUSH` (or a pipeline of `PUBLISH`es or `XADD`s)
-    /// in a pooled buffer: one copy of the records into the buffer, none per record, no
-    /// allocation once the pool is warm (redis-rs's `Cmd` would copy the page twice).
-    fn write_all(
+    /// Sends one encoded command or pipeline of `replies` commands and reads their
+    /// replies: to one server in pieces as it is encoded ([`resp::Pieces`]), so the
+    /// page is not copied whole; to a Cluster whole, from a pooled buffer.
+    fn send(
         &self,
-        connection: &mut dyn redis::ConnectionLike,
-        records: &[&str],
-    ) -> redis::RedisResult<Written> {
-        self.check_backlog(connection)?;
-        let mut packed = self.buffers.take();
-        let result = match self.queue_type {
-            QueueType::List => {
-                resp::rpush(&mut packed, &self.key, records);
-                connection
-                    .req_packed_command(&packed)
-                    .and_then(redis::Value::extract_error)
-                    .map(|_| Written::all(records.len()))
+        connection: &mut RedisConnection,
+        replies: usize,
+        encode: &dyn Fn(&mut dyn resp::Out),
+    ) -> redis::RedisResult<Vec<redis::Value>> {
+        let mut buffer = self.buffers.take();
+        buffer.clear();
+        let sent = match connection.single() {
+            Some(single) => {
+                let mut pieces = resp::Pieces::new(&mut buffer, single);
+                encode(&mut pieces);
+                pieces.finish(replies)
             }
-            QueueType::Stream => {
-                resp::xadd_each(&mut packed, &self.key, self.stream_maxlen, records);
-                connection
-                    .req_packed_commands(&packed, 0, records.len())
-                    .and_then(|replies| {
-                        replies
-                            .into_iter()
-                            .try_for_each(|reply| reply.extract_error().map(drop))
-                    })
-                    .map(|()| Written::all(records.len()))
-            }
-            QueueType::Channel => {
-                resp::publish_each(&mut packed, &self.key, records);
-                connection
-                    .req_packed_commands(&packed, 0, records.len())
-                    .and_then(|replies| {
-                        let mut fresh = Vec::with_capacity(records.len());
-                        for (offset, reply) in replies.into_iter().enumerate() {
-                            let receivers: i64 = redis::from_redis_value(reply.extract_error()?)?;
-                            if receivers > 0 || self.allow_no_subscribers {
-                                fresh.push(offset);
-                            }
-                        }
-                        Ok(Written {
-                            delivered: fresh.len(),
-                            unheard: records.len() - fresh.len(),
-                            fresh,
-                            updated: Vec::new(),
-                        })
-                    })
+            None => {
+                encode(&mut buffer);
+                match replies {
+                    1 => connection
+                        .req_packed_command(&buffer)
+                        .map(|reply| vec![reply]),
+                    n => connection.req_packed_commands(&buffer, 0, n),
+                }
             }
         };
-        self.buffers.give_back(packed);
-        result
+        self.buffers.give_back(buffer);
+        sent
+    }
+
+    /// [`Self::send`] of one command: its reply, a server error as an error.
+    fn send_one(
+        &self,
+        connection: &mut RedisConnection,
+        encode: &dyn Fn(&mut dyn resp::Out),
+    ) -> redis::RedisResult<redis::Value> {
+        self.send(connection, 1, encode)?
+            .pop()
+            .ok_or_else(|| {
+                redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "no reply"))
+            })?
+            .extract_error()
+    }
+
+    /// The page as one `RPUSH` (or a pipeline of `PUBLISH`es or `XADD`s), encoded
+    /// once, no copy per record (redis-rs's `Cmd` would copy the page twice).
+    fn write_all(
+        &self,
+        connection: &mut RedisConnection,
+        records: &[&str],
+    ) -> redis::RedisResult<Written> {
+        self.check_backlog(&mut **connection)?;
+        match self.queue_type {
+            QueueType::List => self
+                .send_one(connection, &|out| resp::rpush(out, &self.key, records))
+                .map(|_| Written::all(records.len())),
+            QueueType::Stream => self
+                .send(connection, records.len(), &|out| {
+                    resp::xadd_each(out, &self.key, self.stream_maxlen, records)
+                })
+                .and_then(|replies| {
+                    replies
+                        .into_iter()
+                        .try_for_each(|reply| reply.extract_error().map(drop))
+                })
+                .map(|()| Written::all(records.len())),
+            QueueType::Channel => self
+                .send(connection, records.len(), &|out| {
+                    resp::publish_each(out, &self.key, records)
+                })
+                .and_then(|replies| {
+                    let mut fresh = Vec::with_capacity(records.len());
+                    for (offset, reply) in replies.into_iter().enumerate() {
+                        let receivers: i64 = redis::from_redis_value(reply.extract_error()?)?;
+                        if receivers > 0 || self.allow_no_subscribers {
+                            fresh.push(offset);
+                        }
+                    }
+                    Ok(Written {
+                        delivered: fresh.len(),
+                        unheard: records.len() - fresh.len(),
+                        fresh,
+                        updated: Vec::new(),
+                    })
+                }),
+        }
     }
 
     /// Says once per run that the channel had no subscriber.
@@ -304,6 +364,14 @@ impl Sink for RedisSink {
             let mut connection = connect_attempt(self.connections.client())?;
             Ok(redis::cmd("PING").query::<()>(&mut *connection)?)
         })
+    }
+
+    /// A piece to one server, all of the page to a Cluster.
+    fn copy_bytes(&self, page_bytes: u64) -> u64 {
+        match self.connections.client().is_cluster() {
+            true => page_bytes,
+            false => page_bytes.min(resp::PIECE_BYTES as u64),
+        }
     }
 
     fn write(&self, records: &[&str], keys: Option<&[RecordKey]>) -> Result<Written, SinkError> {

@@ -1,32 +1,110 @@
-//! RESP encoding of the commands the Redis sink sends per page, into reusable
-//! buffers: a page of 1000 sign-ins is ~1.5 MB, and building it through redis-rs's
-//! `Cmd` costs two extra copies and two allocations of that size per page.
+//! RESP encoding of the commands the Redis sink sends per page, either into a reusable
+//! buffer (a page of 1000 sign-ins is 2 to 20 MB, and building it through redis-rs's
+//! `Cmd` costs two extra copies and two allocations of that size per page) or, to one
+//! server, straight onto the connection in pieces ([`Pieces`]): Redis runs a command
+//! once all of it has arrived, so the page is never copied whole, and a connection
+//! lost halfway leaves nothing written.
+
+/// Where an encoded command goes.
+pub trait Out {
+    fn put(&mut self, bytes: &[u8]);
+    /// About `bytes` more are coming.
+    fn expect(&mut self, _bytes: usize) {}
+}
+
+impl Out for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    fn expect(&mut self, bytes: usize) {
+        self.reserve(bytes);
+    }
+}
+
+/// The most a piece holds before it is sent: what the sink copies of a page.
+pub const PIECE_BYTES: usize = 1 << 20;
+
+/// A command (or a pipeline of them) sent to one server as it is encoded, a piece at a
+/// time through `buffer`; a record larger than a piece is sent from where it lies.
+pub struct Pieces<'a> {
+    buffer: &'a mut Vec<u8>,
+    connection: &'a mut redis::Connection,
+    failed: Option<redis::RedisError>,
+}
+
+impl<'a> Pieces<'a> {
+    pub fn new(buffer: &'a mut Vec<u8>, connection: &'a mut redis::Connection) -> Self {
+        buffer.clear();
+        Pieces {
+            buffer,
+            connection,
+            failed: None,
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        if self.failed.is_none()
+            && let Err(e) = self.connection.send_packed_command(bytes)
+        {
+            self.failed = Some(e);
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.buffer.is_empty() {
+            let piece = std::mem::take(self.buffer);
+            self.send(&piece);
+            *self.buffer = piece;
+            self.buffer.clear();
+        }
+    }
+
+    /// Sends what is left and reads `replies` replies (one per command sent).
+    pub fn finish(mut self, replies: usize) -> redis::RedisResult<Vec<redis::Value>> {
+        self.flush();
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        (0..replies)
+            .map(|_| self.connection.recv_response())
+            .collect()
+    }
+}
+
+impl Out for Pieces<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        if self.buffer.len() + bytes.len() > PIECE_BYTES {
+            self.flush();
+        }
+        if bytes.len() >= PIECE_BYTES {
+            self.send(bytes);
+        } else {
+            self.buffer.extend_from_slice(bytes);
+        }
+    }
+}
 
 /// `*n\r\n`
-fn array(out: &mut Vec<u8>, len: usize) {
-    out.push(b'*');
-    out.extend_from_slice(len.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
+fn array(out: &mut dyn Out, len: usize) {
+    out.put(format!("*{len}\r\n").as_bytes());
 }
 
 /// `$len\r\nbytes\r\n`
-fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.push(b'$');
-    out.extend_from_slice(bytes.len().to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(bytes);
-    out.extend_from_slice(b"\r\n");
+fn bulk(out: &mut dyn Out, bytes: &[u8]) {
+    out.put(format!("${}\r\n", bytes.len()).as_bytes());
+    out.put(bytes);
+    out.put(b"\r\n");
 }
 
-fn reserve(out: &mut Vec<u8>, key: &str, records: &[&str], per_record: usize) {
+fn expect(out: &mut dyn Out, key: &str, records: &[&str], per_record: usize) {
     let payload: usize = records.iter().map(|r| r.len() + 16).sum();
-    out.reserve(payload + records.len() * per_record + key.len() + 32);
+    out.expect(payload + records.len() * per_record + key.len() + 32);
 }
 
 /// `RPUSH key r1 r2 …` as one command.
-pub fn rpush(out: &mut Vec<u8>, key: &str, records: &[&str]) {
-    out.clear();
-    reserve(out, key, records, 0);
+pub fn rpush(out: &mut dyn Out, key: &str, records: &[&str]) {
+    expect(out, key, records, 0);
     array(out, records.len() + 2);
     bulk(out, b"RPUSH");
     bulk(out, key.as_bytes());
@@ -35,10 +113,42 @@ pub fn rpush(out: &mut Vec<u8>, key: &str, records: &[&str]) {
     }
 }
 
+/// `EVALSHA sha 2 queue seen a1 … an` followed by `id second record` for each
+/// record: the deduplicating write of one page as one command (redis-rs's script
+/// invocation copies every record twice more, into allocations that each writer
+/// thread's arena then keeps).
+pub fn evalsha(
+    out: &mut dyn Out,
+    sha: &str,
+    keys: [&str; 2],
+    args: &[&str],
+    records: &[(&str, i64, &str)],
+) {
+    let payload: usize = records
+        .iter()
+        .map(|(id, _, r)| id.len() + r.len() + 64)
+        .sum();
+    out.expect(payload + sha.len() + keys.iter().map(|k| k.len()).sum::<usize>() + 128);
+    array(out, 3 + keys.len() + args.len() + 3 * records.len());
+    bulk(out, b"EVALSHA");
+    bulk(out, sha.as_bytes());
+    bulk(out, keys.len().to_string().as_bytes());
+    for key in keys {
+        bulk(out, key.as_bytes());
+    }
+    for arg in args {
+        bulk(out, arg.as_bytes());
+    }
+    for (id, second, record) in records {
+        bulk(out, id.as_bytes());
+        bulk(out, second.to_string().as_bytes());
+        bulk(out, record.as_bytes());
+    }
+}
+
 /// `PUBLISH key r` for each record, as one pipeline.
-pub fn publish_each(out: &mut Vec<u8>, key: &str, records: &[&str]) {
-    out.clear();
-    reserve(out, key, records, key.len() + 32);
+pub fn publish_each(out: &mut dyn Out, key: &str, records: &[&str]) {
+    expect(out, key, records, key.len() + 32);
     for record in records {
         array(out, 3);
         bulk(out, b"PUBLISH");
@@ -48,9 +158,8 @@ pub fn publish_each(out: &mut Vec<u8>, key: &str, records: &[&str]) {
 }
 
 /// `XADD key [MAXLEN ~ n] * record r` for each record, as one pipeline.
-pub fn xadd_each(out: &mut Vec<u8>, key: &str, maxlen: Option<u64>, records: &[&str]) {
-    out.clear();
-    reserve(out, key, records, key.len() + 64);
+pub fn xadd_each(out: &mut dyn Out, key: &str, maxlen: Option<u64>, records: &[&str]) {
+    expect(out, key, records, key.len() + 64);
     let maxlen = maxlen.map(|n| n.to_string());
     for record in records {
         array(out, if maxlen.is_some() { 8 } else { 5 });
@@ -79,7 +188,14 @@ mod tests {
             out,
             b"*4\r\n$5\r\nRPUSH\r\n$1\r\nk\r\n$7\r\n{\"a\":1}\r\n$2\r\n\xc3\xa9\r\n"
         );
+        out.clear();
         publish_each(&mut out, "ch", &["x"]);
         assert_eq!(out, b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$1\r\nx\r\n");
+        out.clear();
+        evalsha(&mut out, "ab", ["q", "s"], &["list"], &[("i", 7, "{}")]);
+        assert_eq!(
+            out,
+            b"*9\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n2\r\n$1\r\nq\r\n$1\r\ns\r\n$4\r\nlist\r\n$1\r\ni\r\n$1\r\n7\r\n$2\r\n{}\r\n"
+        );
     }
 }

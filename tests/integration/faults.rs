@@ -61,6 +61,37 @@ fn throttled_requests_are_retried_after_retry_after_and_nothing_is_lost() {
 }
 
 #[test]
+fn a_fractional_retry_after_as_graphs_guidance_shows_it_is_honoured() {
+    // Retry-After: 0.75 (Graph's throttling guidance shows `2.128`); the backoff of a
+    // 429 without one would be 1 ms here, so a client that cannot read the fraction
+    // comes back early — the simulator counts every request before the wait is over.
+    let (sim, redis) = (
+        Sim::start(&["--rate", "3", "--every-429", "3", "--retry-after", "0.75"]),
+        RedisServer::start(),
+    );
+    let since = minutes_ago(6);
+    let mut args = redis_args(
+        &sim,
+        &redis,
+        "frac429",
+        &[
+            "--stream_frame",
+            "20",
+            "--page_size",
+            "25",
+            "--streams",
+            "1",
+        ],
+    );
+    args.extend(backfill_flags(since, since + Span::seconds(60)));
+    let run = msgx(&args, &[("MSGX_BACKOFF_MS", "1")]);
+    assert_exported_once(&run, &sim, &redis, "frac429", since);
+    let stats = sim.stats();
+    assert!(stats["graph_429"].as_u64().unwrap_or(0) >= 2, "{stats}");
+    assert_eq!(stats["graph_early"].as_u64().unwrap_or(0), 0, "{stats}");
+}
+
+#[test]
 fn service_unavailable_is_retried_and_nothing_is_lost() {
     let (sim, redis) = (
         Sim::start(&["--rate", "3", "--every-503", "2"]),

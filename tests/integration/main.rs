@@ -12,5 +12,6 @@ mod late;
 mod loss;
 mod operations;
 mod queues;
+mod sizes;
 mod sources;
 mod state;

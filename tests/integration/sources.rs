@@ -205,10 +205,14 @@ fn a_403_fails_only_its_source_naming_the_permission_and_the_next_run_catches_up
         "{}",
         run.stderr
     );
-    // Each refused source asked once, and gave up at once; sign-ins went on.
+    // Each refused source gave up at once: a frame of it already asked for when the
+    // first 403 came (two fetchers: at most one more) is the only other request;
+    // sign-ins went on.
     let stats = denying.stats();
-    assert_eq!(stats["risk_detections_403"], serde_json::json!(1));
-    assert_eq!(stats["provisioning_403"], serde_json::json!(1));
+    for refused in ["risk_detections_403", "provisioning_403"] {
+        let asked = stats[refused].as_u64().unwrap_or(0);
+        assert!((1..=2).contains(&asked), "{refused}: {asked} in {stats}");
+    }
     assert_eq!(stats["signins_200"], serde_json::json!(2));
     assert_same_records(
         redis.list("k"),
@@ -393,11 +397,23 @@ fn a_source_a_day_behind_catches_up_after_the_others_minute() {
     let all = sim.get("/_sim/queries");
     let order: Vec<&str> = all.lines().filter_map(|l| l.split('\t').next()).collect();
     // The first run's two queries, then the audits' minute before any catch-up frame.
+    // Two fetchers: the catch-up's first frame may be asked for while the audits'
+    // second is (the order of requests sent at once is the network's), never later.
     assert_eq!(
-        order[..4],
-        ["signins", "signins", "directory_audits", "directory_audits"]
+        order[..3],
+        ["signins", "signins", "directory_audits"],
+        "{order:?}"
     );
-    assert!(order[4..].iter().all(|s| *s == "signins"), "{order:?}");
+    let audits = order[3..]
+        .iter()
+        .position(|s| *s == "directory_audits")
+        .map(|p| p + 3);
+    assert!(matches!(audits, Some(3 | 4)), "{order:?}");
+    assert_eq!(
+        order.iter().filter(|s| **s == "directory_audits").count(),
+        2,
+        "{order:?}"
+    );
     assert_same_records(
         redis.list("k:directory_audits"),
         sim.records_of(

@@ -178,7 +178,7 @@ pub fn provisioning(g: &Generator, event: &Event) -> String {
     );
     let error = match step_status {
         "failure" => {
-            r#"{"errorCode":"AzureActiveDirectoryInsufficientRights","reason":"Insufficient privileges to complete the operation.","additionalDetails":null,"errorCategory":"NonServiceFailure","recommendedAction":null}"#
+            r#"{"errorCode":"AzureActiveDirectoryInsufficientRights","reason":"Insufficient privileges to complete the operation.","additionalDetails":null,"errorCategory":"nonServiceFailure","recommendedAction":null}"#
         }
         _ => "null",
     };

@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 
 use crate::faults::Fault;
-use crate::generator::{self, TICKS_PER_SECOND, Ticks};
+use crate::generator::{TICKS_PER_SECOND, Ticks};
 use crate::http::{Reply, Request, Response};
 use crate::odata::{self, Cursor, PageQuery};
 use crate::pages::{self, Body};
 use crate::resources::{self, Family, Resource, Stream};
-use crate::responses::graph_error;
+use crate::responses::{graph_error, too_many_requests};
+use crate::signins;
 use crate::sim::Sim;
 
 impl Sim {
@@ -96,14 +97,16 @@ impl Sim {
         if let Some(response) = self.denied(resource) {
             return Reply::Full(response);
         }
+        // A request sent before the last 429's Retry-After has passed: counted, so a
+        // test can tell that a client honours it (fractions included).
+        if self.faults.early() {
+            self.bump("graph_early");
+        }
         let fault = self.faults.next(resource.bucket);
         match fault {
             Some(Fault::TooManyRequests(retry_after)) => {
-                let response = graph_error(429, "TooManyRequests", "Too many requests.");
-                return Reply::Full(match retry_after {
-                    Some(seconds) => response.with_header("Retry-After", &seconds.to_string()),
-                    None => response,
-                });
+                self.faults.throttled(retry_after.as_deref());
+                return Reply::Full(too_many_requests(retry_after.as_deref()));
             }
             Some(Fault::ServiceUnavailable) => {
                 return Reply::Full(graph_error(
@@ -294,7 +297,7 @@ fn parse_select(value: &str) -> Result<Vec<String>, Response> {
         .split(',')
         .map(|name| {
             let name = name.trim();
-            match generator::PROPERTIES
+            match signins::PROPERTIES
                 .iter()
                 .find(|p| p.eq_ignore_ascii_case(name))
             {

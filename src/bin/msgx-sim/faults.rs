@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use crate::resources::Bucket;
 
 /// What happens to one sign-ins request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
-    /// 429 with this Retry-After, in seconds (identity protection sends none).
-    TooManyRequests(Option<u64>),
+    /// 429 with this Retry-After, seconds as sent (identity protection sends none).
+    TooManyRequests(Option<String>),
     ServiceUnavailable,
     /// The connection closes before any response.
     Reset,
@@ -72,7 +72,8 @@ impl Throttle {
 
 pub struct Faults {
     pub every_429: u64,
-    pub retry_after: u64,
+    /// The Retry-After of those 429s, as sent (`1`, `2.128`).
+    pub retry_after: String,
     pub every_503: u64,
     pub every_reset: u64,
     pub garbage: u64,
@@ -81,9 +82,26 @@ pub struct Faults {
     pub throttle_identity_protection: Option<Throttle>,
     pub throttle_security: Option<Throttle>,
     pub requests: AtomicU64,
+    /// Until when the last 429's Retry-After asked clients to wait.
+    pub quiet_until: Mutex<Option<Instant>>,
 }
 
 impl Faults {
+    /// A 429 was sent with `retry_after`: requests before it has passed come early.
+    pub fn throttled(&self, retry_after: Option<&str>) {
+        let Some(seconds) = retry_after.and_then(|v| v.parse::<f64>().ok()) else {
+            return;
+        };
+        let until = Instant::now() + Duration::from_secs_f64(seconds.clamp(0.0, 3600.0));
+        *self.quiet_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+    }
+
+    /// Whether a request now comes before the last 429's Retry-After has passed.
+    pub fn early(&self) -> bool {
+        let quiet = *self.quiet_until.lock().unwrap_or_else(|p| p.into_inner());
+        quiet.is_some_and(|until| Instant::now() < until)
+    }
+
     /// The fault for the next request of a resource of `bucket`, if any. Identity
     /// protection's 429s carry no Retry-After, as Graph documents.
     pub fn next(&self, bucket: Bucket) -> Option<Fault> {
@@ -95,13 +113,13 @@ impl Faults {
         if let Some(throttle) = throttle
             && let Err(wait) = throttle.admit(Instant::now())
         {
-            let retry_after = (bucket != Bucket::IdentityProtection).then_some(wait);
+            let retry_after = (bucket != Bucket::IdentityProtection).then(|| wait.to_string());
             return Some(Fault::TooManyRequests(retry_after));
         }
         let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
         let hit = |k: u64| k > 0 && n.is_multiple_of(k);
         if hit(self.every_429) {
-            Some(Fault::TooManyRequests(Some(self.retry_after)))
+            Some(Fault::TooManyRequests(Some(self.retry_after.clone())))
         } else if hit(self.every_503) {
             Some(Fault::ServiceUnavailable)
         } else if hit(self.every_reset) {

@@ -4,42 +4,11 @@
 
 use std::fmt::Write;
 
-use crate::hostile::{self, Damage};
+use crate::hostile::Damage;
 
 /// 100-nanosecond ticks since the Unix epoch: Graph's 7-digit precision.
 pub type Ticks = i64;
 pub const TICKS_PER_SECOND: i64 = 10_000_000;
-
-/// The top-level properties of a rendered sign-in, in order (for `$select`).
-pub const PROPERTIES: &[&str] = &[
-    "id",
-    "createdDateTime",
-    "userDisplayName",
-    "userPrincipalName",
-    "userId",
-    "appId",
-    "appDisplayName",
-    "ipAddress",
-    "clientAppUsed",
-    "correlationId",
-    "conditionalAccessStatus",
-    "isInteractive",
-    "riskDetail",
-    "riskLevelAggregated",
-    "riskLevelDuringSignIn",
-    "riskState",
-    "riskEventTypes",
-    "riskEventTypes_v2",
-    "resourceDisplayName",
-    "resourceId",
-    "status",
-    "deviceDetail",
-    "location",
-    "appliedConditionalAccessPolicies",
-    "signInEventTypes",
-    "servicePrincipalId",
-    "servicePrincipalName",
-];
 
 /// One record's version: its creation (version 0) or an update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +39,9 @@ pub struct Generator {
     pub damage: Option<Damage>,
     /// `--hostile`: attacker-typed text in failed sign-ins.
     pub hostile: bool,
+    /// `--ca-policies`: the tenant's enabled Conditional Access policies, each listed
+    /// in every sign-in (the record size).
+    pub ca_policies: u32,
 }
 
 /// splitmix64: a tiny, well-mixed hash of (seed, second, index, field).
@@ -123,135 +95,6 @@ impl Generator {
             .collect();
         offsets.sort_unstable();
         offsets
-    }
-
-    /// The JSON text of the `index`-th sign-in of `second`, at `ticks`, as Graph shows
-    /// it at `now`; with `select`, only those top-level properties (Graph's `$select`);
-    /// `event_type` (beta) adds `signInEventTypes` and what goes with it.
-    pub fn render_sign_in(
-        &self,
-        second: i64,
-        index: u64,
-        ticks: Ticks,
-        now: Ticks,
-        select: Option<&[String]>,
-        event_type: Option<&str>,
-    ) -> String {
-        let mfa_done = self
-            .changes_at(second, index, ticks)
-            .is_some_and(|at| at <= now);
-        let record = self.render_sound(second, index, ticks, mfa_done, select, event_type);
-        match self.damage {
-            Some(damage) if self.hash(second, index, 30).is_multiple_of(25) => damage.apply(record),
-            _ => record,
-        }
-    }
-
-    fn render_sound(
-        &self,
-        second: i64,
-        index: u64,
-        ticks: Ticks,
-        mfa_done: bool,
-        select: Option<&[String]>,
-        event_type: Option<&str>,
-    ) -> String {
-        let h = |field: u64| self.hash(second, index, field);
-        let mut user = USERS[(h(10) % USERS.len() as u64) as usize];
-        let mut place = PLACES[(h(11) % PLACES.len() as u64) as usize];
-        let app = APPS[(h(12) % APPS.len() as u64) as usize];
-        let device = DEVICES[(h(13) % DEVICES.len() as u64) as usize];
-        let failed = h(14) % 10 == 0;
-        if failed && self.hostile {
-            user = (hostile::TYPED_USER, hostile::TYPED_USER);
-            place.0 = hostile::TYPED_CITY;
-        }
-        let mut top = Record {
-            out: String::with_capacity(1600),
-            select,
-        };
-        top.out.push('{');
-        top.text("id", &guid(h(20), h(21)));
-        top.text("createdDateTime", &timestamp(ticks));
-        top.text("userDisplayName", user.1);
-        top.text("userPrincipalName", &format!("{}@contoso.com", user.0));
-        top.text("userId", &guid(h(22), h(23)));
-        top.text("appId", app.0);
-        top.text("appDisplayName", app.1);
-        top.text("ipAddress", &public_ip(h(24)));
-        top.text("clientAppUsed", device.2);
-        top.text("correlationId", &guid(h(25), h(26)));
-        top.text(
-            "conditionalAccessStatus",
-            if failed { "failure" } else { "success" },
-        );
-        top.raw(
-            "isInteractive",
-            match event_type {
-                None | Some("interactiveUser") => "true",
-                Some(_) => "false",
-            },
-        );
-        if let Some(kind) = event_type {
-            top.raw("signInEventTypes", &format!("[\"{kind}\"]"));
-            if kind == "servicePrincipal" || kind == "managedIdentity" {
-                top.text("servicePrincipalId", &guid(h(27), h(28)));
-                top.text("servicePrincipalName", app.1);
-            }
-        }
-        for name in [
-            "riskDetail",
-            "riskLevelAggregated",
-            "riskLevelDuringSignIn",
-            "riskState",
-        ] {
-            top.text(name, "none");
-        }
-        top.raw("riskEventTypes", "[]");
-        top.raw("riskEventTypes_v2", "[]");
-        top.text("resourceDisplayName", "Microsoft Graph");
-        top.text("resourceId", "00000003-0000-0000-c000-000000000000");
-        // An MFA result merged after the sign-in first showed (Microsoft: "MFA sign-in
-        // data might take up to two hours to fully aggregate").
-        let status = match (failed, mfa_done) {
-            (true, _) => {
-                r#"{"errorCode":50126,"failureReason":"Error validating credentials due to invalid username or password.","additionalDetails":null}"#
-            }
-            (false, true) => {
-                r#"{"errorCode":0,"failureReason":null,"additionalDetails":"MFA completed in Azure AD"}"#
-            }
-            (false, false) => r#"{"errorCode":0,"failureReason":null,"additionalDetails":null}"#,
-        };
-        top.raw("status", status);
-        let mut detail = String::from("{");
-        field(&mut detail, "deviceId", "");
-        raw(&mut detail, "displayName", "null");
-        field(&mut detail, "operatingSystem", device.0);
-        field(&mut detail, "browser", device.1);
-        raw(&mut detail, "isCompliant", "null");
-        raw(&mut detail, "isManaged", "null");
-        raw(&mut detail, "trustType", "null");
-        close(&mut detail);
-        top.raw("deviceDetail", &detail);
-        top.raw("location", &location(place, true));
-        let mut policies = String::from("[");
-        for p in 0..h(15) % 3 {
-            let policy = POLICIES[((h(16) + p) % POLICIES.len() as u64) as usize];
-            let _ = write!(
-                policies,
-                r#"{{"id":"{}","displayName":{},"enforcedGrantControls":["Mfa"],"enforcedSessionControls":[],"result":"{}"}},"#,
-                policy.0,
-                json_string(policy.1),
-                if failed { "failure" } else { "success" }
-            );
-        }
-        if policies.ends_with(',') {
-            policies.pop();
-        }
-        policies.push(']');
-        top.raw("appliedConditionalAccessPolicies", &policies);
-        close(&mut top.out);
-        top.out
     }
 }
 
@@ -438,31 +281,4 @@ pub const APPS: &[(&str, &str)] = &[
     ),
     ("c44b4083-3bb0-49c1-b47d-974e53cbdf3c", "Azure Portal"),
     ("1fec8e78-bce4-4aaf-ab1b-5451cc387264", "Microsoft Teams"),
-];
-
-/// (operatingSystem, browser, clientAppUsed)
-const DEVICES: &[(&str, &str, &str)] = &[
-    ("Windows 10", "Edge 120.0.2210", "Browser"),
-    ("MacOs", "Safari 17.1", "Browser"),
-    (
-        "Ios",
-        "Mobile Safari 17.1",
-        "Mobile Apps and Desktop clients",
-    ),
-    ("Android", "Chrome Mobile 119.0", "Browser"),
-];
-
-const POLICIES: &[(&str, &str)] = &[
-    (
-        "de7e60eb-ed89-4d73-8205-2227def6b7c9",
-        "Require MFA for admins",
-    ),
-    (
-        "6701123a-b4c6-48af-8565-565c8bf7cabc",
-        "Medium sign-in risk → block",
-    ),
-    (
-        "0b5b3c2a-5b7e-4f0e-9a36-1f0c5d2e9a11",
-        "Require compliant device",
-    ),
 ];

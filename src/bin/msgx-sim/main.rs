@@ -24,6 +24,7 @@ mod pages;
 mod protection;
 mod resources;
 mod responses;
+mod signins;
 mod sim;
 mod token;
 
@@ -78,6 +79,7 @@ fn main() {
             .transpose()
             .unwrap_or_else(|e| fail(2, &e)),
         hostile: args.hostile,
+        ca_policies: args.ca_policies,
     };
     let sim = Arc::new(Sim {
         streams: RESOURCES
@@ -119,7 +121,7 @@ fn main() {
         queries: Mutex::default(),
         faults: Faults {
             every_429: args.every_429,
-            retry_after: args.retry_after,
+            retry_after: args.retry_after.clone(),
             every_503: args.every_503,
             every_reset: args.every_reset,
             garbage: args.garbage,
@@ -127,6 +129,7 @@ fn main() {
             throttle_identity_protection: throttle(&args.throttle_identity_protection),
             throttle_security: throttle(&args.throttle_security),
             requests: AtomicU64::new(0),
+            quiet_until: Default::default(),
         },
     });
     if let Some(path) = &args.port_file

@@ -62,10 +62,13 @@ pub fn risk_detection(g: &Generator, event: &Event, created: Ticks) -> String {
     top.text("tokenIssuerType", "AzureAD");
     top.text("ipAddress", &public_ip(h(26)));
     top.text("activityDateTime", &timestamp(created));
-    // Microsoft's example has six digits here next to seven elsewhere.
-    let detected = timestamp(created + 9 * TICKS_PER_SECOND);
-    top.text("detectedDateTime", &format!("{}Z", &detected[..26]));
-    top.text("lastUpdatedDateTime", &timestamp(event.ticks));
+    // Microsoft's example has six digits in these two next to seven elsewhere.
+    let six = |ticks: Ticks| {
+        let text = timestamp(ticks);
+        format!("{}Z", text.get(..26).unwrap_or(&text))
+    };
+    top.text("detectedDateTime", &six(created + 9 * TICKS_PER_SECOND));
+    top.text("lastUpdatedDateTime", &six(event.ticks));
     top.text("userId", &guid(h(27), h(28)));
     top.text("userDisplayName", user.1);
     top.text("userPrincipalName", &format!("{}@contoso.com", user.0));
@@ -136,6 +139,7 @@ pub fn alert(g: &Generator, event: &Event, created: Ticks) -> String {
     top.text("productName", "Microsoft Defender for Endpoint");
     top.text("detectorId", &guid(h(23), h(24)));
     top.text("tenantId", "4a06f77b-6bdb-4f5b-b1c4-2b1a5d2e1a2b");
+    top.text("alertPolicyId", &guid(h(29), h(30)));
     top.text("title", kind.0);
     top.text(
         "description",
@@ -146,6 +150,16 @@ pub fn alert(g: &Generator, event: &Event, created: Ticks) -> String {
         "Collect artifacts and determine scope.",
     );
     top.text("category", kind.1);
+    top.raw("categories", &format!(r#"["{}"]"#, kind.1));
+    top.raw("systemTags", r#"["Credential Phish"]"#);
+    top.raw("customDetails", "{}");
+    top.text(
+        "investigationState",
+        match status {
+            "resolved" => "benign",
+            _ => "unknown",
+        },
+    );
     top.raw(
         "assignedTo",
         if event.version == 0 {
@@ -183,7 +197,7 @@ pub fn alert(g: &Generator, event: &Event, created: Ticks) -> String {
     top.raw(
         "evidence",
         &format!(
-            r##"[{{"@odata.type":"#microsoft.graph.security.userEvidence","createdDateTime":"{}","verdict":"unknown","remediationStatus":"none","userAccount":{{"accountName":"{}","domainName":"contoso.com","userSid":"S-1-5-21-{}","azureAdUserId":"{}","userPrincipalName":"{}@contoso.com"}}}}]"##,
+            r##"[{{"@odata.type":"#microsoft.graph.security.userEvidence","createdDateTime":"{}","verdict":"unknown","remediationStatus":"none","remediationStatusDetails":null,"roles":["compromised"],"detailedRoles":["PrimaryAccount"],"tags":[],"userAccount":{{"accountName":"{}","domainName":"contoso.com","userSid":"S-1-5-21-{}","azureAdUserId":"{}","userPrincipalName":"{}@contoso.com"}}}}]"##,
             timestamp(created),
             user.0,
             h(25) % 1_000_000_000,

@@ -8,7 +8,7 @@
 //! on the time field sees each record once, as its latest version at the query's "now".
 
 use crate::generator::{Event, Generator, TICKS_PER_SECOND, Ticks};
-use crate::{audits, protection};
+use crate::{audits, protection, signins};
 
 /// A group of resources that share one throttling budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,10 +254,9 @@ impl Stream {
         let created = event.created_ticks;
         let g = &self.generator;
         match self.resource.family {
-            Family::SignIns => g.render_sign_in(
-                event.created,
-                event.index,
-                created,
+            Family::SignIns => signins::render(
+                g,
+                (event.created, event.index, created),
                 now,
                 select,
                 self.resource.event_type,

@@ -14,7 +14,7 @@ use crate::identities;
 use crate::odata::{self, Bounds};
 use crate::pages::PageCache;
 use crate::resources::{RESOURCES, Resource, Stream};
-use crate::responses::{graph_error, json, request_guid};
+use crate::responses::{begin_request, graph_error, json};
 
 /// Graph keeps sign-ins 30 days at most; a query without a lower bound starts there.
 const RETENTION: i64 = 30 * 86_400 * TICKS_PER_SECOND;
@@ -64,6 +64,7 @@ impl Sim {
             .unwrap_or_default()
             .to_ascii_lowercase();
         let query = parse_query(&request.target);
+        let ids = begin_request(request.header("client-request-id"));
         let reply = match (request.method.as_str(), path.as_str()) {
             ("POST", p) if p.ends_with("/oauth2/v2.0/token") => {
                 let tenant = p.trim_start_matches('/').split('/').next();
@@ -90,12 +91,10 @@ impl Sim {
         match reply {
             Reply::Full(response) => {
                 self.count(&path, &response.status.to_string());
-                let mut response = response
-                    .with_header("request-id", &request_guid())
+                let response = response
+                    .with_header("request-id", &ids.request_id)
+                    .with_header("client-request-id", &ids.client_request_id)
                     .with_header("Date", &http_date(self.now()));
-                if let Some(id) = request.header("client-request-id") {
-                    response = response.with_header("client-request-id", id);
-                }
                 Reply::Full(response)
             }
             other => other,
