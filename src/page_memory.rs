@@ -141,9 +141,9 @@ impl PageMemory {
         state.held.saturating_add(bytes) <= self.limit
     }
 
-    /// Waits until `bytes` for a page fit (or nothing is held), then holds them.
-    /// Writers free pages whatever happens, so the wait ends.
-    /// Pages wait their turn, first come first served.
+    /// Waits its turn (pages are served first come, first served) and until `bytes`
+    /// fit (or nothing is held), then holds them. Writers free pages whatever
+    /// happens, so the wait ends.
     pub fn reserve(self: &Arc<Self>, bytes: u64) -> Held {
         let ticket = {
             let mut state = self.lock();

@@ -7,8 +7,9 @@
 //! Pages in flight hold at most `page_memory` bytes together ([`PageMemory`]): a
 //! fetcher reserves its next page's expected size before the request and waits while
 //! it would not fit, and a page frees what it holds once written — so memory is
-//! bounded in bytes, whatever the record size, window size or number of writers. A ledger records, per frame, what was fetched and
-//! written, so the run can say exactly which frames are incomplete.
+//! bounded in bytes, whatever the record size, window size or number of writers. A
+//! ledger records, per frame, what was fetched and written, so the run can say
+//! exactly which frames are incomplete.
 //!
 //! The sink retries a page itself; once a page has failed for good the lane's sink
 //! counts as down: no more pages of that lane are fetched or written, and every frame
@@ -762,7 +763,7 @@ fn fetch_job(
         // The next page of a deeper read needs a turn of its own.
         let defer = deep && more && !shared.deep_turn(lane);
         number += 1;
-        let weight = page.weight();
+        let weight = page.body_len() as u64;
         expected.learn(lane, weight, page.record_count());
         let mut held = next_held.take().unwrap_or_else(|| memory.reserve(0));
         held.resize(weight);
@@ -833,7 +834,9 @@ impl Writer<'_> {
                 None => {
                     // What writing copies of the page (a Redis command to a Cluster
                     // is built whole; to one server it goes in pieces).
-                    let copy = self.lanes[lane].sink.copy_bytes(batch.page.weight());
+                    let copy = self.lanes[lane]
+                        .sink
+                        .copy_bytes(batch.page.body_len() as u64);
                     let _copy = self.memory.reserve_write(copy);
                     self.write_page(&batch)
                 }

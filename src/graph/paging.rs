@@ -65,12 +65,6 @@ impl Page {
         self.body.into_bytes()
     }
 
-    /// Bytes the page holds in memory: its body (what of its allocation was never
-    /// written to is not resident).
-    pub fn weight(&self) -> u64 {
-        self.body.len() as u64
-    }
-
     /// Bytes of the page as received (after decompression).
     pub fn body_len(&self) -> usize {
         self.body.len()

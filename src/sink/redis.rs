@@ -254,7 +254,6 @@ impl RedisSink {
         encode: &dyn Fn(&mut dyn resp::Out),
     ) -> redis::RedisResult<Vec<redis::Value>> {
         let mut buffer = self.buffers.take();
-        buffer.clear();
         let sent = match connection.single() {
             Some(single) => {
                 let mut pieces = resp::Pieces::new(&mut buffer, single);

@@ -3,7 +3,8 @@
 //! `Cmd` costs two extra copies and two allocations of that size per page) or, to one
 //! server, straight onto the connection in pieces ([`Pieces`]): Redis runs a command
 //! once all of it has arrived, so the page is never copied whole, and a connection
-//! lost halfway leaves nothing written.
+//! lost halfway through a command leaves that command unwritten (of a pipeline, the
+//! commands before it ran, as when it is sent whole).
 
 /// Where an encoded command goes.
 pub trait Out {
@@ -43,19 +44,22 @@ impl<'a> Pieces<'a> {
         }
     }
 
-    fn send(&mut self, bytes: &[u8]) {
-        if self.failed.is_none()
-            && let Err(e) = self.connection.send_packed_command(bytes)
+    /// Sends `bytes` unless an earlier send failed (the first error is kept).
+    fn send(
+        connection: &mut redis::Connection,
+        failed: &mut Option<redis::RedisError>,
+        bytes: &[u8],
+    ) {
+        if failed.is_none()
+            && let Err(e) = connection.send_packed_command(bytes)
         {
-            self.failed = Some(e);
+            *failed = Some(e);
         }
     }
 
     fn flush(&mut self) {
         if !self.buffer.is_empty() {
-            let piece = std::mem::take(self.buffer);
-            self.send(&piece);
-            *self.buffer = piece;
+            Self::send(self.connection, &mut self.failed, self.buffer);
             self.buffer.clear();
         }
     }
@@ -78,7 +82,7 @@ impl Out for Pieces<'_> {
             self.flush();
         }
         if bytes.len() >= PIECE_BYTES {
-            self.send(bytes);
+            Self::send(self.connection, &mut self.failed, bytes);
         } else {
             self.buffer.extend_from_slice(bytes);
         }
