@@ -14,6 +14,18 @@ fn backfill(
     since: time::OffsetDateTime,
     extra: &[&str],
 ) -> Output {
+    backfill_with_env(sim, redis, key, since, extra, &[])
+}
+
+/// [`backfill`] with `env` set for msgx-once (test knobs).
+fn backfill_with_env(
+    sim: &Sim,
+    redis: &RedisServer,
+    key: &str,
+    since: time::OffsetDateTime,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
     let mut args = redis_args(
         sim,
         redis,
@@ -22,7 +34,7 @@ fn backfill(
     );
     args.extend(backfill_flags(since, since + Span::seconds(60)));
     args.extend(strings(extra));
-    msgx(&args, &[])
+    msgx(&args, env)
 }
 
 /// The run exited 0 and the key holds the backfilled minute, each record once.
@@ -70,21 +82,14 @@ fn a_fractional_retry_after_as_graphs_guidance_shows_it_is_honoured() {
         RedisServer::start(),
     );
     let since = minutes_ago(6);
-    let mut args = redis_args(
+    let run = backfill_with_env(
         &sim,
         &redis,
         "frac429",
-        &[
-            "--stream_frame",
-            "20",
-            "--page_size",
-            "25",
-            "--streams",
-            "1",
-        ],
+        since,
+        &["--streams", "1"],
+        &[("MSGX_BACKOFF_MS", "1")],
     );
-    args.extend(backfill_flags(since, since + Span::seconds(60)));
-    let run = msgx(&args, &[("MSGX_BACKOFF_MS", "1")]);
     assert_exported_once(&run, &sim, &redis, "frac429", since);
     let stats = sim.stats();
     assert!(stats["graph_429"].as_u64().unwrap_or(0) >= 2, "{stats}");

@@ -117,3 +117,109 @@ fn pages_in_flight_stay_within_the_byte_budget_with_big_records() {
         "with 4096 MiB the run held only {roomy} bytes: the workload does not test the bound"
     );
 }
+
+/// A memory cgroup (v1, as the kubelet's runtime sets `limits.memory`) for the
+/// processes a test puts in it; removed when dropped.
+struct MemoryCgroup(std::path::PathBuf);
+
+impl MemoryCgroup {
+    fn new(limit: u64) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::path::PathBuf::from(format!(
+            "/sys/fs/cgroup/memory/msgx-test-{}-{n}",
+            std::process::id()
+        ));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| {
+            panic!(
+                "cannot create {} (the test needs root and cgroup v1's memory controller): {e}",
+                dir.display()
+            )
+        });
+        let cgroup = MemoryCgroup(dir);
+        cgroup.write("memory.limit_in_bytes", &limit.to_string());
+        cgroup
+    }
+
+    fn write(&self, file: &str, value: &str) {
+        std::fs::write(self.0.join(file), value).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+
+    fn read(&self, file: &str) -> u64 {
+        let text = std::fs::read_to_string(self.0.join(file)).expect(file);
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{file}: {text}"))
+    }
+
+    /// A bash line that moves the shell into the cgroup, then runs msgx-once.
+    fn script(&self) -> String {
+        format!(
+            "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+            self.0.display()
+        )
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// `limits: {memory: 128Mi}` of a manifest, in bytes.
+fn manifest_memory_limit(path: &str) -> u64 {
+    let text = std::fs::read_to_string(path).expect(path);
+    let limit = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("limits: {memory: "))
+        .and_then(|rest| rest.strip_suffix("Mi}"))
+        .and_then(|mi| mi.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no `limits: {{memory: NMi}}` in {path}"));
+    limit << 20
+}
+
+#[test]
+fn a_cron_run_of_20_kb_sign_ins_fits_the_cronjobs_memory_limit() {
+    // The CronJob's limit, applied as the container runtime applies it; the previous
+    // release held 625 MiB catching up 20 KB sign-ins and would be OOM-killed here.
+    let limit = manifest_memory_limit(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/k8s/cronjob.yaml"
+    ));
+    let (sim, redis) = (
+        Sim::start(&["--rate", "50", "--ca-policies", "96"]),
+        RedisServer::start(),
+    );
+    let extra = ["--rate_limit", "0"];
+    let t0 = minutes_ago(10);
+    let first = tick(&sim, &redis, "k", t0, &extra);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // Four minutes later, as after missed ticks: 200 s of 20 KB sign-ins in one run.
+    let t1 = t0 + Span::seconds(200);
+    sim.set_clock(t1);
+    let cgroup = MemoryCgroup::new(limit);
+    let run = msgx_in_bash(
+        &cgroup.script(),
+        &redis_args(&sim, &redis, "k", &extra),
+        &[("MSGX_NOW", &rfc3339(t1))],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let expected = sim.records(origin(t0), lagged_end(t1) - Span::seconds(1));
+    assert!(
+        expected.len() > 9_000 && mean_bytes(&expected) > 19_000,
+        "{} records of {} bytes",
+        expected.len(),
+        mean_bytes(&expected)
+    );
+    assert_same_records(redis.list("k"), expected);
+    let (peak, hits) = (
+        cgroup.read("memory.max_usage_in_bytes"),
+        cgroup.read("memory.failcnt"),
+    );
+    assert!(peak <= limit, "peak {peak} of {limit}");
+    assert_eq!(
+        hits, 0,
+        "the run reached the limit {hits} times (peak {peak})"
+    );
+}
