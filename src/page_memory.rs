@@ -92,6 +92,10 @@ impl PageEstimates {
 
 pub struct PageMemory {
     limit: u64,
+    /// Pages at most, whatever their size: a frame's pages are written by several
+    /// writers, out of order, and a run that stops re-reads from its first unwritten
+    /// page — so the pages in flight also bound what a stopped run reads twice.
+    max_pages: u32,
     state: Mutex<State>,
     freed: Condvar,
     /// The most ever held at once, for the debug log and the tests.
@@ -101,6 +105,8 @@ pub struct PageMemory {
 #[derive(Default)]
 struct State {
     held: u64,
+    /// Pages held (reserved, fetched, queued or being written).
+    pages: u32,
     /// Writes in progress.
     writing: u32,
     /// Page reservations are served in the order they came, so a later job's page (a
@@ -118,9 +124,10 @@ pub struct Held {
 }
 
 impl PageMemory {
-    pub fn new(limit: u64) -> Arc<Self> {
+    pub fn new(limit: u64, max_pages: u32) -> Arc<Self> {
         Arc::new(PageMemory {
             limit: limit.max(1),
+            max_pages: max_pages.max(1),
             state: Mutex::default(),
             freed: Condvar::new(),
             peak: AtomicU64::new(0),
@@ -151,7 +158,9 @@ impl PageMemory {
             state.next_ticket - 1
         };
         self.hold(bytes, false, |state| {
-            state.serving == ticket && (self.fits(state, bytes) || state.held == 0)
+            state.serving == ticket
+                && state.pages < self.max_pages
+                && (self.fits(state, bytes) || state.held == 0)
         })
     }
 
@@ -175,6 +184,7 @@ impl PageMemory {
         }
         state.held += bytes;
         state.writing += u32::from(write);
+        state.pages += u32::from(!write);
         self.peak.fetch_max(state.held, Ordering::Relaxed);
         Held {
             memory: Arc::clone(self),
@@ -202,6 +212,7 @@ impl Drop for Held {
         let mut state = self.memory.lock();
         state.held = state.held.saturating_sub(self.bytes);
         state.writing -= u32::from(self.write);
+        state.pages -= u32::from(!self.write);
         self.memory.freed.notify_all();
     }
 }
@@ -237,7 +248,7 @@ mod tests {
 
     #[test]
     fn what_does_not_fit_waits_and_what_is_alone_goes() {
-        let memory = PageMemory::new(10);
+        let memory = PageMemory::new(10, 8);
         let first = memory.reserve(6);
         assert!(
             !memory.fits(&memory.lock(), 6),
@@ -259,12 +270,30 @@ mod tests {
         assert_eq!(memory.lock().held, 9);
         drop(small);
         let state = memory.lock();
-        assert_eq!((state.held, state.writing), (0, 0));
+        assert_eq!((state.held, state.pages, state.writing), (0, 0, 0));
+    }
+
+    #[test]
+    fn pages_are_counted_too() {
+        // Room for many bytes, but two pages at most: a third waits for a page to go.
+        let memory = PageMemory::new(1_000, 2);
+        let (first, _second) = (memory.reserve(1), memory.reserve(1));
+        let write = memory.reserve_write(1); // writes are not pages
+        let waiting = {
+            let memory = Arc::clone(&memory);
+            std::thread::spawn(move || memory.reserve(1).bytes)
+        };
+        while memory.lock().next_ticket < 3 {
+            std::thread::yield_now();
+        }
+        assert_eq!(memory.lock().pages, 2, "a third page was let in");
+        drop((first, write));
+        assert_eq!(waiting.join().unwrap(), 1);
     }
 
     #[test]
     fn pages_are_served_in_the_order_they_asked() {
-        let memory = PageMemory::new(10);
+        let memory = PageMemory::new(10, 8);
         let first = memory.reserve(8);
         let order = Arc::new(Mutex::new(Vec::new()));
         // A big page asks first, a small one (that would fit beside `first`) after.

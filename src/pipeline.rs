@@ -493,7 +493,13 @@ pub fn run(
     let next_job = AtomicUsize::new(0);
     let halts: Vec<Halts> = lanes.iter().map(|_| Halts::default()).collect();
     let token_refused = OnceLock::new();
-    let memory = PageMemory::new(options.page_memory);
+    // At most a page being fetched per fetcher and as many again waiting for or in a
+    // write (at least two), as many as the byte budget allows.
+    let max_pages = options.fetchers + options.fetchers.max(2);
+    let memory = PageMemory::new(
+        options.page_memory,
+        u32::try_from(max_pages).unwrap_or(u32::MAX),
+    );
     let expected = PageEstimates::new(lanes.len());
     let deep = DeepTurns::new(jobs, &options.deep_allowance);
     // Unbounded in pages: the page memory bounds what waits here, in bytes.
