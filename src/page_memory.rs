@@ -157,11 +157,15 @@ impl PageMemory {
             state.next_ticket += 1;
             state.next_ticket - 1
         };
-        self.hold(bytes, false, |state| {
-            state.serving == ticket
-                && state.pages < self.max_pages
-                && (self.fits(state, bytes) || state.held == 0)
-        })
+        self.hold(bytes, false, |state| self.page_may_go(state, ticket, bytes))
+    }
+
+    /// Whether the page holding `ticket` may take `bytes` now: its turn, a page fewer
+    /// than the most, and room (or nothing held).
+    fn page_may_go(&self, state: &State, ticket: u64, bytes: u64) -> bool {
+        state.serving == ticket
+            && state.pages < self.max_pages
+            && (self.fits(state, bytes) || state.held == 0)
     }
 
     /// Waits until `bytes` for a write fit (or no other write is in progress), then
@@ -279,6 +283,13 @@ mod tests {
         let memory = PageMemory::new(1_000, 2);
         let (first, _second) = (memory.reserve(1), memory.reserve(1));
         let write = memory.reserve_write(1); // writes are not pages
+        {
+            let state = memory.lock();
+            assert!(
+                !memory.page_may_go(&state, state.serving, 1),
+                "a third page may go"
+            );
+        }
         let waiting = {
             let memory = Arc::clone(&memory);
             std::thread::spawn(move || memory.reserve(1).bytes)
