@@ -42,14 +42,19 @@ pub fn check(config: &Config) -> u8 {
     let mut outcomes = vec![Outcome {
         name: "configuration".into(),
         result: Ok(format!(
-            "valid: auth {}, sources {}",
+            "valid: auth {}, sources {}{}",
             config.credential.kind().name(),
             config
+                .options
                 .sources
                 .iter()
-                .map(|s| s.name())
+                .map(|s| s.name)
                 .collect::<Vec<_>>()
-                .join(",")
+                .join(","),
+            match &config.options.tenants {
+                Some(tenants) => format!(", tenants {}", tenants.join(",")),
+                None => String::new(),
+            }
         )),
     }];
     outcomes.push(match config.options.queue_backend {
@@ -189,98 +194,95 @@ fn check_graph(config: &Config) -> Vec<Outcome> {
             }];
         }
     };
-    let tokens = match setup.tokens(config) {
-        Ok(tokens) => tokens,
-        Err(e) => {
-            return vec![Outcome {
-                name: "token".into(),
-                result: Err((
-                    e.to_string(),
-                    "fix the credential options named above".into(),
-                )),
-            }];
-        }
-    };
-    let token = Outcome {
-        name: format!("token ({})", config.credential.kind().name()),
-        result: tokens
-            .bearer()
-            .map(|_| {
-                format!(
-                    "issued by {}",
-                    config.login_url.as_str().trim_end_matches('/')
-                )
-            })
-            .map_err(|e| {
-                let advice = token_advice(&e);
-                (e.to_string(), advice)
-            }),
-    };
-    if token.result.is_err() {
-        return vec![token];
-    }
     let now = config
         .fixed_now
         .unwrap_or_else(time::OffsetDateTime::now_utc);
     let end = window::lagged_until(now, config.options.timelag);
     let frame = Frame::between(end - time::Duration::minutes(1), end);
-    let mut outcomes = vec![token];
-    for source in &config.sources {
-        let client = GraphClient::new(
-            setup.transport.clone(),
-            tokens.clone(),
-            config.graph_url.clone(),
-            // One record is enough to know the source answers.
-            PageShape {
-                page_size: 1,
-                select: None,
-                ..PageShape::of(source)
-            },
-            setup.gates[&source.spec.bucket].clone(),
-            setup.retry.clone(),
-        );
-        let result = match frame {
-            Some(frame) => client
-                .fetch_page(&client.first_url(&frame))
-                .map(|page| {
+    let mut outcomes = Vec::new();
+    for tenant in config.tenants() {
+        let of_tenant = |what: String| match tenant {
+            Some(tenant) => format!("{what} of tenant {tenant}"),
+            None => what,
+        };
+        let tokens = match setup.tokens(config, tenant) {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                outcomes.push(Outcome {
+                    name: of_tenant("token".into()),
+                    result: Err((
+                        e.to_string(),
+                        "fix the credential options named above".into(),
+                    )),
+                });
+                continue;
+            }
+        };
+        let token = Outcome {
+            name: of_tenant(format!("token ({})", config.credential.kind().name())),
+            result: tokens
+                .bearer()
+                .map(|_| {
                     format!(
-                        "HTTP 200, {} record(s) in the last minute's first page",
-                        page.record_count()
+                        "issued by {}",
+                        config.login_url.as_str().trim_end_matches('/')
                     )
                 })
                 .map_err(|e| {
-                    let advice = graph_advice(&e, source.spec.permission);
+                    let advice = token_advice(&e, &config.consent_url(tenant));
                     (e.to_string(), advice)
                 }),
-            None => Ok("no minute to ask for".into()),
         };
-        outcomes.push(Outcome {
-            name: format!("source {}", source.name()),
-            result,
-        });
+        let refused = token.result.is_err();
+        outcomes.push(token);
+        if refused {
+            continue;
+        }
+        for source in config
+            .sources
+            .iter()
+            .filter(|s| s.tenant.as_deref() == tenant)
+        {
+            let client = GraphClient::new(
+                setup.transport.clone(),
+                tokens.clone(),
+                config.graph_url.clone(),
+                // One record is enough to know the source answers.
+                PageShape {
+                    page_size: 1,
+                    select: None,
+                    ..PageShape::of(source)
+                },
+                setup.gates.of(tenant, source.spec.bucket),
+                setup.retry.clone(),
+            );
+            let result = match frame {
+                Some(frame) => client
+                    .fetch_page(&client.first_url(&frame))
+                    .map(|page| {
+                        format!(
+                            "HTTP 200, {} record(s) in the last minute's first page",
+                            page.record_count()
+                        )
+                    })
+                    .map_err(|e| {
+                        let advice = graph_advice(&e, source.spec.permission);
+                        (e.to_string(), advice)
+                    }),
+                None => Ok("no minute to ask for".into()),
+            };
+            outcomes.push(Outcome {
+                name: format!("source {}", source.label()),
+                result,
+            });
+        }
     }
     outcomes
 }
 
-/// What to do about a token refusal, by its AADSTS code.
-fn token_advice(error: &AuthError) -> String {
-    let AuthError::Refused { description, .. } = error else {
-        return "check that the identity platform (login_url, msi_endpoint) is reachable from here"
-            .into();
-    };
-    let code = description
-        .split(':')
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("AADSTS");
-    match code {
-        "7000215" | "7000222" => "the client secret is wrong or expired: create a new one under Certificates & secrets".into(),
-        "700016" => "client_id names no application in this tenant: check client_id and tenant".into(),
-        "90002" => "the tenant is unknown: check tenant (and cloud)".into(),
-        "700027" => "the certificate does not match: upload client_certificate's certificate to the app registration, or try client_assertion_alg rs256".into(),
-        "70021" | "700212" => "no federated credential matches: check the app's federated credential (issuer, subject = system:serviceaccount:<namespace>:<name>)".into(),
-        _ => "see the AADSTS code in Microsoft's error reference".into(),
-    }
+/// What to do about a token refusal: [`AuthError::advice`].
+fn token_advice(error: &AuthError, consent_url: &str) -> String {
+    error.advice(consent_url)
 }
 
 /// What to do about Graph's answer to a source's request.

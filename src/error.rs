@@ -40,6 +40,43 @@ impl fmt::Display for AuthError {
     }
 }
 
+impl AuthError {
+    /// What to do about it, by the refusal's AADSTS code; `consent_url` is where an
+    /// administrator of the tenant grants the application its consent.
+    pub fn advice(&self, consent_url: &str) -> String {
+        let AuthError::Refused { description, .. } = self else {
+            return "check that the identity platform (login_url, msi_endpoint) is reachable from \
+                    here"
+                .into();
+        };
+        match self.aadsts().unwrap_or_default() {
+            "7000215" | "7000222" => "the client secret is wrong or expired: create a new one under Certificates & secrets".into(),
+            "700016" | "65001" | "7000229" | "500011" => format!(
+                "the application is not consented in this tenant (or client_id is wrong): an \
+                 administrator of the tenant grants it at {consent_url}"
+            ),
+            "90002" => "the tenant is unknown: check tenant (and cloud)".into(),
+            "700027" => "the certificate does not match: upload client_certificate's certificate to the app registration, or try client_assertion_alg rs256".into(),
+            "70021" | "700212" => "no federated credential matches: check the app's federated credential (issuer, subject = system:serviceaccount:<namespace>:<name>)".into(),
+            _ if description.is_empty() => "see Microsoft's AADSTS error reference".into(),
+            _ => "see the AADSTS code in Microsoft's error reference".into(),
+        }
+    }
+
+    /// The refusal's AADSTS number (`AADSTS700016: …` → `700016`).
+    pub fn aadsts(&self) -> Option<&str> {
+        let AuthError::Refused { description, .. } = self else {
+            return None;
+        };
+        let code = description
+            .split(':')
+            .next()?
+            .trim()
+            .strip_prefix("AADSTS")?;
+        code.bytes().all(|b| b.is_ascii_digit()).then_some(code)
+    }
+}
+
 /// Why one Graph request (one page) failed.
 #[derive(Debug, Clone)]
 pub enum GraphError {
@@ -224,6 +261,9 @@ pub enum Error {
     Interrupted(u8),
     /// The run state (watermark, lock) could not be read or written.
     State(String),
+    /// The stored state was read and is not what a run can have written: the repair
+    /// is named.
+    DamagedState(String),
     /// Another run holds the lock.
     Locked(String),
 }
@@ -237,7 +277,7 @@ impl Error {
                 exit::INCOMPLETE
             }
             Error::Interrupted(code) => *code,
-            Error::State(_) => exit::INCOMPLETE,
+            Error::State(_) | Error::DamagedState(_) => exit::INCOMPLETE,
             Error::Locked(_) => exit::LOCKED,
         }
     }
@@ -251,7 +291,9 @@ impl fmt::Display for Error {
             Error::Sink(e) => e.fmt(f),
             Error::Setup(message) => f.write_str(message),
             Error::Interrupted(_) => f.write_str("interrupted by a signal before the export began"),
-            Error::State(message) | Error::Locked(message) => f.write_str(message),
+            Error::State(message) | Error::DamagedState(message) | Error::Locked(message) => {
+                f.write_str(message)
+            }
         }
     }
 }

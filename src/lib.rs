@@ -2,12 +2,13 @@
 //! from Microsoft Graph into Redis, one synchronous batch run at a time.
 //!
 //! [`export`] is one cron run: `run::run` sets up what requests need (`setup`:
-//! the HTTP `transport`, a token from `auth`, one request gate per budget bucket
-//! from `budget`); for each source of the `config` it opens its `state` (lock and
-//! progress) and `plan`s the frames of a `window` — each second read when due and
-//! once more later —; the `pipeline` fetches every source's frames from `graph` on
-//! shared fetchers and hands the pages to each source's `sink`; then the progress is
-//! saved and the `report` is logged and turned into `metrics`. `--check` is
+//! the HTTP `transport`, a token per tenant from `auth`, the request gates of each
+//! tenant's buckets and of the app across tenants from `budget`); for each tenant ×
+//! source of the `config` it opens its `state` (lock and progress) and `plan`s the
+//! frames of a `window` — each second read when due and once more later —; the
+//! `pipeline` fetches every lane's frames from `graph` on shared fetchers and hands
+//! the pages to each lane's `sink`; then the progress is saved and the `report` is
+//! logged and turned into `metrics`. `--check` is
 //! `check`. Errors map to exit codes in `error` ([`exit`]).
 //!
 //! # Layout

@@ -25,6 +25,8 @@ use crate::transport::{HttpTransport, TransportOptions, UreqTransport};
 /// One source's figures.
 pub struct SourceFigures {
     pub source: &'static str,
+    /// Its tenant, when the run exports several (a `tenant` label).
+    pub tenant: Option<String>,
     pub queue_key: String,
     pub watermark_lag_seconds: Option<i64>,
     /// Age of the oldest second not read yet: the start of the first owed range, or
@@ -58,19 +60,15 @@ pub struct RunFigures {
 
 impl RunFigures {
     /// The figures of a run that exported at `now` (its clock: the watermark's lag is
-    /// measured from it), `queue_key_of` naming each source's key.
-    pub fn of(
-        report: &RunReport,
-        exit_code: u8,
-        now: time::OffsetDateTime,
-        queue_key_of: impl Fn(&str) -> String,
-    ) -> Self {
+    /// measured from it).
+    pub fn of(report: &RunReport, exit_code: u8, now: time::OffsetDateTime) -> Self {
         let sources = report
             .sources
             .iter()
             .map(|s| SourceFigures {
                 source: s.source.name,
-                queue_key: queue_key_of(s.source.name),
+                tenant: s.tenant.clone(),
+                queue_key: s.queue_key.clone(),
                 watermark_lag_seconds: s.watermark.map(|w| (now - w).whole_seconds()),
                 oldest_unread_age_seconds: s.oldest_unread.map(|t| (now - t).whole_seconds()),
                 records_read: s.frames.iter().map(|f| f.records).sum(),
@@ -301,10 +299,13 @@ fn families(
         Carried::Summed,
     );
     for s in sources {
-        let labels = vec![
+        let mut labels = vec![
             ("source", s.source.to_string()),
             ("queue_key", s.queue_key.clone()),
         ];
+        if let Some(tenant) = &s.tenant {
+            labels.insert(0, ("tenant", tenant.clone()));
+        }
         if let Some(seconds) = s.watermark_lag_seconds {
             lag.push(&labels, seconds as f64);
         }
@@ -498,6 +499,7 @@ mod tests {
             duration: Duration::from_millis(1500),
             sources: vec![SourceFigures {
                 source: "signins",
+                tenant: None,
                 queue_key: "q\"k".into(),
                 watermark_lag_seconds: Some(120),
                 oldest_unread_age_seconds: Some(120),

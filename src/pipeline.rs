@@ -43,6 +43,8 @@ use crate::window::{Frame, Pass};
 /// One source's share of the run: where its pages come from and go to.
 #[derive(Clone, Copy)]
 pub struct Lane<'a> {
+    /// The tenant it exports from, when the run exports several.
+    pub tenant: Option<&'a str>,
     pub client: &'a GraphClient,
     pub sink: &'a dyn Sink,
     /// Records are keyed by id and content (`signin_updates`): a changed record is
@@ -81,11 +83,11 @@ pub struct PipelineOptions {
     /// Draw a progress bar (stderr is a terminal, and the run is long) instead of
     /// progress lines.
     pub bar: bool,
-    /// Requests of each bucket this run may have sent before a deeper read's next
-    /// page: what its new data earns at the bucket's rate. A bucket not named is not
-    /// paced. Beyond it deeper reads are deferred (owed to a later run), so they only
-    /// spend what the first two reads leave.
-    pub deep_allowance: BTreeMap<Bucket, u64>,
+    /// Requests of each tenant's bucket this run may have sent before a deeper read's
+    /// next page: what its new data earns at the bucket's rate. A bucket not named is
+    /// not paced. Beyond it deeper reads are deferred (owed to a later run), so they
+    /// only spend what the first two reads leave.
+    pub deep_allowance: BTreeMap<BudgetOf, u64>,
     /// The run's "now": late records' ages are measured from it.
     pub now: OffsetDateTime,
 }
@@ -149,6 +151,8 @@ impl LateAges {
 #[derive(Debug, Clone)]
 pub struct FrameOutcome {
     pub source: &'static SourceSpec,
+    /// Its lane's tenant, when the run exports several.
+    pub tenant: Option<String>,
     pub frame: Frame,
     pub pass: Pass,
     /// Of the records delivered, the ages of those a read after the first found.
@@ -430,6 +434,7 @@ impl Ledger {
                     let p = progress.into_inner().unwrap_or_else(|p| p.into_inner());
                     FrameOutcome {
                         source: lanes[*lane].source(),
+                        tenant: lanes[*lane].tenant.map(str::to_string),
                         unfinished: p.unfinished(frame),
                         frame: *frame,
                         pass: *pass,
@@ -477,6 +482,9 @@ struct Halts {
     sink_down: OnceLock<SinkError>,
     /// Graph's refusal of the lane's resource (403).
     refused: OnceLock<GraphError>,
+    /// The identity platform refused the lane's tenant a token: none of its lanes can
+    /// go on.
+    token_refused: OnceLock<GraphError>,
 }
 
 pub fn run(
@@ -492,7 +500,6 @@ pub fn run(
     let ledger = Ledger::new(jobs.len());
     let next_job = AtomicUsize::new(0);
     let halts: Vec<Halts> = lanes.iter().map(|_| Halts::default()).collect();
-    let token_refused = OnceLock::new();
     // At most a page being fetched per fetcher and as many again waiting for or in a
     // write (at least two), as many as the byte budget allows.
     let max_pages = options.fetchers + options.fetchers.max(2);
@@ -554,7 +561,6 @@ pub fn run(
                     ledger,
                     next_job: &next_job,
                     halts: &halts,
-                    token_refused: &token_refused,
                     memory: &memory,
                     expected: &expected,
                     deep: &deep,
@@ -591,8 +597,6 @@ struct Shared<'a> {
     ledger: &'a Ledger,
     next_job: &'a AtomicUsize,
     halts: &'a [Halts],
-    /// The identity platform refused the credentials: no source can go on.
-    token_refused: &'a OnceLock<GraphError>,
     memory: &'a Arc<PageMemory>,
     /// The bytes each lane's next page is expected to hold.
     expected: &'a PageEstimates,
@@ -603,17 +607,20 @@ struct Shared<'a> {
 /// fetched (deeper reads never delay those), then per paced bucket what the run's
 /// allowance leaves once they are done.
 struct DeepTurns<'a> {
-    allowance: &'a BTreeMap<Bucket, u64>,
+    allowance: &'a BTreeMap<BudgetOf, u64>,
     /// Frames of the first two reads not fetched yet.
     shallow_left: Mutex<usize>,
     shallow_done: Condvar,
     /// Per paced bucket, the requests deeper reads may still send; counted once the
     /// first two reads are done.
-    left: Mutex<Option<BTreeMap<Bucket, u64>>>,
+    left: Mutex<Option<BTreeMap<BudgetOf, u64>>>,
 }
 
+/// Whose budget: a tenant's (None: the credential's) bucket.
+pub type BudgetOf = (Option<String>, Bucket);
+
 impl<'a> DeepTurns<'a> {
-    fn new(jobs: &[Job], allowance: &'a BTreeMap<Bucket, u64>) -> Self {
+    fn new(jobs: &[Job], allowance: &'a BTreeMap<BudgetOf, u64>) -> Self {
         DeepTurns {
             allowance,
             shallow_left: Mutex::new(jobs.iter().filter(|j| !j.pass.is_deep()).count()),
@@ -631,7 +638,7 @@ impl<'a> DeepTurns<'a> {
         }
     }
 
-    fn take(&self, lanes: &[Lane], bucket: Bucket) -> bool {
+    fn take(&self, lanes: &[Lane], budget: &BudgetOf) -> bool {
         let mut shallow = self.shallow_left.lock().unwrap_or_else(|p| p.into_inner());
         while *shallow > 0 {
             shallow = self
@@ -642,20 +649,22 @@ impl<'a> DeepTurns<'a> {
         drop(shallow);
         let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
         let left = left.get_or_insert_with(|| {
-            // What the first two reads left of each bucket's allowance.
-            let spent = |bucket: Bucket| -> u64 {
+            // What the first two reads left of each tenant's bucket's allowance.
+            let spent = |(tenant, bucket): &BudgetOf| -> u64 {
                 lanes
                     .iter()
-                    .filter(|l| l.source().bucket == bucket)
+                    .filter(|l| l.source().bucket == *bucket && l.tenant == tenant.as_deref())
                     .map(|l| l.client.spent().requests)
                     .sum()
             };
             self.allowance
                 .iter()
-                .map(|(&bucket, &allowance)| (bucket, allowance.saturating_sub(spent(bucket))))
+                .map(|(budget, &allowance)| {
+                    (budget.clone(), allowance.saturating_sub(spent(budget)))
+                })
                 .collect()
         });
-        match left.get_mut(&bucket) {
+        match left.get_mut(budget) {
             None => true,
             Some(0) => false,
             Some(n) => {
@@ -676,7 +685,7 @@ impl Shared<'_> {
         halts
             .refused
             .get()
-            .or(self.token_refused.get())
+            .or(halts.token_refused.get())
             .cloned()
             .map(FrameFailure::Fetch)
     }
@@ -684,20 +693,42 @@ impl Shared<'_> {
     /// A request of a deeper read of `lane`, if the run's budget leaves one (false:
     /// owed to a later run). Waits until every first and second read is fetched.
     fn deep_turn(&self, lane: usize) -> bool {
-        self.deep.take(self.lanes, self.lanes[lane].source().bucket)
+        let lane = &self.lanes[lane];
+        let budget = (lane.tenant.map(str::to_string), lane.source().bucket);
+        self.deep.take(self.lanes, &budget)
     }
 
-    /// Remembers a refusal: a 403 halts its lane, a refused token every lane.
+    /// Remembers a refusal: a 403 halts its lane, a refused token every lane of its
+    /// tenant.
     fn refuse(&self, lane: usize, error: &GraphError) {
-        let (halt, scope) = match error {
-            GraphError::Auth(_) => (self.token_refused, "no further Graph requests in this run"),
+        let tenant = self.lanes[lane].tenant;
+        let (first, scope) = match error {
+            GraphError::Auth(_) => {
+                let mut first = false;
+                for (halts, _) in self
+                    .halts
+                    .iter()
+                    .zip(self.lanes)
+                    .filter(|(_, l)| l.tenant == tenant)
+                {
+                    first |= halts.token_refused.set(error.clone()).is_ok();
+                }
+                let scope = match tenant {
+                    Some(_) => "no further Graph requests for this tenant in this run",
+                    None => "no further Graph requests in this run",
+                };
+                (first, scope)
+            }
             _ => (
-                &self.halts[lane].refused,
+                self.halts[lane].refused.set(error.clone()).is_ok(),
                 "no further requests for this source in this run",
             ),
         };
-        if halt.set(error.clone()).is_ok() {
-            log::error!("{}: {error}: {scope}", self.lanes[lane].source().name);
+        if first {
+            log::error!(
+                "{}: {error}: {scope}",
+                crate::sources::label(tenant, self.lanes[lane].source())
+            );
         }
     }
 }
@@ -749,7 +780,7 @@ fn fetch_job(
     let client = lanes[lane].client;
     log::debug!(
         "{}frame {frame}: fetching",
-        log_prefix(client.source(), shared.name_sources)
+        log_prefix(lanes[lane].tenant, client.source(), shared.name_sources)
     );
     let mut number = 0;
     // Room for the first page before its request; each page's before the next.
@@ -876,7 +907,7 @@ impl Writer<'_> {
             log::error!(
                 "{}frame {frame} page {number} record {}: {}; delivered as Graph sent it, \
                  deduplicated by its exact bytes",
-                log_prefix(source, self.name_sources),
+                log_prefix(self.lanes[lane].tenant, source, self.name_sources),
                 problem.offset,
                 problem.reason
             );

@@ -16,12 +16,27 @@ use crate::window::{self, Frame, Window};
 /// original's lagged window.
 pub fn plan(config: &Config, now: OffsetDateTime) -> Result<Window, ConfigError> {
     let Some(since) = config.since else {
-        return Ok(Window::lagged(
+        let lagged = Window::lagged(
             now,
             config.options.timelag,
             config.lagged_frames(),
             config.options.stream_frame,
-        ));
+        );
+        // Several tenants share the fetchers: the same seconds, cut into each lane's
+        // share of them (a first run of a fleet costs a request or two per tenant,
+        // not one per stream).
+        return Ok(
+            match (&config.options.tenants, lagged.start(), lagged.end()) {
+                (Some(_), Some(start), Some(end)) => Window {
+                    frames: Window::cut(
+                        Frame { start, end },
+                        config.frames_per_lane(),
+                        config.options.stream_frame,
+                    ),
+                },
+                _ => lagged,
+            },
+        );
     };
     // Graph has nothing after now − timelag yet: a later --until stops there.
     let lagged_end = window::lagged_until(now, config.options.timelag);

@@ -19,6 +19,10 @@ use crate::window::{self, Frame, Pass, Window};
 /// What one source's export did.
 pub struct SourceReport {
     pub source: &'static SourceSpec,
+    /// Its tenant, when the run exports several.
+    pub tenant: Option<String>,
+    /// Where its records went.
+    pub queue_key: String,
     pub window: Window,
     pub frames: Vec<FrameOutcome>,
     /// Where the next run starts, when this run keeps state.
@@ -38,8 +42,14 @@ pub struct SourceReport {
 }
 
 pub struct RunReport {
-    /// One per source, in the order of `sources`.
+    /// One per tenant × source exported, in the order of `tenants` and `sources`.
     pub sources: Vec<SourceReport>,
+    /// Tenants the identity platform refused a first token: (tenant, why).
+    pub refused_tenants: Vec<(String, String)>,
+    /// Tenant × sources another run holds the lock of (left to it).
+    pub locked: Vec<String>,
+    /// Tenant × sources whose state could not be read (not exported).
+    pub unread_state: Vec<String>,
     pub elapsed: Duration,
     /// The exit code a SIGTERM/SIGINT asked for.
     pub interrupted: Option<u8>,
@@ -49,6 +59,11 @@ pub struct RunReport {
 const RANGES_SHOWN: usize = 8;
 
 impl SourceReport {
+    /// What the summary calls it (its tenant's name first, with several tenants).
+    pub fn label(&self) -> String {
+        crate::sources::label(self.tenant.as_deref(), self.source)
+    }
+
     pub fn failed(&self) -> impl Iterator<Item = &FrameOutcome> {
         self.frames.iter().filter(|f| f.failed())
     }
@@ -163,7 +178,7 @@ impl SourceReport {
         let seconds: u64 = unread.iter().map(Frame::seconds).sum();
         let deadline = deadline.as_secs();
         let what = if name_sources || !self.source.is_sign_ins() {
-            format!("{} records", self.source.name)
+            format!("{} records", self.label())
         } else {
             "sign-ins".to_string()
         };
@@ -251,7 +266,7 @@ impl RunReport {
             });
             if late > 0 && late as f64 > STILL_ARRIVING * read as f64 {
                 let what = match name_sources {
-                    true => format!("{} ", source.source.name),
+                    true => format!("{} ", source.label()),
                     false => String::new(),
                 };
                 found.push(format!(
@@ -283,10 +298,11 @@ impl RunReport {
         let frames = || self.sources.iter().flat_map(|s| &s.frames);
         if let Some(code) = self.interrupted {
             code
-        } else if frames().any(FrameOutcome::auth_refused) {
+        } else if frames().any(FrameOutcome::auth_refused) || !self.refused_tenants.is_empty() {
             exit::AUTH
         } else if self.failed().next().is_some()
             || self.sources.iter().any(|s| s.state_error.is_some())
+            || !self.unread_state.is_empty()
         {
             exit::INCOMPLETE
         } else {
@@ -298,7 +314,7 @@ impl RunReport {
     /// with several, one `summary of {source}:` line each, then the `summary:` line
     /// with the run's totals. Each line also comes as fields (for JSON logs).
     pub fn summary(&self) -> Vec<Summary> {
-        if let [only] = self.sources.as_slice() {
+        if let ([only], None) = (self.sources.as_slice(), &only_tenant(self)) {
             return vec![Summary::new("summary:", only.figures(self.elapsed))];
         }
         let mut lines: Vec<Summary> = self
@@ -306,12 +322,15 @@ impl RunReport {
             .iter()
             .map(|s| {
                 let mut summary = Summary::new(
-                    &format!("summary of {}:", s.source.name),
+                    &format!("summary of {}:", s.label()),
                     s.figures(self.elapsed),
                 );
                 summary
                     .fields
                     .insert(0, ("source", s.source.name.to_string()));
+                if let Some(tenant) = &s.tenant {
+                    summary.fields.insert(0, ("tenant", tenant.clone()));
+                }
                 summary
             })
             .collect();
@@ -323,17 +342,69 @@ impl RunReport {
         let spent: BudgetSpent = self.sources.iter().map(|s| s.spent).sum();
         let mut fields = totals(&frames, &spent, self.elapsed);
         fields.insert(0, ("sources", self.sources.len().to_string()));
-        let incomplete: Vec<&str> = self
+        let several_tenants =
+            self.sources.iter().any(|s| s.tenant.is_some()) || !self.refused_tenants.is_empty();
+        if several_tenants {
+            let mut tenants: Vec<&str> = self
+                .sources
+                .iter()
+                .filter_map(|s| s.tenant.as_deref())
+                .chain(self.refused_tenants.iter().map(|(t, _)| t.as_str()))
+                .collect();
+            tenants.sort_unstable();
+            tenants.dedup();
+            fields.insert(0, ("tenants", tenants.len().to_string()));
+        }
+        let incomplete: Vec<String> = self
             .sources
             .iter()
             .filter(|s| s.failed().next().is_some() || s.state_error.is_some())
-            .map(|s| s.source.name)
+            .map(|s| s.label())
+            .chain(self.unread_state.iter().cloned())
+            .map(|label| label.replace(' ', "/"))
             .collect();
         if !incomplete.is_empty() {
             fields.push(("incomplete", incomplete.join(",")));
         }
+        let failed = self.failed_tenants();
+        if !failed.is_empty() {
+            fields.push(("failed_tenants", failed.join(",")));
+        }
+        if !self.locked.is_empty() {
+            let locked: Vec<String> = self.locked.iter().map(|l| l.replace(' ', "/")).collect();
+            fields.push(("locked", locked.join(",")));
+        }
         lines.push(Summary::new("summary:", fields));
         lines
+    }
+}
+
+/// The tenant of a run of several tenants that has just one (None otherwise).
+fn only_tenant(report: &RunReport) -> Option<&str> {
+    match report.sources.as_slice() {
+        [only] => only.tenant.as_deref(),
+        _ => None,
+    }
+}
+
+impl RunReport {
+    /// Tenants refused a token, or refused a source (403: consent, permission,
+    /// licence), in the order of `tenants`.
+    pub fn failed_tenants(&self) -> Vec<String> {
+        let mut failed: Vec<String> = self
+            .refused_tenants
+            .iter()
+            .map(|(t, _)| t.clone())
+            .collect();
+        for source in &self.sources {
+            if let Some(tenant) = &source.tenant
+                && source.frames.iter().any(FrameOutcome::auth_refused)
+                && !failed.contains(tenant)
+            {
+                failed.push(tenant.clone());
+            }
+        }
+        failed
     }
 }
 
@@ -379,8 +450,17 @@ fn totals(
         ("throttled", spent.throttled.to_string()),
         ("retries", spent.retries.to_string()),
         ("waited", format!("{:.1}", spent.waited.as_secs_f64())),
+        (
+            "waited_app",
+            format!("{:.1}", spent.waited_app.as_secs_f64()),
+        ),
         ("seconds", format!("{:.3}", elapsed.as_secs_f64())),
     ];
+    // Which budget the waiting was for: said only when the app's across tenants
+    // held requests back (a run of one tenant keeps today's summary otherwise).
+    if spent.waited_app < Duration::from_millis(50) {
+        fields.retain(|(key, _)| *key != "waited_app");
+    }
     // Late records can only be told with state: a run without it reads each second once.
     if frames.iter().any(|f| f.pass != Pass::First) {
         fields.push(("late", sum(FrameOutcome::late).to_string()));
@@ -403,7 +483,8 @@ fn totals(
     fields
 }
 
-/// One ERROR per failed frame, with what it had written.
+/// One ERROR per failed frame, with what it had written (a refused one's refusal was
+/// said when it came).
 pub(crate) fn log_failures<'a>(frames: impl Iterator<Item = &'a FrameOutcome>, name_sources: bool) {
     let mut deferred = Vec::new();
     for outcome in frames {
@@ -411,10 +492,15 @@ pub(crate) fn log_failures<'a>(frames: impl Iterator<Item = &'a FrameOutcome>, n
             deferred.push(outcome);
             continue;
         }
+        // A refusal (403, a refused token) was said once, at ERROR, with what to do,
+        // when it halted its lane: its frames are named in the summary's unread ranges.
+        if outcome.auth_refused() {
+            continue;
+        }
         if let Some(failure) = &outcome.failure {
             log::error!(
                 "{}frame {} incomplete ({} pages, {} records written): {failure}",
-                crate::sources::log_prefix(outcome.source, name_sources),
+                crate::sources::log_prefix(outcome.tenant.as_deref(), outcome.source, name_sources),
                 outcome.frame,
                 outcome.pages,
                 outcome.records
@@ -426,7 +512,7 @@ pub(crate) fn log_failures<'a>(frames: impl Iterator<Item = &'a FrameOutcome>, n
             "{} deeper-read frames deferred (the first {}{}): the budget this run leaves to \
              deeper reads is spent; they are owed at their depth, and a later run reads them",
             deferred.len(),
-            crate::sources::log_prefix(first.source, name_sources),
+            crate::sources::log_prefix(first.tenant.as_deref(), first.source, name_sources),
             first.frame
         );
     }

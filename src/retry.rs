@@ -1,9 +1,10 @@
 //! Staying inside Graph's request budget and retrying what is transient.
 //!
-//! All streams share one [`RequestGate`]: it spaces requests to `rate_limit` (a request
-//! holds its place in the window until `per` after its answer), and a 429
-//! pauses every stream until its `Retry-After` has passed (Graph counts the budget per
-//! app and tenant, not per connection). Other processes of the same app and tenant (a
+//! All streams of a tenant's bucket share one [`RequestGate`]: it spaces requests to
+//! `rate_limit` (a request holds its place in the window until `per` after its answer),
+//! and a 429 pauses every stream until its `Retry-After` has passed (Graph counts the
+//! budget per app and tenant, not per connection); the app's budget across tenants is
+//! a gate of the same kind every tenant's requests pass too. Other processes of the same app and tenant (a
 //! cron run beside a backfill, runs on two hosts) spend the same budget: with a
 //! [`SharedBudget`] the gate also claims each request's place there, and honours the
 //! pauses other processes' 429s set; if it fails, the gate paces this process alone. [`Backoff`] decides how long one request waits
@@ -76,7 +77,16 @@ pub struct RequestGate {
     shared_failed: std::sync::atomic::AtomicBool,
     /// A shared pause was named at WARN (once a run).
     told_paused: std::sync::atomic::AtomicBool,
+    /// The last 429 a sharer of this gate was answered: whose (a tenant), and until
+    /// when its Retry-After holds it.
+    last_429: Mutex<Option<(String, Instant)>>,
+    /// Two tenants' 429s at once were said at WARN (once a run).
+    told_together: std::sync::atomic::AtomicBool,
 }
+
+/// The shared budget's failure was said (once a process: every gate meets it).
+static TOLD_SHARED_FAILED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Why no turn was given.
 #[derive(Debug, PartialEq, Eq)]
@@ -126,7 +136,36 @@ impl RequestGate {
             process: ids::guid(),
             shared_failed: Default::default(),
             told_paused: Default::default(),
+            last_429: Mutex::default(),
+            told_together: Default::default(),
         }
+    }
+
+    /// A 429 answered to `who` (a tenant) holds it until `until`. Whether another
+    /// sharer's 429 is still being waited out: Graph does not say which budget a 429
+    /// is for, and two tenants throttled at once point at the one they share. The
+    /// first time a run finds that, it says so at WARN.
+    pub fn throttled_together(&self, who: &str, until: Instant) -> bool {
+        let mut last = self.last_429.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let together = last
+            .as_ref()
+            .is_some_and(|(other, held)| other != who && *held > now);
+        if last.as_ref().is_none_or(|(_, held)| *held <= until) {
+            *last = Some((who.to_string(), until));
+        }
+        if together
+            && !self
+                .told_together
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            log::warn!(
+                "429s for two tenants at once: the application's budget across tenants is \
+                 overdrawn (by processes that do not share it, or an app_rate_limit above \
+                 Graph's); every tenant waits out each such 429"
+            );
+        }
+        together
     }
 
     /// Also claims every request's place in `shared` (when paced at all).
@@ -152,10 +191,11 @@ impl RequestGate {
         match outcome {
             Ok(value) => Some(value),
             Err(e) => {
-                if !self
+                let first = !self
                     .shared_failed
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
+                    .swap(true, std::sync::atomic::Ordering::Relaxed);
+                // Said once a run, however many gates (tenants, the app's) share Redis.
+                if first && !TOLD_SHARED_FAILED.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     log::warn!(
                         "the request budget shared with other processes is unavailable ({e}): \
                          this run paces itself alone, and runs beside it may draw 429s"
@@ -474,6 +514,21 @@ mod tests {
                 .unwrap(),
         );
         assert!(answered.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn only_two_tenants_throttled_at_once_point_at_the_budget_they_share() {
+        let gate = RequestGate::new(None, Stop::default());
+        let now = Instant::now();
+        let later = now + Duration::from_secs(5);
+        assert!(!gate.throttled_together("a", later));
+        // The same tenant again: its own budget.
+        assert!(!gate.throttled_together("a", later));
+        assert!(gate.throttled_together("b", later));
+        // Once the pause has passed, a 429 is one tenant's again.
+        let gate = RequestGate::new(None, Stop::default());
+        assert!(!gate.throttled_together("a", now));
+        assert!(!gate.throttled_together("b", later));
     }
 
     #[test]

@@ -4,17 +4,19 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Instant;
 
 use time::OffsetDateTime;
 
+use crate::auth::TokenSource;
 use crate::config::{Config, SourceConfig};
 use crate::error::Error;
 use crate::exit;
 use crate::graph::GraphClient;
 use crate::graph::client::PageShape;
 use crate::metrics::RunFigures;
-use crate::pipeline::{self, FrameOutcome, Job, Lane, PipelineOptions};
+use crate::pipeline::{self, BudgetOf, FrameOutcome, Job, Lane, PipelineOptions};
 use crate::plan::{self, Pass, Plan};
 use crate::redis_client::RedisPool;
 use crate::report::{RunReport, SourceReport, log_failures};
@@ -23,7 +25,6 @@ use crate::setup::Setup;
 use crate::sink::dedup::DedupSink;
 use crate::sink::redis::Dedup;
 use crate::sink::{self, Sink};
-use crate::sources::Bucket;
 use crate::state::{self, Resumed};
 use crate::window::{self, Frame, Window};
 
@@ -41,13 +42,8 @@ pub fn export(config: &Config) -> u8 {
             for line in report.summary() {
                 crate::logging::log_with_fields(level, &line.text, &line.fields);
             }
-            let key_of = |name: &str| {
-                config
-                    .source(name)
-                    .map_or_else(String::new, |s| s.queue_key.clone())
-            };
             let now = config.fixed_now.unwrap_or_else(OffsetDateTime::now_utc);
-            RunFigures::of(&report, code, now, key_of)
+            RunFigures::of(&report, code, now)
         }
         Err(e) => {
             log::error!("{e}");
@@ -85,40 +81,43 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
     )?;
     // The first token comes before the window: its Date header is Microsoft's clock,
     // and a host clock running ahead must not plan (and store) seconds Graph cannot
-    // have yet. A refusal ends the run before anything else is touched.
-    let tokens = setup.tokens(config)?;
-    tokens
-        .bearer()
-        .map_err(Error::from)
-        .map_err(|e| setup.interrupted(e))?;
-    let now = plan::bound_by_server(local_now, tokens.server_now());
+    // have yet. A refusal ends the run before anything else is touched — with several
+    // tenants, that tenant's part of it.
+    let signed_in = sign_in(config, &setup)?;
+    let server_now = signed_in.tokens.values().find_map(|t| t.server_now());
+    let now = plan::bound_by_server(local_now, server_now);
     let planned = if now == local_now {
         planned
     } else {
         plan::plan(config, now)?
     };
     plan::warn_if_until_ahead(config, now);
-    // Each source has its own state, lock, plan and sink; a lock another run holds
-    // ends the run (the locks taken so far are released as the exports drop).
     let connections = match config.options.queue_backend.uses_redis() {
         true => Some(RedisPool::new(config)?),
         false => None,
     };
-    let mut exports = Vec::with_capacity(config.sources.len());
-    for source in &config.sources {
-        let export = prepare(config, source, now, &planned, connections.as_ref(), &setup)
-            .map_err(|e| setup.interrupted(e))?;
-        exports.push(export);
-    }
+    let Prepared {
+        exports,
+        locked,
+        unread_state,
+    } = prepare_all(
+        config,
+        &signed_in,
+        now,
+        &planned,
+        connections.as_ref(),
+        &setup,
+    )?;
     let clients: Vec<GraphClient> = exports
         .iter()
         .map(|export| {
+            let tenant = export.source.tenant.as_deref();
             GraphClient::new(
                 setup.transport.clone(),
-                tokens.clone(),
+                signed_in.tokens[&tenant].clone(),
                 config.graph_url.clone(),
                 PageShape::of(export.source),
-                setup.gates[&export.source.spec.bucket].clone(),
+                setup.gates.of(tenant, export.source.spec.bucket),
                 setup.retry.clone(),
             )
         })
@@ -127,6 +126,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         .iter()
         .zip(&clients)
         .map(|(export, client)| Lane {
+            tenant: export.source.tenant.as_deref(),
             client,
             sink: export.sink.as_ref(),
             versioned: config.versioned(export.source),
@@ -147,7 +147,11 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
     for export in &exports {
         log::info!(
             "exporting {}window {} in {} frames with {} streams",
-            crate::sources::log_prefix(export.source.spec, config.name_sources()),
+            crate::sources::log_prefix(
+                export.source.tenant.as_deref(),
+                export.source.spec,
+                config.name_sources()
+            ),
             export.window,
             export.window.frames.len(),
             config.fetchers()
@@ -184,6 +188,8 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             .collect();
         let mut report = SourceReport {
             source: client.source(),
+            tenant: export.source.tenant.clone(),
+            queue_key: export.source.queue_key.clone(),
             window: export.window,
             frames,
             watermark: None,
@@ -215,11 +221,137 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
     }
     let report = RunReport {
         sources,
+        refused_tenants: signed_in.refused,
+        locked,
+        unread_state,
         elapsed: started.elapsed(),
         interrupted: setup.stop.requested(),
     };
     report.warn_if_still_arriving(&config.options.rescan, config.name_sources());
     Ok(report)
+}
+
+/// The tenants a run could sign in to, each with its token source, and those the
+/// identity platform refused (with why).
+struct SignedIn<'a> {
+    tokens: BTreeMap<Option<&'a str>, Arc<TokenSource>>,
+    refused: Vec<(String, String)>,
+}
+
+/// A token for every tenant of the run, asked for at once (as many at a time as there
+/// are fetchers, at least 8). One
+/// tenant: its refusal ends the run, as it always did. Several: a refused tenant is
+/// said once at ERROR with what to do, left out of this run, and named in the
+/// summary and the exit code; the others go on.
+fn sign_in<'a>(config: &'a Config, setup: &Setup) -> Result<SignedIn<'a>, Error> {
+    let tenants = config.tenants();
+    let mut tokens = BTreeMap::new();
+    let mut refused = Vec::new();
+    if let [None] = tenants.as_slice() {
+        let source = setup.tokens(config, None)?;
+        source
+            .bearer()
+            .map_err(Error::from)
+            .map_err(|e| setup.interrupted(e))?;
+        tokens.insert(None, source);
+        return Ok(SignedIn { tokens, refused });
+    }
+    let mut answers: Vec<(Option<&str>, TokenAnswer)> = Vec::new();
+    for chunk in tenants.chunks(config.fetchers().max(SIGN_INS_AT_ONCE)) {
+        std::thread::scope(|scope| {
+            let asked: Vec<_> = chunk
+                .iter()
+                .map(|tenant| {
+                    let tenant = *tenant;
+                    let handle = scope.spawn(move || {
+                        let source = setup.tokens(config, tenant)?;
+                        source.bearer().map_err(Error::from)?;
+                        Ok(source)
+                    });
+                    (tenant, handle)
+                })
+                .collect();
+            for (tenant, handle) in asked {
+                let answer = handle.join().unwrap_or_else(|_| {
+                    Err(Error::Setup("a token request's thread panicked".into()))
+                });
+                answers.push((tenant, answer));
+            }
+        });
+    }
+    if let Some(code) = setup.stop.requested() {
+        return Err(Error::Interrupted(code));
+    }
+    for (tenant, answer) in answers {
+        let name = tenant.unwrap_or("-");
+        match answer {
+            Ok(source) => {
+                tokens.insert(tenant, source);
+            }
+            Err(e) => {
+                let advice = match &e {
+                    Error::Auth(auth) => auth.advice(&config.consent_url(tenant)),
+                    _ => "fix what the error names".into(),
+                };
+                log::error!("tenant {name}: {e}: not exported in this run; {advice}");
+                refused.push((name.to_string(), e.to_string()));
+            }
+        }
+    }
+    Ok(SignedIn { tokens, refused })
+}
+
+/// A tenant's token source, with a first token fetched, or why not.
+type TokenAnswer = Result<Arc<TokenSource>, Error>;
+
+/// Tenants asked for their first token at once, at least (as many as there are
+/// fetchers, with more).
+const SIGN_INS_AT_ONCE: usize = 8;
+
+/// Every lane's export as prepared, and the lanes left out.
+struct Prepared<'a> {
+    exports: Vec<Export<'a>>,
+    /// Lanes another run holds the lock of.
+    locked: Vec<String>,
+    /// Lanes whose stored state is damaged.
+    unread_state: Vec<String>,
+}
+
+/// Prepares each tenant × source signed in to. Each has its own state, lock, plan and
+/// sink; a lock another run holds ends the run (the locks taken so far are released
+/// as the exports drop) — with several tenants, that tenant × source is left to the
+/// run that holds it, and one with damaged state is named and left out.
+fn prepare_all<'a>(
+    config: &'a Config,
+    signed_in: &SignedIn,
+    now: OffsetDateTime,
+    planned: &Window,
+    connections: Option<&RedisPool>,
+    setup: &Setup,
+) -> Result<Prepared<'a>, Error> {
+    let mut prepared = Prepared {
+        exports: Vec::with_capacity(config.sources.len()),
+        locked: Vec::new(),
+        unread_state: Vec::new(),
+    };
+    for source in &config.sources {
+        if !signed_in.tokens.contains_key(&source.tenant.as_deref()) {
+            continue;
+        }
+        match prepare(config, source, now, planned, connections, setup) {
+            Ok(export) => prepared.exports.push(export),
+            Err(Error::Locked(message)) if source.tenant.is_some() => {
+                log::warn!("{}: {message}: left to that run", source.label());
+                prepared.locked.push(source.label());
+            }
+            Err(Error::DamagedState(message)) if source.tenant.is_some() => {
+                log::error!("{}: {message}: not exported in this run", source.label());
+                prepared.unread_state.push(source.label());
+            }
+            Err(e) => return Err(setup.interrupted(e)),
+        }
+    }
+    Ok(prepared)
 }
 
 /// Takes one source's state and lock, plans its window and opens its sink; a Redis
@@ -277,7 +409,7 @@ fn refuse_progress_ahead(resumed: &Resumed, now: OffsetDateTime) -> Result<(), E
     if latest <= now + time::Duration::SECOND {
         return Ok(());
     }
-    Err(Error::State(format!(
+    Err(Error::DamagedState(format!(
         "{}: {field} {} is ahead of Microsoft's clock ({}): the state is damaged (or was \
          written by a host whose clock ran ahead), and no run would export the seconds up to \
          it; repair it — {} — or delete it and backfill from the last export's end",
@@ -338,11 +470,11 @@ fn order_jobs(
     keyed.into_iter().map(|(_, job)| job).collect()
 }
 
-/// What each paced bucket may spend this run before deeper reads wait for a later one:
-/// the bucket's rate times the seconds of new data the run reads for the first time
-/// (the most of its sources'), so that deeper reads only use what the first two reads
-/// leave of a minute's budget.
-fn deep_allowance(config: &Config, exports: &[Export]) -> BTreeMap<Bucket, u64> {
+/// What each tenant's paced bucket may spend this run before deeper reads wait for a
+/// later one: the bucket's rate times the seconds of new data the run reads for the
+/// first time (the most of its sources'), so that deeper reads only use what the first
+/// two reads leave of a minute's budget.
+fn deep_allowance(config: &Config, exports: &[Export]) -> BTreeMap<BudgetOf, u64> {
     let mut allowance = BTreeMap::new();
     if config.deeper_rescans().is_empty() {
         return allowance;
@@ -354,7 +486,9 @@ fn deep_allowance(config: &Config, exports: &[Export]) -> BTreeMap<Bucket, u64> 
         };
         let new_seconds = export.plan.as_ref().map_or(0, Plan::new_seconds);
         let earned = (f64::from(requests) * new_seconds as f64 / per.as_secs_f64()).floor() as u64;
-        let entry = allowance.entry(bucket).or_insert(0);
+        let entry = allowance
+            .entry((export.source.tenant.clone(), bucket))
+            .or_insert(0);
         *entry = (*entry).max(earned);
     }
     allowance

@@ -1,19 +1,19 @@
 //! What a run and `--check` both stand on: the crypto provider, the HTTP transport, a
-//! stop that signals set, one request gate per budget bucket (shared through Redis),
+//! stop that signals set, the request gates of every tenant's buckets and the app's
+//! (shared through Redis),
 //! the retry limits of Graph and Redis requests, and the token source — built one way,
 //! so a check reaches Graph exactly as a run does.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::TokenSource;
+use crate::budget::Gates;
 use crate::config::Config;
 use crate::error::Error;
 use crate::redis_client::REDIS_BACKOFF;
-use crate::retry::{Backoff, RequestGate, RetryOptions};
+use crate::retry::{Backoff, RetryOptions};
 use crate::shutdown::{self, Stop};
-use crate::sources::Bucket;
 use crate::transport::{HttpTransport, TransportOptions, UreqTransport};
 
 /// Largest Graph response accepted (after decompression): a 1000-record page is a few
@@ -31,7 +31,7 @@ pub struct Setup {
     pub transport: Arc<dyn HttpTransport>,
     /// Set by SIGTERM/SIGINT.
     pub stop: Stop,
-    pub gates: BTreeMap<Bucket, Arc<RequestGate>>,
+    pub gates: Arc<Gates>,
     /// Graph's and the identity platform's requests.
     pub retry: RetryOptions,
     /// Redis commands: the same limits, a shorter backoff.
@@ -50,7 +50,7 @@ impl Setup {
             body_limit: BODY_LIMIT,
         }));
         let stop = Stop::default();
-        let gates = crate::budget::gates(config, &stop)?;
+        let gates = Arc::new(Gates::new(config, &stop)?);
         stop_on_signals(&stop, &gates, &transport)?;
         let retry = RetryOptions {
             max_retries,
@@ -71,12 +71,13 @@ impl Setup {
         })
     }
 
-    /// The token source of the configured credential (its file read, its certificate
-    /// checked); no token is asked for yet.
-    pub fn tokens(&self, config: &Config) -> Result<Arc<TokenSource>, Error> {
+    /// The token source of the configured credential in `tenant` (None: its own; its
+    /// file read, its certificate checked); no token is asked for yet.
+    pub fn tokens(&self, config: &Config, tenant: Option<&str>) -> Result<Arc<TokenSource>, Error> {
         Ok(Arc::new(TokenSource::new(
             self.transport.clone(),
             config,
+            &config.credential_in(tenant),
             self.retry.clone(),
         )?))
     }
@@ -99,14 +100,12 @@ pub fn install_crypto() {
 /// On SIGTERM/SIGINT: wake every stream waiting for a turn and abort requests in flight.
 fn stop_on_signals(
     stop: &Stop,
-    gates: &BTreeMap<Bucket, Arc<RequestGate>>,
+    gates: &Arc<Gates>,
     transport: &Arc<dyn HttpTransport>,
 ) -> Result<(), Error> {
     let (gates, transport) = (gates.clone(), transport.clone());
     shutdown::watch_signals(stop.clone(), move || {
-        for gate in gates.values() {
-            gate.wake_all();
-        }
+        gates.wake_all();
         transport.abort();
     })
     .map_err(|e| Error::Setup(format!("cannot watch for SIGTERM/SIGINT: {e}")))

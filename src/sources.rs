@@ -76,12 +76,22 @@ impl fmt::Display for Bucket {
 /// backfill or a watermark further back reads nothing that is left.
 pub const RETENTION: time::Duration = time::Duration::days(30);
 
-/// What log lines about `source` start with: its name and a space when several
-/// sources are exported (`name_sources`), else nothing.
-pub fn log_prefix(source: &SourceSpec, name_sources: bool) -> String {
+/// What log lines about `source` start with: its name (after its tenant's, when the
+/// run exports several tenants) and a space when several sources are exported
+/// (`name_sources`), else nothing.
+pub fn log_prefix(tenant: Option<&str>, source: &SourceSpec, name_sources: bool) -> String {
     match name_sources {
-        true => format!("{} ", source.name),
+        true => format!("{} ", label(tenant, source)),
         false => String::new(),
+    }
+}
+
+/// What a run's lane is called: `{tenant} {source}` when the run exports several
+/// tenants, else the source's name.
+pub fn label(tenant: Option<&str>, source: &SourceSpec) -> String {
+    match tenant {
+        Some(tenant) => format!("{tenant} {}", source.name),
+        None => source.name.to_string(),
     }
 }
 

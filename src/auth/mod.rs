@@ -140,17 +140,18 @@ struct OAuthError {
 }
 
 impl TokenSource {
-    /// The token source of `config`'s credential: Graph's `.default` scope (managed
+    /// The token source of `credential` (of `config`, or its `in_tenant` form): Graph's `.default` scope (managed
     /// identities: its resource), retried within `retry`. A certificate that cannot be
     /// read is an error here, before anything else happens.
     pub fn new(
         transport: Arc<dyn HttpTransport>,
         config: &Config,
+        credential: &Credential,
         retry: RetryOptions,
     ) -> Result<Self, Error> {
         let resource = config.graph_url.as_str().trim_end_matches('/').to_string();
         let scope = format!("{resource}/.default");
-        let grant: Box<dyn Grant> = match &config.credential {
+        let grant: Box<dyn Grant> = match credential {
             Credential::Secret {
                 tenant,
                 client_id,

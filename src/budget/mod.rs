@@ -32,30 +32,93 @@ const CLAIM_SCRIPT: &str = include_str!("claim.lua");
 const ANSWERED_SCRIPT: &str = include_str!("answered.lua");
 const PAUSE_SCRIPT: &str = include_str!("pause.lua");
 
-/// One gate per bucket the sources use, keeping all their streams within the
-/// bucket's limit; with the redis backend its window is shared with every other
-/// process of this app and tenant (runs and `--check` alike). Other backends pace this
-/// process alone.
-pub fn gates(config: &Config, stop: &Stop) -> Result<BTreeMap<Bucket, Arc<RequestGate>>, Error> {
-    let mut gates = BTreeMap::new();
-    for bucket in config.sources.iter().map(|s| s.spec.bucket) {
-        if gates.contains_key(&bucket) {
-            continue;
-        }
-        let limit = config
-            .rate_limit_of(bucket)
-            .map(|(requests, per)| RateLimit {
+/// The request gates of a run: one per tenant and bucket its sources use (Graph's
+/// limit per app and tenant), and for the reports bucket one more across every tenant
+/// of the application (`app_rate_limit`, Graph's 122 per 10 s per app). With the redis
+/// backend each window is shared with every other process of the same app and tenant
+/// — or, across tenants, of the same app — (runs and `--check` alike); other backends
+/// pace this process alone.
+pub struct Gates {
+    by_tenant: BTreeMap<(Option<String>, Bucket), Arc<RequestGate>>,
+    app: BTreeMap<Bucket, Arc<RequestGate>>,
+}
+
+impl Gates {
+    pub fn new(config: &Config, stop: &Stop) -> Result<Gates, Error> {
+        let mut gates = Gates {
+            by_tenant: BTreeMap::new(),
+            app: BTreeMap::new(),
+        };
+        let shared = config.options.queue_backend.uses_redis();
+        let paced = |limit: Option<(u32, Duration)>| {
+            limit.map(|(requests, per)| RateLimit {
                 requests,
                 per: per / config.budget_speedup,
-            });
-        let gate = RequestGate::new(limit, stop.clone());
-        let gate = match limit.filter(|_| config.options.queue_backend.uses_redis()) {
-            Some(limit) => gate.with_shared(Box::new(RedisBudget::new(config, bucket, limit)?)),
-            _ => gate,
+            })
         };
-        gates.insert(bucket, Arc::new(gate));
+        for source in &config.sources {
+            let bucket = source.spec.bucket;
+            let key = (source.tenant.clone(), bucket);
+            if let std::collections::btree_map::Entry::Vacant(entry) = gates.by_tenant.entry(key) {
+                let limit = paced(config.rate_limit_of(bucket));
+                let gate = RequestGate::new(limit, stop.clone());
+                let gate = match limit.filter(|_| shared) {
+                    Some(limit) => gate.with_shared(Box::new(RedisBudget::new(
+                        config,
+                        Window::Tenant(source.tenant.as_deref()),
+                        bucket,
+                        limit,
+                    )?)),
+                    None => gate,
+                };
+                entry.insert(Arc::new(gate));
+            }
+            let app_limit = paced(config.app_rate_limit_of(bucket));
+            if let Some(limit) = app_limit.filter(|_| !gates.app.contains_key(&bucket)) {
+                let gate = RequestGate::new(Some(limit), stop.clone());
+                let gate = match shared {
+                    true => gate.with_shared(Box::new(RedisBudget::new(
+                        config,
+                        Window::App,
+                        bucket,
+                        limit,
+                    )?)),
+                    false => gate,
+                };
+                gates.app.insert(bucket, Arc::new(gate));
+            }
+        }
+        Ok(gates)
     }
-    Ok(gates)
+
+    /// The gates a request of `tenant`'s (None: the credential's) `bucket` passes, in
+    /// the order it claims them: its tenant's window, then the app's across tenants.
+    pub fn of(&self, tenant: Option<&str>, bucket: Bucket) -> Vec<Arc<RequestGate>> {
+        let key = (tenant.map(str::to_string), bucket);
+        let tenant = self.by_tenant.get(&key).cloned().unwrap_or_else(|| {
+            // Every source's gate was made in `new`; a bucket without one is unpaced.
+            Arc::new(RequestGate::new(None, Stop::default()))
+        });
+        std::iter::once(tenant)
+            .chain(self.app.get(&bucket).cloned())
+            .collect()
+    }
+
+    /// Wakes every waiting stream (a stop request).
+    pub fn wake_all(&self) {
+        for gate in self.by_tenant.values().chain(self.app.values()) {
+            gate.wake_all();
+        }
+    }
+}
+
+/// Which window a shared budget keeps.
+#[derive(Clone, Copy)]
+pub enum Window<'a> {
+    /// One tenant's (None: the credential's).
+    Tenant(Option<&'a str>),
+    /// The application's, across every tenant.
+    App,
 }
 
 pub struct RedisBudget {
@@ -79,13 +142,26 @@ pub struct RedisBudget {
 type ClaimReply = (u64, String, Option<String>, u32, u64, u64);
 
 impl RedisBudget {
-    pub fn new(config: &Config, bucket: Bucket, limit: RateLimit) -> Result<Self, Error> {
-        let (tenant, client_id) = config.budget_owner();
+    pub fn new(
+        config: &Config,
+        window: Window,
+        bucket: Bucket,
+        limit: RateLimit,
+    ) -> Result<Self, Error> {
         // The braces are a Redis Cluster hash tag: the claims, the pause and the
-        // limits, which one script touches, share a slot.
-        let prefix = match bucket.per_tenant() {
-            true => format!("msgx:budget:{{{tenant}:{bucket}}}"),
-            false => format!("msgx:budget:{{{tenant}:{client_id}:{bucket}}}"),
+        // limits, which one script touches, share a slot. Each window has a slot of
+        // its own, and a request claims its places one script at a time.
+        let prefix = match window {
+            // `*` is no tenant's name (tenants are letters, digits, '-' and '.'): the
+            // window of every tenant, under the prefix the README's ACL grants.
+            Window::App => format!("msgx:budget:{{*:{}:{bucket}}}", config.app_id()),
+            Window::Tenant(tenant) => {
+                let (tenant, client_id) = config.budget_owner(tenant);
+                match bucket.per_tenant() {
+                    true => format!("msgx:budget:{{{tenant}:{bucket}}}"),
+                    false => format!("msgx:budget:{{{tenant}:{client_id}:{bucket}}}"),
+                }
+            }
         };
         Ok(RedisBudget {
             client: open_client(config)?,

@@ -61,6 +61,42 @@ impl Credential {
             Credential::ManagedIdentity { .. } => AuthKind::ManagedIdentity,
         }
     }
+
+    /// The same application's credential in `tenant` (a multi-tenant application
+    /// signs in to each tenant with one secret, certificate or federated token). A
+    /// managed identity belongs to one tenant: the configuration refuses `tenants`
+    /// with it, and it is returned as it is.
+    pub fn in_tenant(&self, tenant: &str) -> Credential {
+        let mut credential = self.clone();
+        match &mut credential {
+            Credential::Secret { tenant: t, .. }
+            | Credential::Certificate { tenant: t, .. }
+            | Credential::WorkloadIdentity { tenant: t, .. } => *t = tenant.to_string(),
+            Credential::ManagedIdentity { .. } => {}
+        }
+        credential
+    }
+
+    /// The tenant it signs in to (a managed identity: the one its host is in, unknown
+    /// here).
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Credential::Secret { tenant, .. }
+            | Credential::Certificate { tenant, .. }
+            | Credential::WorkloadIdentity { tenant, .. } => Some(tenant),
+            Credential::ManagedIdentity { .. } => None,
+        }
+    }
+
+    /// The application's client id (a system-assigned managed identity: none).
+    pub fn client_id(&self) -> Option<&str> {
+        match self {
+            Credential::Secret { client_id, .. }
+            | Credential::Certificate { client_id, .. }
+            | Credential::WorkloadIdentity { client_id, .. } => Some(client_id),
+            Credential::ManagedIdentity { client_id, .. } => client_id.as_deref(),
+        }
+    }
 }
 
 /// The managed identity's token endpoint: `msi_endpoint`, else App Service's
@@ -164,7 +200,9 @@ impl Values {
         let mut missing: Vec<ConfigError> = spec
             .needs
             .iter()
+            // `tenants` names every tenant `tenant` would.
             .filter(|name| self.get(name).is_none())
+            .filter(|name| !(**name == "tenant" && self.get("tenants").is_some()))
             .map(|name| values::missing(name, &why))
             .collect();
         if let Some(first) = spec.given_by.first()
@@ -187,24 +225,27 @@ impl Values {
         let kind = self.credential_kind().map_err(|e| errors.push(e)).ok()?;
         errors.extend(self.missing_for(kind));
         let text = |value: &Option<String>| value.clone().unwrap_or_default();
+        // With `tenants`, each tenant's credential is made from this one (`in_tenant`).
+        let first_tenant = options.tenants.as_ref().and_then(|t| t.first().cloned());
+        let home = options.tenant.clone().or(first_tenant);
         let path = |value: &Option<PathBuf>| value.clone().unwrap_or_default();
         Some(match kind {
             AuthKind::Secret => Credential::Secret {
-                tenant: text(&options.tenant),
+                tenant: text(&home),
                 client_id: text(&options.client_id),
                 secret: self
                     .secret(options, errors, warnings)
                     .unwrap_or_else(|| Secret::new("")),
             },
             AuthKind::Certificate => Credential::Certificate {
-                tenant: text(&options.tenant),
+                tenant: text(&home),
                 client_id: text(&options.client_id),
                 certificate: path(&options.client_certificate),
                 key: options.client_certificate_key.clone(),
                 alg: options.client_assertion_alg,
             },
             AuthKind::WorkloadIdentity => Credential::WorkloadIdentity {
-                tenant: text(&options.tenant),
+                tenant: text(&home),
                 client_id: text(&options.client_id),
                 token_file: path(&options.federated_token_file),
             },

@@ -68,6 +68,9 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
     pub spec: &'static SourceSpec,
+    /// The tenant it is exported from, when the run exports several (`tenants`); None:
+    /// the one tenant of the credential.
+    pub tenant: Option<String>,
     /// Where its records go: `queue_key` for signins, `{queue_key}:{source}` for the
     /// others, unless `queue_keys` says otherwise. Its state keys follow it.
     pub queue_key: String,
@@ -76,8 +79,8 @@ pub struct SourceConfig {
     /// `$select`: the sign-in sources only.
     pub select: Option<Vec<String>>,
     /// How many frames each of its ranges is cut into: its share of the fetchers (at
-    /// least one), so a quiet source's minute costs one request a pass, not one per
-    /// fetcher.
+    /// least one; every tenant × source has a share), so a quiet source's minute costs
+    /// one request a pass, not one per fetcher.
     pub frames_per_range: usize,
     /// The file backend's output, `{source}` replaced by its name.
     pub file_path: Output,
@@ -86,19 +89,23 @@ pub struct SourceConfig {
 }
 
 impl SourceConfig {
-    fn new(options: &Options, spec: &'static SourceSpec) -> Self {
-        let per_source = |path: &PathBuf| {
-            PathBuf::from(
-                path.to_string_lossy()
-                    .replace(SOURCE_PLACEHOLDER, spec.name),
-            )
+    /// `spec`'s share of the run, for `tenant` when the run exports several.
+    fn new(options: &Options, spec: &'static SourceSpec, tenant: Option<&str>) -> Self {
+        let named = |text: &str| {
+            let text = text.replace(SOURCE_PLACEHOLDER, spec.name);
+            match tenant.or(options.tenant.as_deref()) {
+                Some(tenant) => text.replace(TENANT_PLACEHOLDER, tenant),
+                None => text,
+            }
         };
+        let per_source = |path: &PathBuf| PathBuf::from(named(&path.to_string_lossy()));
         SourceConfig {
             spec,
-            queue_key: queue_key_of(options, spec),
+            tenant: tenant.map(str::to_string),
+            queue_key: named(&queue_key_of(options, spec, tenant.is_some())),
             page_size: options.page_size.min(spec.max_top),
             select: options.select.clone().filter(|_| spec.is_sign_ins()),
-            frames_per_range: (options.streams / options.sources.len().max(1)).max(1),
+            frames_per_range: (options.streams / lanes_of(options)).max(1),
             file_path: match &options.file_path {
                 Output::Path(path) => Output::Path(per_source(path)),
                 Output::Stdout => Output::Stdout,
@@ -111,6 +118,12 @@ impl SourceConfig {
         self.spec.name
     }
 
+    /// What log lines and summaries call it: `contoso.onmicrosoft.com signins` when
+    /// the run exports several tenants, else the source's name.
+    pub fn label(&self) -> String {
+        crate::sources::label(self.tenant.as_deref(), self.spec)
+    }
+
     /// The name of its Redis key of `purpose` (`state`, `lock`, `seen`), in its
     /// queue's Cluster slot.
     pub fn key(&self, purpose: &str) -> String {
@@ -118,12 +131,18 @@ impl SourceConfig {
     }
 }
 
-/// Where `source`'s records go (see [`SourceConfig::queue_key`]).
-fn queue_key_of(options: &Options, source: &SourceSpec) -> String {
+/// Where `source`'s records go (see [`SourceConfig::queue_key`]), `{tenant}` still in
+/// it; `several_tenants`: a `queue_key` without `{tenant}` gets `:{tenant}` appended,
+/// so that each tenant has keys of its own.
+fn queue_key_of(options: &Options, source: &SourceSpec, several_tenants: bool) -> String {
+    let base = match several_tenants && !options.queue_key.contains(TENANT_PLACEHOLDER) {
+        true => format!("{}:{TENANT_PLACEHOLDER}", options.queue_key),
+        false => options.queue_key.clone(),
+    };
     match options.queue_keys.get(source.name) {
         Some(key) => key.clone(),
-        None if source.name == crate::sources::sign_ins().name => options.queue_key.clone(),
-        None => format!("{}:{}", options.queue_key, source.name),
+        None if source.name == crate::sources::sign_ins().name => base,
+        None => format!("{base}:{}", source.name),
     }
 }
 
@@ -133,9 +152,25 @@ impl Config {
         self.sources.iter().find(|s| s.name() == name)
     }
 
-    /// Several sources are exported: log lines and summaries name theirs.
+    /// Several sources (or tenants) are exported: log lines and summaries name theirs.
     pub fn name_sources(&self) -> bool {
-        self.sources.len() > 1
+        self.sources.len() > 1 || self.options.tenants.is_some()
+    }
+
+    /// The tenants of the run: those of `tenants`, else the credential's one (None).
+    pub fn tenants(&self) -> Vec<Option<&str>> {
+        match &self.options.tenants {
+            Some(tenants) => tenants.iter().map(|t| Some(t.as_str())).collect(),
+            None => vec![None],
+        }
+    }
+
+    /// The credential that signs in to `tenant` (None: the configured one).
+    pub fn credential_in(&self, tenant: Option<&str>) -> Credential {
+        match tenant {
+            Some(tenant) => self.credential.in_tenant(tenant),
+            None => self.credential.clone(),
+        }
     }
 
     /// Fetcher threads: `streams`, shared by every source.
@@ -152,6 +187,11 @@ impl Config {
     /// `streams` frames of `stream_frame` seconds.
     pub fn lagged_frames(&self) -> usize {
         self.options.streams
+    }
+
+    /// Frames each of a lane's ranges is cut into (every lane has the same share).
+    pub fn frames_per_lane(&self) -> usize {
+        self.sources.first().map_or(1, |s| s.frames_per_range)
     }
 
     /// The first rescan depth: when each second is read the second time (0: never).
@@ -201,26 +241,41 @@ impl Config {
         }
     }
 
-    /// Whose budget the run spends: (tenant, application), as Graph counts it.
-    pub fn budget_owner(&self) -> (String, String) {
-        let (tenant, client) = match &self.credential {
-            Credential::Secret {
-                tenant, client_id, ..
-            }
-            | Credential::Certificate {
-                tenant, client_id, ..
-            }
-            | Credential::WorkloadIdentity {
-                tenant, client_id, ..
-            } => (Some(tenant.as_str()), Some(client_id.as_str())),
-            Credential::ManagedIdentity { client_id, .. } => {
-                (self.options.tenant.as_deref(), client_id.as_deref())
-            }
-        };
-        (
-            tenant.unwrap_or("-").to_string(),
-            client.unwrap_or("managed-identity").to_string(),
+    /// The request budget of `bucket` across every tenant of the application:
+    /// `app_rate_limit` for reports (Graph documents no such limit for the others);
+    /// none when the bucket is not paced per tenant either (`rate_limit 0`).
+    pub fn app_rate_limit_of(&self, bucket: Bucket) -> Option<(u32, Duration)> {
+        match bucket {
+            Bucket::Reports => self
+                .options
+                .app_rate_limit
+                .filter(|_| self.rate_limit_of(bucket).is_some()),
+            _ => None,
+        }
+    }
+
+    /// Whose budget the requests to `tenant` (None: the credential's) spend:
+    /// (tenant, application), as Graph counts it.
+    pub fn budget_owner(&self, tenant: Option<&str>) -> (String, String) {
+        let tenant = tenant
+            .or(self.credential.tenant())
+            .or(self.options.tenant.as_deref());
+        (tenant.unwrap_or("-").to_string(), self.app_id().to_string())
+    }
+
+    /// Where an administrator of `tenant` (None: the credential's) grants the
+    /// application its admin consent.
+    pub fn consent_url(&self, tenant: Option<&str>) -> String {
+        let (tenant, client_id) = self.budget_owner(tenant);
+        format!(
+            "{}/{tenant}/adminconsent?client_id={client_id}",
+            self.login_url.as_str().trim_end_matches('/')
         )
+    }
+
+    /// The application, as Graph counts its app-wide budget.
+    pub fn app_id(&self) -> &str {
+        self.credential.client_id().unwrap_or("managed-identity")
     }
 }
 
@@ -229,6 +284,8 @@ pub const CRON_DEADLINE: Duration = Duration::from_secs(300);
 
 /// Replaced by the source's name in `file_path` and `state_file`.
 const SOURCE_PLACEHOLDER: &str = "{source}";
+/// Replaced by the tenant in `queue_key`, `queue_keys`, `file_path` and `state_file`.
+const TENANT_PLACEHOLDER: &str = "{tenant}";
 
 /// What one invocation asks for.
 #[derive(Debug)]
@@ -392,11 +449,7 @@ impl Values {
             graph_url: host(&options.graph_url, graph_default),
             login_url: host(&options.login_url, login_default),
             redis: redis.unwrap_or_else(|| options.redis_url.clone()),
-            sources: options
-                .sources
-                .iter()
-                .map(|spec| SourceConfig::new(&options, spec))
-                .collect(),
+            sources: source_configs(&options),
             options,
             credential,
             since,
@@ -432,6 +485,30 @@ impl Values {
         }
         Ok(config)
     }
+}
+
+/// How many tenant × sources share the fetchers.
+fn lanes_of(options: &Options) -> usize {
+    let tenants = options.tenants.as_ref().map_or(1, Vec::len);
+    (options.sources.len() * tenants).max(1)
+}
+
+/// Every tenant × source of a run: each tenant's sources in `sources` order, the
+/// tenants in `tenants` order (one tenant: the sources alone).
+fn source_configs(options: &Options) -> Vec<SourceConfig> {
+    let tenants: Vec<Option<&str>> = match &options.tenants {
+        Some(tenants) => tenants.iter().map(|t| Some(t.as_str())).collect(),
+        None => vec![None],
+    };
+    tenants
+        .into_iter()
+        .flat_map(|tenant| {
+            options
+                .sources
+                .iter()
+                .map(move |spec| SourceConfig::new(options, spec, tenant))
+        })
+        .collect()
 }
 
 /// A run's configuration from `args` plus test credentials, without the environment.
@@ -690,6 +767,99 @@ mod tests {
             err.to_string()
                 .contains("(from environment variable GRAPH_SOURCES)")
         );
+    }
+
+    #[test]
+    fn each_tenant_gets_keys_files_and_a_credential_of_its_own() {
+        let creds = ["--client_id", "c", "--client_secret", "s"];
+        let keys = |config: &Config| -> Vec<(Option<String>, String)> {
+            config
+                .sources
+                .iter()
+                .map(|s| (s.tenant.clone(), s.queue_key.clone()))
+                .collect()
+        };
+        // From the environment, the default queue key gets the tenant appended.
+        let mut args = creds.to_vec();
+        args.extend(["--sources", "signins,provisioning"]);
+        let config = load_with(&args, &[("GRAPH_TENANTS", "a.example, b-2")]).unwrap();
+        let some = |t: &str| Some(t.to_string());
+        assert_eq!(
+            keys(&config),
+            [
+                (some("a.example"), "ms_graph_exporter:a.example".into()),
+                (
+                    some("a.example"),
+                    "ms_graph_exporter:a.example:provisioning".into()
+                ),
+                (some("b-2"), "ms_graph_exporter:b-2".into()),
+                (some("b-2"), "ms_graph_exporter:b-2:provisioning".into()),
+            ]
+        );
+        assert_eq!(config.credential_in(Some("b-2")).tenant(), Some("b-2"));
+        assert_eq!(config.sources[2].label(), "b-2 signins");
+        assert!(config.name_sources());
+        // `{tenant}` wherever it is given; `tenants` needs no `tenant`.
+        let mut args = creds.to_vec();
+        args.extend([
+            "--tenants",
+            "a,b",
+            "--queue_key",
+            "entra:{tenant}:in",
+            "--queue_backend",
+            "file",
+            "--file_path",
+            "/var/lib/msgx/{tenant}-{source}.ndjson",
+        ]);
+        let config = load_with(&args, &[]).unwrap();
+        assert_eq!(config.sources[1].queue_key, "entra:b:in");
+        assert_eq!(
+            config.sources[1].file_path,
+            Output::Path("/var/lib/msgx/b-signins.ndjson".into())
+        );
+        // One tenant: the keys of before, `{tenant}` being the tenant's name.
+        let config = load_with(&CREDS, &[]).unwrap();
+        assert_eq!(keys(&config), [(None, "ms_graph_exporter".into())]);
+        let mut args = CREDS.to_vec();
+        args.extend(["--queue_key", "x:{tenant}"]);
+        assert_eq!(load_with(&args, &[]).unwrap().sources[0].queue_key, "x:t");
+    }
+
+    #[test]
+    fn tenants_that_would_share_keys_files_or_a_managed_identity_are_refused() {
+        let creds = ["--client_id", "c", "--client_secret", "s"];
+        let refused = |extra: &[&str]| {
+            let mut args = creds.to_vec();
+            args.extend(extra);
+            load_with(&args, &[]).unwrap_err()
+        };
+        let err = refused(&["--tenants", "a,b", "--queue_keys", "signins=one"]);
+        assert_eq!(
+            err.to_string(),
+            "option queue_keys: sources a signins and b signins would both write to \"one\" \
+             (and share its state) (from command line --queue_keys); accepted: a different key \
+             per source and tenant ({tenant} in it)"
+        );
+        let err = refused(&["--tenants", "a,A"]);
+        assert_eq!(err.option(), Some("tenants"));
+        assert!(err.to_string().contains("A is repeated"), "{err}");
+        let err = refused(&["--tenants", "a,b/c"]);
+        assert_eq!(err.option(), Some("tenants"));
+        let err = refused(&[
+            "--tenants",
+            "a,b",
+            "--queue_backend",
+            "file",
+            "--file_path",
+            "/x/{source}.ndjson",
+        ]);
+        assert_eq!(err.option(), Some("file_path"));
+        let err = load_with(&["--auth", "managed_identity", "--tenants", "a,b"], &[]).unwrap_err();
+        assert_eq!(err.option(), Some("tenants"));
+        assert!(err.to_string().contains("managed_identity"), "{err}");
+        // Neither tenant nor tenants: still missing.
+        let err = load_with(&creds, &[]).unwrap_err();
+        assert!(err.to_string().contains("tenant"), "{err}");
     }
 
     #[test]

@@ -460,6 +460,24 @@ pub fn tenant(value: &str) -> Result<String, String> {
     }
 }
 
+/// `tenants`: tenant GUIDs or domain names, comma-separated, each once.
+pub fn tenants(value: &str) -> Result<Vec<String>, String> {
+    let accepted = || {
+        "tenant GUIDs or domain names (letters, digits, '-' and '.'), comma-separated and each \
+         once (YAML: a list)"
+            .to_string()
+    };
+    let mut chosen: Vec<String> = Vec::new();
+    for name in value.split(',').map(str::trim) {
+        let name = tenant(name).map_err(|_| accepted())?;
+        if chosen.iter().any(|t| t.eq_ignore_ascii_case(&name)) {
+            return Err(format!("{} ({name} is repeated)", accepted()));
+        }
+        chosen.push(name);
+    }
+    Ok(chosen)
+}
+
 pub fn log_format(value: &str) -> Result<LogFormat, String> {
     named(
         value,

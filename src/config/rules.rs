@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use time::OffsetDateTime;
 
 use super::error::ConfigError;
-use super::kinds::KINDS;
-use super::{Config, Options, Output, SOURCE_PLACEHOLDER, Values};
+use super::kinds::{AuthKind, KINDS};
+use super::{Config, Options, Output, SOURCE_PLACEHOLDER, TENANT_PLACEHOLDER, Values};
 
 impl Values {
     /// `--since/--until`, resolved against `now`, in order.
@@ -47,10 +47,13 @@ impl Values {
                     "queue_keys",
                     format!(
                         "sources {} and {} would both write to {key:?} (and share its state)",
-                        config.sources[j].name(),
-                        config.sources[i].name()
+                        config.sources[j].label(),
+                        config.sources[i].label()
                     ),
-                    "a different key per source",
+                    match config.options.tenants.is_some() {
+                        true => "a different key per source and tenant ({tenant} in it)",
+                        false => "a different key per source",
+                    },
                 ));
             }
         }
@@ -67,8 +70,8 @@ impl Values {
                         format!(
                             "source {}'s queue {clash:?} is a key source {} keeps its state in \
                              (beside its queue {other:?})",
-                            config.sources[i].name(),
-                            config.sources[j].name()
+                            config.sources[i].label(),
+                            config.sources[j].label()
                         ),
                         "a queue key of its own per source, not named like another's \
                          :msgx:state, :msgx:lock or :msgx:seen",
@@ -76,34 +79,63 @@ impl Values {
                 }
             }
         }
-        if config.sources.len() < 2 {
+        self.check_tenants(config)?;
+        if config.options.sources.len() < 2 {
             return Ok(());
         }
-        let lacks_placeholder =
-            |path: &PathBuf| !path.to_string_lossy().contains(SOURCE_PLACEHOLDER);
-        let file_shared = match &config.options.file_path {
-            Output::Stdout => true,
-            Output::Path(path) => lacks_placeholder(path),
+        self.paths_name(config, SOURCE_PLACEHOLDER, "sources", "{source}")
+    }
+
+    /// What several tenants need: a credential that can sign in to each (not a managed
+    /// identity's), and a file and a state file of their own.
+    fn check_tenants(&self, config: &Config) -> Result<(), ConfigError> {
+        let Some(tenants) = &config.options.tenants else {
+            return Ok(());
         };
-        if config.options.queue_backend.writes_file() && file_shared {
+        if config.credential.kind() == AuthKind::ManagedIdentity {
             return Err(self.conflict(
-                "file_path",
-                "has no {source}, but several sources are exported".into(),
-                "a path with {source}, e.g. /var/lib/msgx/{source}.ndjson",
+                "tenants",
+                "is given with auth managed_identity, whose identity signs in to its own \
+                 tenant only"
+                    .into(),
+                "auth secret, certificate or workload_identity of a multi-tenant application",
             ));
         }
+        if tenants.len() < 2 {
+            return Ok(());
+        }
+        self.paths_name(config, TENANT_PLACEHOLDER, "tenants", "{tenant}-{source}")
+    }
+
+    /// With several `what` (sources, tenants) exported, the file backend's
+    /// `file_path` and the log and file backends' `state_file` must hold `placeholder`,
+    /// so that each has its own (`stem` is an example file name).
+    fn paths_name(
+        &self,
+        config: &Config,
+        placeholder: &str,
+        what: &str,
+        stem: &str,
+    ) -> Result<(), ConfigError> {
+        let lacks = |path: &PathBuf| !path.to_string_lossy().contains(placeholder);
+        let file_shared = match &config.options.file_path {
+            Output::Stdout => true,
+            Output::Path(path) => lacks(path),
+        };
+        let refused = |option: &str, extension: &str| {
+            self.conflict(
+                option,
+                format!("has no {placeholder}, but several {what} are exported"),
+                &format!("a path with {placeholder}, e.g. /var/lib/msgx/{stem}.{extension}"),
+            )
+        };
+        if config.options.queue_backend.writes_file() && file_shared {
+            return Err(refused("file_path", "ndjson"));
+        }
         if !config.options.queue_backend.uses_redis()
-            && config
-                .options
-                .state_file
-                .as_ref()
-                .is_some_and(lacks_placeholder)
+            && config.options.state_file.as_ref().is_some_and(lacks)
         {
-            return Err(self.conflict(
-                "state_file",
-                "has no {source}, but several sources are exported".into(),
-                "a path with {source}, e.g. /var/lib/msgx/{source}.state",
-            ));
+            return Err(refused("state_file", "state"));
         }
         Ok(())
     }
@@ -172,6 +204,11 @@ impl Values {
                 "file_path",
                 !config.options.queue_backend.writes_file(),
                 "only the file backend writes to file_path".into(),
+            ),
+            (
+                "tenant",
+                config.options.tenants.is_some(),
+                "tenants names the tenants this run exports".into(),
             ),
             (
                 "select",

@@ -178,6 +178,11 @@ options! {
     auth: Option<AuthKind> = value("kind", None), optional(auth_kind);
     /// Entra ID tenant (GUID or domain) of the application (AZURE_TENANT_ID also works)
     tenant: Option<String> = value("tenant", None), optional(parse::tenant);
+    /// several tenants to export in one run with the application's credentials,
+    /// comma-separated (YAML: a list); each has its own keys ({tenant} in queue_key,
+    /// queue_keys, file_path and state_file; queue_key without it becomes
+    /// {queue_key}:{tenant}), state, budget and token, and is used instead of tenant
+    tenants: Option<Vec<String>> = structured("tenants", None), optional(parse::tenants);
     /// client id of the application, or of a user-assigned managed identity
     /// (AZURE_CLIENT_ID also works)
     client_id: Option<String> = value("id", None), optional(parse::non_empty);
@@ -218,6 +223,10 @@ options! {
     /// provisioning), shared by all streams (Graph: 5 per 10 s per app and tenant);
     /// 0 disables
     rate_limit: Option<(u32, Duration)> = value("n/seconds", Some("5/10")), given(parse::rate_limit);
+    /// requests allowed per window of the reports bucket across every tenant of the
+    /// application, shared by all its processes (Graph: 122 per 10 s per app); 0
+    /// disables
+    app_rate_limit: Option<(u32, Duration)> = value("n/seconds", Some("122/10")), given(parse::rate_limit);
     /// limits of the other buckets (defaults: Graph's identity_protection=1/1,
     /// security=150/60), comma-separated; 0 disables
     rate_limits: BTreeMap<Bucket, Option<(u32, Duration)>> = structured("bucket=n/seconds", Some("")), given(parse::rate_limits);

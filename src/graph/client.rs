@@ -1,6 +1,6 @@
-//! The client of one source: builds a frame's query, sends each page request with the
-//! shared token through its bucket's gate, and turns Graph's answers into pages or
-//! [`GraphError`]s.
+//! The client of one source (of one tenant): builds a frame's query, sends each page
+//! request with its tenant's token through its gates — its tenant's bucket, then the
+//! app's across tenants —, and turns Graph's answers into pages or [`GraphError`]s.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use crate::buffers::BufferPool;
 use crate::config::SourceConfig;
 use crate::error::GraphError;
 use crate::ids;
-use crate::retry::{NoTurn, RequestGate, RetryOptions, parse_retry_after};
+use crate::retry::{NoTurn, RequestGate, RetryOptions, Turn, parse_retry_after};
 use crate::sources::SourceSpec;
 use crate::transport::{HttpResponse, HttpTransport, TransportError, display_url};
 use crate::window::Frame;
@@ -34,6 +34,8 @@ pub struct PageShape {
     pub page_size: u32,
     /// `$select`; None: every property.
     pub select: Option<Vec<String>>,
+    /// Whose data (a tenant, when the run exports several).
+    pub tenant: Option<String>,
 }
 
 impl PageShape {
@@ -43,6 +45,7 @@ impl PageShape {
             source: source.spec,
             page_size: source.page_size,
             select: source.select.clone(),
+            tenant: source.tenant.clone(),
         }
     }
 }
@@ -58,6 +61,8 @@ pub struct BudgetSpent {
     pub retries: u64,
     /// Time requests waited for a turn or a 429's pause, summed over streams.
     pub waited: Duration,
+    /// Of that, the time they waited for the app's budget across tenants.
+    pub waited_app: Duration,
 }
 
 impl std::ops::Add for BudgetSpent {
@@ -69,6 +74,7 @@ impl std::ops::Add for BudgetSpent {
             throttled: self.throttled + other.throttled,
             retries: self.retries + other.retries,
             waited: self.waited + other.waited,
+            waited_app: self.waited_app + other.waited_app,
         }
     }
 }
@@ -85,6 +91,7 @@ struct Counters {
     throttled: AtomicU64,
     retries: AtomicU64,
     waited_micros: AtomicU64,
+    waited_app_micros: AtomicU64,
     /// Requests by HTTP status, `error` for those without an answer.
     by_code: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
@@ -95,7 +102,9 @@ pub struct GraphClient {
     tokens: Arc<TokenSource>,
     graph_url: url::Url,
     shape: PageShape,
-    gate: Arc<RequestGate>,
+    /// Its tenant's gate, then the app's across tenants (when paced): a request takes a
+    /// turn at each, in this order.
+    gates: Vec<Arc<RequestGate>>,
     retry: RetryOptions,
     bodies: BufferPool,
 }
@@ -119,7 +128,7 @@ impl GraphClient {
         tokens: Arc<TokenSource>,
         graph_url: url::Url,
         shape: PageShape,
-        gate: Arc<RequestGate>,
+        gates: Vec<Arc<RequestGate>>,
         retry: RetryOptions,
     ) -> Self {
         GraphClient {
@@ -128,7 +137,7 @@ impl GraphClient {
             tokens,
             graph_url,
             shape,
-            gate,
+            gates,
             retry,
             bodies: BufferPool::default(),
         }
@@ -151,6 +160,7 @@ impl GraphClient {
             throttled: c.throttled.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             waited: Duration::from_micros(c.waited_micros.load(Ordering::Relaxed)),
+            waited_app: Duration::from_micros(c.waited_app_micros.load(Ordering::Relaxed)),
         }
     }
 
@@ -250,14 +260,8 @@ impl GraphClient {
         let mut retries = 0;
         let mut token_renewed = false;
         loop {
-            // Counted as it goes, so progress lines show a long wait while it lasts.
-            let waited = |d: Duration| {
-                self.counters
-                    .waited_micros
-                    .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-            };
-            let turn = match self.gate.wait_turn(self.retry.deadline, reserve, &waited) {
-                Ok(turn) => turn,
+            let turns = match self.wait_turns(reserve) {
+                Ok(turns) => turns,
                 Err(NoTurn::Deadline) => return Err(deadline_reached(None)),
                 Err(NoTurn::Stopped) => return Err(interrupted()),
                 Err(NoTurn::Paused { key, left, by }) => {
@@ -276,7 +280,7 @@ impl GraphClient {
                 Err(GraphError::Status { status, .. }) => status.to_string(),
                 Err(_) => "error".to_string(),
             });
-            drop(turn);
+            drop(turns);
             let error = match fetched {
                 Ok(page) => return Ok(page),
                 Err(error) => error,
@@ -310,11 +314,50 @@ impl GraphClient {
                 wait.as_secs_f64()
             );
             if error.is_throttled() {
-                self.gate.pause_all(resume);
+                self.pause_for_429(resume);
             } else if !self.retry.stop.sleep(wait) {
                 return Err(interrupted());
             }
         }
+    }
+
+    /// Graph does not say which budget a 429 is for: its tenant's, the window a run
+    /// spends fastest, is paused until `resume` — and the app's across tenants too
+    /// when another tenant's 429 is still being waited out.
+    fn pause_for_429(&self, resume: Instant) {
+        let Some((tenant, app)) = self.gates.split_first() else {
+            return;
+        };
+        tenant.pause_all(resume);
+        let who = self.shape.tenant.as_deref().unwrap_or("-");
+        for app in app {
+            if app.throttled_together(who, resume) {
+                app.pause_all(resume);
+            }
+        }
+    }
+
+    /// A turn at every gate, its tenant's first: a request waiting for the app's
+    /// window holds a place in its tenant's (which only its tenant uses) rather than
+    /// one in the app's that every tenant waits for.
+    fn wait_turns(&self, reserve: u32) -> Result<Vec<Turn<'_>>, NoTurn> {
+        let mut turns = Vec::with_capacity(self.gates.len());
+        for (i, gate) in self.gates.iter().enumerate() {
+            // Counted as it goes, so progress lines show a long wait while it lasts.
+            let waited = |d: Duration| {
+                let micros = d.as_micros() as u64;
+                self.counters
+                    .waited_micros
+                    .fetch_add(micros, Ordering::Relaxed);
+                if i > 0 {
+                    self.counters
+                        .waited_app_micros
+                        .fetch_add(micros, Ordering::Relaxed);
+                }
+            };
+            turns.push(gate.wait_turn(self.retry.deadline, reserve, &waited)?);
+        }
+        Ok(turns)
     }
 
     /// One GET of one page.

@@ -96,7 +96,7 @@ impl RedisState {
         })?;
         let field = |i: usize| stored.get(i).cloned().flatten();
         let corrupt = |name: &str, value: &str| {
-            Error::State(format!(
+            Error::DamagedState(format!(
                 "{key} field {name}: {value:?} is not what msgx-once stored"
             ))
         };

@@ -554,6 +554,23 @@ impl Sim {
         }
     }
 
+    /// msgx-sim serving `tenants` besides its own, one application consented in each,
+    /// with Graph's two budgets of the reports bucket — 5 per 10 s per tenant, 122
+    /// per 10 s across them — and `extra` flags.
+    pub fn start_fleet(tenants: &[String], extra: &[&str]) -> Self {
+        let tenants = tenants.join(",");
+        let mut flags = vec![
+            "--tenants",
+            &tenants,
+            "--throttle",
+            "5/10",
+            "--throttle-app",
+            "122/10",
+        ];
+        flags.extend(extra);
+        Self::start(&flags)
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -626,7 +643,8 @@ impl Sim {
         end: OffsetDateTime,
         as_of: OffsetDateTime,
     ) -> Vec<String> {
-        self.oracle_query("signins", "createdDateTime", start, end, ("as_of", as_of))
+        let as_of = rfc3339(as_of);
+        self.oracle_query("signins", "createdDateTime", start, end, ("as_of", &as_of))
     }
 
     fn oracle(
@@ -659,20 +677,23 @@ impl Sim {
         visible_by: Option<OffsetDateTime>,
     ) -> Vec<String> {
         match visible_by {
-            Some(by) => self.oracle_query(source, time_field, start, end, ("visible_by", by)),
-            None => self.oracle_query(source, time_field, start, end, ("", end)),
+            Some(by) => {
+                let by = rfc3339(by);
+                self.oracle_query(source, time_field, start, end, ("visible_by", &by))
+            }
+            None => self.oracle_query(source, time_field, start, end, ("", "")),
         }
     }
 
-    /// `/_sim/records` of `source` in `[start, end]`, with one more time parameter
-    /// (none when its name is empty).
+    /// `/_sim/records` of `source` in `[start, end]`, with one more parameter (none
+    /// when its name is empty).
     fn oracle_query(
         &self,
         source: &str,
         time_field: &str,
         start: OffsetDateTime,
         end: OffsetDateTime,
-        (name, at): (&str, OffsetDateTime),
+        (name, value): (&str, &str),
     ) -> Vec<String> {
         let filter = format!(
             "{time_field} ge {}.0000000Z and {time_field} le {}.9999999Z",
@@ -683,12 +704,35 @@ impl Sim {
         query.append_pair("source", source);
         query.append_pair("$filter", &filter);
         if !name.is_empty() {
-            query.append_pair(name, &rfc3339(at));
+            query.append_pair(name, value);
         }
         self.get(&format!("/_sim/records?{}", query.finish()))
             .lines()
             .map(str::to_string)
             .collect()
+    }
+
+    /// Every sign-in of tenant `tenant` (served with `--tenants`) with createdDateTime
+    /// in `[start, end]`, oldest first.
+    pub fn tenant_records(
+        &self,
+        tenant: &str,
+        start: OffsetDateTime,
+        end: OffsetDateTime,
+    ) -> Vec<String> {
+        self.tenant_records_of(tenant, "signins", "createdDateTime", start, end)
+    }
+
+    /// Every record of `source` of tenant `tenant` with `time_field` in `[start, end]`.
+    pub fn tenant_records_of(
+        &self,
+        tenant: &str,
+        source: &str,
+        time_field: &str,
+        start: OffsetDateTime,
+        end: OffsetDateTime,
+    ) -> Vec<String> {
+        self.oracle_query(source, time_field, start, end, ("tenant", tenant))
     }
 
     /// Fixes the simulator's "now" (what it shows and clips to).

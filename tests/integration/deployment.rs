@@ -35,6 +35,163 @@ fn crontab() -> (Vec<(String, String)>, String, String) {
     (variables, fields[5].to_string(), fields[6].to_string())
 }
 
+/// A scratch root laid out as the README's install and the crontab expect: the binary
+/// in `/usr/local/bin`, and `/etc/msgx`, `/var/log/msgx`, `/var/lib/msgx`.
+struct CronRoot(TempDir);
+
+impl CronRoot {
+    fn new() -> Self {
+        let root = CronRoot(TempDir::new());
+        for dir in [
+            "/usr/local/bin",
+            "/etc/msgx",
+            "/var/log/msgx",
+            "/var/lib/msgx",
+        ] {
+            std::fs::create_dir_all(root.path(dir)).unwrap();
+        }
+        std::fs::copy(
+            env!("CARGO_BIN_EXE_msgx-once"),
+            root.path("/usr/local/bin/msgx-once"),
+        )
+        .unwrap();
+        root
+    }
+
+    /// Where absolute `path` is in the scratch root.
+    fn path(&self, path: &str) -> std::path::PathBuf {
+        self.0.path().join(path.trim_start_matches('/'))
+    }
+
+    /// A crontab command with its `/etc/…` and `/var/…` paths in the scratch root.
+    fn rooted(&self, command: &str) -> String {
+        command
+            .split(' ')
+            .map(|word| match word.find('/') {
+                Some(at) if word[at..].starts_with("/etc/") || word[at..].starts_with("/var/") => {
+                    format!("{}{}", &word[..at], self.path(&word[at..]).display())
+                }
+                _ => word.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The crontab's PATH with `/usr/local/bin` in the scratch root.
+    fn rooted_path(&self, path: &str) -> String {
+        path.split(':')
+            .map(|p| match p {
+                "/usr/local/bin" => self.path(p).display().to_string(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    /// Runs `command` (rooted) as cron does: `/bin/sh -c` under `env -i` with `PATH`,
+    /// `SHELL` and `extra` (NAME=value) only.
+    fn run(&self, path: &str, command: &str, extra: &[String]) -> std::process::Output {
+        Command::new("env")
+            .args(["-i", &format!("PATH={path}"), "SHELL=/bin/sh"])
+            .args(extra)
+            .args(["/bin/sh", "-c", &self.rooted(command)])
+            .stdin(Stdio::null())
+            .output()
+            .expect("sh runs")
+    }
+}
+
+#[test]
+fn the_crontabs_fleet_lines_run_their_shards_at_once_under_env_i() {
+    let text = read("crontab.example");
+    let (variables, _, _) = crontab();
+    let path = variables
+        .iter()
+        .find(|(n, _)| n == "PATH")
+        .map(|(_, v)| v.clone())
+        .expect("PATH");
+    // The commented shard lines, as an operator uncomments them.
+    let shards: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#* * * * * "))
+        .map(|l| {
+            let (user, command) = l.split_once(' ').expect("user and command");
+            assert_ne!(user, "root", "a shard runs as an unprivileged user");
+            command.to_string()
+        })
+        .collect();
+    assert!(shards.len() >= 2, "crontab.example shows a fleet's shards");
+    let tenants: Vec<String> = shards
+        .iter()
+        .flat_map(|c| {
+            let list = c
+                .strip_prefix("GRAPH_TENANTS=")
+                .and_then(|rest| rest.split(' ').next())
+                .expect("each shard line names its tenants");
+            list.split(',').map(str::to_string).collect::<Vec<_>>()
+        })
+        .collect();
+    let sim = Sim::start_fleet(&tenants, &["--rate", "3"]);
+    let redis = RedisServer::start();
+    let root = CronRoot::new();
+    // The fleet's config file: the application, no tenant.
+    std::fs::write(
+        root.path("/etc/msgx/app_config.yaml"),
+        format!(
+            "client_id: {SIM_CLIENT}\nclient_secret: {SIM_SECRET}\ngraph_url: {url}\n\
+             login_url: {url}\nredis_url: {}\nrate_limit: 5/10\n",
+            redis.url(),
+            url = sim.url()
+        ),
+    )
+    .unwrap();
+    let now = minutes_ago(5);
+    sim.set_clock(now);
+    let codes: Vec<(Option<i32>, String)> = std::thread::scope(|scope| {
+        let started: Vec<_> = shards
+            .iter()
+            .map(|command| {
+                let (root, path) = (&root, root.rooted_path(&path));
+                let extra = [format!("MSGX_NOW={}", rfc3339(now))];
+                scope.spawn(move || {
+                    let ran = root.run(&path, command, &extra);
+                    (
+                        ran.status.code(),
+                        String::from_utf8_lossy(&ran.stderr).into_owned(),
+                    )
+                })
+            })
+            .collect();
+        started
+            .into_iter()
+            .map(|h| h.join().expect("a shard"))
+            .collect()
+    });
+    for (code, stderr) in &codes {
+        assert_eq!(*code, Some(0), "{stderr}");
+    }
+    for shard in 0..shards.len() {
+        let log = std::fs::read_to_string(root.path(&format!("/var/log/msgx/shard-{shard}.log")))
+            .unwrap_or_default();
+        assert!(log.contains("[INFO] summary: tenants "), "{log}");
+    }
+    assert_eq!(sim.stats()["graph_429"].as_u64().unwrap_or(0), 0);
+    // A first run reads the original's window: `--streams` frames of 30 s.
+    let streams: i64 = shards[0]
+        .split(' ')
+        .skip_while(|w| *w != "--streams")
+        .nth(1)
+        .map_or(2, |n| n.parse().expect("a number"));
+    for tenant in &tenants {
+        let expected = sim.tenant_records(
+            tenant,
+            lagged_end(now) - time::Duration::seconds(30 * streams),
+            lagged_end(now) - time::Duration::SECOND,
+        );
+        assert_same_records(redis.list(&format!("ms_graph_exporter:{tenant}")), expected);
+    }
+}
+
 #[test]
 fn the_crontab_line_runs_as_written_where_the_readme_installs_the_binary() {
     let (variables, user, command) = crontab();
@@ -65,23 +222,9 @@ fn the_crontab_line_runs_as_written_where_the_readme_installs_the_binary() {
     // directories the crontab names.
     let sim = Sim::start(&["--rate", "3"]);
     let redis = RedisServer::start();
-    let root = TempDir::new();
-    let scratch = |p: &str| root.path().join(p.trim_start_matches('/'));
-    for dir in [
-        "/usr/local/bin",
-        "/etc/msgx",
-        "/var/log/msgx",
-        "/var/lib/msgx",
-    ] {
-        std::fs::create_dir_all(scratch(dir)).unwrap();
-    }
-    std::fs::copy(
-        env!("CARGO_BIN_EXE_msgx-once"),
-        scratch("/usr/local/bin/msgx-once"),
-    )
-    .unwrap();
+    let root = CronRoot::new();
     std::fs::write(
-        scratch("/etc/msgx/app_config.yaml"),
+        root.path("/etc/msgx/app_config.yaml"),
         format!(
             "tenant: {SIM_TENANT}\nclient_id: {SIM_CLIENT}\nclient_secret: {SIM_SECRET}\n\
              graph_url: {url}\nlogin_url: {url}\nredis_url: {}\nqueue_key: cron\nrate_limit: 0\n",
@@ -90,56 +233,25 @@ fn the_crontab_line_runs_as_written_where_the_readme_installs_the_binary() {
         ),
     )
     .unwrap();
-    let rooted = |text: &str| {
-        text.split(' ')
-            .map(|word| match word.find('/') {
-                Some(at) if word[at..].starts_with("/etc/") || word[at..].starts_with("/var/") => {
-                    format!("{}{}", &word[..at], scratch(&word[at..]).display())
-                }
-                _ => word.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let rooted_path: Vec<String> = path
-        .split(':')
-        .map(|p| match p {
-            "/usr/local/bin" => scratch(p).display().to_string(),
-            other => other.to_string(),
-        })
-        .collect();
-    let run = |path: &str| {
-        Command::new("env")
-            .args([
-                "-i",
-                &format!("PATH={path}"),
-                "SHELL=/bin/sh",
-                "/bin/sh",
-                "-c",
-            ])
-            .arg(rooted(&command))
-            .stdin(Stdio::null())
-            .output()
-            .expect("sh runs")
-    };
+    let run = |path: &str| root.run(path, &command, &[]);
     // Without the install, cron would mail "not found" (127).
     let missing = run(&path);
     assert_eq!(missing.status.code(), Some(127));
     // With it, a run exits 0; what it logged.
     let ran_ok = || {
-        let ran = run(&rooted_path.join(":"));
+        let ran = run(&root.rooted_path(&path));
         assert_eq!(
             ran.status.code(),
             Some(0),
             "{}",
             String::from_utf8_lossy(&ran.stderr)
         );
-        std::fs::read_to_string(scratch("/var/log/msgx/msgx-once.log")).unwrap()
+        std::fs::read_to_string(root.path("/var/log/msgx/msgx-once.log")).unwrap()
     };
     let log = ran_ok();
     assert!(log.contains("[INFO] summary: window ["), "{log}");
     assert!(redis.len("cron") > 0);
-    let metrics = std::fs::read_to_string(scratch("/var/lib/msgx/msgx.prom")).unwrap();
+    let metrics = std::fs::read_to_string(root.path("/var/lib/msgx/msgx.prom")).unwrap();
     assert!(metrics.contains("\nmsgx_exit_code 0\n"), "{metrics}");
 
     // The original's own config file, filled in for cron (the secret in the file,
@@ -148,7 +260,7 @@ fn the_crontab_line_runs_as_written_where_the_readme_installs_the_binary() {
         "client_secret: \"\"",
         &format!("client_secret: {SIM_SECRET}"),
     );
-    let config = scratch("/etc/msgx/app_config.yaml");
+    let config = root.path("/etc/msgx/app_config.yaml");
     std::fs::write(&config, original).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -207,9 +319,10 @@ fn assert_hardened(document: &serde_yaml::Value, file: &str) {
 
 #[test]
 fn the_kubernetes_manifests_and_the_containerfile_are_hardened() {
-    for file in [
-        "scripts/k8s/cronjob.yaml",
-        "scripts/k8s/cronjob-workload-identity.yaml",
+    for (file, expected) in [
+        ("scripts/k8s/cronjob.yaml", 1),
+        ("scripts/k8s/cronjob-workload-identity.yaml", 1),
+        ("scripts/k8s/cronjob-fleet.yaml", 2),
     ] {
         let text = read(file);
         let mut jobs = 0;
@@ -220,7 +333,7 @@ fn the_kubernetes_manifests_and_the_containerfile_are_hardened() {
                 jobs += 1;
             }
         }
-        assert_eq!(jobs, 1, "{file}");
+        assert_eq!(jobs, expected, "{file}");
     }
     let containerfile = read("scripts/Containerfile");
     for needed in [
@@ -306,11 +419,20 @@ fn file_mode(value: &serde_yaml::Value) -> u32 {
 }
 
 fn pod_of(manifest: &str) -> Pod {
+    pods_of(manifest).into_iter().next().expect("a CronJob")
+}
+
+/// The pod of every CronJob of `manifest`, in its order.
+fn pods_of(manifest: &str) -> Vec<Pod> {
     let text = read(manifest);
-    let job = serde_yaml::Deserializer::from_str(&text)
+    serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde_yaml::Value::deserialize(d).expect(manifest))
-        .find(|d| d["kind"] == "CronJob")
-        .expect("a CronJob");
+        .filter(|d| d["kind"] == "CronJob")
+        .map(|job| pod_of_job(&job))
+        .collect()
+}
+
+fn pod_of_job(job: &serde_yaml::Value) -> Pod {
     let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
     let security = &pod["securityContext"];
     let number = |v: &serde_yaml::Value| v.as_u64().map(|n| n as u32);
@@ -622,6 +744,80 @@ fn the_workload_identity_cronjob_runs_as_its_pod_with_what_the_webhook_injects()
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn the_fleet_cronjobs_run_their_shards_at_once_and_export_each_tenant_once() {
+    assert!(
+        is_root(),
+        "this test lays out files as the kubelet (root) does: run as root"
+    );
+    let manifest = "scripts/k8s/cronjob-fleet.yaml";
+    let pods = pods_of(manifest);
+    let shards: Vec<Vec<String>> = pods
+        .iter()
+        .map(|pod| {
+            let tenants = pod
+                .env
+                .iter()
+                .find(|(name, _)| name == "GRAPH_TENANTS")
+                .and_then(|(_, value)| value.clone().ok())
+                .expect("each shard names its tenants");
+            tenants.split(',').map(str::to_string).collect()
+        })
+        .collect();
+    assert!(shards.len() >= 2, "{manifest}: a fleet of shards");
+    let tenants: Vec<String> = shards.concat();
+    // The manifest's own tenants, one application consented in each, both budgets
+    // enforced as Graph does.
+    let sim = Sim::start_fleet(&tenants, &["--rate", "3"]);
+    let redis = RedisServer::start();
+    // The example config without a tenant: the shards name theirs.
+    let config: String = example_config(&sim)
+        .lines()
+        .filter(|l| !l.starts_with("tenant:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (root, binary) = image_root();
+    let secret = [
+        ("app_config.yaml", config),
+        ("client_secret", format!("{SIM_SECRET}\n")),
+        ("redis_url", format!("{}\n", redis.url())),
+    ];
+    // Every shard lays out the same Secret.
+    pods[0].lay_out(root.path(), &secret);
+    let now = minutes_ago(5);
+    sim.set_clock(now);
+    let injected = [("MSGX_NOW", rfc3339(now))];
+    // Every shard at once, and the first twice (a tenant moved between shards, or a
+    // run that overlaps): its tenants' locks let one of them export each.
+    let runs: Vec<Output> = std::thread::scope(|scope| {
+        let started: Vec<_> = pods
+            .iter()
+            .chain(std::iter::once(&pods[0]))
+            .map(|pod| scope.spawn(|| pod.run(root.path(), &binary, &secret, &injected, &[])))
+            .collect();
+        started
+            .into_iter()
+            .map(|h| h.join().expect("a shard"))
+            .collect()
+    });
+    for run in &runs {
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    assert_eq!(sim.stats()["graph_429"].as_u64().unwrap_or(0), 0);
+    // A first run reads the original's window: `streams` frames of 30 s.
+    let streams: i64 = pods[0]
+        .args
+        .iter()
+        .find_map(|a| a.strip_prefix("--streams="))
+        .map_or(2, |n| n.parse().expect("a number"));
+    let start = lagged_end(now) - time::Duration::seconds(30 * streams);
+    for tenant in &tenants {
+        let expected = sim.tenant_records(tenant, start, lagged_end(now) - time::Duration::SECOND);
+        assert!(!expected.is_empty());
+        assert_same_records(redis.list(&format!("ms_graph_exporter:{tenant}")), expected);
+    }
 }
 
 /// Whether `path` (relative to the context) is left out by `patterns` (the

@@ -15,3 +15,4 @@ mod queues;
 mod sizes;
 mod sources;
 mod state;
+mod tenants;

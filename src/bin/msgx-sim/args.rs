@@ -17,6 +17,14 @@ pub struct Args {
     /// tenant the token endpoint accepts (default sim-tenant)
     #[argh(option, default = "String::from(\"sim-tenant\")")]
     pub tenant: String,
+    /// more tenants of the same application, comma-separated: each has records of its
+    /// own (its seed mixed with its name) and its own tokens
+    #[argh(option)]
+    pub tenants: Option<String>,
+    /// a tenant where the application is not consented: its token requests get
+    /// AADSTS700016, as Entra answers; repeatable
+    #[argh(option)]
+    pub unconsented: Vec<String>,
     /// client id the token endpoint accepts (default sim-client)
     #[argh(option, default = "String::from(\"sim-client\")")]
     pub client_id: String,
@@ -50,9 +58,13 @@ pub struct Args {
     #[argh(option, default = "0")]
     pub garbage: u64,
     /// admit N requests per W seconds to the reports bucket (sign-ins, audits,
-    /// provisioning; sliding window), 429 beyond: N/W
+    /// provisioning; sliding window) of each tenant, 429 beyond: N/W
     #[argh(option)]
     pub throttle: Option<String>,
+    /// admit N requests per W seconds to the reports bucket across every tenant (Graph's
+    /// 122/10 per app), 429 beyond: N/W
+    #[argh(option)]
+    pub throttle_app: Option<String>,
     /// the same for identity protection (risk detections); its 429s have no
     /// Retry-After
     #[argh(option)]
@@ -108,8 +120,8 @@ pub struct Args {
     #[argh(option, default = "50")]
     pub ca_policies: u32,
     /// answer with 403: CODE (e.g. Authorization_RequestDenied) for every resource,
-    /// SOURCE (permission missing), SOURCE:licence (no P1/P2) or SOURCE:CODE;
-    /// repeatable
+    /// SOURCE (permission missing), SOURCE:licence (no P1/P2) or SOURCE:CODE, in every
+    /// tenant or, as TENANT/…, in that one; repeatable
     #[argh(option)]
     pub deny: Vec<String>,
     /// answer the first N token requests with 503 (default 0)
@@ -151,6 +163,8 @@ pub fn parse_late(value: &str) -> (f64, i64) {
 
 /// A `--deny`: which resources answer 403, with which Graph error code.
 pub struct Deny {
+    /// None: every tenant.
+    pub tenant: Option<String>,
     /// None: every resource.
     pub source: Option<&'static str>,
     pub code: String,
@@ -159,11 +173,16 @@ pub struct Deny {
 const LICENCE_CODE: &str = "Authentication_RequestFromNonPremiumTenantOrB2CTenant";
 
 impl Deny {
-    /// `CODE`, `SOURCE`, `SOURCE:licence` or `SOURCE:CODE`.
+    /// `CODE`, `SOURCE`, `SOURCE:licence` or `SOURCE:CODE`, perhaps after `TENANT/`.
     pub fn parse(value: &str) -> Deny {
+        let (tenant, value) = match value.split_once('/') {
+            Some((tenant, rest)) => (Some(tenant.to_string()), rest),
+            None => (None, value),
+        };
         let (name, code) = value.split_once(':').unwrap_or((value, ""));
         match resources::by_source(name) {
             Some(resource) => Deny {
+                tenant,
                 source: Some(resource.source),
                 code: match code {
                     "" => "Authorization_RequestDenied".into(),
@@ -172,6 +191,7 @@ impl Deny {
                 },
             },
             None => Deny {
+                tenant,
                 source: None,
                 code: value.to_string(),
             },

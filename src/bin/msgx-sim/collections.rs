@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::faults::Fault;
+use crate::faults::{Fault, Over};
 use crate::generator::{TICKS_PER_SECOND, Ticks};
 use crate::http::{Reply, Request, Response};
 use crate::odata::{self, Cursor, PageQuery};
@@ -21,6 +21,7 @@ impl Sim {
         &self,
         path: &str,
         query: &HashMap<String, String>,
+        tenant: usize,
     ) -> Result<(&Stream, String), Response> {
         let filter = query.get("$filter").cloned().unwrap_or_default();
         let (event_type, rest) = odata::event_type(&filter);
@@ -39,8 +40,10 @@ impl Sim {
                 "msgx-sim serves beta sign-ins by event type: filter signInEventTypes/any(t: t eq '…')",
             ));
         }
-        let found = resources::by_path(path, event_type.as_deref())
-            .and_then(|r| self.streams.iter().find(|s| std::ptr::eq(s.resource, r)));
+        let found = resources::by_path(path, event_type.as_deref()).and_then(|r| {
+            let streams = &self.tenants.get(tenant)?.streams;
+            streams.iter().find(|s| std::ptr::eq(s.resource, r))
+        });
         match found {
             Some(stream) => Ok((stream, rest)),
             None => Err(graph_error(
@@ -51,12 +54,15 @@ impl Sim {
         }
     }
 
-    /// The 403 `resource` gets, if denied.
-    pub(crate) fn denied(&self, resource: &Resource) -> Option<Response> {
-        let deny = self
-            .deny
-            .iter()
-            .find(|d| d.source.is_none_or(|s| s == resource.source))?;
+    /// The 403 `resource` of `tenant` (an index) gets, if denied.
+    pub(crate) fn denied(&self, resource: &Resource, tenant: usize) -> Option<Response> {
+        let name = &self.tenants.get(tenant)?.name;
+        let deny = self.deny.iter().find(|d| {
+            d.source.is_none_or(|s| s == resource.source)
+                && d.tenant
+                    .as_ref()
+                    .is_none_or(|t| t.eq_ignore_ascii_case(name))
+        })?;
         Some(graph_error(403, &deny.code, deny.message()))
     }
 
@@ -66,22 +72,23 @@ impl Sim {
         path: &str,
         query: &HashMap<String, String>,
     ) -> Reply {
-        if !self.authorized(request) {
+        let Some(tenant) = self.authorized(request) else {
             return Reply::Full(graph_error(
                 401,
                 "InvalidAuthenticationToken",
                 "Access token has expired or is not yet valid.",
             ));
-        }
+        };
         std::thread::sleep(self.latency);
-        let (stream, filter) = match self.resource(path, query) {
+        let (stream, filter) = match self.resource(path, query, tenant) {
             Ok(found) => found,
             Err(response) => return Reply::Full(response),
         };
         let resource = stream.resource;
-        let reply = self.serve(request, stream, &filter, query);
+        let reply = self.serve(request, stream, &filter, query, tenant);
         if let Reply::Full(response) = &reply {
             self.bump(&format!("{}_{}", resource.source, response.status));
+            self.count_tenant(tenant, response.status);
         }
         reply
     }
@@ -92,20 +99,26 @@ impl Sim {
         stream: &Stream,
         filter: &str,
         query: &HashMap<String, String>,
+        tenant: usize,
     ) -> Reply {
         let resource = stream.resource;
-        if let Some(response) = self.denied(resource) {
+        if let Some(response) = self.denied(resource, tenant) {
             return Reply::Full(response);
         }
         // A request sent before the last 429's Retry-After has passed: counted, so a
         // test can tell that a client honours it (fractions included).
-        if self.faults.early() {
+        if self.faults.early(tenant) {
             self.bump("graph_early");
         }
-        let fault = self.faults.next(resource.bucket);
+        let (fault, over) = self.faults.next(resource.bucket, tenant).unzip();
         match fault {
             Some(Fault::TooManyRequests(retry_after)) => {
-                self.faults.throttled(retry_after.as_deref());
+                self.faults.throttled(tenant, over, retry_after.as_deref());
+                match over {
+                    Some(Over::Tenant) => self.bump("graph_429_tenant"),
+                    Some(Over::App) => self.bump("graph_429_app"),
+                    _ => {}
+                }
                 return Reply::Full(too_many_requests(retry_after.as_deref()));
             }
             Some(Fault::ServiceUnavailable) => {
@@ -126,16 +139,27 @@ impl Sim {
             if let Ok(bounds) = self.bounds(filter, resource, true) {
                 let second = |ticks: Ticks| ticks.div_euclid(TICKS_PER_SECOND);
                 let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
-                reads.push((resource.source, second(bounds.lo), second(bounds.hi)));
+                reads.push((
+                    tenant,
+                    resource.source,
+                    second(bounds.lo),
+                    second(bounds.hi),
+                ));
             }
             let mut queries = self.queries.lock().unwrap_or_else(|p| p.into_inner());
             queries.push((
+                tenant,
                 resource.source,
                 query.get("$top").cloned().unwrap_or_default(),
                 query.get("$filter").cloned().unwrap_or_default(),
             ));
         }
-        let page = match self.pages.get_or_render(&request.target, || {
+        // Another tenant's page of the same query is another page.
+        let cache_key = match tenant {
+            0 => request.target.clone(),
+            n => format!("{n} {}", request.target),
+        };
+        let page = match self.pages.get_or_render(&cache_key, || {
             self.page(&request.target, stream, filter, query)
         }) {
             Ok(page) => page,
@@ -151,20 +175,20 @@ impl Sim {
                 let cut = page.len() / 2;
                 Reply::Full(Response::new(200, "application/json", page[..cut].to_vec()))
             }
-            _ => Reply::Full(self.deliver(request, page)),
+            _ => Reply::Full(self.deliver(request, &cache_key, page)),
         }
     }
 
     /// A page as it goes on the wire: gzipped (once, then cached) when the client
     /// accepts it.
-    pub(crate) fn deliver(&self, request: &Request, page: Body) -> Response {
+    pub(crate) fn deliver(&self, request: &Request, cache_key: &str, page: Body) -> Response {
         let accepts_gzip = request
             .header("accept-encoding")
             .is_some_and(|v| v.split(',').any(|e| e.trim() == "gzip"));
         let response = if self.gzip && accepts_gzip {
-            let key = format!("gzip {}", request.target);
+            let key = format!("gzip {cache_key}");
             // Kept only alongside a kept (stable) plain page.
-            let stable = self.pages.get(&request.target).is_some();
+            let stable = self.pages.get(cache_key).is_some();
             let zipped = self
                 .pages
                 .get_or_render(&key, || Ok::<_, ()>((pages::gzip(&page), stable)))

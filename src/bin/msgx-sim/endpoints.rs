@@ -11,13 +11,23 @@ use crate::responses::{graph_error, json};
 use crate::sim::Sim;
 
 impl Sim {
-    /// The stream `?source=` names (signins when not given).
+    /// The tenant `?tenant=` names (the home tenant when not given).
+    fn tenant_asked(&self, query: &HashMap<String, String>) -> Result<usize, Response> {
+        let name = query.get("tenant").map(String::as_str);
+        self.tenant_index(name)
+            .ok_or_else(|| graph_error(400, "BadRequest", &format!("unknown tenant {name:?}")))
+    }
+
+    /// The stream `?source=` names (signins when not given) of the tenant `?tenant=`
+    /// names.
     pub(crate) fn stream_named(
         &self,
         query: &HashMap<String, String>,
     ) -> Result<&Stream, Response> {
         let source = query.get("source").map_or("signins", String::as_str);
-        self.streams
+        let tenant = self.tenant_asked(query)?;
+        self.tenants[tenant]
+            .streams
             .iter()
             .find(|s| s.resource.source == source)
             .ok_or_else(|| graph_error(400, "BadRequest", &format!("unknown source {source:?}")))
@@ -53,26 +63,36 @@ impl Sim {
         }
     }
 
-    /// `GET /_sim/reads?source=…`: one `start end` line per query of the source
-    /// (signins when not given), in Unix seconds.
+    /// `GET /_sim/reads?source=…&tenant=…`: one `start end` line per query of the
+    /// source (signins when not given) of the tenant (the home one), in Unix seconds.
     pub(crate) fn reads(&self, query: &HashMap<String, String>) -> Response {
         let source = query.get("source").map_or("signins", String::as_str);
+        let tenant = match self.tenant_asked(query) {
+            Ok(tenant) => tenant,
+            Err(response) => return response,
+        };
         let reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
         let lines: Vec<String> = reads
             .iter()
-            .filter(|(s, ..)| *s == source)
-            .map(|(_, lo, hi)| format!("{lo} {hi}\n"))
+            .filter(|(t, s, ..)| *t == tenant && *s == source)
+            .map(|(_, _, lo, hi)| format!("{lo} {hi}\n"))
             .collect();
         Response::new(200, "text/plain", lines.concat().into_bytes())
     }
 
-    /// `GET /_sim/queries`: one `source<TAB>$top<TAB>$filter` line per query, as sent.
+    /// `GET /_sim/queries`: one `source<TAB>$top<TAB>$filter` line per query of the
+    /// tenant (`?tenant=`, the home one), as sent.
     pub(crate) fn queries(&self, query: &HashMap<String, String>) -> Response {
+        let tenant = match self.tenant_asked(query) {
+            Ok(tenant) => tenant,
+            Err(response) => return response,
+        };
         let queries = self.queries.lock().unwrap_or_else(|p| p.into_inner());
         let lines: Vec<String> = queries
             .iter()
-            .filter(|(s, ..)| query.get("source").is_none_or(|wanted| wanted == s))
-            .map(|(source, top, filter)| format!("{source}\t{top}\t{filter}\n"))
+            .filter(|(t, ..)| *t == tenant)
+            .filter(|(_, s, ..)| query.get("source").is_none_or(|wanted| wanted == s))
+            .map(|(_, source, top, filter)| format!("{source}\t{top}\t{filter}\n"))
             .collect();
         Response::new(200, "text/plain", lines.concat().into_bytes())
     }

@@ -38,7 +38,7 @@ use faults::{Faults, Throttle};
 use generator::Generator;
 use pages::PageCache;
 use resources::{RESOURCES, Stream};
-use sim::Sim;
+use sim::{Sim, Tenant};
 
 fn main() {
     let args: Args = argh::from_env();
@@ -81,11 +81,47 @@ fn main() {
         hostile: args.hostile,
         ca_policies: args.ca_policies,
     };
+    let mut names = vec![args.tenant.clone()];
+    for name in args.tenants.iter().flat_map(|t| t.split(',')) {
+        let name = name.trim();
+        if name.is_empty() || names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            fail(2, &format!("--tenants: {name:?} is empty or repeated"));
+        }
+        names.push(name.to_string());
+    }
+    for name in &args.unconsented {
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            fail(
+                2,
+                &format!("--unconsented {name}: not a tenant of --tenant/--tenants"),
+            );
+        }
+    }
+    let tenants = names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            // The home tenant keeps the seed's records; each other its own.
+            let seed = match i {
+                0 => generator.seed,
+                _ => generator.seed ^ fnv1a(name.as_bytes()),
+            };
+            let generator = Generator { seed, ..generator };
+            Tenant {
+                streams: RESOURCES
+                    .iter()
+                    .map(|r| Stream::new(r, generator, args.update_every))
+                    .collect(),
+                consented: !args
+                    .unconsented
+                    .iter()
+                    .any(|u| u.eq_ignore_ascii_case(&name)),
+                name,
+            }
+        })
+        .collect();
     let sim = Arc::new(Sim {
-        streams: RESOURCES
-            .iter()
-            .map(|r| Stream::new(r, generator, args.update_every))
-            .collect(),
+        tenants,
         next_link_loop: args.next_link_loop,
         oldest_first: args.oldest_first,
         endless_paging: args.endless_paging,
@@ -106,7 +142,6 @@ fn main() {
             identity_header: args.identity_header,
         },
         clock: Mutex::default(),
-        tenant: args.tenant,
         client_id: args.client_id,
         client_secret: args.client_secret,
         token_ttl: Duration::from_secs(args.token_ttl),
@@ -126,6 +161,7 @@ fn main() {
             every_reset: args.every_reset,
             garbage: args.garbage,
             throttle: throttle(&args.throttle),
+            throttle_app: throttle(&args.throttle_app),
             throttle_identity_protection: throttle(&args.throttle_identity_protection),
             throttle_security: throttle(&args.throttle_security),
             requests: AtomicU64::new(0),
@@ -157,6 +193,13 @@ fn local_port(listener: &TcpListener) -> u16 {
         .local_addr()
         .map(|a| a.port())
         .unwrap_or_else(|e| fail(1, &format!("no local address: {e}")))
+}
+
+/// FNV-1a: a tenant's name mixed into the seed.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn fail(code: i32, message: &str) -> ! {

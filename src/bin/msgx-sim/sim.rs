@@ -19,9 +19,18 @@ use crate::responses::{begin_request, graph_error, json};
 /// Graph keeps sign-ins 30 days at most; a query without a lower bound starts there.
 const RETENTION: i64 = 30 * 86_400 * TICKS_PER_SECOND;
 
-pub struct Sim {
+/// One tenant the application is registered in: its records, and whether it consented.
+pub struct Tenant {
+    pub(crate) name: String,
     /// One per resource, in the order of [`RESOURCES`].
     pub(crate) streams: Vec<Stream>,
+    /// `--unconsented`: its token requests are refused.
+    pub(crate) consented: bool,
+}
+
+pub struct Sim {
+    /// `--tenant` first (index 0), then `--tenants`.
+    pub(crate) tenants: Vec<Tenant>,
     pub(crate) next_link_loop: bool,
     pub(crate) endless_paging: bool,
     pub(crate) oldest_first: bool,
@@ -32,7 +41,6 @@ pub struct Sim {
     pub(crate) identities: identities::Identities,
     /// Token requests still to be answered 503.
     pub(crate) fail_tokens: AtomicU64,
-    pub(crate) tenant: String,
     pub(crate) client_id: String,
     pub(crate) client_secret: String,
     pub(crate) token_ttl: Duration,
@@ -45,17 +53,29 @@ pub struct Sim {
     /// A fixed "now" set through `/_sim/clock` (None: the real clock), so tests can
     /// replay cron runs at chosen times.
     pub(crate) clock: Mutex<Option<Ticks>>,
-    pub(crate) tokens: Mutex<HashMap<String, Instant>>,
+    /// Each live token: its expiry and its tenant (an index of `tenants`).
+    pub(crate) tokens: Mutex<HashMap<String, (Instant, usize)>>,
     pub(crate) stats: Mutex<BTreeMap<String, u64>>,
     /// The `$filter` range of every query's first page, in Unix seconds (both ends
-    /// included), by source: which seconds were read how often.
-    pub(crate) reads: Mutex<Vec<(&'static str, i64, i64)>>,
-    /// Every first page's `$top` and `$filter` as sent, by source.
-    pub(crate) queries: Mutex<Vec<(&'static str, String, String)>>,
+    /// included), by tenant and source: which seconds were read how often.
+    pub(crate) reads: Mutex<Vec<(usize, &'static str, i64, i64)>>,
+    /// Every first page's `$top` and `$filter` as sent, by tenant and source.
+    pub(crate) queries: Mutex<Vec<(usize, &'static str, String, String)>>,
     pub(crate) faults: Faults,
 }
 
 impl Sim {
+    /// The index of the tenant `name` names (`?tenant=`; the home tenant when None).
+    pub(crate) fn tenant_index(&self, name: Option<&str>) -> Option<usize> {
+        match name {
+            None => Some(0),
+            Some(name) => self
+                .tenants
+                .iter()
+                .position(|t| t.name.eq_ignore_ascii_case(name)),
+        }
+    }
+
     pub(crate) fn handle(&self, request: &Request) -> Reply {
         let path = request
             .target
@@ -109,6 +129,15 @@ impl Sim {
             self.bump("foreign_authorization");
         }
         Reply::Full(json(200, r#"{"value":[]}"#.to_string()))
+    }
+
+    /// Counts a Graph answer to one tenant, when the simulator serves several.
+    pub(crate) fn count_tenant(&self, tenant: usize, outcome: u16) {
+        if self.tenants.len() > 1
+            && let Some(t) = self.tenants.get(tenant)
+        {
+            self.bump(&format!("tenant_{}_{outcome}", t.name));
+        }
     }
 
     pub(crate) fn count(&self, path: &str, outcome: &str) {

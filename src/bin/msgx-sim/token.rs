@@ -47,7 +47,7 @@ impl Sim {
             .into_owned()
             .collect();
         let get = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
-        if tenant != self.tenant {
+        let Some(index) = self.tenant_index(Some(tenant)) else {
             return oauth_error(
                 400,
                 "invalid_request",
@@ -56,7 +56,7 @@ impl Sim {
                     "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
                 ),
             );
-        }
+        };
         if get("grant_type") != "client_credentials" {
             return oauth_error(
                 400,
@@ -65,13 +65,13 @@ impl Sim {
                 "The app requested an unsupported grant type.",
             );
         }
-        if get("client_id") != self.client_id {
+        if get("client_id") != self.client_id || !self.tenants[index].consented {
             return oauth_error(
                 400,
                 "unauthorized_client",
                 700016,
                 &format!(
-                    "Application with identifier '{}' was not found in the directory '{tenant}'.",
+                    "Application with identifier '{}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
                     get("client_id")
                 ),
             );
@@ -114,7 +114,7 @@ impl Sim {
             );
         }
         self.bump(&format!("tokens_by_{kind}"));
-        let (token, ttl) = self.issue();
+        let (token, ttl) = self.issue(index);
         json(
             200,
             format!(
@@ -124,12 +124,12 @@ impl Sim {
         )
     }
 
-    /// A new token and its lifetime in seconds.
-    fn issue(&self) -> (String, u64) {
+    /// A new token for tenant `tenant` (an index) and its lifetime in seconds.
+    fn issue(&self, tenant: usize) -> (String, u64) {
         let token = format!("sim.{}.{}", request_guid(), request_guid());
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        tokens.retain(|_, expiry| *expiry > Instant::now());
-        tokens.insert(token.clone(), Instant::now() + self.token_ttl);
+        tokens.retain(|_, (expiry, _)| *expiry > Instant::now());
+        tokens.insert(token.clone(), (Instant::now() + self.token_ttl, tenant));
         self.bump("tokens_issued");
         (token, self.token_ttl.as_secs())
     }
@@ -299,7 +299,7 @@ impl Sim {
             );
         }
         self.bump(&format!("tokens_by_{kind}"));
-        let (token, ttl) = self.issue();
+        let (token, ttl) = self.issue(0);
         let expires_on = unix_now() + ttl as i64;
         // IMDS sends expires_in as a string; App Service only expires_on.
         let lifetime = match kind {
@@ -333,16 +333,15 @@ impl Sim {
         json(200, "{}".into())
     }
 
-    pub fn authorized(&self, request: &Request) -> bool {
-        let Some(token) = request
+    /// The tenant (an index) of the request's live token, if it has one.
+    pub fn authorized(&self, request: &Request) -> Option<usize> {
+        let token = request
             .header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-        else {
-            return false;
-        };
+            .and_then(|v| v.strip_prefix("Bearer "))?;
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         tokens
             .get(token)
-            .is_some_and(|expiry| *expiry > Instant::now())
+            .filter(|(expiry, _)| *expiry > Instant::now())
+            .map(|(_, tenant)| *tenant)
     }
 }
