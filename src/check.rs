@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::{Backend, Config, Output};
-use crate::error::{AuthError, GraphError};
+use crate::error::GraphError;
 use crate::exit;
 use crate::graph::GraphClient;
 use crate::graph::client::PageShape;
@@ -229,7 +229,7 @@ fn check_graph(config: &Config) -> Vec<Outcome> {
                     )
                 })
                 .map_err(|e| {
-                    let advice = token_advice(&e, &config.consent_url(tenant));
+                    let advice = e.advice(&config.consent_url(tenant));
                     (e.to_string(), advice)
                 }),
         };
@@ -278,11 +278,6 @@ fn check_graph(config: &Config) -> Vec<Outcome> {
         }
     }
     outcomes
-}
-
-/// What to do about a token refusal: [`AuthError::advice`].
-fn token_advice(error: &AuthError, consent_url: &str) -> String {
-    error.advice(consent_url)
 }
 
 /// What to do about Graph's answer to a source's request.

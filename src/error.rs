@@ -44,7 +44,7 @@ impl AuthError {
     /// What to do about it, by the refusal's AADSTS code; `consent_url` is where an
     /// administrator of the tenant grants the application its consent.
     pub fn advice(&self, consent_url: &str) -> String {
-        let AuthError::Refused { description, .. } = self else {
+        let AuthError::Refused { .. } = self else {
             return "check that the identity platform (login_url, msi_endpoint) is reachable from \
                     here"
                 .into();
@@ -58,7 +58,6 @@ impl AuthError {
             "90002" => "the tenant is unknown: check tenant (and cloud)".into(),
             "700027" => "the certificate does not match: upload client_certificate's certificate to the app registration, or try client_assertion_alg rs256".into(),
             "70021" | "700212" => "no federated credential matches: check the app's federated credential (issuer, subject = system:serviceaccount:<namespace>:<name>)".into(),
-            _ if description.is_empty() => "see Microsoft's AADSTS error reference".into(),
             _ => "see the AADSTS code in Microsoft's error reference".into(),
         }
     }

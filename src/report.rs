@@ -44,8 +44,8 @@ pub struct SourceReport {
 pub struct RunReport {
     /// One per tenant × source exported, in the order of `tenants` and `sources`.
     pub sources: Vec<SourceReport>,
-    /// Tenants the identity platform refused a first token: (tenant, why).
-    pub refused_tenants: Vec<(String, String)>,
+    /// Tenants the identity platform refused a first token (each said at ERROR).
+    pub refused_tenants: Vec<String>,
     /// Tenant × sources another run holds the lock of (left to it).
     pub locked: Vec<String>,
     /// Tenant × sources whose state could not be read (not exported).
@@ -314,7 +314,9 @@ impl RunReport {
     /// with several, one `summary of {source}:` line each, then the `summary:` line
     /// with the run's totals. Each line also comes as fields (for JSON logs).
     pub fn summary(&self) -> Vec<Summary> {
-        if let ([only], None) = (self.sources.as_slice(), &only_tenant(self)) {
+        if let [only] = self.sources.as_slice()
+            && !self.several_tenants()
+        {
             return vec![Summary::new("summary:", only.figures(self.elapsed))];
         }
         let mut lines: Vec<Summary> = self
@@ -342,14 +344,12 @@ impl RunReport {
         let spent: BudgetSpent = self.sources.iter().map(|s| s.spent).sum();
         let mut fields = totals(&frames, &spent, self.elapsed);
         fields.insert(0, ("sources", self.sources.len().to_string()));
-        let several_tenants =
-            self.sources.iter().any(|s| s.tenant.is_some()) || !self.refused_tenants.is_empty();
-        if several_tenants {
+        if self.several_tenants() {
             let mut tenants: Vec<&str> = self
                 .sources
                 .iter()
                 .filter_map(|s| s.tenant.as_deref())
-                .chain(self.refused_tenants.iter().map(|(t, _)| t.as_str()))
+                .chain(self.refused_tenants.iter().map(String::as_str))
                 .collect();
             tenants.sort_unstable();
             tenants.dedup();
@@ -379,23 +379,16 @@ impl RunReport {
     }
 }
 
-/// The tenant of a run of several tenants that has just one (None otherwise).
-fn only_tenant(report: &RunReport) -> Option<&str> {
-    match report.sources.as_slice() {
-        [only] => only.tenant.as_deref(),
-        _ => None,
-    }
-}
-
 impl RunReport {
-    /// Tenants refused a token, or refused a source (403: consent, permission,
-    /// licence), in the order of `tenants`.
+    /// The run exported `tenants` (a lane of it has a tenant, or a tenant was refused).
+    fn several_tenants(&self) -> bool {
+        self.sources.iter().any(|s| s.tenant.is_some()) || !self.refused_tenants.is_empty()
+    }
+
+    /// Tenants refused a token (in the order of `tenants`), then those refused a
+    /// source (403: consent, permission, licence).
     pub fn failed_tenants(&self) -> Vec<String> {
-        let mut failed: Vec<String> = self
-            .refused_tenants
-            .iter()
-            .map(|(t, _)| t.clone())
-            .collect();
+        let mut failed = self.refused_tenants.clone();
         for source in &self.sources {
             if let Some(tenant) = &source.tenant
                 && source.frames.iter().any(FrameOutcome::auth_refused)

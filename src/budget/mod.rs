@@ -49,43 +49,36 @@ impl Gates {
             by_tenant: BTreeMap::new(),
             app: BTreeMap::new(),
         };
-        let shared = config.options.queue_backend.uses_redis();
         let paced = |limit: Option<(u32, Duration)>| {
             limit.map(|(requests, per)| RateLimit {
                 requests,
                 per: per / config.budget_speedup,
             })
         };
+        // Paced by `limit` (when there is one), shared through Redis with the redis
+        // backend.
+        let gate = |limit: Option<RateLimit>, window: Window, bucket: Bucket| {
+            let gate = RequestGate::new(limit, stop.clone());
+            let gate = match limit.filter(|_| config.options.queue_backend.uses_redis()) {
+                Some(limit) => {
+                    gate.with_shared(Box::new(RedisBudget::new(config, window, bucket, limit)?))
+                }
+                None => gate,
+            };
+            Ok::<_, Error>(Arc::new(gate))
+        };
         for source in &config.sources {
             let bucket = source.spec.bucket;
             let key = (source.tenant.clone(), bucket);
             if let std::collections::btree_map::Entry::Vacant(entry) = gates.by_tenant.entry(key) {
-                let limit = paced(config.rate_limit_of(bucket));
-                let gate = RequestGate::new(limit, stop.clone());
-                let gate = match limit.filter(|_| shared) {
-                    Some(limit) => gate.with_shared(Box::new(RedisBudget::new(
-                        config,
-                        Window::Tenant(source.tenant.as_deref()),
-                        bucket,
-                        limit,
-                    )?)),
-                    None => gate,
-                };
-                entry.insert(Arc::new(gate));
+                let window = Window::Tenant(source.tenant.as_deref());
+                entry.insert(gate(paced(config.rate_limit_of(bucket)), window, bucket)?);
             }
             let app_limit = paced(config.app_rate_limit_of(bucket));
-            if let Some(limit) = app_limit.filter(|_| !gates.app.contains_key(&bucket)) {
-                let gate = RequestGate::new(Some(limit), stop.clone());
-                let gate = match shared {
-                    true => gate.with_shared(Box::new(RedisBudget::new(
-                        config,
-                        Window::App,
-                        bucket,
-                        limit,
-                    )?)),
-                    false => gate,
-                };
-                gates.app.insert(bucket, Arc::new(gate));
+            if app_limit.is_some() && !gates.app.contains_key(&bucket) {
+                gates
+                    .app
+                    .insert(bucket, gate(app_limit, Window::App, bucket)?);
             }
         }
         Ok(gates)

@@ -159,10 +159,7 @@ impl Config {
 
     /// The tenants of the run: those of `tenants`, else the credential's one (None).
     pub fn tenants(&self) -> Vec<Option<&str>> {
-        match &self.options.tenants {
-            Some(tenants) => tenants.iter().map(|t| Some(t.as_str())).collect(),
-            None => vec![None],
-        }
+        tenants_of(&self.options)
     }
 
     /// The credential that signs in to `tenant` (None: the configured one).
@@ -487,20 +484,23 @@ impl Values {
     }
 }
 
+/// The tenants `options` export: those of `tenants`, else the credential's one (None).
+fn tenants_of(options: &Options) -> Vec<Option<&str>> {
+    match &options.tenants {
+        Some(tenants) => tenants.iter().map(|t| Some(t.as_str())).collect(),
+        None => vec![None],
+    }
+}
+
 /// How many tenant × sources share the fetchers.
 fn lanes_of(options: &Options) -> usize {
-    let tenants = options.tenants.as_ref().map_or(1, Vec::len);
-    (options.sources.len() * tenants).max(1)
+    (options.sources.len() * tenants_of(options).len()).max(1)
 }
 
 /// Every tenant × source of a run: each tenant's sources in `sources` order, the
 /// tenants in `tenants` order (one tenant: the sources alone).
 fn source_configs(options: &Options) -> Vec<SourceConfig> {
-    let tenants: Vec<Option<&str>> = match &options.tenants {
-        Some(tenants) => tenants.iter().map(|t| Some(t.as_str())).collect(),
-        None => vec![None],
-    };
-    tenants
+    tenants_of(options)
         .into_iter()
         .flat_map(|tenant| {
             options

@@ -832,6 +832,14 @@ impl Output {
         words[at + 1].to_string()
     }
 
+    /// The ERROR lines it logged, its summary lines left out.
+    pub fn errors(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| l.contains("[ERROR]") && !l.contains("summary"))
+            .collect()
+    }
+
     /// The summary's window, `[start - end]`.
     pub fn summary_window(&self) -> String {
         let line = self.summary_line();
@@ -1024,6 +1032,19 @@ pub fn assert_same_records(actual: Vec<String>, expected: Vec<String>) {
             expected.len()
         );
     }
+}
+
+/// A connection to the Redis Cluster of `seeds` (host:port).
+pub fn cluster_connection(seeds: &[String]) -> redis::cluster::ClusterConnection {
+    redis::cluster::ClusterClient::new(
+        seeds
+            .iter()
+            .map(|s| format!("redis://{s}"))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap()
+    .get_connection()
+    .unwrap()
 }
 
 /// One Redis command's reply, or the test fails naming the command.

@@ -168,15 +168,7 @@ fn on_a_cluster_every_queue_key_keeps_its_state_in_the_queues_slot() {
         .collect();
     let joined = seeds.join(",");
     let sim = Sim::start(&["--rate", "3"]);
-    let mut client = redis::cluster::ClusterClient::new(
-        seeds
-            .iter()
-            .map(|s| format!("redis://{s}"))
-            .collect::<Vec<_>>(),
-    )
-    .unwrap()
-    .get_connection()
-    .unwrap();
+    let mut client = cluster_connection(&seeds);
     let t0 = minutes_ago(30);
     let t1 = t0 + Span::seconds(60);
     for key in [

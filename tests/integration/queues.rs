@@ -423,15 +423,7 @@ fn a_cluster_keeps_every_script_in_one_slot_and_rides_out_a_moved_slot() {
         let args = args_at(&sim, now, &nodes[0].url(), "k", &cluster_flags);
         Running::start_with_env(&args, &[("MSGX_NOW", &rfc3339(now))])
     };
-    let mut client = redis::cluster::ClusterClient::new(
-        seeds
-            .iter()
-            .map(|s| format!("redis://{s}"))
-            .collect::<Vec<_>>(),
-    )
-    .unwrap()
-    .get_connection()
-    .unwrap();
+    let mut client = cluster_connection(&seeds);
     let slot: u16 = redis::cmd("CLUSTER")
         .arg(&["KEYSLOT", "k"])
         .query(&mut client)

@@ -203,11 +203,7 @@ fn a_tenant_without_consent_is_named_with_its_fix_and_the_others_complete() {
     assert_eq!(run.summary_field("failed_tenants"), *refused);
     assert_eq!(run.summary_field("tenants"), "40");
     assert_eq!(run.summary_field("sources"), "39");
-    let errors: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.contains("[ERROR]") && !l.contains("summary"))
-        .collect();
+    let errors = run.errors();
     let consent_url = format!(
         "{}/{refused}/adminconsent?client_id={SIM_CLIENT}",
         sim.url()
@@ -317,11 +313,7 @@ fn a_tenant_refused_a_source_is_named_and_its_other_sources_and_tenants_complete
         run.summary_field("incomplete"),
         format!("{refused}/directory_audits")
     );
-    let errors: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.contains("[ERROR]") && !l.contains("summary"))
-        .collect();
+    let errors = run.errors();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
         errors[0].contains(&format!("{refused} directory_audits:")) && errors[0].contains("P1/P2"),
@@ -392,11 +384,7 @@ fn one_tenants_damaged_state_is_named_and_the_others_are_exported() {
         run.summary_field("incomplete"),
         format!("{damaged}/signins")
     );
-    let errors: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.contains("[ERROR]") && !l.contains("summary"))
-        .collect();
+    let errors = run.errors();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
         errors[0].contains(&format!("{damaged} signins: {state_key} field watermark")),
@@ -450,15 +438,7 @@ fn on_a_cluster_every_tenant_and_both_budgets_keep_their_keys_in_one_slot_each()
         "{}",
         run.stderr
     );
-    let mut client = redis::cluster::ClusterClient::new(
-        seeds
-            .iter()
-            .map(|s| format!("redis://{s}"))
-            .collect::<Vec<_>>(),
-    )
-    .unwrap()
-    .get_connection()
-    .unwrap();
+    let mut client = cluster_connection(&seeds);
     let list = |client: &mut redis::cluster::ClusterConnection, key: &str| -> Vec<String> {
         redis::cmd("LRANGE")
             .arg(&[key, "0", "-1"])
