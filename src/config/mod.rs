@@ -86,6 +86,32 @@ pub struct SourceConfig {
     pub file_path: Output,
     /// The log and file backends' state file, `{source}` replaced by its name.
     pub state_file: Option<PathBuf>,
+    /// The tenant whose records these are, as the options name it (`tenants`' entry,
+    /// else `tenant`; None: a managed identity's own): kept in the state, so that a
+    /// key every tenant would share tells whose progress it holds.
+    pub owner: Option<String>,
+    /// The same tenant × source's queue key under the other key layout (one `tenant`
+    /// ↔ `tenants`), where an earlier configuration may have left its progress.
+    pub other_layout: Option<OtherLayout>,
+}
+
+/// Where a tenant × source's progress is when the run before exported its tenant
+/// under the other key layout: `tenant: A` keeps `q`, `tenants: [A, …]` keeps `q:A`.
+/// Its progress is carried over once, so that a switch neither starts the tenant over
+/// (losing what came in since its last run) nor reads anything twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherLayout {
+    pub queue_key: String,
+    /// The key is the one-tenant layout's, which names no tenant: its progress is this
+    /// lane's only if it says so (its `tenant`), or — written before progress named
+    /// its tenant — if `claims_unnamed` (this lane's tenant is the one `tenant` names,
+    /// or the only one of `tenants`).
+    pub shared: Option<Shared>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shared {
+    pub claims_unnamed: bool,
 }
 
 impl SourceConfig {
@@ -99,10 +125,29 @@ impl SourceConfig {
             }
         };
         let per_source = |path: &PathBuf| PathBuf::from(named(&path.to_string_lossy()));
+        let queue_key = named(&queue_key_of(options, spec, tenant.is_some()));
+        let owner = tenant.or(options.tenant.as_deref());
+        let other_layout = owner
+            .map(|owner| {
+                let other = queue_key_of(options, spec, tenant.is_none())
+                    .replace(SOURCE_PLACEHOLDER, spec.name)
+                    .replace(TENANT_PLACEHOLDER, owner);
+                let shared = tenant.map(|tenant| Shared {
+                    claims_unnamed: options.tenant.as_deref() == Some(tenant)
+                        || options.tenants.as_ref().is_some_and(|all| all.len() == 1),
+                });
+                OtherLayout {
+                    queue_key: other,
+                    shared,
+                }
+            })
+            .filter(|other| other.queue_key != queue_key);
         SourceConfig {
             spec,
             tenant: tenant.map(str::to_string),
-            queue_key: named(&queue_key_of(options, spec, tenant.is_some())),
+            queue_key,
+            owner: owner.map(str::to_string),
+            other_layout,
             page_size: options.page_size.min(spec.max_top),
             select: options.select.clone().filter(|_| spec.is_sign_ins()),
             frames_per_range: (options.streams / lanes_of(options)).max(1),

@@ -18,7 +18,7 @@ use super::{
     Progress, StateStore, Traces, before_second_pass, decode_deeper, decode_ranges, encode_deeper,
     encode_ranges,
 };
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, OtherLayout, SourceConfig};
 use crate::error::Error;
 use crate::ids;
 use crate::keys;
@@ -54,6 +54,9 @@ pub struct RedisState {
     lock_key: String,
     state_key: String,
     rescan: u64,
+    /// The lane's tenant, kept in the state's `tenant` field.
+    owner: Option<String>,
+    other_layout: Option<OtherLayout>,
     token: String,
     retry: RetryOptions,
     renewer: Option<(Sender<()>, std::thread::JoinHandle<()>)>,
@@ -67,6 +70,8 @@ impl RedisState {
             location: config.redis.location().to_string(),
             queue_key: source.queue_key.clone(),
             rescan: config.rescan(),
+            owner: source.owner.clone(),
+            other_layout: source.other_layout.clone(),
             lock_key: source.key("lock"),
             state_key: source.key("state"),
             token: ids::guid(),
@@ -145,7 +150,10 @@ impl RedisState {
             encode_ranges(&progress.owed_second),
             encode_deeper(&progress.deeper),
         ];
-        let pairs: Vec<(&str, &String)> = FIELDS.iter().copied().zip(&values).collect();
+        let mut pairs: Vec<(&str, &String)> = FIELDS.iter().copied().zip(&values).collect();
+        if let Some(owner) = &self.owner {
+            pairs.push(("tenant", owner));
+        }
         self.with_connection(key, |c| redis::cmd("HSET").arg(key).arg(&pairs).exec(c))
     }
 
@@ -174,36 +182,15 @@ impl RedisState {
     }
 
     /// Merges what earlier versions kept under other names ([`keys::earlier`]) into
-    /// the current keys: every id of their seen-set into the current one, their
-    /// progress merged with the current ([`Progress::merged_with`]: the further
-    /// frontiers, owing what neither read) — so neither a rollback and roll forward
-    /// nor a move cut short delivers a record twice or skips a second. The old keys go
-    /// only once the new ones are complete, the seen-set before the state: a move cut
-    /// by any failure leaves the old state, and the next run finishes it.
+    /// the current keys ([`RedisState::merge_from`]).
     fn merge_earlier_names(&self) -> Result<(), Error> {
         let earlier = keys::earlier(&self.queue_key, "state")
             .into_iter()
             .zip(keys::earlier(&self.queue_key, "seen"));
         for (old_state, old_seen) in earlier {
-            let (has_state, has_seen): (bool, bool) = self.with_connection(&old_state, |c| {
-                let state: bool = redis::cmd("EXISTS").arg(&old_state).query(c)?;
-                let seen: bool = redis::cmd("EXISTS").arg(&old_seen).query(c)?;
-                Ok((state, seen))
-            })?;
-            if !has_state && !has_seen {
-                continue;
-            }
-            let ids = self.copy_ids(&old_seen)?;
-            let old = match has_state {
-                true => self.read(&old_state)?,
-                false => None,
-            };
-            let current = self.read(&self.state_key)?;
-            let new_seen = keys::derived(&self.queue_key, "seen");
-            if let Some(old) = &old {
-                let merged = current.as_ref().map_or(old.clone(), |c| c.merged_with(old));
-                self.write(&merged)?;
-                match &current {
+            self.merge_from(&old_state, &old_seen, |old, current, merged, ids| {
+                let new_seen = keys::derived(&self.queue_key, "seen");
+                match current {
                     None => log::info!(
                         "state moved from {old_state} and {old_seen} to {} and {new_seen} \
                          (hash-tagged names, one Redis Cluster slot)",
@@ -221,10 +208,109 @@ impl RedisState {
                         merged.owed_first.len()
                     ),
                 }
-            }
-            self.with_connection(&old_seen, |c| redis::cmd("DEL").arg(&old_seen).exec(c))?;
-            self.with_connection(&old_state, |c| redis::cmd("DEL").arg(&old_state).exec(c))?;
+            })?;
         }
+        Ok(())
+    }
+
+    /// Carries over the progress this tenant × source left under the other key
+    /// layout ([`OtherLayout`]: the run before exported one `tenant`, this one
+    /// `tenants`, or the other way round), once, unless another run under that layout
+    /// holds its lock now. Progress under the one-tenant layout's key is this lane's
+    /// only if it names this lane's tenant, or names none and this lane claims it;
+    /// progress that names none and that no lane can claim stops the lane: starting
+    /// it over would skip what came in since that progress.
+    fn carry_over_other_layout(&self) -> Result<(), Error> {
+        let Some(other) = &self.other_layout else {
+            return Ok(());
+        };
+        let old_state = keys::derived(&other.queue_key, "state");
+        let old_seen = keys::derived(&other.queue_key, "seen");
+        let old_lock = keys::derived(&other.queue_key, "lock");
+        let (written_for, locked): (Option<Option<String>>, bool) =
+            self.with_connection(&old_state, |c| {
+                let exists: bool = redis::cmd("EXISTS").arg(&old_state).query(c)?;
+                let tenant: Option<String> =
+                    redis::cmd("HGET").arg(&old_state).arg("tenant").query(c)?;
+                let locked: bool = redis::cmd("EXISTS").arg(&old_lock).query(c)?;
+                Ok((exists.then_some(tenant), locked))
+            })?;
+        let Some(written_for) = written_for else {
+            return Ok(());
+        };
+        let owner = self.owner.as_deref().unwrap_or_default();
+        let ours = match (other.shared, written_for.as_deref()) {
+            (None, _) => true,
+            (Some(_), Some(tenant)) => tenant == owner,
+            (Some(shared), None) => shared.claims_unnamed,
+        };
+        if other.shared.is_some() && written_for.is_none() && !ours {
+            return Err(Error::State(format!(
+                "{old_state} holds the progress of a one-tenant run that did not record its \
+                 tenant, and this run exports several: set tenant to that tenant beside \
+                 tenants for one run, so that its progress carries over to its own keys \
+                 instead of the tenant starting over"
+            )));
+        }
+        if !ours {
+            return Ok(());
+        }
+        if locked {
+            return Err(Error::Locked(format!(
+                "another msgx-once run holds {old_lock}, the lock of this tenant's progress \
+                 under the earlier key layout ({}): its progress is carried over once that \
+                 run ends",
+                other.queue_key
+            )));
+        }
+        self.merge_from(&old_state, &old_seen, |old, _, _, ids| {
+            log::warn!(
+                "progress carried over from {old_state} (watermark {}) and the {ids} ids of \
+                 {old_seen} to {}: the key layout changed (tenant ↔ tenants); this tenant's \
+                 records now go to {}, no longer to {}",
+                window::utc_second(old.watermark),
+                self.state_key,
+                self.queue_key,
+                other.queue_key
+            )
+        })
+    }
+
+    /// Merges the state and seen-set under `old_state` and `old_seen` into the
+    /// current keys: every id of the seen-set into the current one, the progress
+    /// merged with the current ([`Progress::merged_with`]: the further frontiers,
+    /// owing what neither read) — so neither a rollback and roll forward nor a move
+    /// cut short delivers a record twice or skips a second; `said` tells what happened
+    /// (old progress, current, merged, ids copied). The old keys go only once the new
+    /// ones are complete, the seen-set before the state: a move cut by any failure
+    /// leaves the old state, and the next run finishes it.
+    fn merge_from(
+        &self,
+        old_state: &str,
+        old_seen: &str,
+        said: impl FnOnce(&Progress, Option<&Progress>, &Progress, usize),
+    ) -> Result<(), Error> {
+        let (has_state, has_seen): (bool, bool) = self.with_connection(old_state, |c| {
+            let state: bool = redis::cmd("EXISTS").arg(old_state).query(c)?;
+            let seen: bool = redis::cmd("EXISTS").arg(old_seen).query(c)?;
+            Ok((state, seen))
+        })?;
+        if !has_state && !has_seen {
+            return Ok(());
+        }
+        let ids = self.copy_ids(old_seen)?;
+        let old = match has_state {
+            true => self.read(old_state)?,
+            false => None,
+        };
+        let current = self.read(&self.state_key)?;
+        if let Some(old) = &old {
+            let merged = current.as_ref().map_or(old.clone(), |c| c.merged_with(old));
+            self.write(&merged)?;
+            said(old, current.as_ref(), &merged, ids);
+        }
+        self.with_connection(old_seen, |c| redis::cmd("DEL").arg(old_seen).exec(c))?;
+        self.with_connection(old_state, |c| redis::cmd("DEL").arg(old_state).exec(c))?;
         Ok(())
     }
 
@@ -304,6 +390,7 @@ impl StateStore for RedisState {
 
     fn load(&self) -> Result<Option<Progress>, Error> {
         self.merge_earlier_names()?;
+        self.carry_over_other_layout()?;
         self.read(&self.state_key)
     }
 
@@ -320,6 +407,7 @@ impl StateStore for RedisState {
                 .arg(encode_ranges(&progress.owed_first))
                 .arg(encode_ranges(&progress.owed_second))
                 .arg(encode_deeper(&progress.deeper))
+                .arg(self.owner.as_deref().unwrap_or_default())
                 .invoke(c)
         })?;
         if saved == 1 && !self.lost.load(Ordering::SeqCst) {

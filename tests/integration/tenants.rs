@@ -548,3 +548,94 @@ fn two_tenants_throttled_at_once_pause_every_tenant_and_say_so_once() {
         lagged_end(now) - time::Duration::SECOND,
     );
 }
+
+/// Runs at `first` with `before`'s tenant flags, then five minutes later with
+/// `after`'s, into `q` (one tenant) or `q:{tenant}` (several): the home tenant's
+/// records of the whole span are delivered exactly once over the two keys, and the
+/// switch is said at INFO naming both keys.
+fn switch_layout(before: &[&str], after: &[&str]) {
+    let tenants = [SIM_TENANT.to_string(), "b.example".to_string()];
+    let (sim, redis) = (fleet_sim(&tenants, &[]), RedisServer::start());
+    let first = minutes_ago(10);
+    let second = first + time::Duration::minutes(5);
+    for (now, flags) in [(first, before), (second, after)] {
+        let run = tick(&sim, &redis, "q", now, flags);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        if now == second {
+            for key in ["{q}", &format!("{{q:{SIM_TENANT}}}")] {
+                assert!(
+                    !run.stderr
+                        .contains(&format!("key {key}:msgx:state: starting a first")),
+                    "started over: {}",
+                    run.stderr
+                );
+            }
+            assert!(
+                run.stderr.contains("progress carried over from"),
+                "{}",
+                run.stderr
+            );
+        }
+    }
+    let mut delivered = redis.list("q");
+    delivered.extend(redis.list(&format!("q:{SIM_TENANT}")));
+    let end = lagged_end(second) - time::Duration::SECOND;
+    assert_same_records(
+        delivered,
+        sim.tenant_records(SIM_TENANT, origin(first), end),
+    );
+}
+
+#[test]
+fn a_tenant_switched_to_tenants_resumes_from_its_progress() {
+    let both = format!("{SIM_TENANT},b.example");
+    switch_layout(&[], &["--tenants", &both]);
+}
+
+#[test]
+fn tenants_switched_back_to_one_tenant_resume_from_its_progress() {
+    let both = format!("{SIM_TENANT},b.example");
+    switch_layout(&["--tenants", &both], &[]);
+}
+
+#[test]
+fn a_tenant_switched_to_a_list_of_itself_resumes_from_its_progress() {
+    switch_layout(&[], &["--tenants", SIM_TENANT]);
+}
+
+#[test]
+fn progress_that_names_no_tenant_is_not_given_to_a_guessed_one() {
+    // State from before progress named its tenant, then `tenants` of two without
+    // `tenant`: whose it is cannot be told, so neither lane starts over silently.
+    let tenants = [SIM_TENANT.to_string(), "b.example".to_string()];
+    let (sim, redis) = (fleet_sim(&tenants, &[]), RedisServer::start());
+    let first = minutes_ago(10);
+    let run = tick(&sim, &redis, "q", first, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let _: i64 = query(&redis, &["HDEL", "{q}:msgx:state", "tenant"]);
+    let now = first + time::Duration::minutes(5);
+    sim.set_clock(now);
+    let mut args = redis_args(&sim, &redis, "q", &["--tenants", &tenants.join(",")]);
+    let at = args.iter().position(|a| a == "--tenant").expect("--tenant");
+    args.drain(at..at + 2);
+    let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "{q}:msgx:state holds the progress of a one-tenant run that did not record its tenant"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(redis.len(&format!("q:{SIM_TENANT}")), 0);
+    // Naming it for one run carries it over.
+    let run = tick(&sim, &redis, "q", now, &["--tenants", &tenants.join(",")]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut delivered = redis.list("q");
+    delivered.extend(redis.list(&format!("q:{SIM_TENANT}")));
+    let end = lagged_end(now) - time::Duration::SECOND;
+    assert_same_records(
+        delivered,
+        sim.tenant_records(SIM_TENANT, origin(first), end),
+    );
+}
