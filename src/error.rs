@@ -91,12 +91,15 @@ pub enum GraphError {
         source: &'static SourceSpec,
     },
     /// No usable answer: connection refused or reset, timeout, TLS or IO error
-    /// (`transient`), or a body over the size cap (not transient).
+    /// (`transient`).
     Transport {
         url: String,
         message: String,
         transient: bool,
     },
+    /// A page over the body limit (`page_memory_mb`, in bytes): the same request
+    /// will not get smaller, one with a smaller `$top` will.
+    TooLarge { url: String, limit: u64 },
     /// The run's deadline passed before the request could be (re)sent.
     Deadline {
         url: String,
@@ -142,6 +145,11 @@ impl fmt::Display for GraphError {
                 }
             }
             GraphError::Transport { url, message, .. } => write!(f, "GET {url}: {message}"),
+            GraphError::TooLarge { url, limit } => write!(
+                f,
+                "GET {url}: the page is larger than page_memory_mb ({} MiB)",
+                limit >> 20
+            ),
             GraphError::Deadline { url, last } => {
                 write!(f, "GET {url}: run deadline reached")?;
                 match last {
@@ -178,6 +186,7 @@ impl GraphError {
             GraphError::Auth(AuthError::Unavailable { .. }) => true,
             GraphError::Auth(AuthError::Refused { .. })
             | GraphError::UnsafeNextLink { .. }
+            | GraphError::TooLarge { .. }
             | GraphError::Deadline { .. }
             | GraphError::Paused { .. }
             | GraphError::Interrupted { .. } => false,

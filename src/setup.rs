@@ -16,9 +16,6 @@ use crate::retry::{Backoff, RetryOptions};
 use crate::shutdown::{self, Stop};
 use crate::transport::{HttpTransport, TransportOptions, UreqTransport};
 
-/// Largest Graph response accepted (after decompression): a 1000-record page is a few
-/// MB, so this only stops a runaway body from exhausting memory.
-const BODY_LIMIT: u64 = 64 << 20;
 /// The longest a connection to Graph or the identity platform may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Backoff of retries without a Retry-After: full jitter up to 1 s, 2 s, 4 s … 60 s.
@@ -47,7 +44,9 @@ impl Setup {
             timeout: config.options.http_timeout,
             connect_timeout: CONNECT_TIMEOUT.min(config.options.http_timeout),
             idle_per_host: config.fetchers() + 1,
-            body_limit: BODY_LIMIT,
+            // A page is held whole until written: one over the byte budget of pages in
+            // flight is refused, and the frame asked again with a smaller $top.
+            body_limit: config.page_memory(),
         }));
         let stop = Stop::default();
         let gates = Arc::new(Gates::new(config, &stop)?);

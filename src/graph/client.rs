@@ -4,7 +4,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use serde::Deserialize;
 
@@ -107,6 +107,11 @@ pub struct GraphClient {
     gates: Vec<Arc<RequestGate>>,
     retry: RetryOptions,
     bodies: BufferPool,
+    /// `$top` of the frames' first pages: the shape's, halved each time a page came
+    /// back larger than the body limit (records of many Conditional Access policies).
+    top: AtomicU32,
+    /// The lowering was said (once a run, at WARN).
+    lowering_said: AtomicBool,
 }
 
 #[derive(Deserialize)]
@@ -136,10 +141,12 @@ impl GraphClient {
             transport,
             tokens,
             graph_url,
-            shape,
             gates,
+            top: AtomicU32::new(shape.page_size.max(1)),
+            shape,
             retry,
             bodies: BufferPool::default(),
+            lowering_said: AtomicBool::new(false),
         }
     }
 
@@ -149,7 +156,26 @@ impl GraphClient {
 
     /// `$top`: the most records a page holds.
     pub fn page_size(&self) -> u32 {
-        self.shape.page_size
+        self.top.load(Ordering::Relaxed)
+    }
+
+    /// After a page over the body limit: halves `$top` for the frames still to come
+    /// (`asked`: the `$top` of the request that failed), saying so once; false when it
+    /// is 1 already.
+    fn lower_top(&self, asked: u32, error: &GraphError) -> bool {
+        let lowered = (asked / 2).max(1);
+        if asked <= 1 {
+            return false;
+        }
+        self.top.fetch_min(lowered, Ordering::Relaxed);
+        if !self.lowering_said.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "{error}: $top lowered from {asked} to {lowered} for {} (records this large \
+                 fill a page of {asked} past the limit; lowered again if still too large)",
+                crate::sources::label(self.shape.tenant.as_deref(), self.shape.source)
+            );
+        }
+        true
     }
 
     /// The budget spent so far.
@@ -190,13 +216,16 @@ impl GraphClient {
     /// The first page of a frame: its `$filter`, `$top` and `$select`; later pages
     /// come from `@odata.nextLink`.
     pub fn first_url(&self, frame: &Frame) -> String {
+        self.first_url_with(frame, self.page_size())
+    }
+
+    fn first_url_with(&self, frame: &Frame, top: u32) -> String {
         let source = self.shape.source;
         let mut url = format!(
-            "{}{}?$filter={}&$top={}",
+            "{}{}?$filter={}&$top={top}",
             self.graph_url.as_str().trim_end_matches('/'),
             source.path,
             percent_encode(&source.filter(frame)),
-            self.shape.page_size
         );
         if let Some(select) = &self.shape.select {
             url.push_str("&$select=");
@@ -208,19 +237,39 @@ impl GraphClient {
     /// Fetches `frame` page by page, handing each page to `on_page` in Graph's order.
     /// Stops at the first page that fails, or when `on_page` breaks. A `deep` frame (a
     /// deeper read) leaves every window a slot for others' first and second reads.
+    /// A first page over the body limit is asked again with a smaller `$top` (down to
+    /// 1); a later one fails the frame (its unread part is owed) and the frames after
+    /// it, in this run or the next, start with the smaller `$top`.
     pub fn fetch_frame(
         &self,
         frame: &Frame,
         deep: bool,
         mut on_page: impl FnMut(Page) -> ControlFlow<()>,
     ) -> Result<(), GraphError> {
-        let mut url = self.first_url(frame);
-        let max_pages = (frame.seconds() * MAX_RECORDS_PER_SECOND)
-            .div_ceil(u64::from(self.shape.page_size.max(1)))
-            + 10;
+        let reserve = u32::from(deep);
+        let (mut url, first) = loop {
+            let top = self.page_size();
+            let url = self.first_url_with(frame, top);
+            match self.fetch_page_as(&url, reserve) {
+                Err(e @ GraphError::TooLarge { .. }) if self.lower_top(top, &e) => continue,
+                fetched => break (url, fetched?),
+            }
+        };
+        let max_pages =
+            (frame.seconds() * MAX_RECORDS_PER_SECOND).div_ceil(u64::from(self.page_size())) + 10;
         let mut guard = NextLinkGuard::new(&self.graph_url, &url, max_pages);
+        let mut fetched = Some(first);
         loop {
-            let page = self.fetch_page_as(&url, u32::from(deep))?;
+            let page = match fetched.take() {
+                Some(page) => page,
+                None => match self.fetch_page_as(&url, reserve) {
+                    Err(e @ GraphError::TooLarge { .. }) => {
+                        self.lower_top(self.page_size(), &e);
+                        return Err(e);
+                    }
+                    fetched => fetched?,
+                },
+            };
             let next = page.next_link().map(str::to_string);
             if on_page(page).is_break() {
                 return Ok(());
@@ -379,10 +428,16 @@ impl GraphClient {
         let response = self
             .transport
             .get(url, &headers, self.bodies.take(), timeout)
-            .map_err(|e| GraphError::Transport {
-                url: shown.clone(),
-                message: format!("{e} (client-request-id {request_id})"),
-                transient: matches!(e, TransportError::Network(_)),
+            .map_err(|e| match e {
+                TransportError::TooLarge(limit) => GraphError::TooLarge {
+                    url: shown.clone(),
+                    limit,
+                },
+                TransportError::Network(_) => GraphError::Transport {
+                    url: shown.clone(),
+                    message: format!("{e} (client-request-id {request_id})"),
+                    transient: true,
+                },
             })?;
         if response.status == 401 {
             self.tokens.invalidate(&bearer);

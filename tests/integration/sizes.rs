@@ -223,3 +223,38 @@ fn a_cron_run_of_20_kb_sign_ins_fits_the_cronjobs_memory_limit() {
         "the run reached the limit {hits} times (peak {peak})"
     );
 }
+
+#[test]
+fn a_page_larger_than_the_body_limit_is_read_again_with_a_smaller_top() {
+    // 360 policies: records of about 75 KB (Entra allows 195 policies, beta records
+    // are twice v1.0's size), 1,000 to a page: 75 MB, over any body limit msgx-once
+    // keeps. The frame is read with a smaller $top instead of failing every run.
+    let (sim, redis) = (
+        Sim::start(&["--rate", "35", "--ca-policies", "360"]),
+        RedisServer::start(),
+    );
+    let since = minutes_ago(6);
+    let mut args = redis_args(&sim, &redis, "big", &["--page_size", "1000"]);
+    args.extend(backfill_flags(since, since + Span::seconds(30)));
+    let run = msgx(&args, &[]);
+    let expected = sim.records(since, since + Span::seconds(29));
+    assert!(expected.len() > 1000, "{} records", expected.len());
+    assert!(
+        mean_bytes(&expected) > 70_000,
+        "{} bytes",
+        mean_bytes(&expected)
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lowered: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("[WARN]") && l.contains("$top lowered"))
+        .collect();
+    assert_eq!(lowered.len(), 1, "{}", run.stderr);
+    assert!(
+        lowered[0].contains("larger than page_memory_mb (24 MiB)"),
+        "{}",
+        lowered[0]
+    );
+    assert_same_records(redis.list("big"), expected);
+}
