@@ -83,14 +83,10 @@ const MAX_SKEW: time::Duration = time::Duration::minutes(1);
 /// clock that jumped forward cannot move the watermark past what Graph can have. A
 /// skew over a minute either way is logged.
 pub fn bound_by_server(now: OffsetDateTime, server_now: Option<SystemTime>) -> OffsetDateTime {
-    // `Date` has whole seconds: Microsoft's clock may be up to a second later.
-    let Some(server) = server_now
-        .map(OffsetDateTime::from)
-        .and_then(|t| t.checked_add(time::Duration::SECOND))
-    else {
+    let Some(date) = server_now.map(OffsetDateTime::from) else {
         return now;
     };
-    let skew = now - server;
+    let skew = now - date;
     if skew.abs() > MAX_SKEW {
         let (seconds, way) = match skew.is_positive() {
             true => (skew.whole_seconds(), "ahead of"),
@@ -100,10 +96,14 @@ pub fn bound_by_server(now: OffsetDateTime, server_now: Option<SystemTime>) -> O
             "the host clock ({}) is {seconds} s {way} Microsoft's (Date of the token endpoint, {}): \
              the window ends by the earlier of the two; fix the host's time sync",
             window::utc_second(now),
-            window::utc_second(server)
+            window::utc_second(date)
         );
     }
-    window::truncate(now.min(server))
+    // `Date` has whole seconds: Microsoft's clock may be up to a second later.
+    match date.checked_add(time::Duration::SECOND) {
+        Some(server) => window::truncate(now.min(server)),
+        None => now,
+    }
 }
 
 /// A stateful run's frames, oldest first, and where its reads leave the progress.

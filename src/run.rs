@@ -86,6 +86,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
     let signed_in = sign_in(config, &setup)?;
     let server_now = signed_in.tokens.values().find_map(|t| t.server_now());
     let now = plan::bound_by_server(local_now, server_now);
+    let microsoft = server_now.map(OffsetDateTime::from);
     let planned = if now == local_now {
         planned
     } else {
@@ -103,7 +104,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
     } = prepare_all(
         config,
         &signed_in,
-        now,
+        (now, microsoft),
         &planned,
         connections.as_ref(),
         &setup,
@@ -324,7 +325,7 @@ struct Prepared<'a> {
 fn prepare_all<'a>(
     config: &'a Config,
     signed_in: &SignedIn,
-    now: OffsetDateTime,
+    clocks: (OffsetDateTime, Option<OffsetDateTime>),
     planned: &Window,
     connections: Option<&RedisPool>,
     setup: &Setup,
@@ -338,7 +339,7 @@ fn prepare_all<'a>(
         if !signed_in.tokens.contains_key(&source.tenant.as_deref()) {
             continue;
         }
-        match prepare(config, source, now, planned, connections, setup) {
+        match prepare(config, source, clocks, planned, connections, setup) {
             Ok(export) => prepared.exports.push(export),
             Err(Error::Locked(message)) if source.tenant.is_some() => {
                 log::warn!("{}: {message}: left to that run", source.label());
@@ -356,17 +357,19 @@ fn prepare_all<'a>(
 
 /// Takes one source's state and lock, plans its window and opens its sink; a Redis
 /// that refuses ends the run before any frame.
+/// `clocks`: the run's now (the host's, bounded by Microsoft's) and Microsoft's
+/// (`Date`), when known.
 fn prepare<'a>(
     config: &Config,
     source: &'a SourceConfig,
-    now: OffsetDateTime,
+    (now, microsoft): (OffsetDateTime, Option<OffsetDateTime>),
     planned: &Window,
     connections: Option<&RedisPool>,
     setup: &Setup,
 ) -> Result<Export<'a>, Error> {
     let mut resumed = state::open(config, source, &setup.redis_retry)?;
     if let Some(resumed) = &resumed {
-        refuse_progress_ahead(resumed, now)?;
+        refuse_progress_ahead(resumed, now, microsoft)?;
     }
     let plan = resumed.as_ref().map(|r| match &r.progress {
         Some(progress) => Plan::resume(config, source, now, progress),
@@ -396,23 +399,46 @@ fn prepare<'a>(
     })
 }
 
-/// Stored progress past Microsoft's clock cannot come from a run (each run's "now" is
-/// bounded by it): the state is damaged, or was written before that bound existed by
-/// a host whose clock ran ahead. Taken at its word, every run would skip the seconds up
-/// to it and exit 0; instead the run stops with what to repair.
-fn refuse_progress_ahead(resumed: &Resumed, now: OffsetDateTime) -> Result<(), Error> {
+/// Stored progress past Microsoft's clock (`microsoft`, its `Date`; None: not
+/// known) cannot come from a run (each run's "now" is bounded by it): the state is
+/// damaged, or was written before that bound existed by a host whose clock ran ahead.
+/// Taken at its word, every run would skip the seconds up to it and exit 0; instead
+/// the run stops with what to repair. Progress past the host's clock (`now`) but not
+/// Microsoft's is the host's clock stepping back (an NTP step, a VM resumed): said,
+/// and nothing is read that is not due by the host's clock.
+fn refuse_progress_ahead(
+    resumed: &Resumed,
+    now: OffsetDateTime,
+    microsoft: Option<OffsetDateTime>,
+) -> Result<(), Error> {
     let Some(progress) = &resumed.progress else {
         return Ok(());
     };
     let (field, latest) = progress.latest();
     // Microsoft's `Date` has whole seconds: its clock may be up to a second later.
-    if latest <= now + time::Duration::SECOND {
+    let slack = time::Duration::SECOND;
+    if latest <= now + slack {
         return Ok(());
     }
+    if let Some(microsoft) = microsoft.filter(|m| latest <= *m + slack) {
+        log::warn!(
+            "{}: {field} {} is ahead of the host clock ({}, {} s behind Microsoft's, {}): \
+             the host's clock stepped back since the last run; nothing is read until it is \
+             due by the host's clock — fix the host's time sync",
+            resumed.store.location(),
+            window::utc_second(latest),
+            window::utc_second(now),
+            (microsoft - now).whole_seconds(),
+            window::utc_second(microsoft)
+        );
+        return Ok(());
+    }
+    let microsoft = microsoft.map_or("not known".to_string(), window::utc_second);
     Err(Error::DamagedState(format!(
-        "{}: {field} {} is ahead of Microsoft's clock ({}): the state is damaged (or was \
-         written by a host whose clock ran ahead), and no run would export the seconds up to \
-         it; repair it — {} — or delete it and backfill from the last export's end",
+        "{}: {field} {} is ahead of Microsoft's clock ({microsoft}; the host's: {}): the \
+         state is damaged (or was written by a host whose clock ran ahead), and no run would \
+         export the seconds up to it; repair it — {} — or delete it and backfill from the \
+         last export's end",
         resumed.store.location(),
         window::utc_second(latest),
         window::utc_second(now),

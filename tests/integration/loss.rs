@@ -673,3 +673,36 @@ fn a_next_link_to_the_same_page_is_never_followed() {
     assert_eq!(unique.len(), 20, "each once");
     assert_eq!(sim.stats()["graph_200"], 2);
 }
+
+#[test]
+fn a_host_clock_stepped_back_is_said_and_exports_nothing_twice() {
+    // Runs at T, then with the host an hour behind (an NTP step, a VM resumed) while
+    // Microsoft's clock went on: not damaged state, nothing re-delivered, exit 0.
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let t0 = minutes_ago(30);
+    assert_eq!(tick(&sim, &redis, "back", t0, &[]).code, 0);
+    let delivered = redis.len("back");
+    let t1 = t0 + Span::minutes(1);
+    sim.set_clock(t1);
+    let behind = t1 - Span::hours(1);
+    let args = redis_args(&sim, &redis, "back", &[]);
+    let run = msgx(&args, &[("MSGX_NOW", &rfc3339(behind))]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("damaged"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "[WARN] the host clock ({}) is 3600 s behind Microsoft's",
+            rfc3339(behind)
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(redis.len("back"), delivered, "{}", run.stderr);
+    // The clock fixed, the next tick goes on where the first left off.
+    let t2 = t1 + Span::minutes(1);
+    assert_eq!(tick(&sim, &redis, "back", t2, &[]).code, 0);
+    assert_same_records(
+        redis.list("back"),
+        sim.records(origin(t0), lagged_end(t2) - Span::seconds(1)),
+    );
+}
