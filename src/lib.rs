@@ -16,7 +16,7 @@
 //! Dependencies point downward; no two modules import each other.
 //!
 //! - At the bottom, knowing nothing of the rest: [`exit`] codes, `ids`,
-//!   `secret`, `buffers`, `page_memory` (the byte budget of pages in flight), `keys`
+//!   `secret`, `files` (regular files only, capped), `buffers`, `page_memory` (the byte budget of pages in flight), `keys`
 //!   (Redis key names and hash tags), `window`,
 //!   `logging`, the HTTP `transport`; then `shutdown` (signals) and `sources`
 //!   (the audit streams as data).
@@ -40,6 +40,7 @@ mod check;
 mod config;
 mod error;
 pub mod exit;
+mod files;
 mod graph;
 mod ids;
 mod keys;

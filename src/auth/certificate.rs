@@ -52,14 +52,23 @@ impl ClientCertificate {
             Some(path) => ("client_certificate_key", path),
             None => ("client_certificate", certificate),
         };
-        for (option, path) in [("client_certificate", certificate), (key_option, key_path)] {
-            if let Some(problem) = unreadable(path) {
-                return Err(bad(option, problem, "a readable PEM file"));
-            }
-        }
-        let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(certificate)
-            .map(|certs| certs.filter_map(Result::ok).collect())
-            .unwrap_or_default();
+        let read = |option: &str, path: &Path| {
+            crate::files::read(path, crate::files::PEM_CAP).map_err(|e| {
+                let problem = match e {
+                    crate::files::FileError::NotFound => format!("{} not found", path.display()),
+                    e => format!("cannot read {}: {e}", path.display()),
+                };
+                bad(option, problem, "a readable PEM file (a regular file)")
+            })
+        };
+        let certificate_pem = read("client_certificate", certificate)?;
+        let key_pem = match key {
+            Some(_) => read(key_option, key_path)?,
+            None => certificate_pem.clone(),
+        };
+        let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&certificate_pem)
+            .filter_map(Result::ok)
+            .collect();
         if certs.is_empty() {
             return Err(bad(
                 "client_certificate",
@@ -67,7 +76,7 @@ impl ClientCertificate {
                 "a PEM file with a -----BEGIN CERTIFICATE----- block",
             ));
         }
-        let private = PrivateKeyDer::from_pem_file(key_path).map_err(|_| {
+        let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
             bad(
                 key_option,
                 format!("no private key in {}", key_path.display()),
@@ -159,20 +168,6 @@ impl ClientCertificate {
                 message: "signing the client assertion failed".into(),
             })?;
         Ok(Secret::new(format!("{input}.{}", base64url(&signed))))
-    }
-}
-
-/// Why `path` cannot be read, said plainly (not found, a directory, no permission).
-fn unreadable(path: &Path) -> Option<String> {
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => Some(format!("{} is a directory", path.display())),
-        Ok(_) => std::fs::File::open(path)
-            .err()
-            .map(|e| format!("cannot read {}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Some(format!("{} not found", path.display()))
-        }
-        Err(e) => Some(format!("cannot read {}: {e}", path.display())),
     }
 }
 

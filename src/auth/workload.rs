@@ -21,14 +21,17 @@ impl Grant for WorkloadIdentity {
     }
 
     fn request(&self) -> Result<TokenRequest, AuthError> {
-        let token = std::fs::read_to_string(&self.token_file)
-            .map(|t| t.trim().to_string())
-            .ok()
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| AuthError::Unavailable {
-                url: self.token_file.display().to_string(),
-                message: "the federated token file cannot be read or is empty".into(),
-            })?;
+        let unavailable = |message: String| AuthError::Unavailable {
+            url: self.token_file.display().to_string(),
+            message,
+        };
+        let token = crate::files::read_text(&self.token_file, crate::files::SECRET_CAP)
+            .map_err(|e| unavailable(format!("federated_token_file cannot be read: {e}")))?
+            .trim()
+            .to_string();
+        if token.is_empty() {
+            return Err(unavailable("federated_token_file is empty".into()));
+        }
         Ok(TokenRequest::client_credentials(
             &self.url,
             &self.client_id,

@@ -10,6 +10,7 @@ use super::kinds::{AuthKind, KINDS, auth_kind};
 use super::parse::AssertionAlg;
 use super::values;
 use super::{Options, Values};
+use crate::files;
 use crate::secret::Secret;
 
 /// How the application gets its tokens, with what it needs.
@@ -130,7 +131,7 @@ pub(super) fn managed_endpoint(
 /// A secret kept in a file (a Kubernetes secret mount): its content without the
 /// trailing line break.
 pub(super) fn read_secret_file(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path)
+    let text = files::read_text(path, files::SECRET_CAP)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let value = text.trim_end_matches(['\n', '\r']);
     if value.is_empty() {
@@ -215,6 +216,44 @@ impl Values {
 
     /// The credential of `kind` from the typed options; every missing or conflicting
     /// option joins `errors`.
+    /// The files a run reads later (at sign-in, at each token, at connect) are regular
+    /// files within their cap: a FIFO or a device named by mistake is refused now,
+    /// naming its option, instead of hanging the run or filling its memory. A file
+    /// not there yet is left to the read that needs it (a Secret mounted late).
+    pub(super) fn check_files(&self, options: &Options, errors: &mut Vec<ConfigError>) {
+        let table: [(&str, &Option<PathBuf>, u64); 4] = [
+            (
+                "client_certificate",
+                &options.client_certificate,
+                files::PEM_CAP,
+            ),
+            (
+                "client_certificate_key",
+                &options.client_certificate_key,
+                files::PEM_CAP,
+            ),
+            (
+                "federated_token_file",
+                &options.federated_token_file,
+                files::SECRET_CAP,
+            ),
+            ("redis_ca_file", &options.redis_ca_file, files::PEM_CAP),
+        ];
+        for (option, path, cap) in table {
+            let Some(path) = path else { continue };
+            if let Err(e @ (files::FileError::NotRegular(_) | files::FileError::TooLarge(_))) =
+                files::read(path, cap)
+            {
+                errors.push(ConfigError::new(
+                    option,
+                    self.source(option),
+                    format!("{} {e}", path.display()),
+                    "a regular file (a symlink to one is fine)",
+                ))
+            }
+        }
+    }
+
     pub(super) fn credential(
         &self,
         options: &Options,

@@ -18,12 +18,12 @@ pub type FileValues = (Vec<(&'static str, String)>, Vec<ConfigError>);
 /// that cannot be read or is no YAML mapping is an error by itself.
 pub fn read(path: &Path) -> Result<FileValues, ConfigError> {
     let source = Origin::File(path.to_path_buf());
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::files::read_text(path, crate::files::CONFIG_CAP).map_err(|e| {
         ConfigError::new(
             "app_config",
             source.clone(),
             format!("cannot read: {e}"),
-            "a readable YAML file",
+            "a readable YAML file (a regular file, a symlink to one is fine)",
         )
     })?;
     let document: Value = serde_yaml::from_str(&text).map_err(|e| {

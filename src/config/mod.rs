@@ -472,6 +472,7 @@ impl Values {
             }));
         };
         let mut warnings = Vec::new();
+        self.check_files(&options, &mut errors);
         let credential = self.credential(&options, env, &mut errors, &mut warnings);
         let redis = self.redis_target(&options, &mut errors, &mut warnings);
         let (login_default, graph_default) = options.cloud.hosts();

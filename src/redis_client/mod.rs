@@ -130,7 +130,7 @@ pub fn open_client(config: &Config) -> Result<RedisClient, Error> {
     }
     let client = match &config.options.redis_ca_file {
         Some(path) => {
-            let root_cert = std::fs::read(path)
+            let root_cert = crate::files::read(path, crate::files::PEM_CAP)
                 .map_err(|e| Error::Setup(format!("redis_ca_file {}: {e}", path.display())))?;
             let certificates = redis::TlsCertificates {
                 client_tls: None,

@@ -56,9 +56,9 @@ impl FileState {
     }
 
     fn read(&self) -> Result<Option<FileProgress>, Error> {
-        let text = match std::fs::read_to_string(&self.path) {
+        let text = match crate::files::read_text(&self.path, crate::files::STATE_CAP) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(crate::files::FileError::NotFound) => return Ok(None),
             Err(e) => return Err(self.failed("cannot read", e)),
         };
         serde_json::from_str(&text)

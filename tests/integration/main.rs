@@ -8,6 +8,7 @@ mod deployment;
 mod edges;
 mod export;
 mod faults;
+mod hostile;
 mod late;
 mod loss;
 mod operations;
