@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, PushTarget};
 use crate::exit;
+use crate::files;
 use crate::pipeline::{LATE_BUCKETS, LateAges};
 use crate::report::RunReport;
 use crate::transport::{HttpTransport, TransportOptions, UreqTransport};
@@ -151,8 +152,9 @@ impl Family {
     }
 
     /// Adds what the previous file had of this family: counters summed, other series
-    /// as [`Carried`] says.
-    fn carry(&mut self, previous: &BTreeMap<String, f64>) {
+    /// as [`Carried`] says. A counter below zero cannot be one a run wrote: it is not
+    /// carried, and its key joins `dropped`.
+    fn carry(&mut self, previous: &BTreeMap<String, f64>, dropped: &mut Vec<String>) {
         if self.carried == Carried::Never {
             return;
         }
@@ -166,14 +168,24 @@ impl Family {
                             .any(|suffix| rest.strip_prefix(suffix).is_some_and(series)))
             })
         };
+        let summed = self.carried == Carried::Summed;
+        let mut usable = |key: &String, value: f64| {
+            let ok = !summed || value >= 0.0;
+            if !ok {
+                dropped.push(key.clone());
+            }
+            ok
+        };
         for (key, value) in &mut self.samples {
-            if self.carried == Carried::Summed {
-                *value += previous.get(key).copied().unwrap_or(0.0);
+            if let Some(before) = previous.get(key).copied().filter(|_| summed)
+                && usable(key, before)
+            {
+                *value += before;
             }
         }
         let written: Vec<String> = self.samples.iter().map(|(k, _)| k.clone()).collect();
         for (key, value) in previous.iter().filter(|(k, _)| ours(k)) {
-            if written.contains(key) {
+            if written.contains(key) || (summed && !usable(key, *value)) {
                 continue;
             }
             let value = match self.carried {
@@ -191,6 +203,7 @@ fn families(
     figures: &RunFigures,
     previous: &BTreeMap<String, f64>,
     sources: &[&SourceFigures],
+    dropped: &mut Vec<String>,
 ) -> Vec<Family> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -351,20 +364,38 @@ fn families(
         throttled,
     ];
     for family in &mut all {
-        family.carry(previous);
+        family.carry(previous, dropped);
     }
     all
 }
 
-/// `name{label="value",…}`, as written in the file.
+/// `name{label="value",…}`, as written in the file: the labels in [`LABEL_ORDER`].
 fn sample_key(name: &str, labels: &[(&'static str, String)]) -> String {
+    let labels: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), escape_label(v)))
+        .collect();
+    key_of(name, labels)
+}
+
+/// The order labels are written in, whatever order they were given or read in, so
+/// that a series is one key: the lane's labels, then the series' own; others after,
+/// by name.
+const LABEL_ORDER: [&str; 6] = ["tenant", "source", "queue_key", "code", "depth", "le"];
+
+/// `name{…}` of labels whose values are escaped already, in [`LABEL_ORDER`].
+fn key_of(name: &str, mut labels: Vec<(String, String)>) -> String {
     if labels.is_empty() {
         return name.to_string();
     }
-    let labels: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
-        .collect();
+    let rank = |k: &str| {
+        LABEL_ORDER
+            .iter()
+            .position(|l| *l == k)
+            .unwrap_or(LABEL_ORDER.len())
+    };
+    labels.sort_by(|a, b| (rank(&a.0), &a.0).cmp(&(rank(&b.0), &b.0)));
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
     format!("{name}{{{}}}", labels.join(","))
 }
 
@@ -388,42 +419,194 @@ fn render(families: &[Family]) -> String {
     text
 }
 
-/// The samples of a file written before, by their text without the value.
-fn read_previous(path: &Path) -> BTreeMap<String, f64> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            Some((key.to_string(), value.parse().ok()?))
-        })
-        .collect()
+/// The most a previous metrics file may hold: a fleet's is a few MB.
+const PREVIOUS_CAP: u64 = 64 << 20;
+
+/// The lanes the configuration names, as their labels say them: (tenant, source,
+/// queue key). Only their series are carried on.
+pub type LaneLabels = (Option<String>, &'static str, String);
+
+/// The samples of a file written before, by their key ([`key_of`]: the labels in one
+/// order, so a series is found however the file orders them; a sample's timestamp is
+/// dropped); only the series of `lanes` and the run-wide ones. A file that is not one
+/// msgx-once wrote (a line that is not a `msgx_` sample, HELP or TYPE, a value that is
+/// not a finite number) is not carried at all: why, in the error.
+fn read_previous(path: &Path, lanes: &[LaneLabels]) -> Result<BTreeMap<String, f64>, String> {
+    let text = match files::read_text(path, PREVIOUS_CAP) {
+        Ok(text) => text,
+        Err(files::FileError::NotFound) => return Ok(BTreeMap::new()),
+        Err(e) => return Err(format!("the previous file {e}")),
+    };
+    let mut previous = BTreeMap::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.is_empty() || line.starts_with("# HELP msgx_") || line.starts_with("# TYPE msgx_") {
+            continue;
+        }
+        let Some((name, labels, value)) = parse_sample(line) else {
+            return Err(format!(
+                "line {} of the previous file is not a sample msgx-once writes",
+                number + 1
+            ));
+        };
+        let label = |name: &str| labels.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        let kept = match label("source") {
+            None => true,
+            Some(source) => lanes.iter().any(|(tenant, s, queue_key)| {
+                *s == source.as_str()
+                    && label("queue_key").map(|q| unescape(q)).as_deref() == Some(queue_key)
+                    && label("tenant").map(|t| unescape(t)) == *tenant
+            }),
+        };
+        if kept {
+            previous.entry(key_of(name, labels)).or_insert(value);
+        }
+    }
+    Ok(previous)
+}
+
+/// Label names and values (escaped as in the file).
+type Labels = Vec<(String, String)>;
+
+/// `name{label="value",…} value [timestamp]` → (name, labels with their values as
+/// escaped in the file, value); None unless the name is msgx's and the value a finite
+/// number.
+fn parse_sample(line: &str) -> Option<(&str, Labels, f64)> {
+    let name_end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(line.len());
+    let (name, mut rest) = line.split_at(name_end);
+    if !name.starts_with("msgx_") {
+        return None;
+    }
+    let mut labels = Vec::new();
+    if let Some(inner) = rest.strip_prefix('{') {
+        rest = inner;
+        loop {
+            rest = rest.trim_start_matches([' ', ',']);
+            if let Some(after) = rest.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let (label, after) = rest.split_once("=\"")?;
+            if label.is_empty() || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return None;
+            }
+            // The value runs to the first `"` not escaped.
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in after.char_indices() {
+                match (escaped, c) {
+                    (false, '\\') => escaped = true,
+                    (false, '"') => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            let end = end?;
+            labels.push((label.to_string(), after[..end].to_string()));
+            rest = &after[end + 1..];
+        }
+    }
+    let mut fields = rest.split_ascii_whitespace();
+    let value: f64 = fields
+        .next()?
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite())?;
+    // A timestamp (milliseconds) may follow; nothing else.
+    match (fields.next(), fields.next()) {
+        (None, _) => {}
+        (Some(stamp), None) if stamp.parse::<i64>().is_ok() => {}
+        _ => return None,
+    }
+    Some((name, labels, value))
+}
+
+/// A label value as read from the file, its escapes undone.
+fn unescape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(other) => out.push(other),
+                None => {}
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    out
 }
 
 /// Writes the metrics file: to a temporary file beside it, then renamed over it, so
-/// the collector never reads half a file.
-pub fn write_file(path: &Path, figures: &RunFigures) -> std::io::Result<()> {
-    let previous = read_previous(path);
+/// the collector never reads half a file. Only a regular file is replaced (or one
+/// made): a FIFO, a device or a symlink where it should be is left as it is. The
+/// previous file's series are carried for `lanes`; what could not be carried is in
+/// the returned notes.
+pub fn write_file(
+    path: &Path,
+    figures: &RunFigures,
+    lanes: &[LaneLabels],
+) -> Result<Vec<String>, String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err("is a symlink, not a regular file: metrics not written".into());
+        }
+        Ok(meta) => {
+            if let Some(kind) = files::kind_of(meta.file_type()) {
+                return Err(format!(
+                    "is {kind}, not a regular file: metrics not written"
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let mut notes = Vec::new();
+    let previous = read_previous(path, lanes).unwrap_or_else(|why| {
+        notes.push(format!("{why}: replaced, nothing of it carried on"));
+        BTreeMap::new()
+    });
     let sources: Vec<&SourceFigures> = figures.sources.iter().collect();
-    let text = render(&families(figures, &previous, &sources));
+    let mut dropped = Vec::new();
+    let text = render(&families(figures, &previous, &sources, &mut dropped));
+    if !dropped.is_empty() {
+        notes.push(format!(
+            "{} counters of the previous file were below zero (not what msgx-once writes): \
+             counted from this run on",
+            dropped.len()
+        ));
+    }
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "metrics".into());
     let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&temporary, text)?;
-    std::fs::rename(&temporary, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&temporary);
-    })
+    std::fs::write(&temporary, text).map_err(|e| e.to_string())?;
+    std::fs::rename(&temporary, path)
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&temporary);
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(notes)
 }
 
 /// Writes and pushes the metrics `config` asks for; a failure is a WARN (the export
 /// itself is done; its exit code stays what it was).
 pub fn publish(config: &Config, figures: &RunFigures) {
-    if let Some(path) = &config.options.metrics_file
-        && let Err(e) = write_file(path, figures)
-    {
-        log::warn!("metrics_file {}: {e}", path.display());
+    if let Some(path) = &config.options.metrics_file {
+        let lanes: Vec<LaneLabels> = config
+            .sources
+            .iter()
+            .map(|s| (s.tenant.clone(), s.name(), s.queue_key.clone()))
+            .collect();
+        let notes = write_file(path, figures, &lanes).unwrap_or_else(|e| vec![e]);
+        for note in notes {
+            log::warn!("metrics_file {}: {note}", path.display());
+        }
     }
     if let Some(target) = &config.options.metrics_push_url {
         let transport = UreqTransport::new(&TransportOptions {
@@ -471,7 +654,12 @@ pub fn push(
         groups.push((format!("{base}/metrics/job/msgx_once"), Vec::new()));
     }
     for (url, sources) in groups {
-        let text = render(&families(figures, &BTreeMap::new(), &sources));
+        let text = render(&families(
+            figures,
+            &BTreeMap::new(),
+            &sources,
+            &mut Vec::new(),
+        ));
         let response = transport
             .post_body(&url, &headers, text.as_bytes())
             .map_err(|e| format!("POST {url}: {e}"))?;
@@ -526,10 +714,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("msgx-metrics-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("msgx.prom");
-        write_file(&path, &figures(0)).unwrap();
-        let first = read_previous(&path);
-        write_file(&path, &figures(1)).unwrap();
-        let second = read_previous(&path);
+        let lanes = [(None, "signins", "q\"k".to_string())];
+        write_file(&path, &figures(0), &lanes).unwrap();
+        let first = read_previous(&path, &lanes).unwrap();
+        write_file(&path, &figures(1), &lanes).unwrap();
+        let second = read_previous(&path, &lanes).unwrap();
         let requests =
             "msgx_graph_requests_total{source=\"signins\",queue_key=\"q\\\"k\",code=\"200\"}";
         assert_eq!(first[requests], 2.0);
@@ -557,5 +746,27 @@ mod tests {
             60.0
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn samples_are_read_whatever_their_label_order_and_timestamps() {
+        let line = "msgx_records_read{queue_key=\"a\\\"b\",source=\"signins\"} 7 1765000000000";
+        let (name, labels, value) = parse_sample(line).unwrap();
+        assert_eq!(value, 7.0);
+        assert_eq!(
+            key_of(name, labels),
+            "msgx_records_read{source=\"signins\",queue_key=\"a\\\"b\"}"
+        );
+        for junk in [
+            "msgx_records_read NaN",
+            "msgx_records_read +Inf",
+            "other_metric 1",
+            "msgx_records_read{source=\"x} 1",
+            "msgx_records_read 1 2 3",
+            "msgx_records_read{é=\"x\"} 1",
+        ] {
+            assert!(parse_sample(junk).is_none(), "{junk}");
+        }
+        assert_eq!(unescape("a\\\"b\\nc\\\\"), "a\"b\nc\\");
     }
 }

@@ -119,3 +119,175 @@ fn a_fifo_or_a_device_named_as_a_file_is_exit_2_naming_the_option() {
         );
     }
 }
+
+/// Each sample line of a metrics file as (name, sorted labels): what identifies a
+/// series, whatever the label order.
+fn series(text: &str) -> Vec<(String, Vec<String>)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let key = l.rsplit_once(' ').map_or(l, |(k, _)| k);
+            let (name, labels) = key.split_once('{').unwrap_or((key, ""));
+            let mut labels: Vec<String> = labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+            labels.sort();
+            (name.to_string(), labels)
+        })
+        .collect()
+}
+
+/// A stateless run into the log with `metrics_file` at `path`.
+fn run_with_metrics(sim: &Sim, path: &str) -> Output {
+    let args = sim.log_args(&["--metrics_file", path]);
+    msgx_within(&args, &[], Duration::from_secs(60))
+}
+
+#[test]
+fn a_metrics_file_that_is_no_regular_file_is_left_alone_with_a_warn() {
+    let sim = Sim::start(&["--rate", "2"]);
+    let dir = TempDir::new();
+    let fifo = fifo(&dir);
+    let real = dir.join("real.prom");
+    std::fs::write(&real, "").unwrap();
+    let link = dir.join("link.prom");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let to_zero = dir.join("zero.prom");
+    std::os::unix::fs::symlink("/dev/zero", &to_zero).unwrap();
+    for path in [
+        fifo.clone(),
+        link.to_string_lossy().into(),
+        to_zero.to_string_lossy().into(),
+    ] {
+        let run = run_with_metrics(&sim, &path);
+        assert_eq!(run.code, 0, "{path}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .contains(&format!("[WARN] metrics_file {path}: "))
+                && run
+                    .stderr
+                    .contains("not a regular file: metrics not written"),
+            "{path}: {}",
+            run.stderr
+        );
+    }
+    // Each is what it was.
+    let kind = |p: &str| std::fs::symlink_metadata(p).unwrap().file_type();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(kind(&fifo).is_fifo());
+    assert!(kind(&link.to_string_lossy()).is_symlink());
+    assert!(kind(&to_zero.to_string_lossy()).is_symlink());
+    assert_eq!(std::fs::read_to_string(&real).unwrap(), "");
+}
+
+#[test]
+fn a_previous_metrics_file_in_another_label_order_or_with_timestamps_holds_each_series_once() {
+    let sim = Sim::start(&["--rate", "2"]);
+    let dir = TempDir::new();
+    let path = dir.join("msgx.prom").to_string_lossy().into_owned();
+    assert_eq!(run_with_metrics(&sim, &path).code, 0);
+    // Valid exposition format a collector or a person may leave: labels reordered,
+    // a sample with a timestamp.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let rewritten: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("msgx_graph_requests_total{") {
+                let (key, value) = l.rsplit_once(' ').unwrap();
+                let (name, labels) = key.split_once('{').unwrap();
+                let mut labels: Vec<&str> = labels.trim_end_matches('}').split(',').collect();
+                labels.reverse();
+                format!("{name}{{{}}} {value}\n", labels.join(","))
+            } else if l.starts_with("msgx_records_delivered{") {
+                format!("{l} 1765000000000\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert_ne!(rewritten, text);
+    std::fs::write(&path, rewritten).unwrap();
+    let run = run_with_metrics(&sim, &path);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let after = std::fs::read_to_string(&path).unwrap();
+    let all = series(&after);
+    let mut unique = all.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(all.len(), unique.len(), "a series twice:\n{after}");
+    // Counted on, not started over.
+    let read = after
+        .lines()
+        .find(|l| l.starts_with("msgx_graph_requests_total"))
+        .and_then(|l| l.rsplit_once(' '))
+        .map(|(_, v)| v.parse::<f64>().unwrap())
+        .unwrap();
+    let first = text
+        .lines()
+        .find(|l| l.starts_with("msgx_graph_requests_total"))
+        .and_then(|l| l.rsplit_once(' '))
+        .map(|(_, v)| v.parse::<f64>().unwrap())
+        .unwrap();
+    assert!(read > first, "{first} then {read}");
+}
+
+#[test]
+fn a_previous_metrics_file_msgx_did_not_write_is_replaced_with_a_warn() {
+    let sim = Sim::start(&["--rate", "2"]);
+    let dir = TempDir::new();
+    let path = dir.join("msgx.prom").to_string_lossy().into_owned();
+    let junk = "x".repeat(100) + "\n";
+    let cases = [
+        junk.repeat(200_000),
+        "msgx_records_read{source=\"signins\",queue_key=\"ms_graph_exporter\"} NaN\n".into(),
+        "msgx_graph_requests_total{source=\"signins\",queue_key=\"ms_graph_exporter\",code=\"200\"} -5\n"
+            .into(),
+    ];
+    for previous in cases {
+        std::fs::write(&path, &previous).unwrap();
+        let run = run_with_metrics(&sim, &path);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains(&format!("[WARN] metrics_file {path}: ")),
+            "{}",
+            run.stderr
+        );
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert!(after.len() < 20_000, "{} bytes carried", after.len());
+        assert!(!after.contains("NaN") && !after.contains(" -5"), "{after}");
+        assert!(
+            after
+                .lines()
+                .all(|l| l.is_empty() || l.starts_with("# ") || l.starts_with("msgx_"))
+        );
+    }
+}
+
+#[test]
+fn a_tenant_no_longer_exported_leaves_the_metrics_file() {
+    let tenants = [SIM_TENANT.to_string(), "b.example".to_string()];
+    let (sim, redis) = (Sim::start_fleet(&tenants[1..], &[]), RedisServer::start());
+    let dir = TempDir::new();
+    let path = dir.join("msgx.prom").to_string_lossy().into_owned();
+    let now = minutes_ago(10);
+    for (tick, list) in [(0, tenants.join(",")), (1, SIM_TENANT.to_string())] {
+        let at = now + time::Duration::minutes(tick);
+        let flags = ["--tenants", list.as_str(), "--metrics_file", path.as_str()];
+        let run = tick_at(&sim, &redis, at, &flags);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let after = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        after.contains(&format!("tenant=\"{SIM_TENANT}\"")),
+        "{after}"
+    );
+    assert!(!after.contains("b.example"), "{after}");
+}
+
+fn tick_at(sim: &Sim, redis: &RedisServer, now: time::OffsetDateTime, extra: &[&str]) -> Output {
+    tick(sim, redis, "q", now, extra)
+}
