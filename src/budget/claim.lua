@@ -3,15 +3,16 @@
 -- limits (hash: "N/PER_MS" -> until when that declaration counts, ms).
 -- ARGV: claim id, this process's N, its PER (ms), its http_timeout (ms), the longest
 -- pause taken as real (ms), the places of every window to leave free (a deeper read
--- takes no one's last place).
+-- takes no one's last place), the largest N and PER (ms) a rate_limit can declare.
 -- Returns {wait ms (0: granted), why ('granted' | 'full' | 'paused'), the pause's
--- setter, the tightest N, its PER, junk removed}.
+-- setter, the tightest N, its PER, junk removed, of which limit declarations}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, n, per = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local timeout, longest_pause = tonumber(ARGV[4]), tonumber(ARGV[5])
 local reserve = tonumber(ARGV[6] or '0')
-local junk = 0
+local max_n, max_per = tonumber(ARGV[7]), tonumber(ARGV[8])
+local junk, junk_limits = 0, 0
 
 -- Keys of another type are junk: removed, not a reason to stop.
 for i, kind in ipairs({'zset', 'string', 'hash'}) do
@@ -42,6 +43,10 @@ for i = 1, #fields, 2 do
   if not ln or not lper or not until_ms or ln < 1 or lper < 1
       or until_ms < now or until_ms > now + 10 * declared_for then
     redis.call('HDEL', KEYS[3], fields[i])
+  elseif ln > max_n or lper > max_per then
+    -- No rate_limit declares it: junk, not a limit to obey.
+    redis.call('HDEL', KEYS[3], fields[i])
+    junk, junk_limits = junk + 1, junk_limits + 1
   else
     limits[#limits + 1] = {ln, lper}
     if lper > longest then longest = lper end
@@ -65,7 +70,7 @@ redis.call('PEXPIRE', KEYS[1], longest + timeout)
 
 if paused > 0 then
   local by = redis.call('GET', KEYS[2])
-  return {paused, 'paused', by, tight_n, tight_per, junk}
+  return {paused, 'paused', by, tight_n, tight_per, junk, junk_limits}
 end
 
 -- Every declared limit holds, each over its own window.
@@ -81,8 +86,8 @@ for _, limit in ipairs(limits) do
   end
 end
 if wait > 0 then
-  return {wait, 'full', '', tight_n, tight_per, junk}
+  return {wait, 'full', '', tight_n, tight_per, junk, junk_limits}
 end
 redis.call('ZADD', KEYS[1], now + timeout, id)
 redis.call('PEXPIRE', KEYS[1], longest + timeout)
-return {0, 'granted', '', tight_n, tight_per, junk}
+return {0, 'granted', '', tight_n, tight_per, junk, junk_limits}

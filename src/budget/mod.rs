@@ -132,7 +132,12 @@ pub struct RedisBudget {
 }
 
 /// The claim script's answer.
-type ClaimReply = (u64, String, Option<String>, u32, u64, u64);
+type ClaimReply = (u64, String, Option<String>, u32, u64, u64, u64);
+
+/// The loosest limit `rate_limit` accepts (N/SECONDS, each at most 100,000): a
+/// declaration beyond it was not made by msgx-once.
+const MAX_DECLARED_REQUESTS: u64 = 100_000;
+const MAX_DECLARED_PER_MS: u64 = 100_000 * 1000;
 
 impl RedisBudget {
     pub fn new(
@@ -189,8 +194,8 @@ impl RedisBudget {
     }
 
     /// Says once what the claim script found: a tighter limit declared by a sharer,
-    /// junk removed.
-    fn warn_once(&self, tight: RateLimit, junk: u64) {
+    /// junk removed (`junk_limits` of it limit declarations).
+    fn warn_once(&self, tight: RateLimit, junk: u64, junk_limits: u64) {
         let shown = |l: RateLimit| format!("{}/{}", l.requests, l.per.as_secs_f64());
         if tight != self.limit && !self.warned_tighter.swap(true, Ordering::Relaxed) {
             log::warn!(
@@ -203,10 +208,18 @@ impl RedisBudget {
             );
         }
         if junk > 0 && !self.warned_junk.swap(true, Ordering::Relaxed) {
+            let limits = match junk_limits {
+                0 => String::new(),
+                n => format!(
+                    "; {n} of them in {}: limits no rate_limit can declare",
+                    self.limits_key
+                ),
+            };
             log::warn!(
                 "the shared request budget {} held {junk} entries no msgx-once run can have \
                  written (claims beyond any request's timeout, a pause without expiry or \
-                 longer than a day, a key of the wrong type): removed",
+                 longer than a day, a key of the wrong type, a limit beyond any rate_limit)\
+                 {limits}: removed",
                 self.claims_key
             );
         }
@@ -232,24 +245,27 @@ fn setter(wait: Duration) -> String {
 
 impl SharedBudget for RedisBudget {
     fn claim(&self, id: &str, reserve: u32) -> Result<SharedClaim, String> {
-        let (wait, why, by, tight_n, tight_per, junk): ClaimReply = self.with_connection(|c| {
-            self.claim
-                .key(&self.claims_key)
-                .key(&self.pause_key)
-                .key(&self.limits_key)
-                .arg(id)
-                .arg(self.limit.requests)
-                .arg(millis(self.limit.per))
-                .arg(millis(self.http_timeout))
-                .arg(millis(MAX_RETRY_AFTER))
-                .arg(reserve)
-                .invoke(c)
-        })?;
+        let (wait, why, by, tight_n, tight_per, junk, junk_limits): ClaimReply = self
+            .with_connection(|c| {
+                self.claim
+                    .key(&self.claims_key)
+                    .key(&self.pause_key)
+                    .key(&self.limits_key)
+                    .arg(id)
+                    .arg(self.limit.requests)
+                    .arg(millis(self.limit.per))
+                    .arg(millis(self.http_timeout))
+                    .arg(millis(MAX_RETRY_AFTER))
+                    .arg(reserve)
+                    .arg(MAX_DECLARED_REQUESTS)
+                    .arg(MAX_DECLARED_PER_MS)
+                    .invoke(c)
+            })?;
         let tight = RateLimit {
             requests: tight_n,
             per: Duration::from_millis(tight_per),
         };
-        self.warn_once(tight, junk);
+        self.warn_once(tight, junk, junk_limits);
         let wait = Duration::from_millis(wait);
         Ok(match why.as_str() {
             "granted" => SharedClaim::Granted,

@@ -291,3 +291,34 @@ fn a_tenant_no_longer_exported_leaves_the_metrics_file() {
 fn tick_at(sim: &Sim, redis: &RedisServer, now: time::OffsetDateTime, extra: &[&str]) -> Output {
     tick(sim, redis, "q", now, extra)
 }
+
+#[test]
+fn a_limit_declaration_no_rate_limit_can_make_is_dropped_with_a_warn() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let now = minutes_ago(5);
+    let (seconds, _): (i64, i64) = query(&redis, &["TIME"]);
+    let until = (seconds * 1000 + 60_000).to_string();
+    let keys = [
+        format!("msgx:budget:{{{SIM_TENANT}:{SIM_CLIENT}:reports}}:limits"),
+        format!("msgx:budget:{{*:{SIM_CLIENT}:reports}}:limits"),
+    ];
+    for key in &keys {
+        let _: i64 = query(&redis, &["HSET", key, "1/999999999", &until]);
+    }
+    let run = tick(&sim, &redis, "q", now, &["--rate_limit", "5/10"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for key in &keys {
+        assert!(
+            run.stderr.contains("[WARN]") && run.stderr.contains(key.as_str()),
+            "{key}: {}",
+            run.stderr
+        );
+        let left: Option<String> = query(&redis, &["HGET", key, "1/999999999"]);
+        assert_eq!(left, None);
+    }
+    assert!(!run.stderr.contains("another process"), "{}", run.stderr);
+    assert_same_records(
+        redis.list("q"),
+        sim.records(origin(now), lagged_end(now) - time::Duration::SECOND),
+    );
+}
