@@ -48,30 +48,44 @@ pub fn read(path: &Path) -> Result<FileValues, ConfigError> {
     };
     let mut values = Vec::new();
     let mut errors = Vec::new();
+    // A file of a million unknown keys is reported by its first few problems and a
+    // count, not a million lines each with the list of options.
+    let mut unreported = 0usize;
+    let mut report = |errors: &mut Vec<ConfigError>, problem: &dyn Fn() -> ConfigError| match errors
+        .len()
+        < MAX_REPORTED
+    {
+        true => errors.push(problem()),
+        false => unreported += 1,
+    };
     for (key, value) in mapping {
         let name = key.as_str().unwrap_or_default();
         let spec = match spec::find(name) {
             Some(spec) if spec.kind.in_file => spec,
             Some(spec) => {
-                errors.push(ConfigError::new(
-                    spec.name,
-                    source.clone(),
-                    "not allowed in a config file".into(),
-                    "this option on the command line or in the environment",
-                ));
+                report(&mut errors, &|| {
+                    ConfigError::new(
+                        spec.name,
+                        source.clone(),
+                        "not allowed in a config file".into(),
+                        "this option on the command line or in the environment",
+                    )
+                });
                 continue;
             }
             None => {
-                let hint = match spec::nearest(name) {
-                    Some(meant) => format!(" (did you mean {meant}?)"),
-                    None => String::new(),
-                };
-                errors.push(ConfigError::new(
-                    "app_config",
-                    source.clone(),
-                    format!("unknown option {:?}{hint}", yaml_key(&key)),
-                    &file_options(),
-                ));
+                report(&mut errors, &|| {
+                    let hint = match spec::nearest(name) {
+                        Some(meant) => format!(" (did you mean {meant}?)"),
+                        None => String::new(),
+                    };
+                    ConfigError::new(
+                        "app_config",
+                        source.clone(),
+                        format!("unknown option {:?}{hint}", yaml_key(&key)),
+                        &file_options(),
+                    )
+                });
                 continue;
             }
         };
@@ -91,11 +105,22 @@ pub fn read(path: &Path) -> Result<FileValues, ConfigError> {
         match text {
             Ok(Some(text)) => values.push((spec.name, text)),
             Ok(None) => {}
-            Err(e) => errors.push(e),
+            Err(e) => report(&mut errors, &|| e.clone()),
         }
+    }
+    if unreported > 0 {
+        errors.push(ConfigError::new(
+            "app_config",
+            source,
+            format!("{unreported} more problems in this file, not listed"),
+            "a YAML mapping of option names to values",
+        ));
     }
     Ok((values, errors))
 }
+
+/// Problems of one config file listed one by one; the rest are counted.
+const MAX_REPORTED: usize = 10;
 
 /// A YAML list as the command line's comma-separated form.
 fn joined<'a>(

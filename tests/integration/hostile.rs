@@ -322,3 +322,30 @@ fn a_limit_declaration_no_rate_limit_can_make_is_dropped_with_a_warn() {
         sim.records(origin(now), lagged_end(now) - time::Duration::SECOND),
     );
 }
+
+#[test]
+fn a_config_file_of_many_unknown_keys_is_reported_by_its_first_problems_and_a_count() {
+    let dir = TempDir::new();
+    let path = dir.join("app_config.yaml");
+    let mut yaml = String::from("tenant: t\nclient_id: c\nclient_secret: s\n");
+    // As many as fit in the 1 MiB a config file may have.
+    for i in 0..100_000 {
+        yaml.push_str(&format!("k{i}: 1\n"));
+    }
+    std::fs::write(&path, yaml).unwrap();
+    let args = strings(&["--app_config", path.to_str().unwrap()]);
+    let run = msgx_within(&args, &[], Duration::from_secs(60));
+    assert_eq!(run.code, 2, "{}", &run.stderr[..run.stderr.len().min(2000)]);
+    assert!(
+        run.stderr.len() < 64 << 10,
+        "{} bytes of stderr",
+        run.stderr.len()
+    );
+    assert_eq!(run.stderr.matches("unknown option").count(), 10);
+    assert!(
+        run.stderr
+            .contains("99990 more problems in this file, not listed"),
+        "{}",
+        run.stderr
+    );
+}
