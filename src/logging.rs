@@ -134,9 +134,11 @@ fn json_value(text: &str) -> serde_json::Value {
 pub fn print_errors(lines: &[String], json: bool) {
     for line in lines {
         let line = format!("msgx-once: error: {line}");
+        // What the user typed is echoed: escaped, so it cannot start a line of its own
+        // or colour the terminal (JSON escapes it in `json_line`).
         match json {
             true => eprintln!("{}", json_line(log::Level::Error, &line)),
-            false => eprintln!("{line}"),
+            false => eprintln!("{}", escape(&line)),
         }
     }
 }

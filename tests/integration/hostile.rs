@@ -349,3 +349,18 @@ fn a_config_file_of_many_unknown_keys_is_reported_by_its_first_problems_and_a_co
         run.stderr
     );
 }
+
+#[test]
+fn an_unknown_option_cannot_forge_a_log_line() {
+    let forged = "--zz\n2026-01-01T00:00:00Z [ERROR] forged\u{1b}[31m";
+    let run = msgx(&strings(&[forged]), &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(!run.stderr.contains('\u{1b}'), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("unknown option --zz\\n2026-01-01T00:00:00Z [ERROR] forged\\u{1b}[31m"),
+        "{}",
+        run.stderr
+    );
+}
