@@ -21,12 +21,12 @@ cargo build --locked --release --bins --features simulator >&2
 work=$(mktemp -d)
 trap 'stop_started; rm -rf "$work"' EXIT
 start_sim "$work" --rate "$rate" --throttle "$budget" --cache-mb 0 \
-    --tenant bench --client-id bench --client-secret bench-secret
+    --tenant bench.example --client-id bench --client-secret bench-secret
 until_s=$(( $(date +%s) / 3600 * 3600 - 3600 ))
 since_s=$(( until_s - hours * 3600 ))
 started=$(date +%s.%N)
 GRAPH_CLIENT_SECRET=bench-secret /usr/bin/time -v -o "$work/time" target/release/msgx-once \
-    --tenant bench --client_id bench --graph_url "$SIM_URL" --login_url "$SIM_URL" \
+    --tenant bench.example --client_id bench --graph_url "$SIM_URL" --login_url "$SIM_URL" \
     --queue_backend file --file_path /dev/null --rate_limit "$budget" \
     --since "$(iso "$since_s")" --until "$(iso "$until_s")" \
     2>"$work/log" || { tail -5 "$work/log" >&2; exit 1; }

@@ -61,7 +61,7 @@ replay() {
     local binary=$1 rate=$2 t0 tick now
     shift 2
     start_redis "$work"
-    start_sim "$work" --rate "$rate" --tenant bench --client-id bench --client-secret bench-secret
+    start_sim "$work" --rate "$rate" --tenant bench.example --client-id bench --client-secret bench-secret
     t0=$(( $(date +%s) / 60 * 60 - 3600 ))
     echo '{}' >"$work/before.json"
     for tick in $(seq 0 $((warmup + measure - 1))); do
@@ -69,7 +69,7 @@ replay() {
         curl -fsS "$SIM_URL/_sim/clock?now=$now" >/dev/null
         [ "$tick" -ne "$warmup" ] || curl -fsS "$SIM_URL/_sim/stats" >"$work/before.json"
         MSGX_NOW=$now MSGX_BUDGET_SPEEDUP=${BUDGET_SPEEDUP:-1} GRAPH_CLIENT_SECRET=bench-secret "$binary" \
-            --tenant bench --client_id bench --graph_url "$SIM_URL" --login_url "$SIM_URL" \
+            --tenant bench.example --client_id bench --graph_url "$SIM_URL" --login_url "$SIM_URL" \
             --redis_url "redis://127.0.0.1:$REDIS_PORT/0" --queue_key bench \
             --rate_limit 0 "$@" \
             2>"$work/log" || { tail -3 "$work/log" >&2; return 1; }

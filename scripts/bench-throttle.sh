@@ -20,13 +20,13 @@ trap 'stop_started; rm -rf "$work"' EXIT
 start_redis "$work"
 # 10 sign-ins per second and 10 records per page: one page per simulated second.
 start_sim "$work" --rate 10 --throttle "$budget" \
-    --tenant bench --client-id bench --client-secret bench-secret
+    --tenant bench.example --client-id bench --client-secret bench-secret
 
 until_s=$(( $(date +%s) - 600 ))
 since_s=$(( until_s - pages ))
 started=$(date +%s.%N)
 GRAPH_CLIENT_SECRET=bench-secret target/release/msgx-once \
-    --tenant bench --client_id bench --graph_url "$SIM_URL" --login_url "$SIM_URL" \
+    --tenant bench.example --client_id bench --graph_url "$SIM_URL" --login_url "$SIM_URL" \
     --redis_url "redis://127.0.0.1:$REDIS_PORT/0" --queue_key bench \
     --since "$(iso "$since_s")" --until "$(iso "$until_s")" \
     --stream_frame 60 --streams 4 --page_size 10 --rate_limit "$budget" \

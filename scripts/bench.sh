@@ -44,7 +44,7 @@ secret=bench-secret
 start_redis "$work"
 redis=(redis-cli -p "$REDIS_PORT")
 mkdir -p "$work/empty"
-start_sim "$work/empty" --rate 0 --tenant bench --client-id bench --client-secret "$secret"
+start_sim "$work/empty" --rate 0 --tenant bench.example --client-id bench --client-secret "$secret"
 sim_empty=$SIM_URL
 
 token() {
@@ -100,11 +100,11 @@ for kb in $kbs; do
     sims=()
     mkdir -p "$work/gzip" "$work/plain"
     start_sim "$work/gzip" --rate "$rate" --cache-mb 8192 --ca-policies "$policies" \
-        --tenant bench --client-id bench --client-secret "$secret"
+        --tenant bench.example --client-id bench --client-secret "$secret"
     sim=$SIM_URL
     sims+=("$SIM_PID")
     start_sim "$work/plain" --rate "$rate" --cache-mb 8192 --no-gzip --ca-policies "$policies" \
-        --tenant bench --client-id bench --client-secret "$secret"
+        --tenant bench.example --client-id bench --client-secret "$secret"
     sim_plain=$SIM_URL
     sims+=("$SIM_PID")
     for size in "${counts[@]}"; do
@@ -160,7 +160,7 @@ for kb in $kbs; do
                     "${redis[@]}" flushall >/dev/null
                     before=$(sim_stat "$target" graph_bytes)
                     GRAPH_CLIENT_SECRET=$secret /usr/bin/time -v -o "$work/time" "$bin" \
-                        --tenant bench --client_id bench --graph_url "$target" --login_url "$target" \
+                        --tenant bench.example --client_id bench --graph_url "$target" --login_url "$target" \
                         --redis_url "redis://127.0.0.1:$REDIS_PORT/0" --queue_key bench \
                         --since "$(iso "$since_s")" --until "$(iso "$until_s")" \
                         --stream_frame 10 --streams 4 --page_size 1000 --rate_limit 0 \
@@ -175,7 +175,7 @@ for kb in $kbs; do
 
             # A cron run catching up with state (seen-set, gzip): a first run leaves a
             # watermark one second into the window, the second exports the rest.
-            cron=(--tenant bench --client_id bench --graph_url "$sim" --login_url "$sim"
+            cron=(--tenant bench.example --client_id bench --graph_url "$sim" --login_url "$sim"
                 --redis_url "redis://127.0.0.1:$REDIS_PORT/0" --queue_key bench --state auto
                 --rate_limit 0 --log_level warn)
             for _ in warm timed; do
@@ -224,7 +224,7 @@ done
 # a watermark (it rescans 600 s: 20 empty frames). Median of 11 runs each.
 empty_run() {
     local TIMEFORMAT="%3R %3U %3S"
-    { time GRAPH_CLIENT_SECRET=$secret target/release/msgx-once --tenant bench \
+    { time GRAPH_CLIENT_SECRET=$secret target/release/msgx-once --tenant bench.example \
         --client_id bench --graph_url "$sim_empty" --login_url "$sim_empty" \
         --redis_url "redis://127.0.0.1:$REDIS_PORT/0" --queue_key empty \
         --rate_limit 0 --log_level warn "$@" 2>>"$work/log"; } 2>&1

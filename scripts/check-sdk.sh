@@ -28,10 +28,10 @@ work=$(mktemp -d)
 trap 'stop_started; rm -rf "$work"' EXIT
 flags=("$@")
 [ ${#flags[@]} -gt 0 ] || flags=(--ca-policies 50)
-ids=(--tenant sdk-tenant --client-id sdk-client --client-secret sdk-secret)
+ids=(--tenant sdk-tenant.example --client-id sdk-client --client-secret sdk-secret)
 # Updates within the checked window, so the mutable resources show later versions.
 start_sim "$work" "${ids[@]}" --rate 2 --update-every 300 "${flags[@]}"
 sim=$SIM_URL
 mkdir -p "$work/throttled"
 start_sim "$work/throttled" "${ids[@]}" --rate 2 --every-429 3 --retry-after 0.5 "${flags[@]}"
-"$venv/bin/python" scripts/check-sdk.py "$sim" "$SIM_URL" sdk-tenant sdk-client sdk-secret
+"$venv/bin/python" scripts/check-sdk.py "$sim" "$SIM_URL" sdk-tenant.example sdk-client sdk-secret

@@ -14,10 +14,10 @@ cargo build --locked --release --bins --features simulator >&2
 work=$(mktemp -d)
 trap 'stop_started; rm -rf "$work"' EXIT
 start_redis "$work"
-start_sim "$work" --rate 2 --tenant demo-tenant --client-id demo-client --client-secret demo-secret
+start_sim "$work" --rate 2 --tenant demo-tenant.example --client-id demo-client --client-secret demo-secret
 echo "redis-server (pid $REDIS_PID) on 127.0.0.1:$REDIS_PORT, msgx-sim (pid $SIM_PID) on $SIM_URL" >&2
 
-export GRAPH_TENANT=demo-tenant GRAPH_CLIENT_ID=demo-client GRAPH_CLIENT_SECRET=demo-secret
+export GRAPH_TENANT=demo-tenant.example GRAPH_CLIENT_ID=demo-client GRAPH_CLIENT_SECRET=demo-secret
 export GRAPH_GRAPH_URL=$SIM_URL GRAPH_LOGIN_URL=$SIM_URL
 export GRAPH_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 status=0

@@ -560,7 +560,14 @@ fn source_configs(options: &Options) -> Vec<SourceConfig> {
 /// A run's configuration from `args` plus test credentials, without the environment.
 #[cfg(test)]
 pub fn test_config(args: &[&str]) -> Config {
-    let mut all = vec!["--tenant", "t", "--client_id", "c", "--client_secret", "s"];
+    let mut all = vec![
+        "--tenant",
+        "t.example",
+        "--client_id",
+        "c",
+        "--client_secret",
+        "s",
+    ];
     all.extend(args);
     let args: Vec<String> = all.iter().map(|s| s.to_string()).collect();
     match load(&args, &|_| None) {
@@ -585,7 +592,14 @@ mod tests {
         }
     }
 
-    const CREDS: [&str; 6] = ["--tenant", "t", "--client_id", "c", "--client_secret", "s"];
+    const CREDS: [&str; 6] = [
+        "--tenant",
+        "t.example",
+        "--client_id",
+        "c",
+        "--client_secret",
+        "s",
+    ];
 
     #[test]
     fn backfills_have_no_deadline_unless_given() {
@@ -648,7 +662,7 @@ mod tests {
             &[
                 ("GRAPH_STREAMS", "3"),
                 ("GRAPH_TIMELAG", "60"),
-                ("GRAPH_TENANT", "t"),
+                ("GRAPH_TENANT", "t.example"),
                 ("GRAPH_CLIENT_ID", "c"),
                 ("GRAPH_CLIENT_SECRET", "s"),
             ],
@@ -678,7 +692,7 @@ mod tests {
 
     #[test]
     fn missing_credentials_are_errors() {
-        let err = load_with(&["--tenant", "t", "--client_id", "c"], &[]).unwrap_err();
+        let err = load_with(&["--tenant", "t.example", "--client_id", "c"], &[]).unwrap_err();
         assert_eq!(err.option(), Some("auth"));
         assert_eq!(
             err.to_string(),
@@ -691,7 +705,14 @@ mod tests {
     #[test]
     fn secrets_are_never_echoed() {
         let err = load_with(
-            &["--tenant", "t", "--client_id", "c", "--client_secret", " "],
+            &[
+                "--tenant",
+                "t.example",
+                "--client_id",
+                "c",
+                "--client_secret",
+                " ",
+            ],
             &[],
         )
         .unwrap_err();
@@ -699,7 +720,7 @@ mod tests {
         let config = load_with(
             &[
                 "--tenant",
-                "t",
+                "t.example",
                 "--client_id",
                 "c",
                 "--client_secret",
@@ -828,7 +849,7 @@ mod tests {
         // From the environment, the default queue key gets the tenant appended.
         let mut args = creds.to_vec();
         args.extend(["--sources", "signins,provisioning"]);
-        let config = load_with(&args, &[("GRAPH_TENANTS", "a.example, b-2")]).unwrap();
+        let config = load_with(&args, &[("GRAPH_TENANTS", "a.example, b-2.example")]).unwrap();
         let some = |t: &str| Some(t.to_string());
         assert_eq!(
             keys(&config),
@@ -838,18 +859,24 @@ mod tests {
                     some("a.example"),
                     "ms_graph_exporter:a.example:provisioning".into()
                 ),
-                (some("b-2"), "ms_graph_exporter:b-2".into()),
-                (some("b-2"), "ms_graph_exporter:b-2:provisioning".into()),
+                (some("b-2.example"), "ms_graph_exporter:b-2.example".into()),
+                (
+                    some("b-2.example"),
+                    "ms_graph_exporter:b-2.example:provisioning".into()
+                ),
             ]
         );
-        assert_eq!(config.credential_in(Some("b-2")).tenant(), Some("b-2"));
-        assert_eq!(config.sources[2].label(), "b-2 signins");
+        assert_eq!(
+            config.credential_in(Some("b-2.example")).tenant(),
+            Some("b-2.example")
+        );
+        assert_eq!(config.sources[2].label(), "b-2.example signins");
         assert!(config.name_sources());
         // `{tenant}` wherever it is given; `tenants` needs no `tenant`.
         let mut args = creds.to_vec();
         args.extend([
             "--tenants",
-            "a,b",
+            "a.example,b.example",
             "--queue_key",
             "entra:{tenant}:in",
             "--queue_backend",
@@ -858,17 +885,20 @@ mod tests {
             "/var/lib/msgx/{tenant}-{source}.ndjson",
         ]);
         let config = load_with(&args, &[]).unwrap();
-        assert_eq!(config.sources[1].queue_key, "entra:b:in");
+        assert_eq!(config.sources[1].queue_key, "entra:b.example:in");
         assert_eq!(
             config.sources[1].file_path,
-            Output::Path("/var/lib/msgx/b-signins.ndjson".into())
+            Output::Path("/var/lib/msgx/b.example-signins.ndjson".into())
         );
         // One tenant: the keys of before, `{tenant}` being the tenant's name.
         let config = load_with(&CREDS, &[]).unwrap();
         assert_eq!(keys(&config), [(None, "ms_graph_exporter".into())]);
         let mut args = CREDS.to_vec();
         args.extend(["--queue_key", "x:{tenant}"]);
-        assert_eq!(load_with(&args, &[]).unwrap().sources[0].queue_key, "x:t");
+        assert_eq!(
+            load_with(&args, &[]).unwrap().sources[0].queue_key,
+            "x:t.example"
+        );
     }
 
     #[test]
@@ -879,30 +909,59 @@ mod tests {
             args.extend(extra);
             load_with(&args, &[]).unwrap_err()
         };
-        let err = refused(&["--tenants", "a,b", "--queue_keys", "signins=one"]);
+        let err = refused(&[
+            "--tenants",
+            "a.example,b.example",
+            "--queue_keys",
+            "signins=one",
+        ]);
         assert_eq!(
             err.to_string(),
-            "option queue_keys: sources a signins and b signins would both write to \"one\" \
+            "option queue_keys: sources a.example signins and b.example signins would both write to \"one\" \
              (and share its state) (from command line --queue_keys); accepted: a different key \
              per source and tenant ({tenant} in it)"
         );
-        let err = refused(&["--tenants", "a,A"]);
+        let err = refused(&["--tenants", "a.example,A.example"]);
         assert_eq!(err.option(), Some("tenants"));
-        assert!(err.to_string().contains("A is repeated"), "{err}");
-        let err = refused(&["--tenants", "a,b/c"]);
+        assert!(err.to_string().contains("A.example is repeated"), "{err}");
+        let err = refused(&["--tenants", "a.example,b/c"]);
         assert_eq!(err.option(), Some("tenants"));
         let err = refused(&[
             "--tenants",
-            "a,b",
+            "a.example,b.example",
             "--queue_backend",
             "file",
             "--file_path",
             "/x/{source}.ndjson",
         ]);
         assert_eq!(err.option(), Some("file_path"));
-        let err = load_with(&["--auth", "managed_identity", "--tenants", "a,b"], &[]).unwrap_err();
+        let err = load_with(
+            &[
+                "--auth",
+                "managed_identity",
+                "--tenants",
+                "a.example,b.example",
+            ],
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(err.option(), Some("tenants"));
         assert!(err.to_string().contains("managed_identity"), "{err}");
+        // Paths and empty names are no tenants.
+        for bad in [
+            ".",
+            "..",
+            "a..b",
+            ".a",
+            "a.",
+            "a",
+            "a.example,,b.example",
+            "a.example,",
+            "a_b.c",
+        ] {
+            let err = refused(&["--tenants", bad]);
+            assert_eq!(err.option(), Some("tenants"), "{bad}");
+        }
         // Neither tenant nor tenants: still missing.
         let err = load_with(&creds, &[]).unwrap_err();
         assert!(err.to_string().contains("tenant"), "{err}");
@@ -911,7 +970,7 @@ mod tests {
     #[test]
     fn the_azure_sdk_names_are_a_fallback_below_graph_names() {
         let env = [
-            ("AZURE_TENANT_ID", "azure-tenant"),
+            ("AZURE_TENANT_ID", "azure-tenant.example"),
             ("AZURE_CLIENT_ID", "azure-client"),
             (
                 "AZURE_FEDERATED_TOKEN_FILE",
@@ -925,7 +984,7 @@ mod tests {
             Credential::WorkloadIdentity {
                 tenant, client_id, ..
             } => {
-                assert_eq!(tenant, "azure-tenant");
+                assert_eq!(tenant, "azure-tenant.example");
                 assert_eq!(client_id, "graph-client", "GRAPH_* wins");
             }
             other => panic!("{other:?}"),
@@ -999,7 +1058,14 @@ mod tests {
         let file = dir.join("secret");
         std::fs::write(&file, "from-a-file\n").unwrap();
         let path = file.to_str().unwrap();
-        let args = ["--tenant", "t", "--client_id", "c", "--cloud", "usgov"];
+        let args = [
+            "--tenant",
+            "t.example",
+            "--client_id",
+            "c",
+            "--cloud",
+            "usgov",
+        ];
         let config = load_with(&args, &[("GRAPH_CLIENT_SECRET_FILE", path)]).unwrap();
         match &config.credential {
             Credential::Secret { secret, .. } => assert_eq!(secret.expose(), "from-a-file"),

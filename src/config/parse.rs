@@ -449,24 +449,37 @@ pub fn push_url(value: &str) -> Result<PushTarget, String> {
 
 /// A tenant as Graph takes it in the token URL: a GUID or a domain name.
 pub fn tenant(value: &str) -> Result<String, String> {
-    let ok = !value.is_empty()
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-    if ok {
+    // It names a path segment of the token URL and, through `{tenant}`, files and
+    // keys: `.`, `..` or an empty label must never get that far.
+    let label = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    let labels: Vec<&str> = value.split('.').collect();
+    let domain = labels.len() >= 2 && labels.iter().all(|l| label(l));
+    if is_guid(value) || domain {
         Ok(value.to_string())
     } else {
-        Err("a tenant GUID or domain name (letters, digits, '-' and '.')".into())
+        Err(TENANT_ACCEPTED.into())
     }
+}
+
+/// What `tenant` accepts.
+const TENANT_ACCEPTED: &str = "a tenant GUID or domain name (letters, digits and '-' in labels joined by single dots, \
+     at least one dot, e.g. contoso.onmicrosoft.com)";
+
+/// `8-4-4-4-12` hexadecimal digits.
+fn is_guid(value: &str) -> bool {
+    let groups: Vec<&str> = value.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// `tenants`: tenant GUIDs or domain names, comma-separated, each once.
 pub fn tenants(value: &str) -> Result<Vec<String>, String> {
-    let accepted = || {
-        "tenant GUIDs or domain names (letters, digits, '-' and '.'), comma-separated and each \
-         once (YAML: a list)"
-            .to_string()
-    };
+    let accepted = || format!("{TENANT_ACCEPTED}, comma-separated and each once (YAML: a list)");
     let mut chosen: Vec<String> = Vec::new();
     for name in value.split(',').map(str::trim) {
         let name = tenant(name).map_err(|_| accepted())?;

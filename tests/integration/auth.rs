@@ -59,7 +59,7 @@ fn secret_from_the_environment_is_not_shown_either() {
 fn unknown_tenant_exits_3_with_aadsts90002() {
     let sim = Sim::start(&[]);
     let run = msgx(
-        &with_credentials(&sim, "no-such-tenant", SIM_SECRET, &[]),
+        &with_credentials(&sim, "no-such-tenant.example", SIM_SECRET, &[]),
         &[],
     );
     assert_eq!(run.code, 3, "{}", run.stderr);

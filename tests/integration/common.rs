@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-pub const SIM_TENANT: &str = "sim-tenant";
+pub const SIM_TENANT: &str = "sim-tenant.example";
 pub const SIM_CLIENT: &str = "sim-client";
 pub const SIM_SECRET: &str = "sim-secret-Zq81";
 

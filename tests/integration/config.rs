@@ -143,7 +143,14 @@ type Case = (
 
 #[test]
 fn bad_configuration_exits_2_naming_option_source_and_accepted_values() {
-    let creds = ["--tenant", "t", "--client_id", "c", "--client_secret", "s"];
+    let creds = [
+        "--tenant",
+        "t.example",
+        "--client_id",
+        "c",
+        "--client_secret",
+        "s",
+    ];
     let cases: &[Case] = &[
         (
             &["--streams", "0"],
@@ -325,7 +332,10 @@ fn bad_configuration_exits_2_naming_option_source_and_accepted_values() {
 
 #[test]
 fn missing_credentials_exit_2_naming_every_way_to_set_them() {
-    let run = msgx(&strings(&["--tenant", "t", "--client_id", "c"]), &[]);
+    let run = msgx(
+        &strings(&["--tenant", "t.example", "--client_id", "c"]),
+        &[],
+    );
     assert_eq!(run.code, 2);
     assert_eq!(
         run.stderr.trim(),
@@ -449,7 +459,7 @@ fn print_config_shows_each_value_and_its_source_without_secrets() {
             "--client_secret",
             "hunter2-Zq",
             "--tenant",
-            "t",
+            "t.example",
             "--client_id",
             "c",
             "--print_config",
@@ -514,7 +524,7 @@ fn print_config_works_before_any_credential_and_says_what_is_missing() {
     let ready = msgx(
         &strings(&[
             "--tenant",
-            "t",
+            "t.example",
             "--client_id",
             "c",
             "--client_secret",
@@ -538,7 +548,7 @@ fn print_config_works_before_any_credential_and_says_what_is_missing() {
 
 #[test]
 fn a_missing_value_and_an_unknown_config_key_hide_no_other_problem() {
-    let run = msgx(&strings(&["--tenant", "t", "--timelag"]), &[]);
+    let run = msgx(&strings(&["--tenant", "t.example", "--timelag"]), &[]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_eq!(
         run.stderr.trim(),

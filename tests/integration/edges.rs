@@ -12,7 +12,14 @@ use crate::common::*;
 
 /// Test credentials for runs that end before any request.
 fn offline(extra: &[&str]) -> Vec<String> {
-    let mut args = strings(&["--tenant", "t", "--client_id", "c", "--client_secret", "s"]);
+    let mut args = strings(&[
+        "--tenant",
+        "t.example",
+        "--client_id",
+        "c",
+        "--client_secret",
+        "s",
+    ]);
     args.extend(strings(extra));
     args
 }
@@ -270,7 +277,7 @@ fn the_readme_acl_user_runs_the_key_move_a_run_a_backfill_and_check() {
 #[test]
 fn junk_in_the_shared_budget_is_removed_and_every_budget_key_expires() {
     let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
-    let claims = "msgx:budget:{sim-tenant:sim-client:reports}";
+    let claims = "msgx:budget:{sim-tenant.example:sim-client:reports}";
     let pause = format!("{claims}:pause");
     let now_ms = redis_millis(&redis);
     let decade = 10 * 365 * 86_400_000_i64;
@@ -311,7 +318,7 @@ fn junk_in_the_shared_budget_is_removed_and_every_budget_key_expires() {
 #[test]
 fn a_shared_pause_longer_than_the_deadline_is_named_and_its_time_counted() {
     let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
-    let pause = "msgx:budget:{sim-tenant:sim-client:reports}:pause";
+    let pause = "msgx:budget:{sim-tenant.example:sim-client:reports}:pause";
     let _: () = query(&redis, &["SET", pause, "1", "PX", "60000"]);
     let now = minutes_ago(30);
     let run = tick(
@@ -576,7 +583,7 @@ fn sharers_of_a_budget_obey_the_tightest_limit_any_of_them_declared() {
     assert!(
         outputs.iter().any(|o| o.stderr.contains(
             "[WARN] rate_limit 40/2 is looser than 10/2, which another process sharing \
-             msgx:budget:{sim-tenant:sim-client:reports} declared: obeying 10/2"
+             msgx:budget:{sim-tenant.example:sim-client:reports} declared: obeying 10/2"
         )),
         "{}",
         outputs[1].stderr

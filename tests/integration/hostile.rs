@@ -32,7 +32,7 @@ fn a_fifo_or_a_device_named_as_a_file_is_exit_2_naming_the_option() {
     let cert = dir.join("cert.pem");
     std::fs::write(&cert, "not yet").unwrap();
     let cert = cert.to_string_lossy().into_owned();
-    let id = ["--tenant", "t", "--client_id", "c"];
+    let id = ["--tenant", "t.example", "--client_id", "c"];
     let secret = ["--client_secret", "s"];
     // (arguments, environment, the option named)
     type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
@@ -327,7 +327,7 @@ fn a_limit_declaration_no_rate_limit_can_make_is_dropped_with_a_warn() {
 fn a_config_file_of_many_unknown_keys_is_reported_by_its_first_problems_and_a_count() {
     let dir = TempDir::new();
     let path = dir.join("app_config.yaml");
-    let mut yaml = String::from("tenant: t\nclient_id: c\nclient_secret: s\n");
+    let mut yaml = String::from("tenant: t.example\nclient_id: c\nclient_secret: s\n");
     // As many as fit in the 1 MiB a config file may have.
     for i in 0..100_000 {
         yaml.push_str(&format!("k{i}: 1\n"));
@@ -363,4 +363,32 @@ fn an_unknown_option_cannot_forge_a_log_line() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn a_tenant_that_is_a_path_is_exit_2_naming_the_option() {
+    for (option, value) in [
+        ("tenants", "..,b.example"),
+        ("tenants", "."),
+        ("tenants", "a.example,,b.example"),
+        ("tenant", ".."),
+    ] {
+        let mut args = strings(&["--client_id", "c", "--client_secret", "s"]);
+        args.extend(strings(&[
+            &format!("--{option}"),
+            value,
+            "--queue_backend",
+            "file",
+            "--file_path",
+            "/tmp/{tenant}/{source}.ndjson",
+        ]));
+        let run = msgx(&args, &[]);
+        assert_eq!(run.code, 2, "{value}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .contains(&format!("option {option}: invalid value")),
+            "{value}: {}",
+            run.stderr
+        );
+    }
 }

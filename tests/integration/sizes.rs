@@ -230,7 +230,7 @@ fn a_page_larger_than_the_body_limit_is_read_again_with_a_smaller_top() {
     // are twice v1.0's size), 1,000 to a page: 75 MB, over any body limit msgx-once
     // keeps. The frame is read with a smaller $top instead of failing every run.
     let (sim, redis) = (
-        Sim::start(&["--rate", "35", "--ca-policies", "360"]),
+        Sim::start(&["--rate", "45", "--ca-policies", "360"]),
         RedisServer::start(),
     );
     let since = minutes_ago(6);

@@ -14,8 +14,8 @@ pub struct Args {
     /// write the bound port to this file once listening
     #[argh(option)]
     pub port_file: Option<String>,
-    /// tenant the token endpoint accepts (default sim-tenant)
-    #[argh(option, default = "String::from(\"sim-tenant\")")]
+    /// tenant the token endpoint accepts (default sim-tenant.example)
+    #[argh(option, default = "String::from(\"sim-tenant.example\")")]
     pub tenant: String,
     /// more tenants of the same application, comma-separated: each has records of its
     /// own (its seed mixed with its name) and its own tokens
