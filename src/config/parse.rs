@@ -298,9 +298,12 @@ pub fn sources(value: &str) -> Result<Vec<&'static SourceSpec>, String> {
 /// `NAME=VALUE,NAME=VALUE`: a map given on the command line or in the environment
 /// (a config file may also give a YAML mapping, which is read into this form).
 pub fn pairs(value: &str) -> Option<Vec<(&str, &str)>> {
+    // No pairs at all is the empty map; an empty element (`,`, `a=b,`) is a typo.
+    if value.trim().is_empty() {
+        return Some(Vec::new());
+    }
     value
         .split(',')
-        .filter(|pair| !pair.trim().is_empty())
         .map(|pair| {
             let (name, value) = pair.split_once('=')?;
             Some((name.trim(), value.trim()))

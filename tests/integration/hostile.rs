@@ -374,6 +374,7 @@ fn a_tenant_that_is_a_path_is_exit_2_naming_the_option() {
         ("tenant", ".."),
     ] {
         let mut args = strings(&["--client_id", "c", "--client_secret", "s"]);
+        args.extend(strings(&["--login_url", "http://127.0.0.1:1"]));
         args.extend(strings(&[
             &format!("--{option}"),
             value,
@@ -388,6 +389,65 @@ fn a_tenant_that_is_a_path_is_exit_2_naming_the_option() {
             run.stderr
                 .contains(&format!("option {option}: invalid value")),
             "{value}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn an_empty_element_or_an_empty_list_is_exit_2_naming_the_option() {
+    // Loopback hosts: a case accepted by mistake must not try to reach Microsoft.
+    let creds = [
+        "--tenant",
+        "t.example",
+        "--client_id",
+        "c",
+        "--client_secret",
+        "s",
+        "--login_url",
+        "http://127.0.0.1:1",
+        "--graph_url",
+        "http://127.0.0.1:1",
+    ];
+    let dir = TempDir::new();
+    // (arguments, environment, config file line, the option named)
+    let cases: [(&[&str], &[(&str, &str)], &str, &str); 12] = [
+        (&["--sources", ","], &[], "", "sources"),
+        (
+            &["--sources", "signins,,directory_audits"],
+            &[],
+            "",
+            "sources",
+        ),
+        (&["--sources", "signins,"], &[], "", "sources"),
+        (&[], &[("GRAPH_SOURCES", "signins,")], "", "sources"),
+        (&[], &[], "sources: []", "sources"),
+        (&[], &[], "sources: [signins, \"\"]", "sources"),
+        (&[], &[], "sources: \",\"", "sources"),
+        (&["--queue_keys", ","], &[], "", "queue_keys"),
+        (&["--queue_keys", "signins=a,"], &[], "", "queue_keys"),
+        (
+            &["--rate_limits", "identity_protection=1/1,,"],
+            &[],
+            "",
+            "rate_limits",
+        ),
+        (&[], &[], "tenants: []", "tenants"),
+        (&[], &[], "queue_keys: \",\"", "queue_keys"),
+    ];
+    for (args, env, line, option) in cases {
+        let mut all = strings(&creds);
+        all.extend(strings(args));
+        if !line.is_empty() {
+            let file = dir.join("app_config.yaml");
+            std::fs::write(&file, format!("{line}\n")).unwrap();
+            all.extend(strings(&["--app_config", file.to_str().unwrap()]));
+        }
+        let run = msgx(&all, env);
+        assert_eq!(run.code, 2, "{args:?} {env:?} {line}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("option {option}: ")),
+            "{args:?} {env:?} {line}: {}",
             run.stderr
         );
     }
