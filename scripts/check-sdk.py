@@ -136,7 +136,14 @@ def range_filter(field, source, start, end):
 def query(builder, filter_, top):
     params_class = type(builder).__dict__
     qp_class = next(v for k, v in params_class.items() if k.endswith("GetQueryParameters"))
-    return RequestConfiguration(query_parameters=qp_class(filter=filter_, top=top))
+    return preferring(RequestConfiguration(query_parameters=qp_class(filter=filter_, top=top)))
+
+
+def preferring(config):
+    """`config` asking for Graph's evolvable enums' newer members, as msgx-once does
+    (without it they read unknownFutureValue and differ from the oracle)."""
+    config.headers.add("Prefer", "include-unknown-enum-members")
+    return config
 
 
 async def page_all(builder, filter_, top):
@@ -146,7 +153,8 @@ async def page_all(builder, filter_, top):
     while page is not None:
         pages.append(page)
         link = page.odata_next_link
-        page = await builder.with_url(link).get() if link else None
+        next_page = builder.with_url(link) if link else None
+        page = await next_page.get(request_configuration=preferring(RequestConfiguration())) if link else None
     return pages
 
 

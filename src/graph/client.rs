@@ -418,6 +418,11 @@ impl GraphClient {
             ("Authorization", authorization.as_str()),
             ("Accept", "application/json"),
             ("client-request-id", request_id.as_str()),
+            // Graph's evolvable enums: without it, members added after
+            // `unknownFutureValue` (a sign-in's NPS extension or backup-auth issuer,
+            // agent identity types, newer risk details) arrive as `unknownFutureValue`
+            // — the value a detection needs, gone.
+            ("Prefer", "include-unknown-enum-members"),
         ];
         let shown = display_url(url);
         // Never past the deadline: a run must not overlap the next cron run's.

@@ -452,3 +452,43 @@ fn an_empty_element_or_an_empty_list_is_exit_2_naming_the_option() {
         );
     }
 }
+
+#[test]
+fn graphs_newer_enum_members_reach_the_queue_as_they_are() {
+    // Beta sign-ins through an NPS extension, backup authentication or an AD FS MFA
+    // adapter, or by authentication transfer: members after unknownFutureValue, sent
+    // only to a request with `Prefer: include-unknown-enum-members`.
+    let (sim, redis) = (Sim::start(&["--rate", "5"]), RedisServer::start());
+    let now = minutes_ago(5);
+    let flags = [
+        "--sources",
+        "signins_noninteractive",
+        "--queue_keys",
+        "signins_noninteractive=ni",
+    ];
+    let run = tick(&sim, &redis, "q", now, &flags);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let delivered = redis.list("ni");
+    let expected = sim.records_of(
+        "signins_noninteractive",
+        "createdDateTime",
+        origin(now),
+        lagged_end(now) - time::Duration::SECOND,
+    );
+    for member in [
+        "NPSExtension",
+        "AzureADBackupAuth",
+        "ADFederationServicesMFAAdapter",
+    ] {
+        let field = format!("\"tokenIssuerType\":\"{member}\"");
+        assert!(
+            expected.iter().any(|r| r.contains(&field)),
+            "{member} in the oracle"
+        );
+    }
+    assert!(
+        !delivered.iter().any(|r| r.contains("unknownFutureValue")),
+        "a newer member arrived as unknownFutureValue"
+    );
+    assert_same_records(delivered, expected);
+}

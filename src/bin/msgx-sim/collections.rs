@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use crate::evolvable;
 use crate::faults::{Fault, Over};
 use crate::generator::{TICKS_PER_SECOND, Ticks};
 use crate::http::{Reply, Request, Response};
@@ -182,6 +183,15 @@ impl Sim {
     /// A page as it goes on the wire: gzipped (once, then cached) when the client
     /// accepts it.
     pub(crate) fn deliver(&self, request: &Request, cache_key: &str, page: Body) -> Response {
+        // Without `Prefer: include-unknown-enum-members`, as Graph sends it.
+        let (page, cache_key) = match evolvable::asked_for(request.header("prefer")) {
+            true => (page, cache_key.to_string()),
+            false => match evolvable::hidden(&page) {
+                Some(hidden) => (Body::new(hidden), format!("hidden {cache_key}")),
+                None => (page, cache_key.to_string()),
+            },
+        };
+        let cache_key = cache_key.as_str();
         let accepts_gzip = request
             .header("accept-encoding")
             .is_some_and(|v| v.split(',').any(|e| e.trim() == "gzip"));

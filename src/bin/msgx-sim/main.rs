@@ -14,6 +14,7 @@ mod args;
 mod audits;
 mod collections;
 mod endpoints;
+mod evolvable;
 mod faults;
 mod generator;
 mod hostile;

@@ -8,6 +8,7 @@
 
 use std::fmt::Write;
 
+use crate::evolvable;
 use crate::generator::{
     APPS, Generator, PLACES, Record, Ticks, USERS, close, field, guid, json_string, location,
     public_ip, raw, timestamp,
@@ -354,7 +355,12 @@ fn beta_properties(
     top.text("uniqueTokenIdentifier", &token_identifier(h(32), h(33)));
     top.text("sessionId", &guid(h(34), h(35)));
     top.text("userType", "member");
-    top.text("tokenIssuerType", "AzureAD");
+    // One sign-in in eight through an issuer Graph added after unknownFutureValue
+    // (NPS extension, backup authentication, AD FS MFA adapter).
+    top.text(
+        "tokenIssuerType",
+        evolvable::member("tokenIssuerType", "AzureAD", h(60), 8),
+    );
     top.text("tokenIssuerName", "");
     let requirement = if h(36) % 3 == 0 {
         "multiFactorAuthentication"
@@ -393,10 +399,13 @@ fn beta_properties(
             }
         ),
     );
+    top.text(
+        "authenticationProtocol",
+        evolvable::member("authenticationProtocol", "none", h(61), 10),
+    );
     // Constant in every record.
     for (name, json) in [
         ("authenticationContextClassReferences", "[]"),
-        ("authenticationProtocol", "\"none\""),
         ("clientCredentialType", "\"none\""),
         ("crossTenantAccessType", "\"none\""),
         ("incomingTokenType", "\"none\""),
