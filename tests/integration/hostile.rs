@@ -410,8 +410,9 @@ fn an_empty_element_or_an_empty_list_is_exit_2_naming_the_option() {
         "http://127.0.0.1:1",
     ];
     let dir = TempDir::new();
-    // (arguments, environment, config file line, the option named)
-    let cases: [(&[&str], &[(&str, &str)], &str, &str); 12] = [
+    /// (arguments, environment, config file line, the option named)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 12] = [
         (&["--sources", ","], &[], "", "sources"),
         (
             &["--sources", "signins,,directory_audits"],

@@ -14,6 +14,7 @@ mod loss;
 mod operations;
 mod queues;
 mod sizes;
+mod soak;
 mod sources;
 mod state;
 mod tenants;
