@@ -48,7 +48,7 @@ start_sim "$work/empty" --rate 0 --tenant bench.example --client-id bench --clie
 sim_empty=$SIM_URL
 
 token() {
-    curl -fsS "$1/bench/oauth2/v2.0/token" -d grant_type=client_credentials \
+    curl -fsS "$1/bench.example/oauth2/v2.0/token" -d grant_type=client_credentials \
         -d client_id=bench -d "client_secret=$secret" --data-urlencode "scope=$1/.default" |
         sed 's/.*"access_token":"\([^"]*\)".*/\1/'
 }

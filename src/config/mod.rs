@@ -557,17 +557,21 @@ fn source_configs(options: &Options) -> Vec<SourceConfig> {
         .collect()
 }
 
+/// The test credentials of [`test_config`] and the unit tests.
+#[cfg(test)]
+const TEST_CREDS: [&str; 6] = [
+    "--tenant",
+    "t.example",
+    "--client_id",
+    "c",
+    "--client_secret",
+    "s",
+];
+
 /// A run's configuration from `args` plus test credentials, without the environment.
 #[cfg(test)]
 pub fn test_config(args: &[&str]) -> Config {
-    let mut all = vec![
-        "--tenant",
-        "t.example",
-        "--client_id",
-        "c",
-        "--client_secret",
-        "s",
-    ];
+    let mut all = TEST_CREDS.to_vec();
     all.extend(args);
     let args: Vec<String> = all.iter().map(|s| s.to_string()).collect();
     match load(&args, &|_| None) {
@@ -592,14 +596,7 @@ mod tests {
         }
     }
 
-    const CREDS: [&str; 6] = [
-        "--tenant",
-        "t.example",
-        "--client_id",
-        "c",
-        "--client_secret",
-        "s",
-    ];
+    const CREDS: [&str; 6] = TEST_CREDS;
 
     #[test]
     fn backfills_have_no_deadline_unless_given() {

@@ -1054,3 +1054,17 @@ pub fn query<T: redis::FromRedisValue>(redis: &RedisServer, args: &[&str]) -> T 
         .query(&mut redis.connection())
         .unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
+
+/// Test credentials for runs that end before any request.
+pub fn offline(extra: &[&str]) -> Vec<String> {
+    let mut args = strings(&[
+        "--tenant",
+        "t.example",
+        "--client_id",
+        "c",
+        "--client_secret",
+        "s",
+    ]);
+    args.extend(strings(extra));
+    args
+}

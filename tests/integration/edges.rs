@@ -10,20 +10,6 @@ use time::{Duration as Span, OffsetDateTime};
 
 use crate::common::*;
 
-/// Test credentials for runs that end before any request.
-fn offline(extra: &[&str]) -> Vec<String> {
-    let mut args = strings(&[
-        "--tenant",
-        "t.example",
-        "--client_id",
-        "c",
-        "--client_secret",
-        "s",
-    ]);
-    args.extend(strings(extra));
-    args
-}
-
 /// Redis's clock in milliseconds (the budget's scores are on it).
 fn redis_millis(redis: &RedisServer) -> i64 {
     let (seconds, micros): (i64, i64) = query(redis, &["TIME"]);

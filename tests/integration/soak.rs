@@ -309,7 +309,6 @@ fn soak_schedule(seed: u64, faults: &[Fault]) -> Result<Soaked, String> {
         throttled_429: 0,
     };
     let tenants = [SIM_TENANT, OTHER];
-    let first = minutes_ago(60);
     // The clean tail: until the last fault tick's seconds have had their last read.
     let settle = (RESCAN / 60 + 3) as usize;
     let all: Vec<Fault> = faults
@@ -317,6 +316,8 @@ fn soak_schedule(seed: u64, faults: &[Fault]) -> Result<Soaked, String> {
         .cloned()
         .chain(std::iter::repeat_n(Fault::None, settle))
         .collect();
+    // Every tick in the past: the simulator shows nothing after its clock.
+    let first = minutes_ago(all.len() as i64 + 5);
     let mut last_counters: BTreeMap<String, f64> = BTreeMap::new();
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut last = first;
@@ -326,6 +327,10 @@ fn soak_schedule(seed: u64, faults: &[Fault]) -> Result<Soaked, String> {
         *counts.entry(fault.kind()).or_default() += usize::from(i < faults.len());
         let at = |what: String| format!("tick {i} ({fault}): {what}");
         let codes = tick(&mut deployment, fault, now, &tenants).map_err(at)?;
+        if std::env::var_os("MSGX_SOAK_VERBOSE").is_some() {
+            let shown: Vec<i32> = codes.iter().map(|(code, _)| *code).collect();
+            eprintln!("tick {i} ({fault}): exit {shown:?}");
+        }
         for (code, stderr) in &codes {
             if !fault.allowed().contains(code) {
                 return Err(at(format!(
@@ -349,8 +354,14 @@ fn soak_schedule(seed: u64, faults: &[Fault]) -> Result<Soaked, String> {
             }
         }
         last_counters = now_counters;
-        // A killed run's locks expire by themselves, as the next cron minute finds
+        // A run that ended by itself released its locks: the next minute must not find
+        // them. A killed run's expire by themselves, as the next cron minute finds
         // them; the replay is faster than cron's minutes, so it waits for that.
+        let locks: Vec<String> = query(&deployment.redis, &["KEYS", "*:msgx:lock"]);
+        let may_leave = matches!(fault, Fault::Kill(_) | Fault::RedisRestart(_));
+        if !locks.is_empty() && !may_leave {
+            return Err(at(format!("the run left its locks: {locks:?}")));
+        }
         deployment.wait_for_locks();
     }
     if deployment.throttled_429 > 0 {
@@ -361,6 +372,7 @@ fn soak_schedule(seed: u64, faults: &[Fault]) -> Result<Soaked, String> {
     }
     // The oracle: every lane's settled span, exactly once.
     let sim = deployment.sim(&[]);
+    sim.set_clock(last);
     let start = origin(first);
     let settled = lagged_end(last) - Span::seconds(RESCAN) - Span::SECOND;
     let end = lagged_end(last) - Span::SECOND;

@@ -577,9 +577,20 @@ fn switch_layout(before: &[&str], after: &[&str]) {
             );
         }
     }
+    assert_home_tenant_once(&sim, &redis, first, second);
+}
+
+/// The home tenant's records from `first`'s run to `last`'s, once over its keys of
+/// both layouts (`q` and `q:{tenant}`).
+fn assert_home_tenant_once(
+    sim: &Sim,
+    redis: &RedisServer,
+    first: OffsetDateTime,
+    last: OffsetDateTime,
+) {
     let mut delivered = redis.list("q");
     delivered.extend(redis.list(&format!("q:{SIM_TENANT}")));
-    let end = lagged_end(second) - time::Duration::SECOND;
+    let end = lagged_end(last) - time::Duration::SECOND;
     assert_same_records(
         delivered,
         sim.tenant_records(SIM_TENANT, origin(first), end),
@@ -631,11 +642,5 @@ fn progress_that_names_no_tenant_is_not_given_to_a_guessed_one() {
     // Naming it for one run carries it over.
     let run = tick(&sim, &redis, "q", now, &["--tenants", &tenants.join(",")]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let mut delivered = redis.list("q");
-    delivered.extend(redis.list(&format!("q:{SIM_TENANT}")));
-    let end = lagged_end(now) - time::Duration::SECOND;
-    assert_same_records(
-        delivered,
-        sim.tenant_records(SIM_TENANT, origin(first), end),
-    );
+    assert_home_tenant_once(&sim, &redis, first, now);
 }
