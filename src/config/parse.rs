@@ -561,9 +561,22 @@ pub fn redis_target(value: &str) -> Result<RedisTarget, String> {
 /// database from `?db=N` (which wins) or from the path; the redis crate only from the path.
 pub fn redis_url(value: &str) -> Result<url::Url, String> {
     let accepted = "redis://[:password@]host[:port][/db][?db=N] or rediss://…";
-    let mut url = url::Url::parse(value.trim()).map_err(|_| accepted.to_string())?;
-    if !matches!(url.scheme(), "redis" | "rediss") || url.host_str().is_none() {
-        return Err(accepted.into());
+    // A password with `#`, `/` or `?` ends the URL's host part early: the URL does not
+    // parse, or names another host. Said as such (the value itself is never shown).
+    let unencoded = || {
+        let rest = value.trim().split_once("://")?.1;
+        let (userinfo, _) = rest.rsplit_once('@')?;
+        userinfo.contains(['#', '/', '?']).then(|| {
+            "the user or password holds '#', '/' or '?', which end a URL's host part: \
+             percent-encode them (# as %23, / as %2F, ? as %3F), as in \
+             redis://user:p%23ss@host:6379/0"
+                .to_string()
+        })
+    };
+    let refused = || unencoded().unwrap_or_else(|| accepted.to_string());
+    let mut url = url::Url::parse(value.trim()).map_err(|_| refused())?;
+    if !matches!(url.scheme(), "redis" | "rediss") || url.host_str().is_none_or(str::is_empty) {
+        return Err(refused());
     }
     let db_query = url
         .query_pairs()

@@ -573,3 +573,33 @@ fn a_missing_value_and_an_unknown_config_key_hide_no_other_problem() {
         assert!(run.stderr.contains(problem), "{problem}: {}", run.stderr);
     }
 }
+
+#[test]
+fn a_redis_password_with_reserved_characters_says_to_percent_encode_it() {
+    let dir = TempDir::new();
+    let file = dir.join("redis_url");
+    for url in [
+        "redis://msgx:pa#ss@127.0.0.1:6379/0",
+        "redis://:pa/ss@127.0.0.1:6379/0",
+        "redis://msgx:pa?ss@127.0.0.1:6379/0",
+    ] {
+        std::fs::write(&file, format!("{url}\n")).unwrap();
+        let from_file = ["--redis_url_file", file.to_str().unwrap()];
+        for extra in [&["--redis_url", url][..], &from_file[..]] {
+            let mut args = strings(&["--tenant", "t.example", "--client_id", "c"]);
+            args.extend(strings(&["--client_secret", "s"]));
+            args.extend(strings(extra));
+            let run = msgx(&args, &[]);
+            assert_eq!(run.code, 2, "{url}: {}", run.stderr);
+            assert!(
+                run.stderr
+                    .contains("percent-encode them (# as %23, / as %2F, ? as %3F)")
+                    && run.stderr.contains("redis://user:p%23ss@host:6379/0"),
+                "{url}: {}",
+                run.stderr
+            );
+            assert!(!run.stderr.contains("pa#ss") && !run.stderr.contains("pa/ss"));
+            assert!(!run.stderr.contains("pa?ss"), "{}", run.stderr);
+        }
+    }
+}
