@@ -5,8 +5,8 @@
 //! group per source and queue key).
 //!
 //! `msgx_last_success_timestamp_seconds` moves only when the run exits 0; otherwise
-//! the previous file's value is kept (and a push leaves it out, so the Pushgateway
-//! keeps its own). The `_total` counters of the file accumulate over runs: the previous
+//! the previous file's value is kept, 0 until a run succeeds (and a push leaves it
+//! out, so the Pushgateway keeps its own). The `_total` counters of the file accumulate over runs: the previous
 //! file's values are read back and this run's added; pushed, they are the run's own.
 //! The format is the few lines of text it takes (no client library: a run is one
 //! process that prints once).
@@ -572,7 +572,17 @@ pub fn write_file(
     });
     let sources: Vec<&SourceFigures> = figures.sources.iter().collect();
     let mut dropped = Vec::new();
-    let text = render(&families(figures, &previous, &sources, &mut dropped));
+    let mut all = families(figures, &previous, &sources, &mut dropped);
+    // A deployment that has never succeeded says so (0), so that the alert on the
+    // success time fires instead of finding no series. (A push leaves it out: the
+    // Pushgateway keeps its own.)
+    if let Some(never) = all
+        .iter_mut()
+        .find(|f| f.name == "msgx_last_success_timestamp_seconds" && f.samples.is_empty())
+    {
+        never.push(&[], 0.0);
+    }
+    let text = render(&all);
     if !dropped.is_empty() {
         notes.push(format!(
             "{} counters of the previous file were below zero (not what msgx-once writes): \

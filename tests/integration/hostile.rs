@@ -487,3 +487,23 @@ fn graphs_newer_enum_members_reach_the_queue_as_they_are() {
     );
     assert_same_records(delivered, expected);
 }
+
+#[test]
+fn a_deployment_that_never_succeeds_still_has_a_success_time_for_its_alert() {
+    // The first run cannot reach Redis: the file still says "never" (0), so
+    // `time() - msgx_last_success_timestamp_seconds > 600` fires.
+    let sim = Sim::start(&["--rate", "2"]);
+    let dir = TempDir::new();
+    let path = dir.join("msgx.prom").to_string_lossy().into_owned();
+    let mut args = sim.args();
+    let closed = format!("redis://127.0.0.1:{}/0", free_port());
+    args.extend(strings(&["--redis_url", &closed, "--metrics_file", &path]));
+    let run = msgx_within(&args, &[("MSGX_BACKOFF_MS", "5")], Duration::from_secs(60));
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let text = std::fs::read_to_string(&path).expect("metrics written");
+    assert!(
+        text.contains("\nmsgx_last_success_timestamp_seconds 0\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nmsgx_exit_code 1\n"), "{text}");
+}
