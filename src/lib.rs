@@ -64,6 +64,6 @@ mod transport;
 mod window;
 
 pub use check::check;
-pub use config::{Config, Invocation, asks_for_json, load};
+pub use config::{Config, Invocation, asks_for_json, load, stray_variables};
 pub use logging::{init as init_logging, print_errors};
 pub use run::export;

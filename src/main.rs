@@ -34,6 +34,10 @@ fn main() -> ExitCode {
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
+    let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+    for warning in msgx::stray_variables(names) {
+        log::warn!("{warning}");
+    }
     if config.options.check {
         return ExitCode::from(msgx::check(&config));
     }

@@ -341,6 +341,33 @@ pub enum Invocation {
 
 /// Reads the configuration from `args` (without the program name), the environment
 /// lookup `env`, and the config file they name.
+/// A WARN for each `GRAPH_*` variable of `names` that names no option (a typo such as
+/// `GRAPH_TIMELAGG` would otherwise be ignored without a word), with the option it
+/// probably meant.
+pub fn stray_variables(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut strays: Vec<String> = names
+        .into_iter()
+        .filter(|name| name.starts_with("GRAPH_"))
+        .filter(|name| {
+            !spec::OPTIONS
+                .iter()
+                .any(|s| spec::env_name(s.name) == *name)
+        })
+        .collect();
+    strays.sort();
+    strays
+        .into_iter()
+        .map(|name| {
+            let typed = name["GRAPH_".len()..].to_ascii_lowercase();
+            let hint = match spec::nearest(&typed) {
+                Some(meant) => format!(" (did you mean {}?)", spec::env_name(meant)),
+                None => String::new(),
+            };
+            format!("environment variable {name} names no option{hint}: it is ignored")
+        })
+        .collect()
+}
+
 pub fn load(
     args: &[String],
     env: &dyn Fn(&str) -> Option<String>,

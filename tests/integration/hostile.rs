@@ -507,3 +507,27 @@ fn a_deployment_that_never_succeeds_still_has_a_success_time_for_its_alert() {
     );
     assert!(text.contains("\nmsgx_exit_code 1\n"), "{text}");
 }
+
+#[test]
+fn a_graph_variable_that_names_no_option_is_a_warn_with_what_it_meant() {
+    let sim = Sim::start(&["--rate", "2"]);
+    let run = msgx(
+        &sim.log_args(&[]),
+        &[("GRAPH_TIMELAGG", "60"), ("GRAPH_ZZZ", "1")],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "[WARN] environment variable GRAPH_TIMELAGG names no option (did you mean \
+             GRAPH_TIMELAG?): it is ignored"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("[WARN] environment variable GRAPH_ZZZ names no option: it is ignored"),
+        "{}",
+        run.stderr
+    );
+}
