@@ -343,8 +343,14 @@ impl RunReport {
             .collect();
         let spent: BudgetSpent = self.sources.iter().map(|s| s.spent).sum();
         let mut fields = totals(&frames, &spent, self.elapsed);
-        fields.insert(0, ("sources", self.sources.len().to_string()));
+        // With several tenants, `sources` counts the streams and `lanes` the tenant ×
+        // source pairs exported.
+        let mut names: Vec<&str> = self.sources.iter().map(|s| s.source.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        fields.insert(0, ("sources", names.len().to_string()));
         if self.several_tenants() {
+            fields.insert(1, ("lanes", self.sources.len().to_string()));
             let mut tenants: Vec<&str> = self
                 .sources
                 .iter()

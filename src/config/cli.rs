@@ -113,8 +113,13 @@ fn rewrite(args: &[String]) -> Result<Vec<String>, ConfigError> {
             break;
         }
         let Some(flag) = arg.strip_prefix("--") else {
+            // `-since`: one dash where two belong, said with the option it names.
+            let meant = arg
+                .strip_prefix('-')
+                .and_then(|name| spec::nearest(name.split('=').next().unwrap_or(name)))
+                .map_or(String::new(), |name| format!(": did you mean --{name}?"));
             let shown = match arg.starts_with('-') {
-                true => format!("unknown option {arg:?} (from the command line)"),
+                true => format!("unknown option {arg:?} (from the command line){meant}"),
                 false => format!("unexpected argument {arg:?} (from the command line)"),
             };
             if matches!(arg.as_str(), "-h" | "-V" | "help") {
@@ -289,6 +294,13 @@ mod tests {
         assert!(err(&["--stream-frames=3"]).starts_with("unknown option --stream-frames "));
         assert!(!err(&["--zzzzzz"]).contains("did you mean"));
         assert!(err(&["-x"]).starts_with("unknown option \"-x\""));
+        assert!(
+            err(&["-since", "-1h"]).starts_with(
+                "unknown option \"-since\" (from the command line): did you mean --since?"
+            ),
+            "{}",
+            err(&["-since", "-1h"])
+        );
         assert!(err(&["stray"]).starts_with("unexpected argument \"stray\""));
         assert_eq!(
             err(&["--timelag", "60", "--streams"]),

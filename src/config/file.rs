@@ -145,8 +145,10 @@ fn scalar(name: &str, value: &Value, source: &Origin) -> Result<Option<String>, 
             return Err(ConfigError::new(
                 name,
                 source.clone(),
-                "expected a single value, found a list or mapping".into(),
-                "a string, number or boolean",
+                "expected one value, found a list or mapping".into(),
+                &format!(
+                    "one value, as in `{name}: <value>` (lists only where the option takes several)"
+                ),
             ));
         }
     };

@@ -286,13 +286,32 @@ pub fn sources(value: &str) -> Result<Vec<&'static SourceSpec>, String> {
     let accepted = || format!("a comma-separated list of {}", sources::names());
     let mut chosen: Vec<&'static SourceSpec> = Vec::new();
     for name in value.split(',').map(str::trim) {
-        let source = sources::named(name).ok_or_else(accepted)?;
+        let source = sources::named(name).ok_or_else(|| match nearest_source(name) {
+            Some(meant) => format!("{} ({name}: did you mean {meant}?)", accepted()),
+            None => accepted(),
+        })?;
         if chosen.contains(&source) {
             return Err(format!("{} (each once; {name} is repeated)", accepted()));
         }
         chosen.push(source);
     }
     Ok(chosen)
+}
+
+/// The source `typed` most likely meant: the one it contains or is contained in, or
+/// the one a letter or two away.
+fn nearest_source(typed: &str) -> Option<&'static str> {
+    if typed.len() < 3 {
+        return None;
+    }
+    let typed = typed.to_ascii_lowercase();
+    let names = sources::SOURCES.iter().map(|s| s.name);
+    let close = |name: &str| super::spec::distance(&typed, name) <= 2;
+    names.clone().find(|name| close(name)).or_else(|| {
+        names
+            .filter(|name| name.contains(typed.as_str()) || typed.contains(name))
+            .max_by_key(|name| name.len())
+    })
 }
 
 /// `NAME=VALUE,NAME=VALUE`: a map given on the command line or in the environment

@@ -343,7 +343,7 @@ pub fn nearest(typed: &str) -> Option<&'static str> {
 }
 
 /// Levenshtein distance, by characters.
-fn distance(a: &str, b: &str) -> usize {
+pub(super) fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -603,3 +603,41 @@ fn a_redis_password_with_reserved_characters_says_to_percent_encode_it() {
         }
     }
 }
+
+#[test]
+fn a_misspelled_source_or_a_list_for_one_value_says_what_was_meant() {
+    let creds = [
+        "--tenant",
+        "t.example",
+        "--client_id",
+        "c",
+        "--client_secret",
+        "s",
+    ];
+    let mut args = strings(&creds);
+    args.extend(strings(&["--sources", "signins,directory_audit"]));
+    let run = msgx(&args, &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("(directory_audit: did you mean directory_audits?)"),
+        "{}",
+        run.stderr
+    );
+    let dir = TempDir::new();
+    let file = dir.join("app_config.yaml");
+    std::fs::write(&file, "streams: [2]\n").unwrap();
+    let mut args = strings(&creds);
+    args.extend(strings(&["--app_config", file.to_str().unwrap()]));
+    let run = msgx(&args, &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("option streams: expected one value, found a list or mapping")
+            && run
+                .stderr
+                .contains("accepted: one value, as in `streams: <value>`"),
+        "{}",
+        run.stderr
+    );
+}

@@ -72,7 +72,8 @@ fn forty_tenants_over_three_ticks_are_each_exported_once_within_both_budgets() {
             fleet_tick(&sim, &redis, &tenants, now, &sources).finish(Duration::from_secs(180));
         assert_eq!(run.code, 0, "{}", run.stderr);
         assert_eq!(run.summary_field("tenants"), "40");
-        assert_eq!(run.summary_field("sources"), "80");
+        assert_eq!(run.summary_field("sources"), "2");
+        assert_eq!(run.summary_field("lanes"), "80");
         assert_eq!(
             run.summary_field("throttled"),
             "0",
@@ -202,7 +203,8 @@ fn a_tenant_without_consent_is_named_with_its_fix_and_the_others_complete() {
     assert!(!metrics.contains(&format!("tenant=\"{refused}\"")));
     assert_eq!(run.summary_field("failed_tenants"), *refused);
     assert_eq!(run.summary_field("tenants"), "40");
-    assert_eq!(run.summary_field("sources"), "39");
+    assert_eq!(run.summary_field("sources"), "1");
+    assert_eq!(run.summary_field("lanes"), "39");
     let errors = run.errors();
     let consent_url = format!(
         "{}/{refused}/adminconsent?client_id={SIM_CLIENT}",
