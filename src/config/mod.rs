@@ -407,9 +407,49 @@ pub fn load(
         let (read, errors) = file::read(&path)?;
         file_errors = errors;
         // Only what the file changes: the same value given twice overrides nothing.
-        let overridden: Vec<String> = read
+        let changed: Vec<&(&str, String)> = read
             .iter()
             .filter(|(name, value)| values.get(name).is_some_and(|(given, _)| given != value))
+            .collect();
+        // A backfill does not deduplicate: a command-line option the file overrides
+        // (`--sources directory_audits` against the file's two sources) would export,
+        // and deliver again, what was not asked for. Refused, not a WARN.
+        let backfill = ["since", "until"]
+            .iter()
+            .any(|name| values.get(name).is_some() || read.iter().any(|(n, _)| n == name));
+        if backfill {
+            let refused: Vec<ConfigError> = changed
+                .iter()
+                .filter(|(name, _)| values.given(name) == Some(Origin::Cli))
+                .map(|(name, value)| {
+                    let given = values
+                        .get(name)
+                        .map(|(v, _)| v.to_string())
+                        .unwrap_or_default();
+                    ConfigError::new(
+                        name,
+                        Origin::File(path.clone()),
+                        format!(
+                            "is {} in the config file, which wins over the command line's {} \
+                             (as in the original), and a backfill does not deduplicate: it \
+                             would export what was not asked for",
+                            spec::shown(name, value),
+                            spec::shown(name, &given)
+                        ),
+                        &format!(
+                            "for this backfill, a copy of {} without {name} (e.g. sed \
+                             '/^{name}:/d'), or {name} set in the config file to what you want",
+                            path.display()
+                        ),
+                    )
+                })
+                .collect();
+            if let Some(error) = ConfigError::all(refused) {
+                return Err(error);
+            }
+        }
+        let overridden: Vec<String> = changed
+            .iter()
             .filter_map(|(name, _)| values.given(name).map(|s| s.describe(name)))
             .collect();
         if !overridden.is_empty() {
