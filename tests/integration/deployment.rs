@@ -234,9 +234,18 @@ fn the_crontab_line_runs_as_written_where_the_readme_installs_the_binary() {
     )
     .unwrap();
     let run = |path: &str| root.run(path, &command, &[]);
-    // Without the install, cron would mail "not found" (127).
+    // Without the install the line cannot start msgx-once: what cron mails (the
+    // line's stdout and stderr, beyond the log redirection) says so.
     let missing = run(&path);
-    assert_eq!(missing.status.code(), Some(127));
+    let mailed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&missing.stdout),
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    assert!(
+        mailed.contains("msgx-once did not start (not found or not executable on PATH="),
+        "mailed: {mailed:?}"
+    );
     // With it, a run exits 0; what it logged.
     let ran_ok = || {
         let ran = run(&root.rooted_path(&path));
@@ -246,6 +255,8 @@ fn the_crontab_line_runs_as_written_where_the_readme_installs_the_binary() {
             "{}",
             String::from_utf8_lossy(&ran.stderr)
         );
+        // A run that started mails nothing: its words are in the log.
+        assert!(ran.stdout.is_empty() && ran.stderr.is_empty(), "{ran:?}");
         std::fs::read_to_string(root.path("/var/log/msgx/msgx-once.log")).unwrap()
     };
     let log = ran_ok();
