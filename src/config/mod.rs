@@ -493,9 +493,11 @@ pub fn load(
                 Some(file)
             }
         };
-        return Ok(Invocation::PrintConfig(
-            values.print(built.as_ref().ok(), problems.as_ref()),
-        ));
+        return Ok(Invocation::PrintConfig(values.print(
+            built.as_ref().ok(),
+            problems.as_ref(),
+            &warnings,
+        )));
     }
     let mut config = match (built, ConfigError::all(file_errors)) {
         (Ok(config), None) => config,

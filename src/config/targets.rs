@@ -47,6 +47,8 @@ pub enum Output {
 pub struct RedisTarget {
     url: Secret,
     location: String,
+    /// The URL holds a user or password (hidden wherever it is shown).
+    credentials: bool,
     /// `redis+sentinel://`: the primary is found through these sentinels.
     sentinel: Option<SentinelTarget>,
 }
@@ -75,6 +77,7 @@ impl RedisTarget {
         RedisTarget {
             url: Secret::new(""),
             location,
+            credentials: target.password.is_some(),
             sentinel: Some(target),
         }
     }
@@ -93,6 +96,7 @@ impl RedisTarget {
             url.path()
         );
         RedisTarget {
+            credentials: !url.username().is_empty() || url.password().is_some(),
             url: Secret::new(url.to_string()),
             location,
             sentinel: None,
@@ -107,6 +111,15 @@ impl RedisTarget {
     /// `redis://host:port/db`, safe to log.
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// [`location`](Self::location) with `[redacted]@` where the URL holds a user or
+    /// password, as `--print_config` shows it: hidden, and said to be.
+    pub fn shown(&self) -> String {
+        match (self.credentials, self.location.split_once("://")) {
+            (true, Some((scheme, rest))) => format!("{scheme}://[redacted]@{rest}"),
+            _ => self.location.clone(),
+        }
     }
 }
 

@@ -118,7 +118,7 @@ fn derived_value(
             .filter(|c| c.redis.location() != c.options.redis_url.location())
             .map(|c| {
                 (
-                    c.redis.location().to_string(),
+                    c.redis.shown(),
                     "what redis_url_file holds (any password hidden)".into(),
                 )
             }),
@@ -194,7 +194,12 @@ impl Values {
     /// Where a value is derived rather than given, the effective one is shown with why
     /// (the credential kind inferred, the cloud's hosts, a cron run's deadline); when
     /// the configuration cannot run yet, `problems` close the listing.
-    pub(super) fn print(&self, config: Option<&Config>, problems: Option<&ConfigError>) -> String {
+    pub(super) fn print(
+        &self,
+        config: Option<&Config>,
+        problems: Option<&ConfigError>,
+        warnings: &[String],
+    ) -> String {
         let mut text = String::new();
         let options = Options::read(self, &mut Vec::new());
         for spec in spec::OPTIONS {
@@ -211,6 +216,13 @@ impl Values {
                 (None, None) => ("(not set)".to_string(), "nowhere".to_string()),
             };
             text.push_str(&format!("{} = {value}  # {source}\n", spec.name));
+        }
+        // What a run would say at WARN, before whether it can run.
+        for warning in warnings
+            .iter()
+            .chain(config.iter().flat_map(|c| &c.warnings))
+        {
+            text.push_str(&format!("# WARN: {warning}\n"));
         }
         match problems {
             None => text.push_str("# ready to run\n"),

@@ -641,3 +641,50 @@ fn a_misspelled_source_or_a_list_for_one_value_says_what_was_meant() {
         run.stderr
     );
 }
+
+#[test]
+fn print_config_says_what_a_run_would_warn_and_marks_a_hidden_password() {
+    let dir = TempDir::new();
+    let config = dir.join("app_config.yaml");
+    std::fs::write(
+        &config,
+        "tenant: t.example\nclient_id: c\nclient_secret: s\npage_size: 50\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let url_file = dir.join("redis_url");
+    std::fs::write(&url_file, "redis://msgx:pw@127.0.0.1:6390/0\n").unwrap();
+    let args = strings(&[
+        "--app_config",
+        config.to_str().unwrap(),
+        "--redis_url_file",
+        url_file.to_str().unwrap(),
+        "--page_size",
+        "100",
+        "--print_config",
+    ]);
+    let run = msgx(&args, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "redis_url = \"redis://[redacted]@127.0.0.1:6390/0\"  # what redis_url_file holds"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("pw@"), "{}", run.stdout);
+    let ready = run.stdout.find("# ready to run").expect("ready");
+    for warning in [
+        "# WARN: config file ",
+        " overrides command line --page_size",
+        " holds client_secret and others can read it (mode 644)",
+        "# WARN: option page_size 50 (from config file ",
+    ] {
+        let at = run
+            .stdout
+            .find(warning)
+            .unwrap_or_else(|| panic!("{warning}: {}", run.stdout));
+        assert!(at < ready, "{warning} after the verdict");
+    }
+}
