@@ -47,6 +47,9 @@ pub struct SourceFigures {
     /// that saved the state.
     pub rescan_behind: Vec<(u64, u64)>,
     pub frames_failed: u64,
+    /// Every frame of the lane was read and written, its state saved: the lane's own
+    /// success, whatever the other lanes' (a refused tenant fails only its own).
+    pub succeeded: bool,
     pub requests_by_code: BTreeMap<String, u64>,
     pub throttled_seconds: f64,
 }
@@ -80,6 +83,7 @@ impl RunFigures {
                 records_updated: s.frames.iter().map(|f| f.updated).sum(),
                 rescan_behind: s.behind.clone(),
                 frames_failed: s.failed().count() as u64,
+                succeeded: s.succeeded(),
                 requests_by_code: s.requests_by_code.clone(),
                 throttled_seconds: s.spent.waited.as_secs_f64(),
             })
@@ -91,6 +95,9 @@ impl RunFigures {
         }
     }
 }
+
+/// Each tenant × source's own success time.
+const LANE_SUCCESS: &str = "msgx_lane_last_success_timestamp_seconds";
 
 /// A metric family: name, type, help, samples (as written without the value, value).
 struct Family {
@@ -299,6 +306,12 @@ fn families(
         "Frames the last run left incomplete.",
         Carried::Zeroed,
     );
+    let mut lane_success = family(
+        LANE_SUCCESS,
+        "gauge",
+        "Unix time of the last run that exported this tenant × source whole (0: none yet).",
+        Carried::Kept,
+    );
     let mut requests = family(
         "msgx_graph_requests_total",
         "counter",
@@ -339,6 +352,9 @@ fn families(
             behind.push(&with_depth, *seconds as f64);
         }
         failed.push(&labels, s.frames_failed as f64);
+        if s.succeeded {
+            lane_success.push(&labels, now.floor());
+        }
         for (code, count) in &s.requests_by_code {
             let mut with_code = labels.clone();
             with_code.push(("code", code.clone()));
@@ -360,6 +376,7 @@ fn families(
         late_age,
         behind,
         failed,
+        lane_success,
         requests,
         throttled,
     ];
@@ -582,6 +599,23 @@ pub fn write_file(
     {
         never.push(&[], 0.0);
     }
+    // So does every lane the configuration names — a tenant refused its token has no
+    // figures at all — so that the per-lane alert names it.
+    if let Some(lanes_family) = all.iter_mut().find(|f| f.name == LANE_SUCCESS) {
+        for (tenant, source, queue_key) in lanes {
+            let mut labels = vec![
+                ("source", source.to_string()),
+                ("queue_key", queue_key.clone()),
+            ];
+            if let Some(tenant) = tenant {
+                labels.insert(0, ("tenant", tenant.clone()));
+            }
+            let key = sample_key(LANE_SUCCESS, &labels);
+            if !lanes_family.samples.iter().any(|(k, _)| *k == key) {
+                lanes_family.samples.push((key, 0.0));
+            }
+        }
+    }
     let text = render(&all);
     if !dropped.is_empty() {
         notes.push(format!(
@@ -713,6 +747,7 @@ mod tests {
                 rescan_behind: vec![(600, 0), (7200, 60)],
                 records_updated: 0,
                 frames_failed: 0,
+                succeeded: true,
                 requests_by_code: BTreeMap::from([("200".to_string(), 2)]),
                 throttled_seconds: 0.5,
             }],

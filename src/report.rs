@@ -68,6 +68,11 @@ impl SourceReport {
         self.frames.iter().filter(|f| f.failed())
     }
 
+    /// Every frame read and written and the progress saved: this lane's own outcome.
+    pub fn succeeded(&self) -> bool {
+        self.failed().next().is_none() && self.state_error.is_none()
+    }
+
     /// Records a read after the first delivered: Graph published them late.
     pub fn late(&self) -> u64 {
         self.frames.iter().map(FrameOutcome::late).sum()
@@ -317,7 +322,9 @@ impl RunReport {
         if let [only] = self.sources.as_slice()
             && !self.several_tenants()
         {
-            return vec![Summary::new("summary:", only.figures(self.elapsed))];
+            let mut line = Summary::new("summary:", only.figures(self.elapsed));
+            line.ok = self.exit_code() == exit::OK;
+            return vec![line];
         }
         let mut lines: Vec<Summary> = self
             .sources
@@ -327,6 +334,7 @@ impl RunReport {
                     &format!("summary of {}:", s.label()),
                     s.figures(self.elapsed),
                 );
+                summary.ok = s.succeeded();
                 summary
                     .fields
                     .insert(0, ("source", s.source.name.to_string()));
@@ -380,7 +388,9 @@ impl RunReport {
             let locked: Vec<String> = self.locked.iter().map(|l| l.replace(' ', "/")).collect();
             fields.push(("locked", locked.join(",")));
         }
-        lines.push(Summary::new("summary:", fields));
+        let mut total = Summary::new("summary:", fields);
+        total.ok = self.exit_code() == exit::OK;
+        lines.push(total);
         lines
     }
 }
@@ -411,6 +421,9 @@ impl RunReport {
 pub struct Summary {
     pub text: String,
     pub fields: Vec<(&'static str, String)>,
+    /// What it summarises went well: logged at INFO, else at ERROR — a lane at the
+    /// level of its own outcome, the run's totals at the run's.
+    pub ok: bool,
 }
 
 impl Summary {
@@ -425,7 +438,11 @@ impl Summary {
         for (key, value) in fields.iter().filter(|(key, _)| *key != "source") {
             text.push_str(&format!(" {} {value}", label(key)));
         }
-        Summary { text, fields }
+        Summary {
+            text,
+            fields,
+            ok: true,
+        }
     }
 }
 

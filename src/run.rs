@@ -12,7 +12,6 @@ use time::OffsetDateTime;
 use crate::auth::TokenSource;
 use crate::config::{Config, SourceConfig};
 use crate::error::Error;
-use crate::exit;
 use crate::graph::GraphClient;
 use crate::graph::client::PageShape;
 use crate::metrics::RunFigures;
@@ -28,18 +27,18 @@ use crate::sink::{self, Sink};
 use crate::state::{self, Resumed};
 use crate::window::{self, Frame, Window};
 
-/// One export as cron runs it: [`run`], its summary logged (INFO, or ERROR when it
-/// exits other than 0), its metrics written and pushed; the exit code.
+/// One export as cron runs it: [`run`], its summary logged (each line INFO, or ERROR
+/// when what it summarises did not go well: a lane its own, the totals the run's), its metrics written and pushed; the exit code.
 pub fn export(config: &Config) -> u8 {
     let started = Instant::now();
     let figures = match run(config) {
         Ok(report) => {
             let code = report.exit_code();
-            let level = match code {
-                exit::OK => log::Level::Info,
-                _ => log::Level::Error,
-            };
             for line in report.summary() {
+                let level = match line.ok {
+                    true => log::Level::Info,
+                    false => log::Level::Error,
+                };
                 crate::logging::log_with_fields(level, &line.text, &line.fields);
             }
             let now = config.fixed_now.unwrap_or_else(OffsetDateTime::now_utc);

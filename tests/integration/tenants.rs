@@ -192,7 +192,9 @@ fn a_tenant_without_consent_is_named_with_its_fix_and_the_others_complete() {
     )
     .finish(Duration::from_secs(180));
     assert_eq!(run.code, 3, "{}", run.stderr);
-    // Each tenant's series are labelled with it; the refused one has none.
+    // Each tenant's series are labelled with it; the refused one has its lane's
+    // success time alone, 0 (never), so the per-lane alert names it while the
+    // others' success times move.
     let metrics = std::fs::read_to_string(&metrics).expect("metrics written");
     let other = &tenants[8];
     let delivered = redis.len(&format!("q:{other}"));
@@ -200,7 +202,27 @@ fn a_tenant_without_consent_is_named_with_its_fix_and_the_others_complete() {
         "msgx_records_delivered{{tenant=\"{other}\",source=\"signins\",queue_key=\"q:{other}\"}} {delivered}\n"
     );
     assert!(metrics.contains(&series), "{series} in {metrics}");
-    assert!(!metrics.contains(&format!("tenant=\"{refused}\"")));
+    let success = |tenant: &str| {
+        let key = format!(
+            "msgx_lane_last_success_timestamp_seconds{{tenant=\"{tenant}\",source=\"signins\",queue_key=\"q:{tenant}\"}} "
+        );
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&key))
+            .unwrap_or_else(|| panic!("{key} in {metrics}"));
+        line[key.len()..].parse::<f64>().expect("a number")
+    };
+    assert_eq!(success(refused), 0.0);
+    assert!(success(other) > 1.7e9);
+    let refused_series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.contains(&format!("tenant=\"{refused}\"")))
+        .collect();
+    assert_eq!(refused_series.len(), 1, "{refused_series:?}");
+    // Each lane's summary at the level of its own outcome: the healthy ones at INFO.
+    let healthy = format!("[INFO] summary of {other} signins:");
+    assert!(run.stderr.contains(&healthy), "{}", run.stderr);
+    assert!(!run.stderr.contains(&format!("[ERROR] summary of {other} ")));
     assert_eq!(run.summary_field("failed_tenants"), *refused);
     assert_eq!(run.summary_field("tenants"), "40");
     assert_eq!(run.summary_field("sources"), "1");
