@@ -57,6 +57,8 @@ enum Fault {
     Clock(i64),
     /// The other tenant left out of the configuration for the tick.
     TenantRemoved,
+    /// Directory audits left out of the configuration for the tick.
+    SourceRemoved,
 }
 
 impl fmt::Display for Fault {
@@ -73,6 +75,7 @@ impl fmt::Display for Fault {
             Fault::Twice => f.write_str("two runs at once"),
             Fault::Clock(s) => write!(f, "host clock {s:+} s"),
             Fault::TenantRemoved => write!(f, "{OTHER} removed for the tick"),
+            Fault::SourceRemoved => f.write_str("directory_audits removed for the tick"),
         }
     }
 }
@@ -100,13 +103,18 @@ impl Fault {
             Fault::Twice => "two runs",
             Fault::Clock(_) => "clock step",
             Fault::TenantRemoved => "tenant removed",
+            Fault::SourceRemoved => "source removed",
         }
     }
 
     /// The exit codes this fault may end a run with (-1: killed by a signal).
     fn allowed(&self) -> &'static [i32] {
         match self {
-            Fault::None | Fault::Clock(_) | Fault::TenantRemoved | Fault::Missed => &[0],
+            Fault::None
+            | Fault::Clock(_)
+            | Fault::TenantRemoved
+            | Fault::SourceRemoved
+            | Fault::Missed => &[0],
             // Retried within the run, or left owed when the retries ran out.
             Fault::Graph(_) | Fault::RedisRestart(_) | Fault::RedisFull => &[0, 1],
             Fault::Forbidden => &[3],
@@ -166,7 +174,8 @@ fn schedule(seed: u64, ticks: usize) -> Vec<Fault> {
                 31..=32 => Fault::Missed,
                 33..=34 => Fault::Twice,
                 35..=36 => Fault::Clock([-90, 90, -3600][rng.below(3) as usize]),
-                _ => Fault::TenantRemoved,
+                37..=38 => Fault::TenantRemoved,
+                _ => Fault::SourceRemoved,
             }
         })
         .collect()
@@ -223,8 +232,7 @@ impl Deployment {
         Sim::start(&flags)
     }
 
-    fn args(&self, sim: &Sim, tenants: &[&str]) -> Vec<String> {
-        let sources: Vec<&str> = SOURCES.iter().map(|(s, _)| *s).collect();
+    fn args(&self, sim: &Sim, tenants: &[&str], sources: &[&str]) -> Vec<String> {
         let mut args = redis_args(sim, &self.redis, "q", &[]);
         // The shipped pacing: 5 / 10 s per tenant (sped up tenfold with the simulator's).
         let at = args
@@ -342,14 +350,17 @@ fn soak_schedule(seed: u64, faults: &[Fault]) -> Result<Soaked, String> {
                 return Err(at(format!("a panic:\n{stderr}")));
             }
         }
-        // Counters of lanes the tick exported never go down.
+        // Counters never go down, and no series of a lane still configured vanishes
+        // (a lane taken out leaves the file: its series come back from 0).
         let now_counters = counters(&deployment.metrics_path());
-        if *fault != Fault::TenantRemoved {
+        if !matches!(fault, Fault::TenantRemoved | Fault::SourceRemoved) {
             for (key, before) in &last_counters {
-                if let Some(after) = now_counters.get(key)
-                    && after < before
-                {
-                    return Err(at(format!("metric {key} went from {before} to {after}")));
+                match now_counters.get(key) {
+                    Some(after) if after < before => {
+                        return Err(at(format!("metric {key} went from {before} to {after}")));
+                    }
+                    None => return Err(at(format!("series {key} vanished"))),
+                    _ => {}
                 }
             }
         }
@@ -450,7 +461,11 @@ fn tick(
         Fault::TenantRemoved => vec![tenants[0]],
         _ => tenants.to_vec(),
     };
-    let args = d.args(&sim, &tenants);
+    let sources: Vec<&str> = match fault {
+        Fault::SourceRemoved => vec![SOURCES[0].0],
+        _ => SOURCES.iter().map(|(s, _)| *s).collect(),
+    };
+    let args = d.args(&sim, &tenants, &sources);
     let host_now = match fault {
         Fault::Clock(seconds) => now + Span::seconds(*seconds),
         _ => now,
