@@ -586,10 +586,7 @@ fn a_redis_password_with_reserved_characters_says_to_percent_encode_it() {
         std::fs::write(&file, format!("{url}\n")).unwrap();
         let from_file = ["--redis_url_file", file.to_str().unwrap()];
         for extra in [&["--redis_url", url][..], &from_file[..]] {
-            let mut args = strings(&["--tenant", "t.example", "--client_id", "c"]);
-            args.extend(strings(&["--client_secret", "s"]));
-            args.extend(strings(extra));
-            let run = msgx(&args, &[]);
+            let run = msgx(&offline(extra), &[]);
             assert_eq!(run.code, 2, "{url}: {}", run.stderr);
             assert!(
                 run.stderr
@@ -606,17 +603,7 @@ fn a_redis_password_with_reserved_characters_says_to_percent_encode_it() {
 
 #[test]
 fn a_misspelled_source_or_a_list_for_one_value_says_what_was_meant() {
-    let creds = [
-        "--tenant",
-        "t.example",
-        "--client_id",
-        "c",
-        "--client_secret",
-        "s",
-    ];
-    let mut args = strings(&creds);
-    args.extend(strings(&["--sources", "signins,directory_audit"]));
-    let run = msgx(&args, &[]);
+    let run = msgx(&offline(&["--sources", "signins,directory_audit"]), &[]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr
@@ -627,9 +614,7 @@ fn a_misspelled_source_or_a_list_for_one_value_says_what_was_meant() {
     let dir = TempDir::new();
     let file = dir.join("app_config.yaml");
     std::fs::write(&file, "streams: [2]\n").unwrap();
-    let mut args = strings(&creds);
-    args.extend(strings(&["--app_config", file.to_str().unwrap()]));
-    let run = msgx(&args, &[]);
+    let run = msgx(&offline(&["--app_config", file.to_str().unwrap()]), &[]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr
