@@ -15,7 +15,7 @@ pub const SECRET_CAP: u64 = 64 << 10;
 pub const PEM_CAP: u64 = 1 << 20;
 /// The YAML config file.
 pub const CONFIG_CAP: u64 = 1 << 20;
-/// A state file, the metrics file written before.
+/// A state file, the metrics file written before (a fleet's is a few MB).
 pub const STATE_CAP: u64 = 64 << 20;
 
 /// Why a file was not read.
@@ -59,8 +59,9 @@ pub fn kind_of(file_type: std::fs::FileType) -> Option<&'static str> {
     }
 }
 
-/// The bytes of the regular file at `path` (symlinks followed), at most `cap`.
-pub fn read(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
+/// The regular file at `path` (symlinks followed), open for reading, when it is no
+/// larger than `cap`: nothing is read yet.
+fn open(path: &Path, cap: u64) -> Result<(std::fs::File, u64), FileError> {
     // O_NONBLOCK: opening a FIFO for reading would wait for a writer; a regular
     // file's reads are not affected by it.
     let file = std::fs::OpenOptions::new()
@@ -78,7 +79,19 @@ pub fn read(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
     if meta.len() > cap {
         return Err(FileError::TooLarge(cap));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    Ok((file, meta.len()))
+}
+
+/// Whether [`read`] would take the file at `path`, without reading it: a check at
+/// start for a file read later.
+pub fn check(path: &Path, cap: u64) -> Result<(), FileError> {
+    open(path, cap).map(drop)
+}
+
+/// The bytes of the regular file at `path` (symlinks followed), at most `cap`.
+pub fn read(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
+    let (file, len) = open(path, cap)?;
+    let mut bytes = Vec::with_capacity(len as usize);
     // A file that grows while read stops at the cap all the same.
     file.take(cap + 1)
         .read_to_end(&mut bytes)
@@ -114,6 +127,8 @@ mod tests {
         std::os::unix::fs::symlink(&file, &link).unwrap();
         assert_eq!(read_text(&link, 100).unwrap(), "s3cret\n");
         assert!(matches!(read(&file, 3), Err(FileError::TooLarge(3))));
+        assert!(check(&file, 100).is_ok());
+        assert!(matches!(check(&file, 3), Err(FileError::TooLarge(3))));
         assert!(matches!(
             read(Path::new("/dev/zero"), 100),
             Err(FileError::NotRegular("a character device"))

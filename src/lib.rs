@@ -16,8 +16,8 @@
 //! Dependencies point downward; no two modules import each other.
 //!
 //! - At the bottom, knowing nothing of the rest: [`exit`] codes, `ids`,
-//!   `secret`, `files` (regular files only, capped), `buffers`, `page_memory` (the byte budget of pages in flight), `keys`
-//!   (Redis key names and hash tags), `window`,
+//!   `secret`, `files` (regular files only, capped), `buffers`, `page_memory` (the
+//!   byte budget of pages in flight), `keys` (Redis key names and hash tags), `window`,
 //!   `logging`, the HTTP `transport`; then `shutdown` (signals) and `sources`
 //!   (the audit streams as data).
 //! - `config`: one declaration per option (`config::spec`), where values come from,

@@ -6,7 +6,8 @@
 //!
 //! `msgx_last_success_timestamp_seconds` moves only when the run exits 0; otherwise
 //! the previous file's value is kept, 0 until a run succeeds (and a push leaves it
-//! out, so the Pushgateway keeps its own). The `_total` counters of the file accumulate over runs: the previous
+//! out, so the Pushgateway keeps its own). The `_total` counters of the file
+//! accumulate over runs: the previous
 //! file's values are read back and this run's added; pushed, they are the run's own.
 //! The format is the few lines of text it takes (no client library: a run is one
 //! process that prints once).
@@ -325,13 +326,7 @@ fn families(
         Carried::Summed,
     );
     for s in sources {
-        let mut labels = vec![
-            ("source", s.source.to_string()),
-            ("queue_key", s.queue_key.clone()),
-        ];
-        if let Some(tenant) = &s.tenant {
-            labels.insert(0, ("tenant", tenant.clone()));
-        }
+        let labels = lane_labels(s.tenant.as_deref(), s.source, &s.queue_key);
         if let Some(seconds) = s.watermark_lag_seconds {
             lag.push(&labels, seconds as f64);
         }
@@ -386,6 +381,18 @@ fn families(
     all
 }
 
+/// The labels of a tenant × source's series (`tenant` only when the run exports
+/// several).
+fn lane_labels(tenant: Option<&str>, source: &str, queue_key: &str) -> Vec<(&'static str, String)> {
+    let lane = [("source", source), ("queue_key", queue_key)];
+    tenant
+        .map(|tenant| ("tenant", tenant))
+        .into_iter()
+        .chain(lane)
+        .map(|(k, v)| (k, v.to_string()))
+        .collect()
+}
+
 /// `name{label="value",…}`, as written in the file: the labels in [`LABEL_ORDER`].
 fn sample_key(name: &str, labels: &[(&'static str, String)]) -> String {
     let labels: Vec<(String, String)> = labels
@@ -436,9 +443,6 @@ fn render(families: &[Family]) -> String {
     text
 }
 
-/// The most a previous metrics file may hold: a fleet's is a few MB.
-const PREVIOUS_CAP: u64 = 64 << 20;
-
 /// The lanes the configuration names, as their labels say them: (tenant, source,
 /// queue key). Only their series are carried on.
 pub type LaneLabels = (Option<String>, &'static str, String);
@@ -449,7 +453,7 @@ pub type LaneLabels = (Option<String>, &'static str, String);
 /// msgx-once wrote (a line that is not a `msgx_` sample, HELP or TYPE, a value that is
 /// not a finite number) is not carried at all: why, in the error.
 fn read_previous(path: &Path, lanes: &[LaneLabels]) -> Result<BTreeMap<String, f64>, String> {
-    let text = match files::read_text(path, PREVIOUS_CAP) {
+    let text = match files::read_text(path, files::STATE_CAP) {
         Ok(text) => text,
         Err(files::FileError::NotFound) => return Ok(BTreeMap::new()),
         Err(e) => return Err(format!("the previous file {e}")),
@@ -603,14 +607,10 @@ pub fn write_file(
     // figures at all — so that the per-lane alert names it.
     if let Some(lanes_family) = all.iter_mut().find(|f| f.name == LANE_SUCCESS) {
         for (tenant, source, queue_key) in lanes {
-            let mut labels = vec![
-                ("source", source.to_string()),
-                ("queue_key", queue_key.clone()),
-            ];
-            if let Some(tenant) = tenant {
-                labels.insert(0, ("tenant", tenant.clone()));
-            }
-            let key = sample_key(LANE_SUCCESS, &labels);
+            let key = sample_key(
+                LANE_SUCCESS,
+                &lane_labels(tenant.as_deref(), source, queue_key),
+            );
             if !lanes_family.samples.iter().any(|(k, _)| *k == key) {
                 lanes_family.samples.push((key, 0.0));
             }

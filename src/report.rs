@@ -322,9 +322,8 @@ impl RunReport {
         if let [only] = self.sources.as_slice()
             && !self.several_tenants()
         {
-            let mut line = Summary::new("summary:", only.figures(self.elapsed));
-            line.ok = self.exit_code() == exit::OK;
-            return vec![line];
+            let ok = self.exit_code() == exit::OK;
+            return vec![Summary::new("summary:", only.figures(self.elapsed), ok)];
         }
         let mut lines: Vec<Summary> = self
             .sources
@@ -333,8 +332,8 @@ impl RunReport {
                 let mut summary = Summary::new(
                     &format!("summary of {}:", s.label()),
                     s.figures(self.elapsed),
+                    s.succeeded(),
                 );
-                summary.ok = s.succeeded();
                 summary
                     .fields
                     .insert(0, ("source", s.source.name.to_string()));
@@ -388,9 +387,11 @@ impl RunReport {
             let locked: Vec<String> = self.locked.iter().map(|l| l.replace(' ', "/")).collect();
             fields.push(("locked", locked.join(",")));
         }
-        let mut total = Summary::new("summary:", fields);
-        total.ok = self.exit_code() == exit::OK;
-        lines.push(total);
+        lines.push(Summary::new(
+            "summary:",
+            fields,
+            self.exit_code() == exit::OK,
+        ));
         lines
     }
 }
@@ -427,8 +428,9 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// `title` and the fields as `label value` pairs, e.g. `frames ok 2 failed 0`.
-    fn new(title: &str, fields: Vec<(&'static str, String)>) -> Self {
+    /// `title` and the fields as `label value` pairs, e.g. `frames ok 2 failed 0`;
+    /// `ok`: what it summarises went well.
+    fn new(title: &str, fields: Vec<(&'static str, String)>, ok: bool) -> Self {
         let label = |key: &'static str| match key {
             "frames_ok" => "frames ok",
             "frames_failed" => "failed",
@@ -438,11 +440,7 @@ impl Summary {
         for (key, value) in fields.iter().filter(|(key, _)| *key != "source") {
             text.push_str(&format!(" {} {value}", label(key)));
         }
-        Summary {
-            text,
-            fields,
-            ok: true,
-        }
+        Summary { text, fields, ok }
     }
 }
 

@@ -28,7 +28,8 @@ use crate::state::{self, Resumed};
 use crate::window::{self, Frame, Window};
 
 /// One export as cron runs it: [`run`], its summary logged (each line INFO, or ERROR
-/// when what it summarises did not go well: a lane its own, the totals the run's), its metrics written and pushed; the exit code.
+/// when what it summarises did not go well: a lane its own, the totals the run's),
+/// its metrics written and pushed; the exit code.
 pub fn export(config: &Config) -> u8 {
     let started = Instant::now();
     let figures = match run(config) {

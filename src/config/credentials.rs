@@ -214,8 +214,6 @@ impl Values {
         missing
     }
 
-    /// The credential of `kind` from the typed options; every missing or conflicting
-    /// option joins `errors`.
     /// The files a run reads later (at sign-in, at each token, at connect) are regular
     /// files within their cap: a FIFO or a device named by mistake is refused now,
     /// naming its option, instead of hanging the run or filling its memory. A file
@@ -242,7 +240,7 @@ impl Values {
         for (option, path, cap) in table {
             let Some(path) = path else { continue };
             if let Err(e @ (files::FileError::NotRegular(_) | files::FileError::TooLarge(_))) =
-                files::read(path, cap)
+                files::check(path, cap)
             {
                 errors.push(ConfigError::new(
                     option,
@@ -254,6 +252,8 @@ impl Values {
         }
     }
 
+    /// The credential of `kind` from the typed options; every missing or conflicting
+    /// option joins `errors`.
     pub(super) fn credential(
         &self,
         options: &Options,

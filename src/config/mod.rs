@@ -339,8 +339,6 @@ pub enum Invocation {
     Run(Box<Config>),
 }
 
-/// Reads the configuration from `args` (without the program name), the environment
-/// lookup `env`, and the config file they name.
 /// A WARN for each `GRAPH_*` variable of `names` that names no option (a typo such as
 /// `GRAPH_TIMELAGG` would otherwise be ignored without a word), with the option it
 /// probably meant.
@@ -368,6 +366,8 @@ pub fn stray_variables(names: impl IntoIterator<Item = String>) -> Vec<String> {
         .collect()
 }
 
+/// Reads the configuration from `args` (without the program name), the environment
+/// lookup `env`, and the config file they name.
 pub fn load(
     args: &[String],
     env: &dyn Fn(&str) -> Option<String>,

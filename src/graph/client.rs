@@ -163,10 +163,10 @@ impl GraphClient {
     /// (`asked`: the `$top` of the request that failed), saying so once; false when it
     /// is 1 already.
     fn lower_top(&self, asked: u32, error: &GraphError) -> bool {
-        let lowered = (asked / 2).max(1);
         if asked <= 1 {
             return false;
         }
+        let lowered = asked / 2;
         self.top.fetch_min(lowered, Ordering::Relaxed);
         if !self.lowering_said.swap(true, Ordering::Relaxed) {
             log::warn!(

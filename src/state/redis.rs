@@ -242,16 +242,16 @@ impl RedisState {
         let ours = match (other.shared, written_for.as_deref()) {
             (None, _) => true,
             (Some(_), Some(tenant)) => tenant == owner,
-            (Some(shared), None) => shared.claims_unnamed,
+            (Some(shared), None) if shared.claims_unnamed => true,
+            (Some(_), None) => {
+                return Err(Error::State(format!(
+                    "{old_state} holds the progress of a one-tenant run that did not record \
+                     its tenant, and this run exports several: set tenant to that tenant \
+                     beside tenants for one run, so that its progress carries over to its own \
+                     keys instead of the tenant starting over"
+                )));
+            }
         };
-        if other.shared.is_some() && written_for.is_none() && !ours {
-            return Err(Error::State(format!(
-                "{old_state} holds the progress of a one-tenant run that did not record its \
-                 tenant, and this run exports several: set tenant to that tenant beside \
-                 tenants for one run, so that its progress carries over to its own keys \
-                 instead of the tenant starting over"
-            )));
-        }
         if !ours {
             return Ok(());
         }

@@ -478,7 +478,6 @@ fn tick(
     let outputs = match fault {
         Fault::Kill(ms) | Fault::Term(ms) | Fault::RedisRestart(ms) => {
             let running = Running::start_with_env(&args, &run_env(&vars));
-            let started = Instant::now();
             std::thread::sleep(Duration::from_millis(*ms));
             match fault {
                 Fault::Kill(_) => running.signal("KILL"),
@@ -489,7 +488,6 @@ fn tick(
                     d.redis.restart();
                 }
             }
-            let _ = started;
             let out = running.finish(limit);
             vec![(out.code, out.stderr)]
         }

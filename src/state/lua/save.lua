@@ -1,5 +1,6 @@
 -- KEYS: lock, state. ARGV: token, watermark, origin, rescanned, owed_first,
--- owed_second, deeper, tenant (the lane's; '' when unknown). 0 when the lock is not ours. The frontiers never move back.
+-- owed_second, deeper, tenant (the lane's; '' when unknown). 0 when the lock is not
+-- ours. The frontiers never move back.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
