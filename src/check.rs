@@ -258,12 +258,9 @@ fn check_graph(config: &Config) -> Vec<Outcome> {
             );
             let result = match frame {
                 Some(frame) => client
-                    .fetch_page(&client.first_url(&frame))
-                    .map(|page| {
-                        format!(
-                            "HTTP 200, {} record(s) in the last minute's first page",
-                            page.record_count()
-                        )
+                    .count_first_page(&frame)
+                    .map(|records| {
+                        format!("HTTP 200, {records} record(s) in the last minute's first page")
                     })
                     .map_err(|e| {
                         let advice = graph_advice(&e, source.spec.permission);

@@ -97,9 +97,12 @@ pub enum GraphError {
         message: String,
         transient: bool,
     },
-    /// A page over the body limit (`page_memory_mb`, in bytes): the same request
-    /// will not get smaller, one with a smaller `$top` will.
+    /// One record over the cap (`page_memory_mb`, in bytes): asking again will not
+    /// make it smaller.
     TooLarge { url: String, limit: u64 },
+    /// A page asked again after its body broke off came back different from the
+    /// records of it already delivered.
+    Changed { url: String, message: String },
     /// The run's deadline passed before the request could be (re)sent.
     Deadline {
         url: String,
@@ -147,9 +150,10 @@ impl fmt::Display for GraphError {
             GraphError::Transport { url, message, .. } => write!(f, "GET {url}: {message}"),
             GraphError::TooLarge { url, limit } => write!(
                 f,
-                "GET {url}: the page is larger than page_memory_mb ({} MiB)",
+                "GET {url}: a record is larger than page_memory_mb ({} MiB)",
                 limit >> 20
             ),
+            GraphError::Changed { url, message } => write!(f, "GET {url}: {message}"),
             GraphError::Deadline { url, last } => {
                 write!(f, "GET {url}: run deadline reached")?;
                 match last {
@@ -187,6 +191,7 @@ impl GraphError {
             GraphError::Auth(AuthError::Refused { .. })
             | GraphError::UnsafeNextLink { .. }
             | GraphError::TooLarge { .. }
+            | GraphError::Changed { .. }
             | GraphError::Deadline { .. }
             | GraphError::Paused { .. }
             | GraphError::Interrupted { .. } => false,

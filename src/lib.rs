@@ -18,7 +18,8 @@
 //! - At the bottom, knowing nothing of the rest: [`exit`] codes, `ids`,
 //!   `secret`, `files` (regular files only, capped), `buffers`, `page_memory` (the
 //!   byte budget of pages in flight), `keys` (Redis key names and hash tags), `window`,
-//!   `logging`, the HTTP `transport`; then `shutdown` (signals) and `sources`
+//!   `logging`, `shard` (a fleet's tenants over K processes), the HTTP `transport`;
+//!   then `shutdown` (signals) and `sources`
 //!   (the audit streams as data).
 //! - `config`: one declaration per option (`config::spec`), where values come from,
 //!   credentials as a table of kinds, sinks and targets, the rules; each source's
@@ -56,6 +57,7 @@ mod retry;
 mod run;
 mod secret;
 mod setup;
+mod shard;
 mod shutdown;
 mod sink;
 mod sources;

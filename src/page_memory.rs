@@ -1,16 +1,16 @@
-//! The memory pages may hold between their request and their write: a byte budget
+//! The memory records may hold between their arrival and their write: a byte budget
 //! (`page_memory_mb`), not a count of pages, since a page of 1,000 sign-ins is 2 MB
 //! with few Conditional Access policies and 20 MB with many.
 //!
-//! A fetcher reserves what it expects its next page to weigh ([`PageEstimates`]: a
-//! full page of the largest records seen) before it sends the request, and waits while
-//! that would pass the budget; once the page is in, the reservation becomes the
-//! page's real size, and it is freed when the page is written. A writer reserves
-//! what writing copies of the page on top (`Sink::copy_bytes`: a Redis command goes
-//! to one server in 1 MiB pieces, to a Cluster whole). What does
-//! not fit waits — except a page or a write when nothing else holds any: a page larger
-//! than the whole budget is still fetched and written, alone, and a write never waits
-//! for pages queued behind it.
+//! Pages are read in chunks as they arrive. A fetcher reserves a chunk's bytes when a
+//! page's records start to come (not while the request waits for Graph's answer), and
+//! waits while that would pass the budget — the rest of the body waits in the socket;
+//! once the chunk is filled, the reservation becomes its real size, and it is freed
+//! when the chunk is written. A writer reserves what writing copies of the chunk on
+//! top (`Sink::copy_bytes`: a Redis command to a Cluster is built whole). What does
+//! not fit waits — except a chunk or a write when nothing else holds any: a record
+//! larger than a chunk still goes, alone, and a write never waits for chunks queued
+//! behind it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -33,68 +33,11 @@ pub fn tune_allocator() {
     }
 }
 
-/// Bytes per record assumed before a run has seen any page: Microsoft's figure for
-/// sign-ins listing many Conditional Access policies. Guessing low would let every
-/// fetcher's first page in at once, each past its reservation.
-const PRIOR_RECORD_BYTES: u64 = 20 * 1024;
-
-/// A page's bytes besides its records: `@odata.context`, `@odata.nextLink`.
-const ENVELOPE_BYTES: u64 = 1024;
-
-/// What a lane's next page is expected to weigh: `$top` records of the most bytes per
-/// record its pages have had (or the run's, or the prior), so a reservation is rarely
-/// short of the page that fills it.
-pub struct PageEstimates {
-    lanes: Vec<AtomicU64>,
-    run: AtomicU64,
-}
-
-impl PageEstimates {
-    pub fn new(lanes: usize) -> Self {
-        PageEstimates {
-            lanes: (0..lanes).map(|_| AtomicU64::new(0)).collect(),
-            run: AtomicU64::new(0),
-        }
-    }
-
-    /// The bytes to reserve for lane `lane`'s next page of up to `page_size` records.
-    pub fn expect(&self, lane: usize, page_size: u32) -> u64 {
-        let per_record = [
-            self.lanes
-                .get(lane)
-                .map_or(0, |l| l.load(Ordering::Relaxed)),
-            self.run.load(Ordering::Relaxed),
-            PRIOR_RECORD_BYTES,
-        ]
-        .into_iter()
-        .find(|&bytes| bytes > 0)
-        .unwrap_or(PRIOR_RECORD_BYTES);
-        per_record
-            .saturating_mul(u64::from(page_size.max(1)))
-            .saturating_add(ENVELOPE_BYTES)
-    }
-
-    /// A page of lane `lane` came in at `weight` bytes with `records` records.
-    pub fn learn(&self, lane: usize, weight: u64, records: usize) {
-        let Some(records) = u64::try_from(records).ok().filter(|&n| n > 0) else {
-            return; // an empty page says nothing about record size
-        };
-        let per_record = weight
-            .saturating_sub(ENVELOPE_BYTES)
-            .div_ceil(records)
-            .max(1);
-        if let Some(l) = self.lanes.get(lane) {
-            l.fetch_max(per_record, Ordering::Relaxed);
-        }
-        self.run.fetch_max(per_record, Ordering::Relaxed);
-    }
-}
-
 pub struct PageMemory {
     limit: u64,
-    /// Pages at most, whatever their size: a frame's pages are written by several
+    /// Chunks at most, whatever their size: a frame's chunks are written by several
     /// writers, out of order, and a run that stops re-reads from its first unwritten
-    /// page — so the pages in flight also bound what a stopped run reads twice.
+    /// chunk — so the chunks in flight also bound what a stopped run reads twice.
     max_pages: u32,
     state: Mutex<State>,
     freed: Condvar,
@@ -224,31 +167,6 @@ impl Drop for Held {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_page_is_expected_full_of_the_largest_records_seen() {
-        let estimates = PageEstimates::new(2);
-        // Nothing seen yet: Microsoft's large records.
-        assert_eq!(
-            estimates.expect(0, 100),
-            100 * PRIOR_RECORD_BYTES + ENVELOPE_BYTES
-        );
-        // Lane 0 saw 10 records of 2,000 bytes: a full page of them next; lane 1,
-        // without pages of its own, borrows the run's.
-        estimates.learn(0, 10 * 2_000 + ENVELOPE_BYTES, 10);
-        assert_eq!(estimates.expect(0, 100), 100 * 2_000 + ENVELOPE_BYTES);
-        assert_eq!(estimates.expect(1, 50), 50 * 2_000 + ENVELOPE_BYTES);
-        // Lane 1's own smaller records; a smaller page later does not lower lane 0's.
-        estimates.learn(1, 10 * 500 + ENVELOPE_BYTES, 10);
-        estimates.learn(0, 10 * 100 + ENVELOPE_BYTES, 10);
-        estimates.learn(0, 300, 0);
-        assert_eq!(estimates.expect(1, 10), 10 * 500 + ENVELOPE_BYTES);
-        assert_eq!(estimates.expect(0, 1), 2_000 + ENVELOPE_BYTES);
-        assert_eq!(
-            estimates.expect(7, u32::MAX),
-            u64::from(u32::MAX) * 2_000 + ENVELOPE_BYTES
-        );
-    }
 
     #[test]
     fn what_does_not_fit_waits_and_what_is_alone_goes() {

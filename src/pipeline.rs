@@ -1,15 +1,20 @@
-//! The pipeline of one run: `streams` fetcher threads (a rayon pool) take jobs — a
-//! frame of one source's lane — in order and page through them; pages go through a
-//! bounded channel to `writers` threads that hand them to the lane's sink. Every
-//! source shares the fetchers and writers; the order of the jobs decides who goes
-//! first.
+//! The pipeline of one run: fetcher threads (a rayon pool) take jobs — a frame of one
+//! source's lane — in order and page through them; each page's records go, in chunks
+//! as they arrive, through a channel to `writers` threads that hand them to the lane's
+//! sink. Every source shares the fetchers and writers; the order of the jobs decides
+//! who goes first.
 //!
-//! Pages in flight hold at most `page_memory` bytes together ([`PageMemory`]): a
-//! fetcher reserves its next page's expected size before the request and waits while
-//! it would not fit, and a page frees what it holds once written — so memory is
-//! bounded in bytes, whatever the record size, window size or number of writers. A
-//! ledger records, per frame, what was fetched and written, so the run can say
-//! exactly which frames are incomplete.
+//! How many requests are in flight follows Graph's latency ([`Flight`]): the budgets'
+//! request rate times the time a page takes, as measured from the run's own answers —
+//! at least `streams`, at most the fetcher threads.
+//!
+//! Chunks in flight hold at most `page_memory` bytes together ([`PageMemory`]): a
+//! fetcher reserves a chunk's bytes when a page's records start to arrive and waits
+//! while they would not fit (the body waits in the socket), and a chunk frees what it
+//! holds once written — so memory is bounded in bytes, whatever the page size, record
+//! size, number of tenants or writers. A ledger records, per frame, which chunks were
+//! fetched and written, so the run can say exactly which frames are incomplete and
+//! what of them is still unread.
 //!
 //! The sink retries a page itself; once a page has failed for good the lane's sink
 //! counts as down: no more pages of that lane are fetched or written, and every frame
@@ -31,10 +36,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use time::OffsetDateTime;
 
+use crate::buffers::BufferPool;
 use crate::error::{Error, GraphError, SinkError};
 use crate::graph::client::BudgetSpent;
-use crate::graph::{GraphClient, Page};
-use crate::page_memory::{Held, PageEstimates, PageMemory};
+use crate::graph::{Chunk, ChunkTaker, GraphClient, PageEnd};
+use crate::page_memory::{Held, PageMemory};
 use crate::sink::Sink;
 use crate::sink::dedup::{record_keys, record_second};
 use crate::sources::{Bucket, SourceSpec, log_prefix};
@@ -69,8 +75,14 @@ pub struct Job {
 }
 
 pub struct PipelineOptions {
-    /// Fetcher threads.
+    /// Fetcher threads: the most requests in flight.
     pub fetchers: usize,
+    /// The fewest requests in flight (`streams`), before Graph's latency is known and
+    /// whatever it is.
+    pub in_flight_floor: usize,
+    /// Requests per second the budgets of the run's lanes allow together (None: not
+    /// paced): with Graph's latency, how many requests in flight keep them busy.
+    pub request_rate: Option<f64>,
     pub writers: usize,
     /// Bytes the pages in flight may hold together.
     pub page_memory: u64,
@@ -204,14 +216,16 @@ impl FrameOutcome {
 struct Batch {
     /// The job's index.
     job: usize,
-    /// The page's number in its frame, from 1.
-    number: u64,
-    page: Page,
-    /// What the page holds of the run's page memory, freed once it is written.
+    /// The chunk's number in its frame, from 1.
+    seq: u64,
+    /// Its page's number in its frame, from 1.
+    page: u64,
+    chunk: Chunk,
+    /// What the chunk holds of the run's page memory, freed once it is written.
     _held: Held,
 }
 
-/// The seconds of one written page's records (their time field), in the order Graph
+/// The seconds of one written chunk's records (their time field), in the order Graph
 /// sent them, as far as they are readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct PageSeconds {
@@ -249,22 +263,25 @@ impl PageSeconds {
 
 #[derive(Default)]
 struct FrameProgress {
+    /// Pages whose last chunk was written.
     pages: u64,
+    /// Chunks written.
+    chunks: u64,
     records: u64,
     delivered: u64,
     unkeyed: u64,
     unheard: u64,
     updated: u64,
     failure: Option<FrameFailure>,
-    /// The seconds of each page written, by page number.
+    /// The seconds of each chunk written, by its number in the frame.
     written: BTreeMap<u64, Option<PageSeconds>>,
-    /// Pages of the frame, once all were fetched.
+    /// Chunks of the frame, once all were fetched.
     fetched: Option<u64>,
     late_ages: LateAges,
 }
 
 impl FrameProgress {
-    /// What of `frame` the pages written in an unbroken run from the first leave
+    /// What of `frame` the chunks written in an unbroken run from the first leave
     /// unread. Graph documents no order for some resources, so the order is read from
     /// the records: pages newest first have read everything after their oldest second,
     /// pages oldest first everything before their newest — that second itself may go
@@ -306,7 +323,7 @@ impl FrameProgress {
     /// The share of `frame` read and written: whole once done, else what the pages
     /// written so far cover.
     fn covered(&self, frame: &Frame) -> f64 {
-        if self.failure.is_some() || self.fetched == Some(self.pages) {
+        if self.failure.is_some() || self.fetched == Some(self.chunks) {
             return 1.0;
         }
         let left = self.remaining(frame).seconds() as f64;
@@ -487,29 +504,112 @@ struct Halts {
     token_refused: OnceLock<GraphError>,
 }
 
+/// The most bytes a chunk holds: enough records per Redis write that a write's round
+/// trip is small beside its records, few enough that many requests in flight fit the
+/// page memory.
+const MAX_CHUNK_BYTES: usize = 1 << 20;
+const MIN_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Requests in flight beyond what the budgets' rate times Graph's latency needs: the
+/// latency varies from page to page.
+const FLIGHT_HEADROOM: f64 = 1.25;
+
+/// How many requests may be in flight: the budgets' request rate times the time a page
+/// takes (measured from the run's answers so far), at least the floor (`streams`: all
+/// there is before the first answer, or without a budget), at most the fetcher threads. A fetcher holds a place for a frame from its first request to its
+/// last page's end.
+struct Flight {
+    floor: usize,
+    most: usize,
+    rate: Option<f64>,
+    taken: Mutex<usize>,
+    freed: Condvar,
+    /// The most places taken at once, for the debug log.
+    peak: AtomicUsize,
+}
+
+impl Flight {
+    fn new(floor: usize, most: usize, rate: Option<f64>) -> Self {
+        Flight {
+            floor: floor.clamp(1, most.max(1)),
+            most: most.max(1),
+            rate,
+            taken: Mutex::new(0),
+            freed: Condvar::new(),
+            peak: AtomicUsize::new(0),
+        }
+    }
+
+    /// The places there are now, Graph's latency so far being `latency`.
+    fn places(&self, latency: Option<Duration>) -> usize {
+        let wanted = match (self.rate, latency) {
+            // Not paced: as many as `streams` asks for.
+            (None, _) | (Some(_), None) => self.floor,
+            (Some(rate), Some(latency)) => {
+                (rate * latency.as_secs_f64() * FLIGHT_HEADROOM).ceil() as usize
+            }
+        };
+        wanted.clamp(self.floor, self.most)
+    }
+
+    /// Waits for a place; `latency` is asked again while waiting (answers keep coming).
+    fn enter(&self, latency: impl Fn() -> Option<Duration>) -> Place<'_> {
+        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        while *taken >= self.places(latency()) {
+            taken = self
+                .freed
+                .wait_timeout(taken, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *taken += 1;
+        self.peak.fetch_max(*taken, Ordering::Relaxed);
+        Place(self)
+    }
+}
+
+/// A place in flight, given back when dropped.
+struct Place<'a>(&'a Flight);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let mut taken = self.0.taken.lock().unwrap_or_else(|p| p.into_inner());
+        *taken = taken.saturating_sub(1);
+        self.0.freed.notify_all();
+    }
+}
+
 pub fn run(
     jobs: &[Job],
     lanes: &[Lane],
     options: &PipelineOptions,
 ) -> Result<Vec<FrameOutcome>, Error> {
+    let threads = options.fetchers.min(jobs.len()).max(1);
     let fetchers = rayon::ThreadPoolBuilder::new()
-        .num_threads(options.fetchers)
+        .num_threads(threads)
         .thread_name(|i| format!("fetch-{i}"))
         .build()
         .map_err(|e| Error::Setup(format!("cannot start fetcher threads: {e}")))?;
     let ledger = Ledger::new(jobs.len());
     let next_job = AtomicUsize::new(0);
     let halts: Vec<Halts> = lanes.iter().map(|_| Halts::default()).collect();
-    // At most a page being fetched per fetcher and as many again waiting for or in a
-    // write (at least two), as many as the byte budget allows.
-    let max_pages = options.fetchers + options.fetchers.max(2);
+    // Each request in flight fills a chunk while the writers hold about as many
+    // again: a chunk is what the page memory leaves two per fetcher.
+    let chunk_bytes = usize::try_from(options.page_memory / (2 * threads as u64))
+        .unwrap_or(MAX_CHUNK_BYTES)
+        .clamp(MIN_CHUNK_BYTES, MAX_CHUNK_BYTES);
+    // At most a chunk being filled per fetcher and as many again waiting for or in a
+    // write (at least two), as many as the byte budget allows: they bound what a
+    // stopped run leaves to be read again too.
+    let max_chunks = threads + threads.max(options.writers).max(2);
     let memory = PageMemory::new(
         options.page_memory,
-        u32::try_from(max_pages).unwrap_or(u32::MAX),
+        u32::try_from(max_chunks).unwrap_or(u32::MAX),
     );
-    let expected = PageEstimates::new(lanes.len());
+    let buffers = BufferPool::default();
+    let flight = Flight::new(options.in_flight_floor, threads, options.request_rate);
     let deep = DeepTurns::new(jobs, &options.deep_allowance);
-    // Unbounded in pages: the page memory bounds what waits here, in bytes.
+    // Unbounded in chunks: the page memory bounds what waits here, in bytes.
     let (pages_out, pages_in) = crossbeam_channel::unbounded::<Batch>();
     let started = Instant::now();
     let (fetching, finished) = crossbeam_channel::bounded::<()>(0);
@@ -536,6 +636,7 @@ pub fn run(
             let writer = Writer {
                 jobs,
                 memory: &memory,
+                buffers: &buffers,
                 now: options.now,
                 lanes,
                 keyed: options.keyed,
@@ -545,14 +646,14 @@ pub fn run(
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("write-{i}"))
-                .spawn_scoped(scope, move || writer.write_pages(pages_in));
+                .spawn_scoped(scope, move || writer.write_chunks(pages_in));
             if let Err(e) = spawned {
                 log::warn!("cannot start writer thread {i}: {e}");
             }
         }
         drop(pages_in);
         fetchers.scope(|s| {
-            for _ in 0..options.fetchers.min(jobs.len()) {
+            for _ in 0..threads {
                 let pages_out = pages_out.clone();
                 let shared = Shared {
                     jobs,
@@ -562,7 +663,10 @@ pub fn run(
                     next_job: &next_job,
                     halts: &halts,
                     memory: &memory,
-                    expected: &expected,
+                    buffers: &buffers,
+                    chunk_bytes,
+                    record_cap: options.page_memory,
+                    flight: &flight,
                     deep: &deep,
                 };
                 s.spawn(move |_| fetch_jobs(&pages_out, shared));
@@ -580,10 +684,20 @@ pub fn run(
             }
         }
     }
+    let latency = lanes
+        .iter()
+        .map(|l| l.client.spent())
+        .sum::<BudgetSpent>()
+        .latency();
     log::debug!(
-        "page memory: at most {} bytes held at once, of {} allowed",
+        "page memory: at most {} bytes held at once, of {} allowed, in chunks of {} bytes; \
+         requests in flight: at most {} of {} fetchers (Graph's latency {})",
         memory.peak(),
-        options.page_memory
+        options.page_memory,
+        chunk_bytes,
+        flight.peak.load(Ordering::Relaxed),
+        threads,
+        latency.map_or("unknown".into(), |l| format!("{:.2} s", l.as_secs_f64()))
     );
     Ok(ledger.outcomes(jobs, lanes))
 }
@@ -598,8 +712,12 @@ struct Shared<'a> {
     next_job: &'a AtomicUsize,
     halts: &'a [Halts],
     memory: &'a Arc<PageMemory>,
-    /// The bytes each lane's next page is expected to hold.
-    expected: &'a PageEstimates,
+    /// Chunks' buffers, handed from chunk to chunk.
+    buffers: &'a BufferPool,
+    chunk_bytes: usize,
+    /// The most one record may weigh.
+    record_cap: u64,
+    flight: &'a Flight,
     deep: &'a DeepTurns<'a>,
 }
 
@@ -733,11 +851,25 @@ impl Shared<'_> {
     }
 }
 
-/// Takes jobs in order until none are left; each frame goes page by page to the
-/// writers.
+/// Takes jobs in order until none are left, each with a place in flight; each frame
+/// goes chunk by chunk to the writers.
 fn fetch_jobs(pages_out: &Sender<Batch>, shared: Shared) {
-    let Shared { jobs, next_job, .. } = shared;
+    let Shared {
+        jobs,
+        lanes,
+        next_job,
+        flight,
+        ..
+    } = shared;
+    let latency = || {
+        lanes
+            .iter()
+            .map(|l| l.client.spent())
+            .sum::<BudgetSpent>()
+            .latency()
+    };
     loop {
+        let place = flight.enter(latency);
         let i = next_job.fetch_add(1, Ordering::SeqCst);
         let Some(Job {
             lane, frame, pass, ..
@@ -747,13 +879,14 @@ fn fetch_jobs(pages_out: &Sender<Batch>, shared: Shared) {
         };
         let deep = pass.is_deep();
         fetch_job(pages_out, &shared, i, lane, frame, deep);
+        drop(place);
         if !deep {
             shared.deep.shallow_finished();
         }
     }
 }
 
-/// Fetches job `i` (`frame` of `lane`) page by page into the writers' queue.
+/// Fetches job `i` (`frame` of `lane`) into the writers' queue, chunk by chunk.
 fn fetch_job(
     pages_out: &Sender<Batch>,
     shared: &Shared,
@@ -762,13 +895,7 @@ fn fetch_job(
     frame: Frame,
     deep: bool,
 ) {
-    let Shared {
-        lanes,
-        ledger,
-        memory,
-        expected,
-        ..
-    } = *shared;
+    let Shared { lanes, ledger, .. } = *shared;
     if let Some(halt) = shared.halted(lane) {
         ledger.fail(i, halt);
         return;
@@ -782,55 +909,23 @@ fn fetch_job(
         "{}frame {frame}: fetching",
         log_prefix(lanes[lane].tenant, client.source(), shared.name_sources)
     );
-    let mut number = 0;
-    // Room for the first page before its request; each page's before the next.
-    let page_size = client.page_size();
-    let mut next_held = Some(memory.reserve(expected.expect(lane, page_size)));
-    // Waiting took time: the source may have been refused meanwhile.
-    if let Some(halt) = shared.halted(lane) {
-        ledger.fail(i, halt);
-        return;
-    }
-    let fetched = client.fetch_frame(&frame, deep, |page| {
-        if let Some(halt) = shared.halted(lane) {
-            ledger.fail(i, halt);
-            return ControlFlow::Break(());
-        }
-        let more = page.next_link().is_some();
-        // The next page of a deeper read needs a turn of its own.
-        let defer = deep && more && !shared.deep_turn(lane);
-        number += 1;
-        let weight = page.body_len() as u64;
-        expected.learn(lane, weight, page.record_count());
-        let mut held = next_held.take().unwrap_or_else(|| memory.reserve(0));
-        held.resize(weight);
-        let sent = pages_out
-            .send(Batch {
-                job: i,
-                number,
-                page,
-                _held: held,
-            })
-            .is_ok();
-        if sent && defer {
-            ledger.fail(i, FrameFailure::Deferred);
-            return ControlFlow::Break(());
-        }
-        if sent {
-            if more {
-                next_held = Some(memory.reserve(expected.expect(lane, page_size)));
-            }
-            return ControlFlow::Continue(());
-        }
-        let lost = SinkError {
-            target: "pipeline".into(),
-            message: "no writer thread is running".into(),
-        };
-        ledger.fail(i, FrameFailure::Write(lost));
-        ControlFlow::Break(())
-    });
+    let mut taker = FrameTaker {
+        shared,
+        pages_out,
+        job: i,
+        lane,
+        deep,
+        seq: 0,
+        page: 1,
+        held: None,
+    };
+    let fetched = client.fetch_frame(&frame, deep, &mut taker);
+    let chunks = taker.seq;
+    drop(taker);
     match fetched {
-        Ok(()) => ledger.update(i, |p| p.fetched = Some(number)),
+        Ok(()) => ledger.update(i, |p| {
+            p.fetched.get_or_insert(chunks);
+        }),
         Err(e) => {
             if e.is_refusal() {
                 shared.refuse(lane, &e);
@@ -846,11 +941,95 @@ fn fetch_job(
     }
 }
 
+/// Takes one frame's chunks from its pages as they are read: room in the page memory
+/// for each before it is filled, then to the writers.
+struct FrameTaker<'s, 'a> {
+    shared: &'s Shared<'a>,
+    pages_out: &'s Sender<Batch>,
+    job: usize,
+    lane: usize,
+    deep: bool,
+    /// Chunks sent so far.
+    seq: u64,
+    /// The page being read, from 1.
+    page: u64,
+    /// The room of the chunk being filled.
+    held: Option<Held>,
+}
+
+impl FrameTaker<'_, '_> {
+    fn stop(&self, failure: FrameFailure) -> ControlFlow<()> {
+        self.shared.ledger.fail(self.job, failure);
+        ControlFlow::Break(())
+    }
+}
+
+impl ChunkTaker for FrameTaker<'_, '_> {
+    fn chunk_bytes(&self) -> usize {
+        self.shared.chunk_bytes
+    }
+
+    fn record_cap(&self) -> u64 {
+        self.shared.record_cap
+    }
+
+    fn buffer(&mut self) -> Vec<u8> {
+        self.held = Some(self.shared.memory.reserve(self.shared.chunk_bytes as u64));
+        let mut buffer = self.shared.buffers.take();
+        buffer.reserve(self.shared.chunk_bytes);
+        buffer
+    }
+
+    fn discard(&mut self, buffer: Vec<u8>) {
+        self.held = None;
+        self.shared.buffers.give_back(buffer);
+    }
+
+    fn take(&mut self, chunk: Chunk) -> ControlFlow<()> {
+        // Waiting for room took time: the lane may have been halted meanwhile.
+        if let Some(halt) = self.shared.halted(self.lane) {
+            self.held = None;
+            self.shared.buffers.give_back(chunk.into_buffer());
+            return self.stop(halt);
+        }
+        let end = chunk.end;
+        self.seq += 1;
+        let mut held = self
+            .held
+            .take()
+            .unwrap_or_else(|| self.shared.memory.reserve(0));
+        held.resize(chunk.weight() as u64);
+        let sent = self.pages_out.send(Batch {
+            job: self.job,
+            seq: self.seq,
+            page: self.page,
+            chunk,
+            _held: held,
+        });
+        if sent.is_err() {
+            return self.stop(FrameFailure::Write(SinkError {
+                target: "pipeline".into(),
+                message: "no writer thread is running".into(),
+            }));
+        }
+        let Some(PageEnd { more }) = end else {
+            return ControlFlow::Continue(());
+        };
+        self.page += 1;
+        // The next page of a deeper read needs a turn of its own.
+        if self.deep && more && !self.shared.deep_turn(self.lane) {
+            return self.stop(FrameFailure::Deferred);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 /// What a writer thread needs.
 #[derive(Clone, Copy)]
 struct Writer<'a> {
     jobs: &'a [Job],
     memory: &'a Arc<PageMemory>,
+    buffers: &'a BufferPool,
     /// Late records' ages are measured from it.
     now: OffsetDateTime,
     lanes: &'a [Lane<'a>],
@@ -861,37 +1040,42 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    fn write_pages(&self, pages_in: Receiver<Batch>) {
-        for batch in pages_in {
+    fn write_chunks(&self, chunks_in: Receiver<Batch>) {
+        for batch in chunks_in {
             let lane = self.jobs[batch.job].lane;
             match self.halts[lane].sink_down.get() {
                 Some(down) => self
                     .ledger
                     .fail(batch.job, FrameFailure::Write(down.clone())),
                 None => {
-                    // What writing copies of the page (a Redis command to a Cluster
+                    // What writing copies of the chunk (a Redis command to a Cluster
                     // is built whole; to one server it goes in pieces).
                     let copy = self.lanes[lane]
                         .sink
-                        .copy_bytes(batch.page.body_len() as u64);
+                        .copy_bytes(batch.chunk.weight() as u64);
                     let _copy = self.memory.reserve_write(copy);
-                    self.write_page(&batch)
+                    self.write_chunk(&batch)
                 }
             }
-            self.lanes[lane].client.recycle(batch.page);
+            let Batch { chunk, _held, .. } = batch;
+            self.buffers.give_back(chunk.into_buffer());
         }
     }
 
-    fn write_page(&self, batch: &Batch) {
+    fn write_chunk(&self, batch: &Batch) {
         let Batch {
-            job, number, page, ..
+            job,
+            seq,
+            page: number,
+            chunk,
+            ..
         } = batch;
         let Job {
             lane, frame, pass, ..
         } = self.jobs[*job];
         let Lane { sink, .. } = self.lanes[lane];
         let source = self.lanes[lane].source();
-        let records: Vec<&str> = page.records().collect();
+        let records: Vec<&str> = chunk.records().collect();
         let (keys, problems) = if self.keyed {
             let (keys, problems) = record_keys(
                 &records,
@@ -908,7 +1092,7 @@ impl Writer<'_> {
                 "{}frame {frame} page {number} record {}: {}; delivered as Graph sent it, \
                  deduplicated by its exact bytes",
                 log_prefix(self.lanes[lane].tenant, source, self.name_sources),
-                problem.offset,
+                chunk.first + problem.offset,
                 problem.reason
             );
         }
@@ -957,7 +1141,8 @@ impl Writer<'_> {
                 self.ledger.update(*job, |p| {
                     p.late_ages.merge(&late);
                     p.updated += written.updated.len() as u64;
-                    p.pages += 1;
+                    p.chunks += 1;
+                    p.pages += u64::from(chunk.end.is_some());
                     p.records += records.len() as u64;
                     p.delivered += written.delivered as u64;
                     p.unheard += written.unheard as u64;
@@ -965,7 +1150,7 @@ impl Writer<'_> {
                     // A page some of whose records reached nobody is not written
                     // whole: its seconds stay unfinished for a later run.
                     if written.unheard == 0 {
-                        p.written.insert(*number, seconds);
+                        p.written.insert(*seq, seconds);
                     }
                 });
                 if written.unheard > 0 {
@@ -985,5 +1170,49 @@ impl Writer<'_> {
                 self.ledger.fail(*job, FrameFailure::Write(e));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_in_flight_follow_the_budgets_rate_times_graphs_latency() {
+        let secs = Duration::from_secs_f64;
+        // The app's 122 / 10 s at 1.5 s a page: 12.2 × 1.5 × 1.25 → 23 in flight.
+        let fleet = Flight::new(2, 64, Some(12.2));
+        assert_eq!(fleet.places(None), 2, "before the first answer: streams");
+        assert_eq!(fleet.places(Some(secs(1.5))), 23);
+        assert_eq!(fleet.places(Some(secs(3.0))), 46);
+        assert_eq!(fleet.places(Some(secs(30.0))), 64, "at most the fetchers");
+        // One tenant's 5 / 10 s: fewer than streams would do; streams it is.
+        let one = Flight::new(2, 64, Some(0.5));
+        assert_eq!(one.places(Some(secs(1.5))), 2);
+        // Not paced: streams.
+        assert_eq!(Flight::new(4, 64, None).places(Some(secs(3.0))), 4);
+        // A floor above the fetchers is the fetchers.
+        assert_eq!(Flight::new(8, 3, Some(1.0)).places(None), 3);
+    }
+
+    #[test]
+    fn a_place_is_given_back_and_waiters_see_a_higher_limit() {
+        let flight = Flight::new(1, 4, Some(10.0));
+        let first = flight.enter(|| None);
+        let latency = Mutex::new(None);
+        std::thread::scope(|scope| {
+            // Only one place before any answer: the second waits …
+            let second = scope.spawn(|| {
+                let _place = flight.enter(|| *latency.lock().unwrap());
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!second.is_finished(), "a second place before any answer");
+            // … until answers show Graph's latency: 10/s × 0.2 s × 1.25 → 3 places.
+            *latency.lock().unwrap() = Some(Duration::from_millis(200));
+            second.join().unwrap();
+        });
+        drop(first);
+        assert_eq!(*flight.taken.lock().unwrap(), 0);
+        assert_eq!(flight.peak.load(Ordering::Relaxed), 2);
     }
 }

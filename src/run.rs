@@ -2,10 +2,10 @@
 //! source's frames through the shared pipeline, write each to its sink, save where each
 //! source's reads leave its progress, and report ([`RunReport`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
@@ -24,6 +24,7 @@ use crate::setup::Setup;
 use crate::sink::dedup::DedupSink;
 use crate::sink::redis::Dedup;
 use crate::sink::{self, Sink};
+use crate::sources::Bucket;
 use crate::state::{self, Resumed};
 use crate::window::{self, Frame, Window};
 
@@ -70,6 +71,17 @@ struct Export<'a> {
 
 pub fn run(config: &Config) -> Result<RunReport, Error> {
     let started = Instant::now();
+    if let (Some(shard), Some(all)) = (config.shard, &config.options.tenants) {
+        let mine = config.tenants().len();
+        log::info!(
+            "shard {shard}: {mine} of the {} tenants of `tenants` fall to it{}",
+            all.len(),
+            match mine {
+                0 => "; nothing to export in this shard",
+                _ => "",
+            }
+        );
+    }
     let local_now = config.fixed_now.unwrap_or_else(OffsetDateTime::now_utc);
     // A backfill's or the original's window, planned (and a bad range refused) before
     // anything is locked or connected; a run with a watermark replaces it below.
@@ -155,7 +167,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             ),
             export.window,
             export.window.frames.len(),
-            config.fetchers()
+            config.options.streams
         );
     }
     let mut outcomes = pipeline::run(
@@ -163,6 +175,8 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         &lanes,
         &PipelineOptions {
             fetchers: config.fetchers(),
+            in_flight_floor: config.options.streams,
+            request_rate: request_rate(config, &exports),
             writers: config.options.greenlets_count,
             page_memory: config.page_memory(),
             keyed: exports.iter().any(|e| e.resumed.is_some()),
@@ -494,6 +508,31 @@ fn order_jobs(
     }
     keyed.sort_by_key(|(key, _)| *key);
     keyed.into_iter().map(|(_, job)| job).collect()
+}
+
+/// Requests per second the budgets of the run's lanes allow together: each tenant's
+/// bucket's rate, summed over tenants and bounded by the app's across tenants, summed
+/// over buckets. None when a lane is not paced (its requests are limited only by the
+/// fetchers).
+fn request_rate(config: &Config, exports: &[Export]) -> Option<f64> {
+    let rate = |(requests, per): (u32, Duration)| f64::from(requests) / per.as_secs_f64().max(1e-3);
+    let owners: BTreeSet<(Option<&str>, Bucket)> = exports
+        .iter()
+        .map(|e| (e.source.tenant.as_deref(), e.source.spec.bucket))
+        .collect();
+    let mut buckets: BTreeMap<Bucket, f64> = BTreeMap::new();
+    for (_, bucket) in owners {
+        *buckets.entry(bucket).or_default() += rate(config.rate_limit_of(bucket)?);
+    }
+    Some(
+        buckets
+            .into_iter()
+            .map(|(bucket, tenants)| match config.app_rate_limit_of(bucket) {
+                Some(app) => tenants.min(rate(app)),
+                None => tenants,
+            })
+            .sum(),
+    )
 }
 
 /// What each tenant's paced bucket may spend this run before deeper reads wait for a

@@ -44,9 +44,8 @@ impl Setup {
             timeout: config.options.http_timeout,
             connect_timeout: CONNECT_TIMEOUT.min(config.options.http_timeout),
             idle_per_host: config.fetchers() + 1,
-            // A page is held whole until written: one over the byte budget of pages in
-            // flight is refused, and the frame asked again with a smaller $top.
-            body_limit: config.page_memory(),
+            // Token and metadata answers, read whole (pages are read as they arrive).
+            body_limit: 1 << 20,
         }));
         let stop = Stop::default();
         let gates = Arc::new(Gates::new(config, &stop)?);

@@ -62,6 +62,16 @@ pub trait HttpTransport: Send + Sync {
         buffer: Vec<u8>,
         timeout: Duration,
     ) -> Result<HttpResponse, TransportError>;
+    /// A GET whose body, when the status is 200, is handed to `on_body` to read as it
+    /// arrives (the response's `body` is then empty); any other status's body is read
+    /// into `body`, up to [`ERROR_BODY_CAP`].
+    fn get_streaming(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+        on_body: &mut dyn FnMut(&mut dyn Read),
+    ) -> Result<HttpResponse, TransportError>;
     fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<HttpResponse, TransportError>;
     /// A POST of `body` with `headers` (metrics to a Pushgateway).
     fn post_body(
@@ -74,6 +84,9 @@ pub trait HttpTransport: Send + Sync {
     /// Aborts requests in flight, so a stop does not wait out a slow response.
     fn abort(&self) {}
 }
+
+/// The most of an error answer's body that is read: its JSON error, not a page.
+pub const ERROR_BODY_CAP: u64 = 64 * 1024;
 
 pub struct TransportOptions {
     pub timeout: Duration,
@@ -111,12 +124,8 @@ impl UreqTransport {
         }
     }
 
-    fn finish(
-        &self,
-        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-        mut body: Vec<u8>,
-    ) -> Result<HttpResponse, TransportError> {
-        let mut response = result.map_err(network)?;
+    /// Status and headers of an answer, its body not read yet.
+    fn head(response: &ureq::http::Response<ureq::Body>, body: Vec<u8>) -> HttpResponse {
         let header = |name: &str| {
             response
                 .headers()
@@ -124,32 +133,49 @@ impl UreqTransport {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let retry_after = header("retry-after");
-        let request_id = header("request-id");
-        let date = header("date");
-        let status = response.status().as_u16();
-        body.clear();
-        response
-            .body_mut()
-            .with_config()
-            .limit(self.body_limit)
-            .reader()
-            .read_to_end(&mut body)
-            .map_err(|e| {
-                let inner = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>());
-                match inner {
-                    Some(ureq::Error::BodyExceedsLimit(limit)) => TransportError::TooLarge(*limit),
-                    _ => TransportError::Network(e.to_string()),
-                }
-            })?;
-        Ok(HttpResponse {
-            status,
-            retry_after,
-            request_id,
-            date,
+        HttpResponse {
+            status: response.status().as_u16(),
+            retry_after: header("retry-after"),
+            request_id: header("request-id"),
+            date: header("date"),
             body,
-        })
+        }
     }
+
+    fn finish(
+        &self,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        mut body: Vec<u8>,
+    ) -> Result<HttpResponse, TransportError> {
+        let mut response = result.map_err(network)?;
+        let mut head = Self::head(&response, Vec::new());
+        body.clear();
+        read_body(&mut response, self.body_limit, &mut body)?;
+        head.body = body;
+        Ok(head)
+    }
+}
+
+/// Reads `response`'s body into `body`, up to `limit` bytes.
+fn read_body(
+    response: &mut ureq::http::Response<ureq::Body>,
+    limit: u64,
+    body: &mut Vec<u8>,
+) -> Result<(), TransportError> {
+    response
+        .body_mut()
+        .with_config()
+        .limit(limit)
+        .reader()
+        .read_to_end(body)
+        .map_err(|e| {
+            let inner = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>());
+            match inner {
+                Some(ureq::Error::BodyExceedsLimit(limit)) => TransportError::TooLarge(*limit),
+                _ => TransportError::Network(e.to_string()),
+            }
+        })?;
+    Ok(())
 }
 
 fn network(error: ureq::Error) -> TransportError {
@@ -174,6 +200,37 @@ impl HttpTransport for UreqTransport {
             request = request.header(*name, *value);
         }
         self.finish(request.call(), buffer)
+    }
+
+    fn get_streaming(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+        on_body: &mut dyn FnMut(&mut dyn Read),
+    ) -> Result<HttpResponse, TransportError> {
+        let mut request = self
+            .agent
+            .get(url)
+            .config()
+            .timeout_global(Some(timeout.min(self.timeout)))
+            .build();
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut response = request.call().map_err(network)?;
+        let mut head = Self::head(&response, Vec::new());
+        if head.status == 200 {
+            // The page's own reader bounds what one record may take.
+            let mut body = response.body_mut().with_config().limit(u64::MAX).reader();
+            on_body(&mut body);
+        } else {
+            read_body(&mut response, ERROR_BODY_CAP, &mut head.body).or_else(|e| match e {
+                TransportError::TooLarge(_) => Ok(()),
+                e => Err(e),
+            })?;
+        }
+        Ok(head)
     }
 
     fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<HttpResponse, TransportError> {

@@ -99,6 +99,37 @@ pub enum AssertionAlg {
     Rs256,
 }
 
+/// `shard`: `i/K`, or `K` alone (the index from `JOB_COMPLETION_INDEX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardOption {
+    pub index: Option<u32>,
+    pub count: u32,
+}
+
+pub fn shard(value: &str) -> Result<ShardOption, String> {
+    let accepted = || {
+        format!(
+            "i/K (shard i of K, 0 <= i < K <= {}) or K alone (i from JOB_COMPLETION_INDEX, \
+             as a Kubernetes Indexed Job sets it)",
+            crate::shard::MAX_SHARDS
+        )
+    };
+    let number = |v: &str| -> Result<u32, String> {
+        match v.bytes().all(|b| b.is_ascii_digit()) && !v.is_empty() {
+            true => v.parse().map_err(|_| accepted()),
+            false => Err(accepted()),
+        }
+    };
+    let (index, count) = match value.split_once('/') {
+        Some((index, count)) => (Some(number(index)?), number(count)?),
+        None => (None, number(value)?),
+    };
+    if !(1..=crate::shard::MAX_SHARDS).contains(&count) || index.is_some_and(|i| i >= count) {
+        return Err(accepted());
+    }
+    Ok(ShardOption { index, count })
+}
+
 pub fn assertion_alg(value: &str) -> Result<AssertionAlg, String> {
     named(
         value,

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::kinds::{AuthKind, auth_kind};
-use super::parse::{self, AssertionAlg, Cloud, Moment, given, optional};
+use super::parse::{self, AssertionAlg, Cloud, Moment, ShardOption, given, optional};
 use super::{Backend, ConfigError, Output, PushTarget, QueueType, RedisTarget, StateMode, Values};
 use crate::logging::LogFormat;
 use crate::secret::Secret;
@@ -183,6 +183,10 @@ options! {
     /// queue_keys, file_path and state_file; queue_key without it becomes
     /// {queue_key}:{tenant}), state, budget and token, and is used instead of tenant
     tenants: Option<Vec<String>> = structured("tenants", None), optional(parse::tenants);
+    /// this process's share of tenants when K processes split them (a Kubernetes
+    /// Indexed Job): i/K exports the tenants that fall to shard i of K (0 to K-1) by a
+    /// stable hash; K alone takes i from JOB_COMPLETION_INDEX; default: every tenant
+    shard: Option<ShardOption> = value("i/K", None), optional(parse::shard);
     /// client id of the application, or of a user-assigned managed identity
     /// (AZURE_CLIENT_ID also works)
     client_id: Option<String> = value("id", None), optional(parse::non_empty);

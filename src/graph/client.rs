@@ -4,21 +4,20 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use super::paging::{NextLinkGuard, Page};
+use super::paging::{ChunkTaker, Delivered, NextLinkGuard, PageRead, ReadError, read_page};
 use crate::auth::TokenSource;
-use crate::buffers::BufferPool;
 use crate::config::SourceConfig;
 use crate::error::GraphError;
 use crate::ids;
 use crate::retry::{NoTurn, RequestGate, RetryOptions, Turn, parse_retry_after};
 use crate::sources::SourceSpec;
-use crate::transport::{HttpResponse, HttpTransport, TransportError, display_url};
+use crate::transport::{HttpResponse, HttpTransport, display_url};
 use crate::window::Frame;
 
 /// More sign-ins per second than any tenant has: a frame whose nextLinks go on past
@@ -63,6 +62,18 @@ pub struct BudgetSpent {
     pub waited: Duration,
     /// Of that, the time they waited for the app's budget across tenants.
     pub waited_app: Duration,
+    /// Requests answered 200, and the time from their sending to their body's end:
+    /// Graph's latency as this run meets it.
+    pub answered: u64,
+    pub answering: Duration,
+}
+
+impl BudgetSpent {
+    /// The mean time a page took, once one was answered.
+    pub fn latency(&self) -> Option<Duration> {
+        let answered = u32::try_from(self.answered).ok().filter(|&n| n > 0)?;
+        Some(self.answering / answered)
+    }
 }
 
 impl std::ops::Add for BudgetSpent {
@@ -75,6 +86,8 @@ impl std::ops::Add for BudgetSpent {
             retries: self.retries + other.retries,
             waited: self.waited + other.waited,
             waited_app: self.waited_app + other.waited_app,
+            answered: self.answered + other.answered,
+            answering: self.answering + other.answering,
         }
     }
 }
@@ -92,6 +105,8 @@ struct Counters {
     retries: AtomicU64,
     waited_micros: AtomicU64,
     waited_app_micros: AtomicU64,
+    answered: AtomicU64,
+    answering_micros: AtomicU64,
     /// Requests by HTTP status, `error` for those without an answer.
     by_code: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
@@ -106,12 +121,13 @@ pub struct GraphClient {
     /// turn at each, in this order.
     gates: Vec<Arc<RequestGate>>,
     retry: RetryOptions,
-    bodies: BufferPool,
-    /// `$top` of the frames' first pages: the shape's, halved each time a page came
-    /// back larger than the body limit (records of many Conditional Access policies).
-    top: AtomicU32,
-    /// The lowering was said (once a run, at WARN).
-    lowering_said: AtomicBool,
+}
+
+/// What one attempt at a page came to.
+enum Attempted {
+    Read(PageRead),
+    /// The taker stopped reading.
+    Stopped,
 }
 
 #[derive(Deserialize)]
@@ -142,11 +158,8 @@ impl GraphClient {
             tokens,
             graph_url,
             gates,
-            top: AtomicU32::new(shape.page_size.max(1)),
             shape,
             retry,
-            bodies: BufferPool::default(),
-            lowering_said: AtomicBool::new(false),
         }
     }
 
@@ -156,26 +169,7 @@ impl GraphClient {
 
     /// `$top`: the most records a page holds.
     pub fn page_size(&self) -> u32 {
-        self.top.load(Ordering::Relaxed)
-    }
-
-    /// After a page over the body limit: halves `$top` for the frames still to come
-    /// (`asked`: the `$top` of the request that failed), saying so once; false when it
-    /// is 1 already.
-    fn lower_top(&self, asked: u32, error: &GraphError) -> bool {
-        if asked <= 1 {
-            return false;
-        }
-        let lowered = asked / 2;
-        self.top.fetch_min(lowered, Ordering::Relaxed);
-        if !self.lowering_said.swap(true, Ordering::Relaxed) {
-            log::warn!(
-                "{error}: $top lowered from {asked} to {lowered} for {} (records this large \
-                 fill a page of {asked} past the limit; lowered again if still too large)",
-                crate::sources::label(self.shape.tenant.as_deref(), self.shape.source)
-            );
-        }
-        true
+        self.shape.page_size.max(1)
     }
 
     /// The budget spent so far.
@@ -187,6 +181,8 @@ impl GraphClient {
             retries: c.retries.load(Ordering::Relaxed),
             waited: Duration::from_micros(c.waited_micros.load(Ordering::Relaxed)),
             waited_app: Duration::from_micros(c.waited_app_micros.load(Ordering::Relaxed)),
+            answered: c.answered.load(Ordering::Relaxed),
+            answering: Duration::from_micros(c.answering_micros.load(Ordering::Relaxed)),
         }
     }
 
@@ -208,18 +204,10 @@ impl GraphClient {
             .clone()
     }
 
-    /// Hands a written page's buffer to a later page.
-    pub fn recycle(&self, page: Page) {
-        self.bodies.give_back(page.into_body());
-    }
-
     /// The first page of a frame: its `$filter`, `$top` and `$select`; later pages
     /// come from `@odata.nextLink`.
     pub fn first_url(&self, frame: &Frame) -> String {
-        self.first_url_with(frame, self.page_size())
-    }
-
-    fn first_url_with(&self, frame: &Frame, top: u32) -> String {
+        let top = self.page_size();
         let source = self.shape.source;
         let mut url = format!(
             "{}{}?$filter={}&$top={top}",
@@ -234,47 +222,27 @@ impl GraphClient {
         url
     }
 
-    /// Fetches `frame` page by page, handing each page to `on_page` in Graph's order.
-    /// Stops at the first page that fails, or when `on_page` breaks. A `deep` frame (a
-    /// deeper read) leaves every window a slot for others' first and second reads.
-    /// A first page over the body limit is asked again with a smaller `$top` (down to
-    /// 1); a later one fails the frame (its unread part is owed) and the frames after
-    /// it, in this run or the next, start with the smaller `$top`.
+    /// Fetches `frame` page by page, handing each page's records to `taker` in
+    /// chunks, in Graph's order, as they arrive. Stops at the first page that fails,
+    /// or when `taker` breaks. A `deep` frame (a deeper read) leaves every window a
+    /// slot for others' first and second reads.
     pub fn fetch_frame(
         &self,
         frame: &Frame,
         deep: bool,
-        mut on_page: impl FnMut(Page) -> ControlFlow<()>,
+        taker: &mut dyn ChunkTaker,
     ) -> Result<(), GraphError> {
         let reserve = u32::from(deep);
-        let (mut url, first) = loop {
-            let top = self.page_size();
-            let url = self.first_url_with(frame, top);
-            match self.fetch_page_as(&url, reserve) {
-                Err(e @ GraphError::TooLarge { .. }) if self.lower_top(top, &e) => continue,
-                fetched => break (url, fetched?),
-            }
-        };
+        let mut url = self.first_url(frame);
         let max_pages =
             (frame.seconds() * MAX_RECORDS_PER_SECOND).div_ceil(u64::from(self.page_size())) + 10;
         let mut guard = NextLinkGuard::new(&self.graph_url, &url, max_pages);
-        let mut fetched = Some(first);
         loop {
-            let page = match fetched.take() {
-                Some(page) => page,
-                None => match self.fetch_page_as(&url, reserve) {
-                    Err(e @ GraphError::TooLarge { .. }) => {
-                        self.lower_top(self.page_size(), &e);
-                        return Err(e);
-                    }
-                    fetched => fetched?,
-                },
+            let page = match self.fetch_page_as(&url, reserve, taker)? {
+                Attempted::Read(page) => page,
+                Attempted::Stopped => return Ok(()),
             };
-            let next = page.next_link().map(str::to_string);
-            if on_page(page).is_break() {
-                return Ok(());
-            }
-            match next {
+            match page.next_link {
                 None => return Ok(()),
                 Some(link) => {
                     guard
@@ -289,16 +257,41 @@ impl GraphClient {
         }
     }
 
-    /// One page, retried while the failure is transient, up to `max_retries` more
-    /// attempts and never past the deadline. A 429 pauses every stream; an expired
-    /// token is replaced once.
-    pub fn fetch_page(&self, url: &str) -> Result<Page, GraphError> {
-        self.fetch_page_as(url, 0)
+    /// The records of `frame`'s first page, counted and dropped (`--check`).
+    pub fn count_first_page(&self, frame: &Frame) -> Result<usize, GraphError> {
+        struct Count;
+        impl ChunkTaker for Count {
+            fn chunk_bytes(&self) -> usize {
+                64 * 1024
+            }
+            fn record_cap(&self) -> u64 {
+                64 << 20
+            }
+            fn buffer(&mut self) -> Vec<u8> {
+                Vec::new()
+            }
+            fn discard(&mut self, _: Vec<u8>) {}
+            fn take(&mut self, _: super::paging::Chunk) -> ControlFlow<()> {
+                ControlFlow::Continue(())
+            }
+        }
+        match self.fetch_page_as(&self.first_url(frame), 0, &mut Count)? {
+            Attempted::Read(page) => Ok(page.records),
+            Attempted::Stopped => Ok(0),
+        }
     }
 
-    /// [`fetch_page`](Self::fetch_page), its turns leaving `reserve` places of every
-    /// window free.
-    fn fetch_page_as(&self, url: &str, reserve: u32) -> Result<Page, GraphError> {
+    /// One page, retried while the failure is transient, up to `max_retries` more
+    /// attempts and never past the deadline. A 429 pauses every stream; an expired
+    /// token is replaced once. A body that broke off is asked again and what was
+    /// handed on before is skipped. Its turns leave `reserve` places of every window
+    /// free.
+    fn fetch_page_as(
+        &self,
+        url: &str,
+        reserve: u32,
+        taker: &mut dyn ChunkTaker,
+    ) -> Result<Attempted, GraphError> {
         let deadline_reached = |last: Option<GraphError>| GraphError::Deadline {
             url: display_url(url),
             last: last.map(Box::new),
@@ -308,6 +301,7 @@ impl GraphClient {
         };
         let mut retries = 0;
         let mut token_renewed = false;
+        let mut delivered = Delivered::default();
         loop {
             let turns = match self.wait_turns(reserve) {
                 Ok(turns) => turns,
@@ -323,15 +317,21 @@ impl GraphClient {
                 }
             };
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            let fetched = self.fetch_once(url);
+            let sent = Instant::now();
+            let fetched = self.fetch_once(url, &mut delivered, taker, turns);
             self.count_code(match &fetched {
                 Ok(_) => "200".to_string(),
                 Err(GraphError::Status { status, .. }) => status.to_string(),
                 Err(_) => "error".to_string(),
             });
-            drop(turns);
             let error = match fetched {
-                Ok(page) => return Ok(page),
+                Ok(attempted) => {
+                    self.counters.answered.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .answering_micros
+                        .fetch_add(sent.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    return Ok(attempted);
+                }
                 Err(error) => error,
             };
             if error.is_throttled() {
@@ -409,8 +409,16 @@ impl GraphClient {
         Ok(turns)
     }
 
-    /// One GET of one page.
-    fn fetch_once(&self, url: &str) -> Result<Page, GraphError> {
+    /// One GET of one page, its records handed to `taker` as they arrive; `turns`
+    /// are given back once Graph has answered (its headers are in: from then on the
+    /// request is counted wherever Graph counts it), not when the body ends.
+    fn fetch_once(
+        &self,
+        url: &str,
+        delivered: &mut Delivered,
+        taker: &mut dyn ChunkTaker,
+        turns: Vec<Turn<'_>>,
+    ) -> Result<Attempted, GraphError> {
         let bearer = self.tokens.bearer()?;
         let authorization = bearer.header_value();
         let request_id = ids::guid();
@@ -430,36 +438,66 @@ impl GraphClient {
             .retry
             .deadline
             .saturating_duration_since(Instant::now());
+        let mut turns = Some(turns);
+        let mut read = None;
         let response = self
             .transport
-            .get(url, &headers, self.bodies.take(), timeout)
-            .map_err(|e| match e {
-                TransportError::TooLarge(limit) => GraphError::TooLarge {
-                    url: shown.clone(),
-                    limit,
-                },
-                TransportError::Network(_) => GraphError::Transport {
-                    url: shown.clone(),
-                    message: format!("{e} (client-request-id {request_id})"),
-                    transient: true,
-                },
+            .get_streaming(url, &headers, timeout, &mut |body| {
+                drop(turns.take());
+                read = Some(read_page(body, delivered, taker));
+            })
+            .map_err(|e| GraphError::Transport {
+                url: shown.clone(),
+                message: format!("{e} (client-request-id {request_id})"),
+                transient: true,
             })?;
+        drop(turns);
         if response.status == 401 {
             self.tokens.invalidate(&bearer);
         }
         if response.status != 200 {
             return Err(status_error(shown, &response, self.shape.source));
         }
-        let page = Page::parse(response.body).map_err(|message| GraphError::Malformed {
-            url: shown.clone(),
-            message,
-        })?;
+        let page = match read {
+            Some(Ok(page)) => page,
+            Some(Err(ReadError::Stopped)) => return Ok(Attempted::Stopped),
+            Some(Err(ReadError::Io(message))) => {
+                return Err(GraphError::Transport {
+                    url: shown,
+                    message: format!(
+                        "the body broke off: {message} (client-request-id {request_id})"
+                    ),
+                    transient: true,
+                });
+            }
+            Some(Err(ReadError::TooLarge(limit))) => {
+                return Err(GraphError::TooLarge { url: shown, limit });
+            }
+            Some(Err(e @ ReadError::Changed { .. })) => {
+                return Err(GraphError::Changed {
+                    url: shown,
+                    message: e.to_string(),
+                });
+            }
+            Some(Err(ReadError::Malformed(message))) => {
+                return Err(GraphError::Malformed {
+                    url: shown,
+                    message,
+                });
+            }
+            None => {
+                return Err(GraphError::Malformed {
+                    url: shown,
+                    message: "no body".into(),
+                });
+            }
+        };
         log::debug!(
             "GET {shown}: {} records, {} bytes",
-            page.record_count(),
-            page.body_len()
+            page.records,
+            page.bytes
         );
-        Ok(page)
+        Ok(Attempted::Read(page))
     }
 }
 

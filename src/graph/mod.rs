@@ -6,4 +6,4 @@ pub mod client;
 pub mod paging;
 
 pub use client::GraphClient;
-pub use paging::Page;
+pub use paging::{Chunk, ChunkTaker, PageEnd};

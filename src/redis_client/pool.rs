@@ -1,9 +1,11 @@
 //! The sinks' pooled connections: r2d2 over [`connect`], a connection that saw an
 //! error dropped from the pool.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Attempt, RedisClient, RedisConnection, connect, open_client};
+use crate::buffers::BufferPool;
 use crate::config::Config;
 use crate::error::Error;
 
@@ -49,6 +51,9 @@ pub struct RedisPool {
     location: String,
     block: bool,
     pool_timeout: Duration,
+    /// Buffers of the commands written on its connections, shared by every sink: kept
+    /// per sink, a fleet's thousand lanes would each keep one.
+    buffers: Arc<BufferPool>,
 }
 
 impl RedisPool {
@@ -73,7 +78,13 @@ impl RedisPool {
             location: config.redis.location().to_string(),
             block: config.options.redis_pool_block,
             pool_timeout: config.options.redis_pool_timeout,
+            buffers: Arc::default(),
         })
+    }
+
+    /// Buffers for encoding commands, handed from write to write.
+    pub fn buffers(&self) -> &BufferPool {
+        &self.buffers
     }
 
     /// A connection for one write: see `redis_pool_block`.

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use super::resp;
 use super::{RecordKey, Sink, Written};
-use crate::buffers::BufferPool;
 use crate::config::{Config, QueueType, SourceConfig};
 use crate::error::SinkError;
 use crate::redis_client::{Attempt, RedisConnection, RedisPool, connect_attempt, retrying};
@@ -27,7 +26,6 @@ pub struct RedisSink {
     warned_unheard: std::sync::atomic::AtomicBool,
     dedup: Option<Dedup>,
     dedup_script: redis::Script,
-    buffers: BufferPool,
     retry: RetryOptions,
 }
 
@@ -83,7 +81,6 @@ impl RedisSink {
             warned_unheard: std::sync::atomic::AtomicBool::new(false),
             dedup,
             dedup_script: redis::Script::new(DEDUP_SCRIPT),
-            buffers: BufferPool::default(),
             queue_type: config.options.queue_type,
             retry,
         }
@@ -253,7 +250,8 @@ impl RedisSink {
         replies: usize,
         encode: &dyn Fn(&mut dyn resp::Out),
     ) -> redis::RedisResult<Vec<redis::Value>> {
-        let mut buffer = self.buffers.take();
+        let buffers = self.connections.buffers();
+        let mut buffer = buffers.take();
         let sent = match connection.single() {
             Some(single) => {
                 let mut pieces = resp::Pieces::new(&mut buffer, single);
@@ -270,7 +268,7 @@ impl RedisSink {
                 }
             }
         };
-        self.buffers.give_back(buffer);
+        buffers.give_back(buffer);
         sent
     }
 

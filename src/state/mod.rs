@@ -8,6 +8,7 @@
 
 mod file;
 mod redis;
+mod renewer;
 
 pub use file::FileState;
 pub use redis::RedisState;

@@ -9,11 +9,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
 use time::OffsetDateTime;
 
+use super::renewer::{self, LOCK_TTL};
 use super::{
     Progress, StateStore, Traces, before_second_pass, decode_deeper, decode_ranges, encode_deeper,
     encode_ranges,
@@ -26,11 +25,6 @@ use crate::redis_client::{RedisClient, connect, connect_attempt, open_client, re
 use crate::retry::RetryOptions;
 use crate::window::{self, Frame};
 
-/// How long the lock outlives a run that died without releasing it.
-const LOCK_TTL: Duration = Duration::from_secs(30);
-const LOCK_RENEW_EVERY: Duration = Duration::from_secs(10);
-
-const RENEW_SCRIPT: &str = include_str!("lua/renew.lua");
 const RELEASE_SCRIPT: &str = include_str!("lua/release.lua");
 const SAVE_SCRIPT: &str = include_str!("lua/save.lua");
 
@@ -59,7 +53,8 @@ pub struct RedisState {
     other_layout: Option<OtherLayout>,
     token: String,
     retry: RetryOptions,
-    renewer: Option<(Sender<()>, std::thread::JoinHandle<()>)>,
+    /// The lock kept alive while the run lasts.
+    renewal: Option<renewer::Renewal>,
     lost: Arc<AtomicBool>,
 }
 
@@ -76,7 +71,7 @@ impl RedisState {
             state_key: source.key("state"),
             token: ids::guid(),
             retry,
-            renewer: None,
+            renewal: None,
             lost: Arc::default(),
         })
     }
@@ -315,42 +310,13 @@ impl RedisState {
     }
 
     fn start_renewing(&mut self) {
-        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-        let (client, key, token, lost) = (
+        self.renewal = Some(renewer::renew(
             self.client.clone(),
+            self.location.clone(),
             self.lock_key.clone(),
             self.token.clone(),
             self.lost.clone(),
-        );
-        let spawned = std::thread::Builder::new()
-            .name("lock".into())
-            .spawn(move || {
-                let script = redis::Script::new(RENEW_SCRIPT);
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(LOCK_RENEW_EVERY) {
-                    let renewed = connect(&client).and_then(|mut c| {
-                        script
-                            .key(&key)
-                            .arg(&token)
-                            .arg(LOCK_TTL.as_millis() as u64)
-                            .invoke::<i64>(&mut *c)
-                    });
-                    match renewed {
-                        Ok(1) => {}
-                        Ok(_) => {
-                            log::error!(
-                                "lock {key} was lost: this run's watermark will not be saved"
-                            );
-                            lost.store(true, Ordering::SeqCst);
-                            return;
-                        }
-                        Err(e) => log::warn!("cannot renew lock {key}: {e}"),
-                    }
-                }
-            });
-        match spawned {
-            Ok(handle) => self.renewer = Some((stop, handle)),
-            Err(e) => log::warn!("cannot start the lock renewer: {e}"),
-        }
+        ));
     }
 }
 
@@ -460,11 +426,10 @@ impl StateStore for RedisState {
     }
 
     fn unlock(&mut self) {
-        let Some((stop, handle)) = self.renewer.take() else {
+        // No renewal after this: the lock is about to go.
+        if self.renewal.take().is_none() {
             return;
-        };
-        drop(stop);
-        let _ = handle.join();
+        }
         let script = redis::Script::new(RELEASE_SCRIPT);
         let released = connect(&self.client).and_then(|mut c| {
             match script

@@ -516,6 +516,12 @@ impl Sim {
             true => None,
             false => Some(["--ca-policies", "2"]),
         };
+        // Graph's pace only where a test asks for it: most tests are about what is
+        // delivered, not when.
+        let pace = [["--latency-ms", "0"], ["--latency-per-record-us", "0"]]
+            .into_iter()
+            .filter(|[flag, _]| !extra.contains(flag))
+            .flatten();
         let port_file = dir.join("port");
         let mut child = Command::new(env!("CARGO_BIN_EXE_msgx-sim"))
             .args([
@@ -531,6 +537,7 @@ impl Sim {
             .arg(&port_file)
             .args(extra)
             .args(small.iter().flatten())
+            .args(pace)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -864,6 +871,16 @@ fn msgx_command(args: &[String], env: &[(&str, &str)]) -> Command {
         .envs(env.iter().copied())
         .stdin(Stdio::null());
     command
+}
+
+/// Starts msgx-once with `args` and only the environment in `env` (plus PATH), its
+/// output discarded: for a test that stops it.
+pub fn msgx_spawn(args: &[String], env: &[(&str, &str)]) -> Child {
+    msgx_command(args, env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("msgx-once starts")
 }
 
 /// Runs msgx-once with `args` and only the environment in `env` (plus PATH).

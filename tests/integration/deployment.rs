@@ -121,16 +121,24 @@ fn the_crontabs_fleet_lines_run_their_shards_at_once_under_env_i() {
         })
         .collect();
     assert!(shards.len() >= 2, "crontab.example shows a fleet's shards");
-    let tenants: Vec<String> = shards
+    // Every line has the whole list, and its own shard of them.
+    let lists: Vec<&str> = shards
         .iter()
-        .flat_map(|c| {
-            let list = c
-                .strip_prefix("GRAPH_TENANTS=")
+        .map(|c| {
+            c.strip_prefix("GRAPH_TENANTS=")
                 .and_then(|rest| rest.split(' ').next())
-                .expect("each shard line names its tenants");
-            list.split(',').map(str::to_string).collect::<Vec<_>>()
+                .expect("each shard line names the tenants")
         })
         .collect();
+    assert!(lists.iter().all(|l| *l == lists[0]), "one list: {lists:?}");
+    let tenants: Vec<String> = lists[0].split(',').map(str::to_string).collect();
+    for (i, command) in shards.iter().enumerate() {
+        let shard = format!("--shard {i}/{} ", shards.len());
+        assert!(
+            command.contains(&shard),
+            "line {i} lacks {shard}: {command}"
+        );
+    }
     let sim = Sim::start_fleet(&tenants, &["--rate", "3"]);
     let redis = RedisServer::start();
     let root = CronRoot::new();
@@ -170,11 +178,20 @@ fn the_crontabs_fleet_lines_run_their_shards_at_once_under_env_i() {
     for (code, stderr) in &codes {
         assert_eq!(*code, Some(0), "{stderr}");
     }
+    let mut shares = 0;
     for shard in 0..shards.len() {
         let log = std::fs::read_to_string(root.path(&format!("/var/log/msgx/shard-{shard}.log")))
             .unwrap_or_default();
         assert!(log.contains("[INFO] summary: tenants "), "{log}");
+        let said = format!("shard {shard}/{}: ", shards.len());
+        shares += log
+            .lines()
+            .find_map(|l| l.split(&said).nth(1))
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("shard {shard} does not say its share: {log}"));
     }
+    assert_eq!(shares, tenants.len(), "every tenant in exactly one shard");
     assert_eq!(sim.stats()["graph_429"].as_u64().unwrap_or(0), 0);
     // A first run reads the original's window: `--streams` frames of 30 s.
     let streams: i64 = shards[0]
@@ -333,7 +350,7 @@ fn the_kubernetes_manifests_and_the_containerfile_are_hardened() {
     for (file, expected) in [
         ("scripts/k8s/cronjob.yaml", 1),
         ("scripts/k8s/cronjob-workload-identity.yaml", 1),
-        ("scripts/k8s/cronjob-fleet.yaml", 2),
+        ("scripts/k8s/cronjob-fleet.yaml", 1),
     ] {
         let text = read(file);
         let mut jobs = 0;
@@ -402,6 +419,7 @@ fn example_config(sim: &Sim) -> String {
 type EnvValue = Result<String, (String, bool)>;
 
 /// A pod of a CronJob manifest as the kubelet runs it.
+#[derive(Clone)]
 struct Pod {
     user: u32,
     group: u32,
@@ -434,12 +452,34 @@ fn pod_of(manifest: &str) -> Pod {
 }
 
 /// The pod of every CronJob of `manifest`, in its order.
+/// The pods the manifest's CronJobs start at a tick: one per Job, or — for an Indexed
+/// Job — one per index, each with the JOB_COMPLETION_INDEX the Job controller sets.
 fn pods_of(manifest: &str) -> Vec<Pod> {
     let text = read(manifest);
     serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde_yaml::Value::deserialize(d).expect(manifest))
         .filter(|d| d["kind"] == "CronJob")
-        .map(|job| pod_of_job(&job))
+        .flat_map(|job| {
+            let pod = pod_of_job(&job);
+            let spec = &job["spec"]["jobTemplate"]["spec"];
+            if spec["completionMode"] != "Indexed" {
+                return vec![pod];
+            }
+            let completions = spec["completions"].as_u64().expect("completions");
+            assert_eq!(
+                spec["parallelism"].as_u64(),
+                Some(completions),
+                "{manifest}: every index at once"
+            );
+            (0..completions)
+                .map(|index| {
+                    let mut pod = pod.clone();
+                    pod.env
+                        .push(("JOB_COMPLETION_INDEX".into(), Ok(index.to_string())));
+                    pod
+                })
+                .collect()
+        })
         .collect()
 }
 
@@ -758,32 +798,33 @@ fn the_workload_identity_cronjob_runs_as_its_pod_with_what_the_webhook_injects()
 }
 
 #[test]
-fn the_fleet_cronjobs_run_their_shards_at_once_and_export_each_tenant_once() {
+fn the_fleets_indexed_job_runs_its_shards_at_once_and_exports_each_tenant_once() {
     assert!(
         is_root(),
         "this test lays out files as the kubelet (root) does: run as root"
     );
     let manifest = "scripts/k8s/cronjob-fleet.yaml";
     let pods = pods_of(manifest);
-    let shards: Vec<Vec<String>> = pods
-        .iter()
-        .map(|pod| {
-            let tenants = pod
-                .env
-                .iter()
-                .find(|(name, _)| name == "GRAPH_TENANTS")
-                .and_then(|(_, value)| value.clone().ok())
-                .expect("each shard names its tenants");
-            tenants.split(',').map(str::to_string).collect()
-        })
+    let value_of = |pod: &Pod, name: &str| -> String {
+        pod.env
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, value)| value.clone().ok())
+            .unwrap_or_else(|| panic!("{manifest}: no {name}"))
+    };
+    assert!(pods.len() >= 2, "{manifest}: a fleet of shards");
+    // K is said twice, as completions and as GRAPH_SHARD: they must agree.
+    assert_eq!(value_of(&pods[0], "GRAPH_SHARD"), pods.len().to_string());
+    let tenants: Vec<String> = value_of(&pods[0], "GRAPH_TENANTS")
+        .split(',')
+        .map(str::to_string)
         .collect();
-    assert!(shards.len() >= 2, "{manifest}: a fleet of shards");
-    let tenants: Vec<String> = shards.concat();
+    assert!(tenants.len() > pods.len(), "more tenants than shards");
     // The manifest's own tenants, one application consented in each, both budgets
     // enforced as Graph does.
     let sim = Sim::start_fleet(&tenants, &["--rate", "3"]);
     let redis = RedisServer::start();
-    // The example config without a tenant: the shards name theirs.
+    // The example config without a tenant: the list is GRAPH_TENANTS.
     let config: String = example_config(&sim)
         .lines()
         .filter(|l| !l.starts_with("tenant:"))
@@ -795,13 +836,13 @@ fn the_fleet_cronjobs_run_their_shards_at_once_and_export_each_tenant_once() {
         ("client_secret", format!("{SIM_SECRET}\n")),
         ("redis_url", format!("{}\n", redis.url())),
     ];
-    // Every shard lays out the same Secret.
+    // Every pod lays out the same Secret.
     pods[0].lay_out(root.path(), &secret);
     let now = minutes_ago(5);
     sim.set_clock(now);
     let injected = [("MSGX_NOW", rfc3339(now))];
-    // Every shard at once, and the first twice (a tenant moved between shards, or a
-    // run that overlaps): its tenants' locks let one of them export each.
+    // Every index at once, and the first twice (a pod of the previous K still running
+    // while K changes): the tenants' locks let one of them export each.
     let runs: Vec<Output> = std::thread::scope(|scope| {
         let started: Vec<_> = pods
             .iter()
@@ -813,17 +854,25 @@ fn the_fleet_cronjobs_run_their_shards_at_once_and_export_each_tenant_once() {
             .map(|h| h.join().expect("a shard"))
             .collect()
     });
-    for run in &runs {
+    // Each pod names its shard and its share; the shares add up to the fleet.
+    let mut shares = 0;
+    for (index, run) in runs.iter().take(pods.len()).enumerate() {
         assert_eq!(run.code, 0, "{}", run.stderr);
+        let said = format!("shard {index}/{}: ", pods.len());
+        let share: usize = run
+            .stderr
+            .lines()
+            .find_map(|l| l.split(&said).nth(1))
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("pod {index} does not say `{said}N of …`: {}", run.stderr));
+        shares += share;
     }
+    assert_eq!(shares, tenants.len(), "every tenant in exactly one shard");
+    assert_eq!(runs[pods.len()].code, 0, "{}", runs[pods.len()].stderr);
     assert_eq!(sim.stats()["graph_429"].as_u64().unwrap_or(0), 0);
     // A first run reads the original's window: `streams` frames of 30 s.
-    let streams: i64 = pods[0]
-        .args
-        .iter()
-        .find_map(|a| a.strip_prefix("--streams="))
-        .map_or(2, |n| n.parse().expect("a number"));
-    let start = lagged_end(now) - time::Duration::seconds(30 * streams);
+    let start = lagged_end(now) - time::Duration::seconds(30 * 2);
     for tenant in &tenants {
         let expected = sim.tenant_records(tenant, start, lagged_end(now) - time::Duration::SECOND);
         assert!(!expected.is_empty());

@@ -75,9 +75,15 @@ pub struct Args {
     /// seconds between the versions of a risk detection or alert (default 900)
     #[argh(option, default = "900")]
     pub update_every: i64,
-    /// delay every sign-ins response by this many milliseconds (default 0)
-    #[argh(option, default = "0")]
+    /// answer every collection page after this many milliseconds plus
+    /// --latency-per-record-us for each record it holds: Graph answers a page of 1,000
+    /// sign-ins in seconds (default 500)
+    #[argh(option, default = "500")]
     pub latency_ms: u64,
+    /// microseconds of latency per record of the page, on top of --latency-ms (default
+    /// 1000: a full page of sign-ins takes 1.5 s)
+    #[argh(option, default = "1000")]
+    pub latency_per_record_us: u64,
     /// late arrivals, P:S: a share P (0..1) of sign-ins shows up only S seconds after
     /// its createdDateTime; repeatable (tiers, shares adding up)
     #[argh(option)]

@@ -80,7 +80,6 @@ impl Sim {
                 "Access token has expired or is not yet valid.",
             ));
         };
-        std::thread::sleep(self.latency);
         let (stream, filter) = match self.resource(path, query, tenant) {
             Ok(found) => found,
             Err(response) => return Reply::Full(response),
@@ -166,6 +165,9 @@ impl Sim {
             Ok(page) => page,
             Err(response) => return Reply::Full(response),
         };
+        // Graph's pace: a base, plus the time its records take to gather.
+        let records = u32::try_from(records_in(&page)).unwrap_or(u32::MAX);
+        std::thread::sleep(self.latency + self.latency_per_record * records);
         match fault {
             Some(Fault::CutShort) => {
                 self.bump("graph_cut_short");
@@ -346,4 +348,42 @@ fn parse_select(value: &str) -> Result<Vec<String>, Response> {
             }
         })
         .collect()
+}
+
+/// The records of a rendered page: the objects directly inside its `value` array (a
+/// scan of the body, strings skipped).
+fn records_in(page: &[u8]) -> usize {
+    let (mut depth, mut in_string, mut escaped, mut records) = (0usize, false, false, 0);
+    for &byte in page {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                // The page object is depth 1, `value` depth 2, its records depth 3.
+                depth += 1;
+                records += usize::from(byte == b'{' && depth == 3);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    records
+}
+
+#[cfg(test)]
+mod record_count {
+    #[test]
+    fn records_of_the_value_array_are_counted() {
+        let page = br#"{"@odata.context":"x{","value":[{"a":{"b":1},"s":"}{\"["},{"c":[{}]}],"@odata.nextLink":"y"}"#;
+        assert_eq!(super::records_in(page), 2);
+        assert_eq!(super::records_in(br#"{"value":[]}"#), 0);
+    }
 }

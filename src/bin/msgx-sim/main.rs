@@ -149,6 +149,7 @@ fn main() {
         base_url,
         next_link_base,
         latency: Duration::from_millis(args.latency_ms),
+        latency_per_record: Duration::from_micros(args.latency_per_record_us),
         pages: PageCache::new(args.cache_mb << 20),
         gzip: !args.no_gzip,
         tokens: Mutex::default(),

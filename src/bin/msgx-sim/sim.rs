@@ -47,7 +47,9 @@ pub struct Sim {
     pub(crate) base_url: String,
     /// Where nextLinks point: `base_url`, or the foreign listener.
     pub(crate) next_link_base: String,
+    /// A page's answer waits this long, plus `latency_per_record` per record.
     pub(crate) latency: Duration,
+    pub(crate) latency_per_record: Duration,
     pub(crate) pages: PageCache,
     pub(crate) gzip: bool,
     /// A fixed "now" set through `/_sim/clock` (None: the real clock), so tests can
