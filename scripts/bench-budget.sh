@@ -61,7 +61,9 @@ replay() {
     local binary=$1 rate=$2 t0 tick now
     shift 2
     start_redis "$work"
-    start_sim "$work" --rate "$rate" --tenant bench.example --client-id bench --client-secret bench-secret
+    # Requests are counted, not timed: pages answered at once.
+    start_sim "$work" --rate "$rate" --latency-ms 0 --latency-per-record-us 0 \
+        --tenant bench.example --client-id bench --client-secret bench-secret
     t0=$(( $(date +%s) / 60 * 60 - 3600 ))
     echo '{}' >"$work/before.json"
     for tick in $(seq 0 $((warmup + measure - 1))); do

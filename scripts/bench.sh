@@ -40,11 +40,14 @@ cargo build --locked --release --bins --features simulator >&2
 work=$(mktemp -d)
 trap 'stop_started; rm -rf "$work"' EXIT
 rate=1000 # sign-ins per simulated second: N records take N/1000 seconds of window
+# Pages answered at once: this measures msgx-once's own work beside the standard tools
+# (Graph's pace is bench-tenants.sh's and bench-backfill.sh's).
+instant=(--latency-ms 0 --latency-per-record-us 0)
 secret=bench-secret
 start_redis "$work"
 redis=(redis-cli -p "$REDIS_PORT")
 mkdir -p "$work/empty"
-start_sim "$work/empty" --rate 0 --tenant bench.example --client-id bench --client-secret "$secret"
+start_sim "$work/empty" --rate 0 --latency-ms 0 --latency-per-record-us 0 --tenant bench.example --client-id bench --client-secret "$secret"
 sim_empty=$SIM_URL
 
 token() {
@@ -99,11 +102,11 @@ for kb in $kbs; do
     for pid in "${sims[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     sims=()
     mkdir -p "$work/gzip" "$work/plain"
-    start_sim "$work/gzip" --rate "$rate" --cache-mb 8192 --ca-policies "$policies" \
+    start_sim "$work/gzip" --rate "$rate" --cache-mb 8192 --ca-policies "$policies" "${instant[@]}" \
         --tenant bench.example --client-id bench --client-secret "$secret"
     sim=$SIM_URL
     sims+=("$SIM_PID")
-    start_sim "$work/plain" --rate "$rate" --cache-mb 8192 --no-gzip --ca-policies "$policies" \
+    start_sim "$work/plain" --rate "$rate" --cache-mb 8192 --no-gzip --ca-policies "$policies" "${instant[@]}" \
         --tenant bench.example --client-id bench --client-secret "$secret"
     sim_plain=$SIM_URL
     sims+=("$SIM_PID")

@@ -6,8 +6,9 @@
 //! tenant's buckets and of the app across tenants from `budget`); for each tenant ×
 //! source of the `config` it opens its `state` (lock and progress) and `plan`s the
 //! frames of a `window` — each second read when due and once more later —; the
-//! `pipeline` fetches every lane's frames from `graph` on shared fetchers and hands
-//! the pages to each lane's `sink`; then the progress is saved and the `report` is
+//! `pipeline` fetches every lane's frames from `graph` on shared fetchers — as many
+//! requests in flight as Graph's latency calls for — and hands each page's records, in
+//! chunks as they arrive, to the lane's `sink`; then the progress is saved and the `report` is
 //! logged and turned into `metrics`. `--check` is
 //! `check`. Errors map to exit codes in `error` ([`exit`]).
 //!
@@ -17,7 +18,7 @@
 //!
 //! - At the bottom, knowing nothing of the rest: [`exit`] codes, `ids`,
 //!   `secret`, `files` (regular files only, capped), `buffers`, `page_memory` (the
-//!   byte budget of pages in flight), `keys` (Redis key names and hash tags), `window`,
+//!   byte budget of chunks in flight), `keys` (Redis key names and hash tags), `window`,
 //!   `logging`, `shard` (a fleet's tenants over K processes), the HTTP `transport`;
 //!   then `shutdown` (signals) and `sources`
 //!   (the audit streams as data).
@@ -29,7 +30,7 @@
 //!   (`redis_client`: TLS, Sentinel, Cluster, the pool, retries and advice), and on
 //!   it and the transport: `auth` (one file per credential kind), `graph` (paging,
 //!   the client of one source), `budget`, `sink` (one file per backend), `state`
-//!   (model, Redis, file), `pipeline`, `plan`, `setup`.
+//!   (model, Redis, file, the lock renewer), `pipeline`, `plan`, `setup`.
 //! - On top: `check`, `report`, `metrics`, `run`.
 //!
 //! Only what `msgx-once`'s `main` needs is public.

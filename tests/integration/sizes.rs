@@ -370,3 +370,67 @@ fn chunked_and_whole_page_writes_are_identical_byte_for_byte() {
     assert_same_records(whole.clone(), expected);
     assert!(whole == chunked, "the lists differ");
 }
+
+#[test]
+fn a_fleet_of_40_tenants_catching_up_20_kb_sign_ins_fits_the_fleet_manifests_limit() {
+    // The fleet manifest's limit, applied as the container runtime applies it, to one
+    // process exporting 40 tenants: what each tenant holds (its token, lock, sink,
+    // buffers) adds up with the fleet, and the records in flight must not.
+    let limit = manifest_memory_limit(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/k8s/cronjob-fleet.yaml"
+    ));
+    let mut tenants = vec![SIM_TENANT.to_string()];
+    tenants.extend((1..40).map(|i| format!("t{i:02}.example")));
+    let sim = Sim::start_fleet(&tenants[1..], &["--rate", "2", "--ca-policies", "95"]);
+    let redis = RedisServer::start();
+    let list = tenants.join(",");
+    let extra = [
+        "--tenants",
+        &list,
+        "--max_retries",
+        "20",
+        "--log_level",
+        "debug",
+    ];
+    let t0 = minutes_ago(10);
+    let first = tick(&sim, &redis, "q", t0, &extra);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // Two minutes later, as after a missed tick: every tenant catches up at once.
+    let t1 = t0 + Span::seconds(120);
+    sim.set_clock(t1);
+    let cgroup = MemoryCgroup::new(limit);
+    let run = msgx_in_bash(
+        &cgroup.script(),
+        &redis_args(&sim, &redis, "q", &extra),
+        &[("MSGX_NOW", &rfc3339(t1))],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut largest_record = 0;
+    for tenant in &tenants {
+        let expected = sim.tenant_records(tenant, origin(t0), lagged_end(t1) - Span::seconds(1));
+        assert!(
+            mean_bytes(&expected) > 19_000,
+            "{tenant}: {}",
+            mean_bytes(&expected)
+        );
+        largest_record = largest_record.max(expected.iter().map(String::len).max().unwrap_or(0));
+        assert_same_records(redis.list(&format!("q:{tenant}")), expected);
+    }
+    let memory = page_memory(&run);
+    assert!(
+        memory.held <= memory.allowed + memory.fetchers * (largest_record as u64 + 4096),
+        "held {} bytes of {}",
+        memory.held,
+        memory.allowed
+    );
+    let (peak, hits) = (
+        cgroup.read("memory.max_usage_in_bytes"),
+        cgroup.read("memory.failcnt"),
+    );
+    assert!(peak <= limit, "peak {peak} of {limit}");
+    assert_eq!(
+        hits, 0,
+        "the run reached the limit {hits} times (peak {peak})"
+    );
+}
