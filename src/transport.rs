@@ -124,6 +124,25 @@ impl UreqTransport {
         }
     }
 
+    /// A GET of `url` with `headers`, taking `timeout` at most.
+    fn get_request(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        let mut request = self
+            .agent
+            .get(url)
+            .config()
+            .timeout_global(Some(timeout.min(self.timeout)))
+            .build();
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
+    }
+
     /// Status and headers of an answer, its body not read yet.
     fn head(response: &ureq::http::Response<ureq::Body>, body: Vec<u8>) -> HttpResponse {
         let header = |name: &str| {
@@ -190,16 +209,7 @@ impl HttpTransport for UreqTransport {
         buffer: Vec<u8>,
         timeout: Duration,
     ) -> Result<HttpResponse, TransportError> {
-        let mut request = self
-            .agent
-            .get(url)
-            .config()
-            .timeout_global(Some(timeout.min(self.timeout)))
-            .build();
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        self.finish(request.call(), buffer)
+        self.finish(self.get_request(url, headers, timeout).call(), buffer)
     }
 
     fn get_streaming(
@@ -209,16 +219,10 @@ impl HttpTransport for UreqTransport {
         timeout: Duration,
         on_body: &mut dyn FnMut(&mut dyn Read),
     ) -> Result<HttpResponse, TransportError> {
-        let mut request = self
-            .agent
-            .get(url)
-            .config()
-            .timeout_global(Some(timeout.min(self.timeout)))
-            .build();
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let mut response = request.call().map_err(network)?;
+        let mut response = self
+            .get_request(url, headers, timeout)
+            .call()
+            .map_err(network)?;
         let mut head = Self::head(&response, Vec::new());
         if head.status == 200 {
             // The page's own reader bounds what one record may take.

@@ -185,6 +185,29 @@ impl Drop for MemoryCgroup {
     }
 }
 
+/// A cron run at `t0` into `key`, then one at `t0 + seconds` (a catch-up) inside a
+/// memory cgroup limited to `limit`: the catch-up run and the cgroup, to read its peak.
+fn catch_up_within(
+    limit: u64,
+    (sim, redis, key): (&Sim, &RedisServer, &str),
+    extra: &[&str],
+    t0: time::OffsetDateTime,
+    seconds: i64,
+) -> (Output, MemoryCgroup) {
+    let first = tick(sim, redis, key, t0, extra);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let t1 = t0 + Span::seconds(seconds);
+    sim.set_clock(t1);
+    let cgroup = MemoryCgroup::new(limit);
+    let run = msgx_in_bash(
+        &cgroup.script(),
+        &redis_args(sim, redis, key, extra),
+        &[("MSGX_NOW", &rfc3339(t1))],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    (run, cgroup)
+}
+
 /// `limits: {memory: 128Mi}` of a manifest, in bytes.
 fn manifest_memory_limit(path: &str) -> u64 {
     let text = std::fs::read_to_string(path).expect(path);
@@ -209,20 +232,10 @@ fn a_cron_run_of_20_kb_sign_ins_fits_the_cronjobs_memory_limit() {
         Sim::start(&["--rate", "50", "--ca-policies", "96"]),
         RedisServer::start(),
     );
-    let extra = ["--rate_limit", "0"];
     let t0 = minutes_ago(10);
-    let first = tick(&sim, &redis, "k", t0, &extra);
-    assert_eq!(first.code, 0, "{}", first.stderr);
     // Four minutes later, as after missed ticks: 200 s of 20 KB sign-ins in one run.
+    let (_, cgroup) = catch_up_within(limit, (&sim, &redis, "k"), &["--rate_limit", "0"], t0, 200);
     let t1 = t0 + Span::seconds(200);
-    sim.set_clock(t1);
-    let cgroup = MemoryCgroup::new(limit);
-    let run = msgx_in_bash(
-        &cgroup.script(),
-        &redis_args(&sim, &redis, "k", &extra),
-        &[("MSGX_NOW", &rfc3339(t1))],
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
     let expected = sim.records(origin(t0), lagged_end(t1) - Span::seconds(1));
     assert!(
         expected.len() > 9_000 && mean_bytes(&expected) > 19_000,
@@ -394,18 +407,9 @@ fn a_fleet_of_40_tenants_catching_up_20_kb_sign_ins_fits_the_fleet_manifests_lim
         "debug",
     ];
     let t0 = minutes_ago(10);
-    let first = tick(&sim, &redis, "q", t0, &extra);
-    assert_eq!(first.code, 0, "{}", first.stderr);
     // Two minutes later, as after a missed tick: every tenant catches up at once.
+    let (run, cgroup) = catch_up_within(limit, (&sim, &redis, "q"), &extra, t0, 120);
     let t1 = t0 + Span::seconds(120);
-    sim.set_clock(t1);
-    let cgroup = MemoryCgroup::new(limit);
-    let run = msgx_in_bash(
-        &cgroup.script(),
-        &redis_args(&sim, &redis, "q", &extra),
-        &[("MSGX_NOW", &rfc3339(t1))],
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
     let mut largest_record = 0;
     for tenant in &tenants {
         let expected = sim.tenant_records(tenant, origin(t0), lagged_end(t1) - Span::seconds(1));
