@@ -170,6 +170,19 @@ impl MemoryCgroup {
             .unwrap_or_else(|_| panic!("{file}: {text}"))
     }
 
+    /// What ran in it stayed within `limit` and never reached it.
+    fn assert_never_reached(&self, limit: u64) {
+        let (peak, hits) = (
+            self.read("memory.max_usage_in_bytes"),
+            self.read("memory.failcnt"),
+        );
+        assert!(peak <= limit, "peak {peak} of {limit}");
+        assert_eq!(
+            hits, 0,
+            "the run reached the limit {hits} times (peak {peak})"
+        );
+    }
+
     /// A bash line that moves the shell into the cgroup, then runs msgx-once.
     fn script(&self) -> String {
         format!(
@@ -244,15 +257,7 @@ fn a_cron_run_of_20_kb_sign_ins_fits_the_cronjobs_memory_limit() {
         mean_bytes(&expected)
     );
     assert_same_records(redis.list("k"), expected);
-    let (peak, hits) = (
-        cgroup.read("memory.max_usage_in_bytes"),
-        cgroup.read("memory.failcnt"),
-    );
-    assert!(peak <= limit, "peak {peak} of {limit}");
-    assert_eq!(
-        hits, 0,
-        "the run reached the limit {hits} times (peak {peak})"
-    );
+    cgroup.assert_never_reached(limit);
 }
 
 #[test]
@@ -428,13 +433,5 @@ fn a_fleet_of_40_tenants_catching_up_20_kb_sign_ins_fits_the_fleet_manifests_lim
         memory.held,
         memory.allowed
     );
-    let (peak, hits) = (
-        cgroup.read("memory.max_usage_in_bytes"),
-        cgroup.read("memory.failcnt"),
-    );
-    assert!(peak <= limit, "peak {peak} of {limit}");
-    assert_eq!(
-        hits, 0,
-        "the run reached the limit {hits} times (peak {peak})"
-    );
+    cgroup.assert_never_reached(limit);
 }
