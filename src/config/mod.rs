@@ -796,6 +796,23 @@ mod tests {
             assert_eq!(err.option(), Some("shard"), "{shard}");
             assert!(err.to_string().contains(says), "{shard}: {err}");
         }
+        // --print_config names the shard's tenants.
+        let mut args: Vec<String> = CREDS.iter().map(|s| s.to_string()).collect();
+        args.extend(["--tenants", fleet, "--shard", "3", "--print_config"].map(String::from));
+        let env = |name: &str| (name == "JOB_COMPLETION_INDEX").then(|| "1".to_string());
+        let Ok(Invocation::PrintConfig(text)) = load(&args, &env) else {
+            panic!("print_config");
+        };
+        let mine = with("1/3", &[]).unwrap();
+        let mine: Vec<&str> = mine.tenants().into_iter().flatten().collect();
+        assert!(
+            text.contains(&format!(
+                "# shard 1/3: {} of the 6 tenants: {}\n",
+                mine.len(),
+                mine.join(",")
+            )),
+            "{text}"
+        );
         let mut alone = CREDS.to_vec();
         alone.extend(["--shard", "0/2"]);
         let err = load_with(&alone, &[]).unwrap_err();

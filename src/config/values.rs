@@ -217,6 +217,16 @@ impl Values {
             };
             text.push_str(&format!("{} = {value}  # {source}\n", spec.name));
         }
+        // Which tenants this process's shard exports, its index resolved.
+        if let Some((shard, config)) = config.and_then(|c| Some((c.shard?, c))) {
+            let mine: Vec<&str> = config.tenants().into_iter().flatten().collect();
+            let all = config.options.tenants.as_ref().map_or(0, Vec::len);
+            text.push_str(&format!(
+                "# shard {shard}: {} of the {all} tenants: {}\n",
+                mine.len(),
+                crate::logging::escape(&mine.join(","))
+            ));
+        }
         // What a run would say at WARN, before whether it can run.
         for warning in warnings
             .iter()
