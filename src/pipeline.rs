@@ -236,6 +236,8 @@ struct PageSeconds {
     /// Every second is at most the one before it (newest first), or at least it.
     falling: bool,
     rising: bool,
+    /// No record of its last second follows (see `Chunk::complete`).
+    complete: bool,
 }
 
 impl PageSeconds {
@@ -249,6 +251,7 @@ impl PageSeconds {
             max: first,
             falling: true,
             rising: true,
+            complete: false,
         };
         for second in seconds {
             page.falling &= second <= page.last;
@@ -282,22 +285,25 @@ struct FrameProgress {
 
 impl FrameProgress {
     /// What of `frame` the chunks written in an unbroken run from the first leave
-    /// unread. Graph documents no order for some resources, so the order is read from
-    /// the records: pages newest first have read everything after their oldest second,
-    /// pages oldest first everything before their newest — that second itself may go
-    /// on on the next page. Records in no order, or all in one second, leave the whole
-    /// frame.
-    fn remaining(&self, frame: &Frame) -> Frame {
+    /// unread (None: nothing). Graph documents no order for some resources, so the
+    /// order is read from the records: chunks newest first have read everything after
+    /// their oldest second, chunks oldest first everything before their newest — and
+    /// that second too when the last chunk is `complete` (its second's records were
+    /// held together), else it goes on in what was not written. Records in no order,
+    /// or all in one second, leave the whole frame.
+    fn remaining(&self, frame: &Frame) -> Option<Frame> {
+        use time::Duration;
         let pages: Vec<PageSeconds> = (1..)
             .map_while(|number| self.written.get(&number))
             .flatten()
             .copied()
             .collect();
-        let (Some(min), Some(max)) = (
+        let (Some(min), Some(max), Some(last)) = (
             pages.iter().map(|p| p.min).min(),
             pages.iter().map(|p| p.max).max(),
+            pages.last(),
         ) else {
-            return *frame;
+            return Some(*frame);
         };
         let falling =
             pages.iter().all(|p| p.falling) && pages.windows(2).all(|w| w[0].last >= w[1].first);
@@ -307,16 +313,14 @@ impl FrameProgress {
             OffsetDateTime::from_unix_timestamp(second)
                 .map_or(frame.end, |t| t.clamp(frame.start, frame.end))
         };
+        let whole = i64::from(last.complete);
         match (falling, rising) {
-            (true, false) => Frame {
-                start: frame.start,
-                end: at(min),
-            },
-            (false, true) => Frame {
-                start: at(max),
-                end: frame.end,
-            },
-            _ => *frame,
+            (true, false) => Frame::between(frame.start, at(min) + Duration::seconds(1 - whole)),
+            (false, true) => Frame::between(
+                at(max) + Duration::seconds(whole),
+                frame.end + Duration::SECOND,
+            ),
+            _ => Some(*frame),
         }
     }
 
@@ -326,7 +330,7 @@ impl FrameProgress {
         if self.failure.is_some() || self.fetched == Some(self.chunks) {
             return 1.0;
         }
-        let left = self.remaining(frame).seconds() as f64;
+        let left = self.remaining(frame).map_or(0, |f| f.seconds()) as f64;
         let all = frame.seconds().max(1) as f64;
         match self.written.is_empty() {
             true => 0.0,
@@ -337,7 +341,7 @@ impl FrameProgress {
     /// The part of `frame` not yet read, if it failed.
     fn unfinished(&self, frame: &Frame) -> Option<Frame> {
         self.failure.as_ref()?;
-        Some(self.remaining(frame))
+        self.remaining(frame)
     }
 }
 
@@ -973,6 +977,10 @@ impl ChunkTaker for FrameTaker<'_, '_> {
         self.shared.record_cap
     }
 
+    fn second(&self, record: &str) -> Option<i64> {
+        record_second(record, self.shared.lanes[self.lane].source().time_field)
+    }
+
     fn buffer(&mut self) -> Vec<u8> {
         self.held = Some(self.shared.memory.reserve(self.shared.chunk_bytes as u64));
         let mut buffer = self.shared.buffers.take();
@@ -1116,6 +1124,10 @@ impl Writer<'_> {
                 PageSeconds::of(first.into_iter().chain(last))
             }
         };
+        let seconds = seconds.map(|seconds| PageSeconds {
+            complete: chunk.complete,
+            ..seconds
+        });
         match sink.write(&records, keys.as_deref()) {
             Ok(written) => {
                 // What a read after the first found is late: how late, when found.
@@ -1193,6 +1205,47 @@ mod tests {
         assert_eq!(Flight::new(4, 64, None).places(Some(secs(3.0))), 4);
         // A floor above the fetchers is the fetchers.
         assert_eq!(Flight::new(8, 3, Some(1.0)).places(None), 3);
+    }
+
+    #[test]
+    fn a_failed_frame_owes_what_its_written_chunks_leave_whole_seconds_exactly() {
+        let t = |s: i64| OffsetDateTime::from_unix_timestamp(s).unwrap();
+        let frame = Frame {
+            start: t(100),
+            end: t(199),
+        };
+        let owed = |seconds: &[&[i64]], complete: bool| {
+            let mut progress = FrameProgress {
+                failure: Some(FrameFailure::Deferred),
+                ..FrameProgress::default()
+            };
+            for (i, chunk) in seconds.iter().enumerate() {
+                let mut written = PageSeconds::of(chunk.iter().copied());
+                if let Some(w) = &mut written {
+                    w.complete = complete || i + 1 < seconds.len();
+                }
+                progress.written.insert(i as u64 + 1, written);
+            }
+            progress.unfinished(&frame)
+        };
+        let between = |a, b| {
+            Some(Frame {
+                start: t(a),
+                end: t(b),
+            })
+        };
+        // Newest first: everything after the oldest second written is read; that
+        // second too when its records were kept together.
+        assert_eq!(owed(&[&[199, 180], &[170, 150]], true), between(100, 149));
+        assert_eq!(owed(&[&[199, 180], &[170, 150]], false), between(100, 150));
+        // Oldest first, the same from the other end.
+        assert_eq!(owed(&[&[100, 120], &[130, 140]], true), between(141, 199));
+        assert_eq!(owed(&[&[100, 120], &[130, 140]], false), between(140, 199));
+        // Read down to the frame's first second, whole: nothing owed.
+        assert_eq!(owed(&[&[199, 100]], true), None);
+        // No order, or nothing written: the whole frame.
+        assert_eq!(owed(&[&[150, 199, 120]], true), Some(frame));
+        assert_eq!(owed(&[], true), Some(frame));
     }
 
     #[test]

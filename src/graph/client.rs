@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use super::paging::{ChunkTaker, Delivered, NextLinkGuard, PageRead, ReadError, read_page};
+use super::paging::{Carry, ChunkTaker, Delivered, NextLinkGuard, PageRead, ReadError, read_page};
 use crate::auth::TokenSource;
 use crate::config::SourceConfig;
 use crate::error::GraphError;
@@ -237,8 +237,11 @@ impl GraphClient {
         let max_pages =
             (frame.seconds() * MAX_RECORDS_PER_SECOND).div_ceil(u64::from(self.page_size())) + 10;
         let mut guard = NextLinkGuard::new(&self.graph_url, &url, max_pages);
+        // The records at a page's end held back for the next page (their second may
+        // go on there); dropped, unwritten, when the frame stops before it.
+        let mut carry = Carry::default();
         loop {
-            let page = match self.fetch_page_as(&url, reserve, taker)? {
+            let page = match self.fetch_page_as(&url, reserve, &mut carry, taker)? {
                 Attempted::Read(page) => page,
                 Attempted::Stopped => return Ok(()),
             };
@@ -275,7 +278,7 @@ impl GraphClient {
                 ControlFlow::Continue(())
             }
         }
-        match self.fetch_page_as(&self.first_url(frame), 0, &mut Count)? {
+        match self.fetch_page_as(&self.first_url(frame), 0, &mut Carry::default(), &mut Count)? {
             Attempted::Read(page) => Ok(page.records),
             Attempted::Stopped => Ok(0),
         }
@@ -290,6 +293,7 @@ impl GraphClient {
         &self,
         url: &str,
         reserve: u32,
+        carry: &mut Carry,
         taker: &mut dyn ChunkTaker,
     ) -> Result<Attempted, GraphError> {
         let deadline_reached = |last: Option<GraphError>| GraphError::Deadline {
@@ -318,7 +322,7 @@ impl GraphClient {
             };
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
             let sent = Instant::now();
-            let fetched = self.fetch_once(url, &mut delivered, taker, turns);
+            let fetched = self.fetch_once(url, (&mut delivered, &mut *carry), taker, turns);
             self.count_code(match &fetched {
                 Ok(_) => "200".to_string(),
                 Err(GraphError::Status { status, .. }) => status.to_string(),
@@ -415,7 +419,7 @@ impl GraphClient {
     fn fetch_once(
         &self,
         url: &str,
-        delivered: &mut Delivered,
+        (delivered, carry): (&mut Delivered, &mut Carry),
         taker: &mut dyn ChunkTaker,
         turns: Vec<Turn<'_>>,
     ) -> Result<Attempted, GraphError> {
@@ -444,7 +448,7 @@ impl GraphClient {
             .transport
             .get_streaming(url, &headers, timeout, &mut |body| {
                 drop(turns.take());
-                read = Some(read_page(body, delivered, taker));
+                read = Some(read_page(body, delivered, carry, taker));
             })
             .map_err(|e| GraphError::Transport {
                 url: shown.clone(),

@@ -33,6 +33,10 @@ pub struct Chunk {
     pub first: usize,
     /// Set on the page's last chunk: whether another page follows.
     pub end: Option<PageEnd>,
+    /// No record of its last record's second follows in the frame: the records of a
+    /// second that may go on in the next chunk or page are held back for it, unless
+    /// the whole chunk is that one second (or its time is unreadable).
+    pub complete: bool,
 }
 
 /// How a page ended.
@@ -43,7 +47,7 @@ pub struct PageEnd {
 }
 
 impl Chunk {
-    pub fn records(&self) -> impl ExactSizeIterator<Item = &str> {
+    pub fn records(&self) -> impl DoubleEndedIterator<Item = &str> + ExactSizeIterator {
         self.records.iter().map(|r| &self.text[r.clone()])
     }
 
@@ -70,7 +74,18 @@ pub trait ChunkTaker {
     fn discard(&mut self, buffer: Vec<u8>);
     /// A chunk, in order; `Break`: read no further.
     fn take(&mut self, chunk: Chunk) -> ControlFlow<()>;
+    /// The second of a record's time field, if readable: the records of a second are
+    /// kept together at the end of a chunk, so what was written always ends with a
+    /// whole second. None: no holding back.
+    fn second(&self, _record: &str) -> Option<i64> {
+        None
+    }
 }
+
+/// The records at the end of a page held back for the next page of the frame (they
+/// are of a second that may go on there).
+#[derive(Debug, Default)]
+pub struct Carry(Vec<String>);
 
 /// A page read to its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,8 +166,13 @@ struct Builder<'t> {
     current: Option<Chunk>,
     /// Records of the page met so far.
     position: usize,
-    /// Digests of the records in `current`, added to `delivered` when it is handed on.
+    /// Digests of the page's records in `current`, added to `delivered` when it is
+    /// handed on.
     pending: Vec<u64>,
+    /// Records of the previous page held back for this one: the first `carried` of
+    /// `current` are those (not of this page, so without digests).
+    carry: &'t mut Carry,
+    carried: usize,
 }
 
 impl Builder<'_> {
@@ -176,12 +196,34 @@ impl Builder<'_> {
             Some(chunk) => chunk,
             None => self.open(position),
         };
-        let start = chunk.text.len();
-        chunk.text.push_str(record);
-        chunk.records.push(start..chunk.text.len());
+        append(&mut chunk, record);
         self.current = Some(chunk);
         self.pending.push(digest);
         Ok(())
+    }
+
+    /// Opens the page's first chunk with what the previous page held back, if any.
+    fn take_carry(&mut self) {
+        if self.carry.0.is_empty() {
+            return;
+        }
+        let mut chunk = self.open(0);
+        for record in self.carry.0.drain(..) {
+            append(&mut chunk, &record);
+        }
+        self.carried = chunk.records.len();
+        self.current = Some(chunk);
+    }
+
+    /// Where the records of the last one's second begin in `chunk` (None: its time
+    /// is unreadable).
+    fn last_second_from(&self, chunk: &Chunk) -> Option<usize> {
+        let mut records = chunk.records().rev();
+        let last = self.taker.second(records.next()?)?;
+        let same = records
+            .take_while(|r| self.taker.second(r) == Some(last))
+            .count();
+        Some(chunk.records.len() - 1 - same)
     }
 
     fn open(&mut self, first: usize) -> Chunk {
@@ -193,30 +235,93 @@ impl Builder<'_> {
             records: Vec::new(),
             first,
             end: None,
+            complete: false,
         }
     }
 
-    /// Hands on the chunk being built (an empty one when it ends the page).
+    /// Hands on the chunk being built (an empty one when it ends the page). When the
+    /// frame goes on — the chunk is full, or the page has a next one — the records of
+    /// its last second are held back for the next chunk (or page): what is written
+    /// then ends with a whole second.
     fn flush(&mut self, end: Option<PageEnd>) -> Result<(), ReadError> {
         let mut chunk = match self.current.take() {
             Some(chunk) => chunk,
             None if end.is_some() => self.open(self.position),
             None => return Ok(()),
         };
+        // Where the records held back begin (the chunk's length: none), and whether
+        // what is written ends with a whole second. A full chunk of one second is
+        // written whole (a chunk must not grow past its size); at a page's end all of
+        // it waits for the next page.
+        let all = chunk.records.len();
+        let (hold, complete) = match (end, self.last_second_from(&chunk)) {
+            (Some(PageEnd { more: false }), _) => (all, true),
+            (_, None) => (all, false),
+            (None, Some(0)) => (all, false),
+            (_, Some(from)) => (from, true),
+        };
+        chunk.complete = complete;
+        let held: Vec<String> = match hold < all {
+            true => {
+                let held = chunk.records().skip(hold).map(str::to_string).collect();
+                let cut = chunk.records[hold].start;
+                chunk.text.truncate(cut);
+                chunk.records.truncate(hold);
+                held
+            }
+            false => Vec::new(),
+        };
         chunk.end = end;
-        self.delivered.0.append(&mut self.pending);
+        // The digests of the page's records handed on now; those held back stay
+        // pending (or, at the page's end, are read again with the next page).
+        let mine = chunk.records.len().saturating_sub(self.carried);
+        self.carried = 0;
+        self.delivered
+            .0
+            .extend(self.pending.drain(..mine.min(self.pending.len())));
+        match end {
+            None => {
+                if !held.is_empty() {
+                    let mut next = self.open(chunk.first + chunk.records.len());
+                    for record in &held {
+                        append(&mut next, record);
+                    }
+                    self.current = Some(next);
+                }
+            }
+            Some(_) => {
+                self.pending.clear();
+                self.carry.0 = held;
+            }
+        }
         match self.taker.take(chunk) {
             ControlFlow::Continue(()) => Ok(()),
             ControlFlow::Break(()) => Err(ReadError::Stopped),
         }
     }
 
+    /// The page broke off: what the previous page held back goes back to be held
+    /// for the next attempt.
     fn abandon(&mut self) {
         self.pending.clear();
         if let Some(chunk) = self.current.take() {
+            if self.carried > 0 {
+                self.carry.0 = chunk
+                    .records()
+                    .take(self.carried)
+                    .map(str::to_string)
+                    .collect();
+                self.carried = 0;
+            }
             self.taker.discard(chunk.into_buffer());
         }
     }
+}
+
+fn append(chunk: &mut Chunk, record: &str) {
+    let start = chunk.text.len();
+    chunk.text.push_str(record);
+    chunk.records.push(start..chunk.text.len());
 }
 
 /// The body as it arrives: what has been read and not yet consumed.
@@ -450,7 +555,9 @@ fn check<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Result<T, ReadError> {
 
 /// Reads a page from `body`, handing its records to `taker` in chunks as they come;
 /// records already in `delivered` (an earlier attempt's) are checked and skipped, and
-/// those handed on now are added to it. One record may not exceed the taker's cap.
+/// those handed on now are added to it. `carry` holds what the previous page held
+/// back (written first) and, after, what this one holds back for the next. One record
+/// may not exceed the taker's cap.
 ///
 /// The page is read as a Graph collection page must be: one object whose `value` is
 /// an array; `@odata.nextLink` is kept, other members skipped. Each record and member
@@ -459,6 +566,7 @@ fn check<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Result<T, ReadError> {
 pub fn read_page(
     body: &mut dyn Read,
     delivered: &mut Delivered,
+    carry: &mut Carry,
     taker: &mut dyn ChunkTaker,
 ) -> Result<PageRead, ReadError> {
     let record_cap = taker.record_cap();
@@ -470,7 +578,10 @@ pub fn read_page(
         current: None,
         position: 0,
         pending: Vec::new(),
+        carry,
+        carried: 0,
     };
+    builder.take_carry();
     let mut body = Body {
         reader: body,
         buffer: Vec::with_capacity(READ_AHEAD),
@@ -660,7 +771,12 @@ mod tests {
     }
 
     fn read(body: &str, taker: &mut Collect) -> Result<PageRead, ReadError> {
-        read_page(&mut body.as_bytes(), &mut Delivered::default(), taker)
+        read_page(
+            &mut body.as_bytes(),
+            &mut Delivered::default(),
+            &mut Carry::default(),
+            taker,
+        )
     }
 
     #[test]
@@ -726,6 +842,7 @@ mod tests {
         let err = read_page(
             &mut &b"{\"value\":[\"\xff\"]}"[..],
             &mut Delivered::default(),
+            &mut Carry::default(),
             &mut Collect::default(),
         )
         .unwrap_err();
@@ -738,6 +855,7 @@ mod tests {
         let err = read_page(
             &mut big.as_bytes(),
             &mut Delivered::default(),
+            &mut Carry::default(),
             &mut Collect {
                 record_cap: 1024,
                 ..Collect::default()
@@ -757,7 +875,12 @@ mod tests {
             chunk_bytes: 8,
             ..Collect::default()
         };
-        let err = read_page(&mut cut.as_bytes(), &mut delivered, &mut first);
+        let err = read_page(
+            &mut cut.as_bytes(),
+            &mut delivered,
+            &mut Carry::default(),
+            &mut first,
+        );
         assert!(matches!(err, Err(ReadError::Malformed(_))), "{err:?}");
         assert_eq!(first.chunks.len(), 1, "the second chunk was not complete");
         assert_eq!((delivered.len(), first.discarded), (1, 1));
@@ -766,7 +889,13 @@ mod tests {
             chunk_bytes: 8,
             ..Collect::default()
         };
-        let page = read_page(&mut body.as_bytes(), &mut delivered, &mut retry).unwrap();
+        let page = read_page(
+            &mut body.as_bytes(),
+            &mut delivered,
+            &mut Carry::default(),
+            &mut retry,
+        )
+        .unwrap();
         assert_eq!(page.records, 3);
         let handed: Vec<(usize, Vec<String>)> = retry
             .chunks
@@ -782,10 +911,21 @@ mod tests {
         );
         // A page that changed in between: not delivered again.
         let mut changed = Delivered::default();
-        read_page(&mut cut.as_bytes(), &mut changed, &mut Collect::default()).ok();
+        read_page(
+            &mut cut.as_bytes(),
+            &mut changed,
+            &mut Carry::default(),
+            &mut Collect::default(),
+        )
+        .ok();
         assert_eq!(changed.len(), 1);
         let other = r#"{"value":[{"A":1},{"b":2},{"c":3}]}"#;
-        let err = read_page(&mut other.as_bytes(), &mut changed, &mut Collect::default());
+        let err = read_page(
+            &mut other.as_bytes(),
+            &mut changed,
+            &mut Carry::default(),
+            &mut Collect::default(),
+        );
         assert_eq!(err.unwrap_err(), ReadError::Changed { at: 0 });
     }
 
@@ -811,6 +951,7 @@ mod tests {
         let read = read_page(
             &mut Trickle(body.as_bytes()),
             &mut Delivered::default(),
+            &mut Carry::default(),
             &mut trickled,
         )
         .unwrap();
@@ -847,11 +988,104 @@ mod tests {
             let err = read_page(
                 &mut Trickle(bad.as_bytes()),
                 &mut Delivered::default(),
+                &mut Carry::default(),
                 &mut Collect::default(),
             )
             .unwrap_err();
             assert!(matches!(err, ReadError::Malformed(_)), "{bad}: {err:?}");
         }
+    }
+
+    /// Collects chunks, reading a record's second from its `t`.
+    struct Timed(Collect);
+
+    impl ChunkTaker for Timed {
+        fn chunk_bytes(&self) -> usize {
+            self.0.chunk_bytes()
+        }
+        fn record_cap(&self) -> u64 {
+            self.0.record_cap()
+        }
+        fn buffer(&mut self) -> Vec<u8> {
+            self.0.buffer()
+        }
+        fn discard(&mut self, buffer: Vec<u8>) {
+            self.0.discard(buffer)
+        }
+        fn take(&mut self, chunk: Chunk) -> ControlFlow<()> {
+            let complete = chunk.complete;
+            let flow = self.0.take(chunk);
+            self.0.chunks.last_mut().unwrap().0 = usize::from(complete);
+            flow
+        }
+        fn second(&self, record: &str) -> Option<i64> {
+            serde_json::from_str::<serde_json::Value>(record).ok()?["t"].as_i64()
+        }
+    }
+
+    #[test]
+    fn a_seconds_records_stay_together_across_chunks_and_pages() {
+        let mut carry = Carry::default();
+        let mut taker = Timed(Collect {
+            chunk_bytes: 22,
+            ..Collect::default()
+        });
+        // Newest first; `{"t":9}` is 7 bytes: three fit a chunk of 22.
+        let first = r#"{"value":[{"t":9},{"t":8},{"t":8},{"t":7},{"t":6},{"t":6},{"t":6},{"t":6}],"@odata.nextLink":"https://g/2"}"#;
+        read_page(
+            &mut first.as_bytes(),
+            &mut Delivered::default(),
+            &mut carry,
+            &mut taker,
+        )
+        .unwrap();
+        let seconds = |chunks: &[(usize, Vec<String>, Option<PageEnd>)]| -> Vec<(usize, String)> {
+            chunks
+                .iter()
+                .map(|(complete, records, _)| (*complete, records.join("")))
+                .collect()
+        };
+        assert_eq!(
+            seconds(&taker.0.chunks),
+            [
+                // Full at the third record: its second (8) goes on, so it waits.
+                (1, r#"{"t":9}"#.to_string()),
+                (1, r#"{"t":8}{"t":8}"#.into()),
+                (1, r#"{"t":7}"#.into()),
+                // Three of one second fill a chunk: written, not whole.
+                (0, r#"{"t":6}{"t":6}{"t":6}"#.into()),
+                // The page ends on second 6, which the next page may go on with: all
+                // of it waits (the page's last chunk is empty).
+                (1, String::new()),
+            ]
+        );
+        assert_eq!(carry.0, [r#"{"t":6}"#]);
+        // The next page begins with what was held back.
+        taker.0.chunks.clear();
+        let second = r#"{"value":[{"t":6},{"t":5}]}"#;
+        read_page(
+            &mut second.as_bytes(),
+            &mut Delivered::default(),
+            &mut carry,
+            &mut taker,
+        )
+        .unwrap();
+        assert_eq!(
+            seconds(&taker.0.chunks),
+            [(1, r#"{"t":6}{"t":6}{"t":5}"#.to_string())]
+        );
+        assert!(carry.0.is_empty());
+        // A page that breaks off before its first chunk keeps what was held back.
+        let mut carry = Carry(vec![r#"{"t":4}"#.into()]);
+        let cut = r#"{"value":[{"t":4},{"t"#;
+        let err = read_page(
+            &mut cut.as_bytes(),
+            &mut Delivered::default(),
+            &mut carry,
+            &mut taker,
+        );
+        assert!(err.is_err());
+        assert_eq!(carry.0, [r#"{"t":4}"#]);
     }
 
     #[test]

@@ -706,3 +706,50 @@ fn a_host_clock_stepped_back_is_said_and_exports_nothing_twice() {
         sim.records(origin(t0), lagged_end(t2) - Span::seconds(1)),
     );
 }
+
+#[test]
+fn an_interrupted_backfills_unread_ranges_are_exactly_what_it_did_not_write() {
+    // Issue 31.5: SIGINT a backfill while pages are arriving, then export the ranges
+    // its summary names as unread, as an operator would: every record once. A page
+    // of 40 holds a few seconds of 20 sign-ins/s, so a stop lands mid-frame, with a
+    // second's records on both sides of what was written.
+    let (sim, redis) = (
+        Sim::start(&["--rate", "20", "--latency-ms", "150"]),
+        RedisServer::start(),
+    );
+    let since = minutes_ago(12);
+    let until = since + Span::seconds(240);
+    let flags = ["--page_size", "40", "--rate_limit", "0", "--streams", "2"];
+    let mut args = redis_args(&sim, &redis, "b", &flags);
+    args.extend(backfill_flags(since, until));
+    let run = Running::start(&args);
+    let llen = || redis_query::<usize>(&redis, &["LLEN", "b"]);
+    assert!(wait_for(Duration::from_secs(60), || llen() > 400));
+    run.signal("INT");
+    let run = run.finish(Duration::from_secs(60));
+    assert_eq!(run.code, 130, "{}", run.stderr);
+    let expected = sim.records(since, until - Span::SECOND);
+    assert!(
+        llen() < expected.len(),
+        "the backfill finished before the stop"
+    );
+    // `unread [--since A --until B] [--since C --until D]`, each exported again.
+    let line = run.summary_line();
+    let unread = line
+        .split(" unread ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no unread ranges: {line}"));
+    let ranges: Vec<&str> = unread
+        .split('[')
+        .skip(1)
+        .filter_map(|r| r.split(']').next())
+        .collect();
+    assert!(!ranges.is_empty(), "{line}");
+    for range in ranges {
+        let mut again = redis_args(&sim, &redis, "b", &flags);
+        again.extend(range.split(' ').map(str::to_string));
+        let rerun = msgx(&again, &[]);
+        assert_eq!(rerun.code, 0, "{range}: {}", rerun.stderr);
+    }
+    assert_same_records(redis.list("b"), expected);
+}
