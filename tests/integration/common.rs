@@ -1019,6 +1019,29 @@ pub fn origin(first: OffsetDateTime) -> OffsetDateTime {
     lagged_end(first) - time::Duration::seconds(60)
 }
 
+/// The records of `[start, end]`'s first page of `page_size` sign-ins (newest first)
+/// that a frame stopped after it writes: all but those of its last second, which is
+/// held back for the next page.
+pub fn first_page_whole_seconds(
+    sim: &Sim,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    page_size: usize,
+) -> Vec<String> {
+    let second = |record: &String| -> String {
+        let value: serde_json::Value = serde_json::from_str(record).expect("JSON");
+        let time = value["createdDateTime"].as_str().expect("a time");
+        time.get(..19).expect("to the second").to_string()
+    };
+    let mut page = sim.records(start, end);
+    page.reverse();
+    page.truncate(page_size);
+    let last = page.last().map(second);
+    page.retain(|r| Some(second(r)) != last);
+    assert!(!page.is_empty(), "the page is of one second");
+    page
+}
+
 /// `--since since --until until`: a backfill of `[since, until)`.
 pub fn backfill_flags(since: OffsetDateTime, until: OffsetDateTime) -> Vec<String> {
     strings(&["--since", &rfc3339(since), "--until", &rfc3339(until)])
