@@ -1,9 +1,10 @@
-//! Reusable byte buffers: page bodies (2 to 20 MB for 1,000 sign-ins) and the pieces
-//! of Redis commands (1 MiB; a Cluster's whole commands, as large as a page).
-//! Allocating and freeing them for every page fragments the allocator's arenas (one
-//! per thread) and lets memory creep up with the number of pages. Handing the same
-//! buffers from page to page keeps memory flat: there are never more buffers than
-//! pages in flight and writes in progress.
+//! Reusable byte buffers: the chunks pages are read in (up to 1 MiB) and the pieces of
+//! Redis commands (up to 1 MiB; a Cluster's whole commands, as large as a chunk).
+//! Allocating and freeing them for every chunk fragments the allocator's arenas (one
+//! per thread) and lets memory creep up with the number of chunks. Handing the same
+//! buffers from chunk to chunk keeps memory flat: there are never more buffers than
+//! chunks in flight and writes in progress — one pool of each per run, not per lane,
+//! so a fleet's tenants do not each keep some.
 
 use std::sync::Mutex;
 
