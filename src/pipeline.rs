@@ -84,7 +84,7 @@ pub struct PipelineOptions {
     /// paced): with Graph's latency, how many requests in flight keep them busy.
     pub request_rate: Option<f64>,
     pub writers: usize,
-    /// Bytes the pages in flight may hold together.
+    /// Bytes the chunks in flight may hold together.
     pub page_memory: u64,
     /// Hand the sink each record's key, for deduplication.
     pub keyed: bool,
@@ -182,9 +182,9 @@ pub struct FrameOutcome {
     /// (`signin_updates`).
     pub updated: u64,
     pub failure: Option<FrameFailure>,
-    /// What a later run must still read of a failed frame: what the pages written in an
-    /// unbroken run from its first page leave, judged by their records' times whatever
-    /// order Graph pages in. None when the frame is complete.
+    /// What a later run must still read of a failed frame: what the chunks written in
+    /// an unbroken run from its first leave, judged by their records' times whatever
+    /// order Graph pages in. None when nothing is left to read.
     pub unfinished: Option<Frame>,
 }
 
@@ -228,7 +228,7 @@ struct Batch {
 /// The seconds of one written chunk's records (their time field), in the order Graph
 /// sent them, as far as they are readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PageSeconds {
+struct ChunkSeconds {
     first: i64,
     last: i64,
     min: i64,
@@ -240,11 +240,11 @@ struct PageSeconds {
     complete: bool,
 }
 
-impl PageSeconds {
+impl ChunkSeconds {
     fn of(seconds: impl IntoIterator<Item = i64>) -> Option<Self> {
         let mut seconds = seconds.into_iter();
         let first = seconds.next()?;
-        let mut page = PageSeconds {
+        let mut chunk = ChunkSeconds {
             first,
             last: first,
             min: first,
@@ -254,13 +254,13 @@ impl PageSeconds {
             complete: false,
         };
         for second in seconds {
-            page.falling &= second <= page.last;
-            page.rising &= second >= page.last;
-            page.min = page.min.min(second);
-            page.max = page.max.max(second);
-            page.last = second;
+            chunk.falling &= second <= chunk.last;
+            chunk.rising &= second >= chunk.last;
+            chunk.min = chunk.min.min(second);
+            chunk.max = chunk.max.max(second);
+            chunk.last = second;
         }
-        Some(page)
+        Some(chunk)
     }
 }
 
@@ -277,7 +277,7 @@ struct FrameProgress {
     updated: u64,
     failure: Option<FrameFailure>,
     /// The seconds of each chunk written, by its number in the frame.
-    written: BTreeMap<u64, Option<PageSeconds>>,
+    written: BTreeMap<u64, Option<ChunkSeconds>>,
     /// Chunks of the frame, once all were fetched.
     fetched: Option<u64>,
     late_ages: LateAges,
@@ -293,22 +293,22 @@ impl FrameProgress {
     /// or all in one second, leave the whole frame.
     fn remaining(&self, frame: &Frame) -> Option<Frame> {
         use time::Duration;
-        let pages: Vec<PageSeconds> = (1..)
+        let chunks: Vec<ChunkSeconds> = (1..)
             .map_while(|number| self.written.get(&number))
             .flatten()
             .copied()
             .collect();
         let (Some(min), Some(max), Some(last)) = (
-            pages.iter().map(|p| p.min).min(),
-            pages.iter().map(|p| p.max).max(),
-            pages.last(),
+            chunks.iter().map(|p| p.min).min(),
+            chunks.iter().map(|p| p.max).max(),
+            chunks.last(),
         ) else {
             return Some(*frame);
         };
         let falling =
-            pages.iter().all(|p| p.falling) && pages.windows(2).all(|w| w[0].last >= w[1].first);
+            chunks.iter().all(|p| p.falling) && chunks.windows(2).all(|w| w[0].last >= w[1].first);
         let rising =
-            pages.iter().all(|p| p.rising) && pages.windows(2).all(|w| w[0].last <= w[1].first);
+            chunks.iter().all(|p| p.rising) && chunks.windows(2).all(|w| w[0].last <= w[1].first);
         let at = |second: i64| {
             OffsetDateTime::from_unix_timestamp(second)
                 .map_or(frame.end, |t| t.clamp(frame.start, frame.end))
@@ -324,7 +324,7 @@ impl FrameProgress {
         }
     }
 
-    /// The share of `frame` read and written: whole once done, else what the pages
+    /// The share of `frame` read and written: whole once done, else what the chunks
     /// written so far cover.
     fn covered(&self, frame: &Frame) -> f64 {
         if self.failure.is_some() || self.fetched == Some(self.chunks) {
@@ -520,8 +520,9 @@ const FLIGHT_HEADROOM: f64 = 1.25;
 
 /// How many requests may be in flight: the budgets' request rate times the time a page
 /// takes (measured from the run's answers so far), at least the floor (`streams`: all
-/// there is before the first answer, or without a budget), at most the fetcher threads. A fetcher holds a place for a frame from its first request to its
-/// last page's end.
+/// there is before the first answer, or without a budget), at most the fetcher
+/// threads. A fetcher holds a place for a frame from its first request to its last
+/// page's end.
 struct Flight {
     floor: usize,
     most: usize,
@@ -614,7 +615,7 @@ pub fn run(
     let flight = Flight::new(options.in_flight_floor, threads, options.request_rate);
     let deep = DeepTurns::new(jobs, &options.deep_allowance);
     // Unbounded in chunks: the page memory bounds what waits here, in bytes.
-    let (pages_out, pages_in) = crossbeam_channel::unbounded::<Batch>();
+    let (chunks_out, chunks_in) = crossbeam_channel::unbounded::<Batch>();
     let started = Instant::now();
     let (fetching, finished) = crossbeam_channel::bounded::<()>(0);
     std::thread::scope(|scope| {
@@ -636,7 +637,7 @@ pub fn run(
             log::warn!("cannot start the progress thread: {e}");
         }
         for i in 0..options.writers {
-            let pages_in = pages_in.clone();
+            let chunks_in = chunks_in.clone();
             let writer = Writer {
                 jobs,
                 memory: &memory,
@@ -650,15 +651,15 @@ pub fn run(
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("write-{i}"))
-                .spawn_scoped(scope, move || writer.write_chunks(pages_in));
+                .spawn_scoped(scope, move || writer.write_chunks(chunks_in));
             if let Err(e) = spawned {
                 log::warn!("cannot start writer thread {i}: {e}");
             }
         }
-        drop(pages_in);
+        drop(chunks_in);
         fetchers.scope(|s| {
             for _ in 0..threads {
-                let pages_out = pages_out.clone();
+                let chunks_out = chunks_out.clone();
                 let shared = Shared {
                     jobs,
                     lanes,
@@ -673,10 +674,10 @@ pub fn run(
                     flight: &flight,
                     deep: &deep,
                 };
-                s.spawn(move |_| fetch_jobs(&pages_out, shared));
+                s.spawn(move |_| fetch_jobs(&chunks_out, shared));
             }
         });
-        drop(pages_out);
+        drop(chunks_out);
         drop(fetching);
     });
     for (index, lane) in lanes.iter().enumerate() {
@@ -857,7 +858,7 @@ impl Shared<'_> {
 
 /// Takes jobs in order until none are left, each with a place in flight; each frame
 /// goes chunk by chunk to the writers.
-fn fetch_jobs(pages_out: &Sender<Batch>, shared: Shared) {
+fn fetch_jobs(chunks_out: &Sender<Batch>, shared: Shared) {
     let Shared {
         jobs,
         lanes,
@@ -882,7 +883,7 @@ fn fetch_jobs(pages_out: &Sender<Batch>, shared: Shared) {
             return;
         };
         let deep = pass.is_deep();
-        fetch_job(pages_out, &shared, i, lane, frame, deep);
+        fetch_job(chunks_out, &shared, i, lane, frame, deep);
         drop(place);
         if !deep {
             shared.deep.shallow_finished();
@@ -892,7 +893,7 @@ fn fetch_jobs(pages_out: &Sender<Batch>, shared: Shared) {
 
 /// Fetches job `i` (`frame` of `lane`) into the writers' queue, chunk by chunk.
 fn fetch_job(
-    pages_out: &Sender<Batch>,
+    chunks_out: &Sender<Batch>,
     shared: &Shared,
     i: usize,
     lane: usize,
@@ -915,7 +916,7 @@ fn fetch_job(
     );
     let mut taker = FrameTaker {
         shared,
-        pages_out,
+        chunks_out,
         job: i,
         lane,
         deep,
@@ -927,9 +928,7 @@ fn fetch_job(
     let chunks = taker.seq;
     drop(taker);
     match fetched {
-        Ok(()) => ledger.update(i, |p| {
-            p.fetched.get_or_insert(chunks);
-        }),
+        Ok(()) => ledger.update(i, |p| p.fetched = Some(chunks)),
         Err(e) => {
             if e.is_refusal() {
                 shared.refuse(lane, &e);
@@ -949,7 +948,7 @@ fn fetch_job(
 /// for each before it is filled, then to the writers.
 struct FrameTaker<'s, 'a> {
     shared: &'s Shared<'a>,
-    pages_out: &'s Sender<Batch>,
+    chunks_out: &'s Sender<Batch>,
     job: usize,
     lane: usize,
     deep: bool,
@@ -1007,7 +1006,7 @@ impl ChunkTaker for FrameTaker<'_, '_> {
             .take()
             .unwrap_or_else(|| self.shared.memory.reserve(0));
         held.resize(chunk.weight() as u64);
-        let sent = self.pages_out.send(Batch {
+        let sent = self.chunks_out.send(Batch {
             job: self.job,
             seq: self.seq,
             page: self.page,
@@ -1110,7 +1109,7 @@ impl Writer<'_> {
         let seconds = match &keys {
             Some(keys) => {
                 let bad: Vec<usize> = problems.iter().map(|p| p.offset).collect();
-                PageSeconds::of(
+                ChunkSeconds::of(
                     keys.iter()
                         .enumerate()
                         .filter(|(i, _)| !bad.contains(i))
@@ -1121,10 +1120,10 @@ impl Writer<'_> {
                 let second = |r: &&str| record_second(r, source.time_field);
                 let first = records.iter().find_map(second);
                 let last = records.iter().rev().find_map(second);
-                PageSeconds::of(first.into_iter().chain(last))
+                ChunkSeconds::of(first.into_iter().chain(last))
             }
         };
-        let seconds = seconds.map(|seconds| PageSeconds {
+        let seconds = seconds.map(|seconds| ChunkSeconds {
             complete: chunk.complete,
             ..seconds
         });
@@ -1220,7 +1219,7 @@ mod tests {
                 ..FrameProgress::default()
             };
             for (i, chunk) in seconds.iter().enumerate() {
-                let mut written = PageSeconds::of(chunk.iter().copied());
+                let mut written = ChunkSeconds::of(chunk.iter().copied());
                 if let Some(w) = &mut written {
                     w.complete = complete || i + 1 < seconds.len();
                 }

@@ -71,12 +71,11 @@ struct Export<'a> {
 
 pub fn run(config: &Config) -> Result<RunReport, Error> {
     let started = Instant::now();
-    if let (Some(shard), Some(all)) = (config.shard, &config.options.tenants) {
-        let mine = config.tenants().len();
+    if let Some((shard, mine, all)) = config.shard_share() {
         log::info!(
-            "shard {shard}: {mine} of the {} tenants of `tenants` fall to it{}",
-            all.len(),
-            match mine {
+            "shard {shard}: {} of the {all} tenants of `tenants` fall to it{}",
+            mine.len(),
+            match mine.len() {
                 0 => "; nothing to export in this shard",
                 _ => "",
             }

@@ -53,13 +53,12 @@ impl std::fmt::Display for TransportError {
 }
 
 pub trait HttpTransport: Send + Sync {
-    /// A GET whose body is read into `buffer` (cleared first), so pages can reuse one;
-    /// it takes `timeout` at most (less when the transport's own timeout is shorter).
+    /// A GET whose body is read whole (an identity endpoint's answer); it takes
+    /// `timeout` at most (less when the transport's own timeout is shorter).
     fn get(
         &self,
         url: &str,
         headers: &[(&str, &str)],
-        buffer: Vec<u8>,
         timeout: Duration,
     ) -> Result<HttpResponse, TransportError>;
     /// A GET whose body, when the status is 200, is handed to `on_body` to read as it
@@ -144,7 +143,7 @@ impl UreqTransport {
     }
 
     /// Status and headers of an answer, its body not read yet.
-    fn head(response: &ureq::http::Response<ureq::Body>, body: Vec<u8>) -> HttpResponse {
+    fn head(response: &ureq::http::Response<ureq::Body>) -> HttpResponse {
         let header = |name: &str| {
             response
                 .headers()
@@ -157,20 +156,18 @@ impl UreqTransport {
             retry_after: header("retry-after"),
             request_id: header("request-id"),
             date: header("date"),
-            body,
+            body: Vec::new(),
         }
     }
 
+    /// The answer, its body read whole (up to the body limit).
     fn finish(
         &self,
         result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-        mut body: Vec<u8>,
     ) -> Result<HttpResponse, TransportError> {
         let mut response = result.map_err(network)?;
-        let mut head = Self::head(&response, Vec::new());
-        body.clear();
-        read_body(&mut response, self.body_limit, &mut body)?;
-        head.body = body;
+        let mut head = Self::head(&response);
+        read_body(&mut response, self.body_limit, &mut head.body)?;
         Ok(head)
     }
 }
@@ -206,10 +203,9 @@ impl HttpTransport for UreqTransport {
         &self,
         url: &str,
         headers: &[(&str, &str)],
-        buffer: Vec<u8>,
         timeout: Duration,
     ) -> Result<HttpResponse, TransportError> {
-        self.finish(self.get_request(url, headers, timeout).call(), buffer)
+        self.finish(self.get_request(url, headers, timeout).call())
     }
 
     fn get_streaming(
@@ -223,7 +219,7 @@ impl HttpTransport for UreqTransport {
             .get_request(url, headers, timeout)
             .call()
             .map_err(network)?;
-        let mut head = Self::head(&response, Vec::new());
+        let mut head = Self::head(&response);
         if head.status == 200 {
             // The page's own reader bounds what one record may take.
             let mut body = response.body_mut().with_config().limit(u64::MAX).reader();
@@ -239,7 +235,7 @@ impl HttpTransport for UreqTransport {
 
     fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<HttpResponse, TransportError> {
         let request = self.agent.post(url).header("Accept", "application/json");
-        self.finish(request.send_form(form.iter().copied()), Vec::new())
+        self.finish(request.send_form(form.iter().copied()))
     }
 
     fn post_body(
@@ -252,7 +248,7 @@ impl HttpTransport for UreqTransport {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        self.finish(request.send(body), Vec::new())
+        self.finish(request.send(body))
     }
 
     fn abort(&self) {

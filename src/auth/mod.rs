@@ -272,12 +272,10 @@ impl TokenSource {
         let started = Instant::now();
         let sent = match &request.method {
             Method::Post(form) => self.transport.post_form(&request.url, &exposed(form)),
-            Method::Get(headers) => self.transport.get(
-                &request.url,
-                &exposed(headers),
-                Vec::new(),
-                Duration::from_secs(60),
-            ),
+            Method::Get(headers) => {
+                self.transport
+                    .get(&request.url, &exposed(headers), Duration::from_secs(60))
+            }
         };
         let response = sent.map_err(|e| match e {
             TransportError::Network(message) => Failure::Transient(self.unavailable(message), None),

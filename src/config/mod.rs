@@ -216,6 +216,14 @@ impl Config {
         tenants_of(&self.options, self.shard)
     }
 
+    /// With `shard`: the shard, the tenants that fall to it, and how many `tenants`
+    /// lists in all.
+    pub fn shard_share(&self) -> Option<(Shard, Vec<&str>, usize)> {
+        let (shard, all) = (self.shard?, self.options.tenants.as_ref()?);
+        let mine = self.tenants().into_iter().flatten().collect();
+        Some((shard, mine, all.len()))
+    }
+
     /// The credential that signs in to `tenant` (None: the configured one).
     pub fn credential_in(&self, tenant: Option<&str>) -> Credential {
         match tenant {

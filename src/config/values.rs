@@ -218,9 +218,7 @@ impl Values {
             text.push_str(&format!("{} = {value}  # {source}\n", spec.name));
         }
         // Which tenants this process's shard exports, its index resolved.
-        if let Some((shard, config)) = config.and_then(|c| Some((c.shard?, c))) {
-            let mine: Vec<&str> = config.tenants().into_iter().flatten().collect();
-            let all = config.options.tenants.as_ref().map_or(0, Vec::len);
+        if let Some((shard, mine, all)) = config.and_then(Config::shard_share) {
             text.push_str(&format!(
                 "# shard {shard}: {} of the {all} tenants: {}\n",
                 mine.len(),

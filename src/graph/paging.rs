@@ -254,11 +254,13 @@ impl Builder<'_> {
         // written whole (a chunk must not grow past its size); at a page's end all of
         // it waits for the next page.
         let all = chunk.records.len();
-        let (hold, complete) = match (end, self.last_second_from(&chunk)) {
-            (Some(PageEnd { more: false }), _) => (all, true),
-            (_, None) => (all, false),
-            (None, Some(0)) => (all, false),
-            (_, Some(from)) => (from, true),
+        let (hold, complete) = match end {
+            // The frame's end: nothing follows.
+            Some(PageEnd { more: false }) => (all, true),
+            _ => match (end, self.last_second_from(&chunk)) {
+                (_, None) | (None, Some(0)) => (all, false),
+                (_, Some(from)) => (from, true),
+            },
         };
         chunk.complete = complete;
         let held: Vec<String> = match hold < all {
@@ -272,17 +274,20 @@ impl Builder<'_> {
             false => Vec::new(),
         };
         chunk.end = end;
-        // The digests of the page's records handed on now; those held back stay
-        // pending (or, at the page's end, are read again with the next page).
-        let mine = chunk.records.len().saturating_sub(self.carried);
-        self.carried = 0;
+        // The digests of the page's records handed on now (not those the previous page
+        // held back, at the front); those held back now stay pending (or, at the
+        // page's end, are read again with the next page).
+        let mine = chunk
+            .records
+            .len()
+            .saturating_sub(std::mem::take(&mut self.carried));
         self.delivered
             .0
             .extend(self.pending.drain(..mine.min(self.pending.len())));
         match end {
             None => {
                 if !held.is_empty() {
-                    let mut next = self.open(chunk.first + chunk.records.len());
+                    let mut next = self.open(chunk.first + mine);
                     for record in &held {
                         append(&mut next, record);
                     }
@@ -396,75 +401,37 @@ impl Body<'_> {
     }
 
     /// Consumes one JSON value and gives its bytes' range in the buffer (valid until
-    /// the next read). Its extent is found by its brackets and strings; its syntax is
-    /// checked by the caller. More than `cap` bytes: [`ReadError::TooLarge`].
+    /// the next read). Its extent is found by [`value_len`]; its syntax is checked by
+    /// the caller. More than `cap` bytes: [`ReadError::TooLarge`].
     fn value(&mut self, cap: u64) -> Result<Range<usize>, ReadError> {
         let Some(first) = self.peek()? else {
             return Err(malformed("expected a value, found the end".into()));
         };
         let mut start = self.at;
-        let mut i = start + 1;
-        let (mut depth, mut in_string, mut escaped) = match first {
-            b'{' | b'[' => (1usize, false, false),
-            b'"' => (0, true, false),
-            _ => (0, false, false),
-        };
-        let scalar = depth == 0 && !in_string;
-        loop {
-            let Some(&byte) = self.buffer.get(i) else {
-                if (i - start) as u64 > cap {
-                    return Err(ReadError::TooLarge(cap));
-                }
-                let (moved, more) = self.more(start)?;
-                start -= moved;
-                i -= moved;
-                match (more, scalar) {
-                    (true, _) => continue,
-                    // A number ends with the body; anything else is cut off.
-                    (false, true) => break,
-                    (false, false) => {
-                        return Err(malformed("the body ends inside a value".into()));
-                    }
-                }
-            };
-            if in_string {
-                match (escaped, byte) {
-                    (true, _) => escaped = false,
-                    (false, b'\\') => escaped = true,
-                    (false, b'"') => {
-                        in_string = false;
-                        if depth == 0 {
-                            i += 1;
-                            break;
-                        }
-                    }
-                    _ => {}
-                }
-            } else if scalar {
-                if is_space(byte) || matches!(byte, b',' | b']' | b'}') {
-                    break;
-                }
-            } else {
-                match byte {
-                    b'"' => in_string = true,
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            i += 1;
-                            break;
-                        }
-                    }
-                    _ => {}
-                }
+        let end = loop {
+            if let Some(len) = value_len(&self.buffer[start..]) {
+                break start + len;
             }
-            i += 1;
-        }
-        if (i - start) as u64 > cap {
+            if (self.buffer.len() - start) as u64 > cap {
+                return Err(ReadError::TooLarge(cap));
+            }
+            // Read on (in doubling steps: scanning again from the start costs little).
+            let (moved, more) = self.more(start)?;
+            start -= moved;
+            match (more, first) {
+                (true, _) => {}
+                (false, b'{' | b'[' | b'"') => {
+                    return Err(malformed("the body ends inside a value".into()));
+                }
+                // A number or literal ends with the body.
+                (false, _) => break self.buffer.len(),
+            }
+        };
+        if (end - start) as u64 > cap {
             return Err(ReadError::TooLarge(cap));
         }
-        self.at = i;
-        Ok(start..i)
+        self.at = end;
+        Ok(start..end)
     }
 
     /// Consumes one record and gives its bytes' range, its syntax checked: an object or
@@ -493,7 +460,7 @@ impl Body<'_> {
                 // An error where the bytes so far end (`-`, `1e`, a cut escape) is
                 // the record being cut off by the end of what has arrived; one before
                 // the record's end is a malformed record.
-                Some(Err(e)) if !e.is_eof() && value_end(&self.buffer[start..]).is_some() => {
+                Some(Err(e)) if !e.is_eof() && value_len(&self.buffer[start..]).is_some() => {
                     return Err(malformed(e.to_string()));
                 }
                 _ => {
@@ -515,16 +482,23 @@ impl Body<'_> {
     }
 }
 
-/// Where the object or array at the start of `bytes` ends, if it ends within them:
-/// found by its brackets and strings alone.
-fn value_end(bytes: &[u8]) -> Option<usize> {
+/// How long the JSON value at the start of `bytes` is, if it ends within them: an
+/// object or array to its closing bracket, a string to its closing quote (found by
+/// brackets and strings alone, not parsed), anything else (a number, a literal) to the
+/// next delimiter.
+fn value_len(bytes: &[u8]) -> Option<usize> {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for (i, &byte) in bytes.iter().enumerate() {
         if in_string {
             match (escaped, byte) {
                 (true, _) => escaped = false,
                 (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
+                (false, b'"') => {
+                    in_string = false;
+                    if depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
                 _ => {}
             }
             continue;
@@ -532,11 +506,14 @@ fn value_end(bytes: &[u8]) -> Option<usize> {
         match byte {
             b'"' => in_string = true,
             b'{' | b'[' => depth += 1,
-            b'}' | b']' => {
-                depth = depth.checked_sub(1)?;
+            b'}' | b']' if depth > 0 => {
+                depth -= 1;
                 if depth == 0 {
                     return Some(i + 1);
                 }
+            }
+            _ if depth == 0 && (is_space(byte) || matches!(byte, b',' | b']' | b'}')) => {
+                return Some(i);
             }
             _ => {}
         }

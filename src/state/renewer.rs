@@ -96,29 +96,40 @@ pub fn renew(
 }
 
 impl Renewer {
+    /// Renews every lock once, on one connection per Redis. A Redis that cannot be
+    /// reached (or fails a renewal) is tried once a round, not once per lock — the
+    /// locks are held meanwhile, and registering or releasing one waits for the round.
     fn round(&self) {
         let script = redis::Script::new(RENEW_SCRIPT);
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        let mut connections: BTreeMap<String, RedisConnection> = BTreeMap::new();
+        // Per Redis: its connection, or None once it failed this round.
+        let mut connections: BTreeMap<&str, Option<RedisConnection>> = BTreeMap::new();
         let mut gone = Vec::new();
         for (id, held) in locks.iter() {
-            let connection = match connections.get_mut(&held.location) {
-                Some(connection) => connection,
-                None => match connect(&held.client) {
-                    Ok(connection) => connections
-                        .entry(held.location.clone())
-                        .or_insert(connection),
-                    Err(e) => {
-                        log::warn!("cannot renew lock {}: {e}", held.key);
-                        continue;
-                    }
-                },
+            let connection =
+                connections
+                    .entry(&held.location)
+                    .or_insert_with(|| match connect(&held.client) {
+                        Ok(connection) => Some(connection),
+                        Err(e) => {
+                            log::warn!(
+                                "cannot renew the locks on {}: {e} (they hold for {} s more; \
+                             tried again in {} s)",
+                                held.location,
+                                LOCK_TTL.as_secs(),
+                                LOCK_RENEW_EVERY.as_secs()
+                            );
+                            None
+                        }
+                    });
+            let Some(open) = connection else {
+                continue;
             };
             let renewed = script
                 .key(&held.key)
                 .arg(&held.token)
                 .arg(LOCK_TTL.as_millis() as u64)
-                .invoke::<i64>(&mut **connection);
+                .invoke::<i64>(&mut **open);
             match renewed {
                 Ok(1) => {}
                 Ok(_) => {
@@ -130,12 +141,17 @@ impl Renewer {
                     gone.push(*id);
                 }
                 Err(e) => {
-                    log::warn!("cannot renew lock {}: {e}", held.key);
-                    // A fresh connection for the next lock of that Redis.
-                    connections.remove(&held.location);
+                    log::warn!(
+                        "cannot renew lock {}: {e} (the other locks on {} wait for the next \
+                         round)",
+                        held.key,
+                        held.location
+                    );
+                    *connection = None;
                 }
             }
         }
+        drop(connections);
         for id in gone {
             locks.remove(&id);
         }

@@ -165,9 +165,13 @@ impl Sim {
             Ok(page) => page,
             Err(response) => return Reply::Full(response),
         };
-        // Graph's pace: a base, plus the time its records take to gather.
-        let records = u32::try_from(records_in(&page)).unwrap_or(u32::MAX);
-        std::thread::sleep(self.latency + self.latency_per_record * records);
+        // Graph's pace: a base, plus the time its records take to gather (the page
+        // scanned for its records only when they cost time).
+        let gathering = match self.latency_per_record.is_zero() {
+            true => std::time::Duration::ZERO,
+            false => self.latency_per_record * u32::try_from(records_in(&page)).unwrap_or(u32::MAX),
+        };
+        std::thread::sleep(self.latency + gathering);
         match fault {
             Some(Fault::CutShort) => {
                 self.bump("graph_cut_short");
