@@ -384,13 +384,17 @@ fn prepare<'a>(
     if let Some(resumed) = &resumed {
         refuse_progress_ahead(resumed, now, microsoft)?;
     }
+    let recovered = match &mut resumed {
+        Some(resumed) => resumed.recover(now)?,
+        None => None,
+    };
     let plan = resumed.as_ref().map(|r| match &r.progress {
         Some(progress) => Plan::resume(config, source, now, progress),
         None => Plan::first_run(config, now, planned.clone()),
     });
     let window = plan.as_ref().map_or(planned.clone(), |p| p.window.clone());
     let state_lost = match &mut resumed {
-        Some(resumed) => resumed.start_first_run(&window)?,
+        Some(resumed) => resumed.start_first_run(&window)?.or(recovered),
         None => None,
     };
     let sink = open_sink(

@@ -12,6 +12,10 @@ pub const COMMANDS: &[&str] = &[
     "publish",
     "llen",
     "xlen",
+    // A first run reads the queue's tail to take over from another exporter.
+    "lrange",
+    "xrevrange",
+    "xinfo|stream",
     "type",
     "exists",
     "get",

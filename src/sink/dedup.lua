@@ -78,6 +78,12 @@ if #fresh > 0 then
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
+-- The floor itself, under a name no record id has (FLOOR_MARK in redis.rs): every id
+-- delivered at or after it is in the set, so a run whose state was lost can resume
+-- there and deliver nothing twice.
+if ARGV[2] ~= '-inf' then
+  redis.call('ZADD', KEYS[2], ARGV[2], 'msgx floor')
+end
 -- Then the page offsets of the records delivered, then those of them that were a new
 -- version of a record delivered before.
 local reply = {#fresh - unheard, unheard}

@@ -59,6 +59,10 @@ pub struct Dedup {
 /// last.
 const DEDUP_SCRIPT: &str = include_str!("dedup.lua");
 
+/// The seen-set member whose score is the floor of the last write: every id delivered
+/// at or after it is in the set. A space, which no Graph id holds, keeps it apart.
+pub const FLOOR_MARK: &str = "msgx floor";
+
 /// How long a page waits for a replica to acknowledge it (Sentinel).
 const REPLICA_WAIT: Duration = Duration::from_secs(5);
 
@@ -380,5 +384,15 @@ impl Sink for RedisSink {
             self.warn_unheard(&written);
         }
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_writes_the_floor_mark_under_its_rust_name() {
+        assert!(DEDUP_SCRIPT.contains(&format!("'{FLOOR_MARK}'")));
     }
 }

@@ -9,9 +9,11 @@
 mod file;
 mod redis;
 mod renewer;
+mod takeover;
 
 pub use file::FileState;
 pub use redis::RedisState;
+pub use takeover::Recovery;
 
 use std::sync::Arc;
 
@@ -274,6 +276,13 @@ pub trait StateStore {
     /// What shows that exports wrote here before, when no watermark was found.
     fn traces(&self) -> Result<Traces, Error>;
 
+    /// Where a run without a watermark can start and deliver nothing twice, from what
+    /// earlier exports left ([`Recovery`]): the seen-set's floor, or another exporter's
+    /// records in the queue, which this marks delivered first. None: nothing to go by.
+    fn recover(&self, _now: OffsetDateTime) -> Result<Option<Recovery>, Error> {
+        Ok(None)
+    }
+
     /// Delivered ids, when the store keeps them itself (the state file); the Redis
     /// backend keeps them in Redis, written atomically with each page.
     fn seen(&self) -> Option<Arc<SeenSet>> {
@@ -288,6 +297,97 @@ pub struct Resumed {
 }
 
 impl Resumed {
+    /// A run without a watermark whose store shows where earlier exports got to
+    /// ([`StateStore::recover`]) starts there instead of at a first window of its own,
+    /// and stores that start before it exports anything. What it skips was delivered
+    /// (the seen-set holds it); what it reads again is deduplicated; so the switch-over
+    /// from the original, a backfill before the first cron run and state lost beside
+    /// its seen-set leave no gap to backfill and deliver nothing twice. An error (exit
+    /// 1, after the run) only when seconds the lost state still owed cannot be known.
+    /// `now`: the run's.
+    pub fn recover(&mut self, now: OffsetDateTime) -> Result<Option<Error>, Error> {
+        if self.progress.is_some() {
+            return Ok(None);
+        }
+        let Some(recovery) = self.store.recover(now)? else {
+            return Ok(None);
+        };
+        let place = self.store.location();
+        let (start, lost) = match recovery {
+            Recovery::Seen(floor) if floor.start > now => {
+                return Err(Error::DamagedState(format!(
+                    "no watermark at {place}, and the seen-set {key} starts at {}, after now \
+                     ({}): not what msgx-once stored — ZREM {key} \"{}\" and run again",
+                    window::utc_second(floor.start),
+                    window::utc_second(now),
+                    crate::sink::redis::FLOOR_MARK,
+                    key = floor.key,
+                )));
+            }
+            Recovery::Seen(floor) if floor.marked => {
+                log::warn!(
+                    "no watermark at {place}, but the seen-set {} holds the {} ids delivered \
+                     since {}: state was lost (the key deleted, or evicted: a \
+                     maxmemory-policy other than noeviction evicts keys); this run resumes \
+                     there — the oldest second a later run would have read again — and skips \
+                     what was delivered: nothing to backfill",
+                    floor.key,
+                    floor.ids,
+                    window::utc_second(floor.start)
+                );
+                (floor.start, None)
+            }
+            Recovery::Seen(floor) => {
+                let message = format!(
+                    "no watermark at {place}, but the seen-set {} holds {} delivered ids, the \
+                     oldest from {start}: state was lost; this run resumes at {start} and \
+                     skips what was delivered — seconds before {start} that the lost state \
+                     still owed (a failed frame's, a second read) cannot be known (the set \
+                     predates its floor mark): if earlier summaries named unread ranges \
+                     before {start}, backfill them",
+                    floor.key,
+                    floor.ids,
+                    start = window::utc_second(floor.start)
+                );
+                log::error!("{message}");
+                (floor.start, Some(Error::State(message)))
+            }
+            Recovery::Queue {
+                queue,
+                takeover,
+                seeded,
+                read,
+            } => {
+                let at = |second| window::utc_second(takeover::Takeover::at(second));
+                log::warn!(
+                    "no watermark at {place}, and the queue {queue} holds records no \
+                     msgx-once run wrote, the newest from {} (a switch-over from \
+                     MsGraphExporter, or a backfill before the first cron run): this run \
+                     starts at {} and skips the {seeded} records queued since (of {read} \
+                     read), so nothing is delivered twice and nothing between is left out",
+                    at(takeover.newest),
+                    at(takeover.start)
+                );
+                if let Some((wanted, start)) = takeover.unsure {
+                    log::warn!(
+                        "the queue {queue} holds too few records to vouch for what lies \
+                         before {start}: consumers may have taken them, so this run reads \
+                         nothing before it — if the exporter before stopped midway through \
+                         a window, what it did not write lies in --since {wanted} --until \
+                         {start} (a backfill of it delivers again what it did write)",
+                        start = at(start),
+                        wanted = at(wanted),
+                    );
+                }
+                (takeover::Takeover::at(takeover.start), None)
+            }
+        };
+        let progress = Progress::starting_at(start);
+        self.store.save(progress.clone())?;
+        self.progress = Some(progress);
+        Ok(lost)
+    }
+
     /// A first run stores where it starts before it exports anything, so that if it
     /// dies its successor resumes there instead of starting a window of its own.
     ///

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use time::OffsetDateTime;
 
 use super::renewer::{self, LOCK_TTL};
+use super::takeover::{QueueScan, Recovery, SCAN_BATCH, SeenFloor, Takeover, TakeoverSettings};
 use super::{
     Progress, StateStore, Traces, before_second_pass, decode_deeper, decode_ranges, encode_deeper,
     encode_ranges,
@@ -23,6 +24,7 @@ use crate::ids;
 use crate::keys;
 use crate::redis_client::{RedisClient, connect, connect_attempt, open_client, retrying};
 use crate::retry::RetryOptions;
+use crate::sink::redis::FLOOR_MARK;
 use crate::window::{self, Frame};
 
 const RELEASE_SCRIPT: &str = include_str!("lua/release.lua");
@@ -56,6 +58,7 @@ pub struct RedisState {
     /// The lock kept alive while the run lasts.
     renewal: Option<renewer::Renewal>,
     lost: Arc<AtomicBool>,
+    takeover: TakeoverSettings,
 }
 
 impl RedisState {
@@ -73,6 +76,12 @@ impl RedisState {
             retry,
             renewal: None,
             lost: Arc::default(),
+            takeover: TakeoverSettings {
+                spec: source.spec,
+                versioned: config.versioned(source),
+                window: config.options.streams as i64 * config.options.stream_frame as i64,
+                timelag: config.options.timelag as i64,
+            },
         })
     }
 
@@ -170,8 +179,15 @@ impl RedisState {
             if ids.is_empty() {
                 return Ok(copied);
             }
-            let marks: Vec<(i64, &String)> = ids.iter().map(|(id, s)| (*s, id)).collect();
-            self.with_connection(&to, |c| redis::cmd("ZADD").arg(&to).arg(&marks).exec(c))?;
+            // The floor mark stays the current set's: the next write sets it anew.
+            let marks: Vec<(i64, &String)> = ids
+                .iter()
+                .filter(|(id, _)| id != FLOOR_MARK)
+                .map(|(id, s)| (*s, id))
+                .collect();
+            if !marks.is_empty() {
+                self.with_connection(&to, |c| redis::cmd("ZADD").arg(&to).arg(&marks).exec(c))?;
+            }
             copied += ids.len();
         }
     }
@@ -309,6 +325,147 @@ impl RedisState {
         Ok(())
     }
 
+    /// The seen-set's floor mark, else its oldest id's second (a set written before
+    /// the mark existed), and how many ids it holds. None: no seen-set.
+    fn seen_floor(&self) -> Result<Option<SeenFloor>, Error> {
+        let seen = keys::derived(&self.queue_key, "seen");
+        let (mark, oldest, ids): (Option<f64>, Vec<(String, f64)>, u64) =
+            self.with_connection(&seen, |c| {
+                let mark = redis::cmd("ZSCORE").arg(&seen).arg(FLOOR_MARK).query(c)?;
+                let oldest = redis::cmd("ZRANGE")
+                    .arg(&seen)
+                    .arg(0)
+                    .arg(0)
+                    .arg("WITHSCORES")
+                    .query(c)?;
+                let ids = redis::cmd("ZCARD").arg(&seen).query(c)?;
+                Ok((mark, oldest, ids))
+            })?;
+        let second = |score: f64| Takeover::at(score as i64);
+        Ok(match (mark, oldest.first()) {
+            (Some(mark), _) => Some(SeenFloor {
+                key: seen,
+                start: second(mark),
+                marked: true,
+                ids: ids.saturating_sub(1),
+            }),
+            (None, Some((_, oldest))) => Some(SeenFloor {
+                key: seen,
+                start: second(*oldest),
+                marked: false,
+                ids,
+            }),
+            (None, None) => None,
+        })
+    }
+
+    /// Reads the queue's tail (a list or a stream), newest pushes first, as far as a
+    /// takeover needs ([`QueueScan::add`]).
+    fn scan_queue(&self, now: i64) -> Result<QueueScan, Error> {
+        let queue = &self.queue_key;
+        let kind: String =
+            self.with_connection(queue, |c| redis::cmd("TYPE").arg(queue).query(c))?;
+        let mut scan = QueueScan::default();
+        let batch = SCAN_BATCH as isize;
+        // Consumers take from a list's head; a stream loses entries only when trimmed or
+        // deleted (`entries-added` above its length; unknown before Redis 7: assumed).
+        let taken = match kind.as_str() {
+            "stream" => {
+                let info: std::collections::HashMap<String, redis::Value> = self
+                    .with_connection(queue, |c| {
+                        redis::cmd("XINFO").arg("STREAM").arg(queue).query(c)
+                    })?;
+                let number = |field: &str| {
+                    info.get(field)
+                        .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
+                };
+                match (number("entries-added"), number("length")) {
+                    (Some(added), Some(length)) => added > length,
+                    _ => true,
+                }
+            }
+            _ => true,
+        };
+        // A stream is read back from `before`: the entry id just under the last read.
+        let mut before = "+".to_string();
+        loop {
+            let records: Vec<String> = match kind.as_str() {
+                "list" => {
+                    let end = -(scan.read as isize) - 1;
+                    self.with_connection(queue, |c| {
+                        redis::cmd("LRANGE")
+                            .arg(queue)
+                            .arg(end - batch + 1)
+                            .arg(end)
+                            .query::<Vec<String>>(c)
+                    })?
+                    .into_iter()
+                    .rev()
+                    .collect()
+                }
+                "stream" => {
+                    type Entries = Vec<(String, Vec<(String, String)>)>;
+                    let entries: Entries = self.with_connection(queue, |c| {
+                        redis::cmd("XREVRANGE")
+                            .arg(queue)
+                            .arg(&before)
+                            .arg("-")
+                            .arg("COUNT")
+                            .arg(SCAN_BATCH)
+                            .query(c)
+                    })?;
+                    match entries.last().map(|(id, _)| previous_entry(id)) {
+                        Some(Some(id)) => before = id,
+                        Some(None) => before.clear(),
+                        None => {}
+                    }
+                    entries
+                        .into_iter()
+                        .filter_map(|(_, fields)| {
+                            fields
+                                .into_iter()
+                                .find(|(f, _)| f == "record")
+                                .map(|(_, r)| r)
+                        })
+                        .collect()
+                }
+                _ => return Ok(scan),
+            };
+            let batch_read: Vec<&str> = records.iter().map(String::as_str).collect();
+            let last = records.len() < SCAN_BATCH || before.is_empty();
+            if !scan.add(&batch_read, &self.takeover, now, (last, taken)) {
+                return Ok(scan);
+            }
+        }
+    }
+
+    /// Marks `takeover`'s queued records delivered in the seen-set, its start as the
+    /// floor last (in the same command as the last ids): a takeover cut short leaves
+    /// no mark, so a later run cannot resume at a floor whose ids are not all there.
+    fn seed(&self, takeover: &Takeover, scan: &QueueScan) -> Result<usize, Error> {
+        let seen = keys::derived(&self.queue_key, "seen");
+        let mut marks: Vec<(i64, &str)> = Vec::new();
+        for key in takeover.delivered(scan) {
+            marks.push((key.second, &key.id));
+            if let Some(record_id) = key.record_id() {
+                marks.push((key.second, record_id));
+            }
+        }
+        let seeded = takeover.delivered(scan).count();
+        let mut chunks: Vec<Vec<(i64, &str)>> = marks
+            .chunks(MOVE_CHUNK as usize)
+            .map(<[_]>::to_vec)
+            .collect();
+        match chunks.last_mut() {
+            Some(last) => last.push((takeover.start, FLOOR_MARK)),
+            None => chunks.push(vec![(takeover.start, FLOOR_MARK)]),
+        }
+        for chunk in &chunks {
+            self.with_connection(&seen, |c| redis::cmd("ZADD").arg(&seen).arg(chunk).exec(c))?;
+        }
+        Ok(seeded)
+    }
+
     fn start_renewing(&mut self) {
         self.renewal = Some(renewer::renew(
             self.client.clone(),
@@ -317,6 +474,17 @@ impl RedisState {
             self.token.clone(),
             self.lost.clone(),
         ));
+    }
+}
+
+/// The stream entry id just before `id` (`ms-seq`), None at the very first.
+fn previous_entry(id: &str) -> Option<String> {
+    let (ms, seq) = id.split_once('-')?;
+    let (ms, seq): (u64, u64) = (ms.parse().ok()?, seq.parse().ok()?);
+    match (ms, seq) {
+        (_, 1..) => Some(format!("{ms}-{}", seq - 1)),
+        (1.., 0) => Some(format!("{}-{}", ms - 1, u64::MAX)),
+        (0, 0) => None,
     }
 }
 
@@ -423,6 +591,32 @@ impl StateStore for RedisState {
             ours: seen_exists.then(|| format!("the seen-set {seen} of delivered ids exists")),
             queued: (queued > 0).then(|| format!("the queue {queue} holds {queued} records")),
         })
+    }
+
+    fn recover(&self, now: OffsetDateTime) -> Result<Option<Recovery>, Error> {
+        // A seen-set of another type is refused by the first write, naming it.
+        let seen = keys::derived(&self.queue_key, "seen");
+        let kind: String =
+            self.with_connection(&seen, |c| redis::cmd("TYPE").arg(&seen).query(c))?;
+        if kind != "zset" && kind != "none" {
+            return Ok(None);
+        }
+        if let Some(floor) = self.seen_floor()? {
+            return Ok(Some(Recovery::Seen(floor)));
+        }
+        let now = now.unix_timestamp();
+        let scan = self.scan_queue(now)?;
+        let lagged_end = now - self.takeover.timelag;
+        let Some(takeover) = Takeover::plan(&scan, self.takeover.window, lagged_end) else {
+            return Ok(None);
+        };
+        let seeded = self.seed(&takeover, &scan)?;
+        Ok(Some(Recovery::Queue {
+            queue: self.queue_key.clone(),
+            takeover,
+            seeded,
+            read: scan.read,
+        }))
     }
 
     fn unlock(&mut self) {

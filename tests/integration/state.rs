@@ -448,3 +448,245 @@ fn a_queue_the_original_filled_is_a_switch_over_not_lost_state() {
     expected.extend(sim.records(origin(t0), lagged_end(t0) - Span::seconds(1)));
     assert_same_records(redis.list("ms_graph_exporter"), expected);
 }
+
+/// What MsGraphExporter's beat at `beat` pushes into the list `key` (its defaults:
+/// timelag 120, streams 2, stream_frame 30, page_size 50): its window `[beat − 180,
+/// beat − 121]` (whole seconds, inclusive) as two 30 s frames, each read newest first
+/// and pushed a page at a time. `older_frame_pages`: how many pages of the older frame
+/// it pushed before it was stopped (None: all).
+fn original_beat(
+    sim: &Sim,
+    redis: &RedisServer,
+    key: &str,
+    beat: OffsetDateTime,
+    older_frame_pages: Option<usize>,
+) {
+    let end = beat - Span::seconds(121);
+    for (frame, pages) in [(0, None), (1, older_frame_pages)] {
+        let last = end - Span::seconds(30 * frame);
+        let mut records = sim.records(last - Span::seconds(29), last);
+        records.reverse();
+        for page in records.chunks(50).take(pages.unwrap_or(usize::MAX)) {
+            redis::cmd("RPUSH")
+                .arg(key)
+                .arg(page)
+                .exec(&mut redis.connection())
+                .unwrap();
+        }
+    }
+}
+
+/// Beats the original ran for in these tests.
+const BEATS: i64 = 8;
+
+/// The original ran for [`BEATS`] beats, the last stopped halfway (its older frame's
+/// second page never pushed); the list `key` holds what it pushed. Returns the last
+/// beat.
+fn original_stopped_midway(sim: &Sim, redis: &RedisServer, key: &str) -> OffsetDateTime {
+    let first_beat = minutes_ago(45);
+    for i in 0..BEATS {
+        let stopped = (i == BEATS - 1).then_some(1);
+        original_beat(sim, redis, key, first_beat + Span::minutes(i), stopped);
+    }
+    first_beat + Span::minutes(BEATS - 1)
+}
+
+/// The original's first window starts three minutes before its first beat.
+fn originals_start(last_beat: OffsetDateTime) -> OffsetDateTime {
+    last_beat - Span::minutes(BEATS - 1) - Span::seconds(180)
+}
+
+/// A record's createdDateTime, to the second.
+fn created_second(record: &str) -> OffsetDateTime {
+    created(record).replace_nanosecond(0).unwrap()
+}
+
+/// Cron starts msgx-once `after` seconds after the original's last beat, as the
+/// README's least-privileged Redis user. The list then holds every record from the
+/// original's first window to msgx-once's lagged end once.
+fn switch_over(after: i64) -> Output {
+    let key = "ms_graph_exporter";
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let last_beat = original_stopped_midway(&sim, &redis, key);
+    let now = last_beat + Span::seconds(after);
+    // The newest record the original queued, and those of the two windows up to it.
+    let queued: Vec<OffsetDateTime> = redis.list(key).iter().map(|r| created_second(r)).collect();
+    let newest = *queued.iter().max().unwrap();
+    let start = newest - Span::seconds(120);
+    let since = queued.iter().filter(|t| **t >= start).count();
+    let user = readme_acl_user(&redis, "switch-pw-7Q");
+    let run = run_at(&sim, &user, key, now, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let warning = format!(
+        "[WARN] no watermark at redis://127.0.0.1:{}/0 key {{{key}}}:msgx:state, and the queue \
+         {key} holds records no msgx-once run wrote, the newest from {} (a switch-over from \
+         MsGraphExporter, or a backfill before the first cron run): this run starts at {} and \
+         skips the {since} records queued since (of ",
+        redis.port,
+        rfc3339(newest),
+        rfc3339(start),
+    );
+    assert!(run.stderr.contains(&warning), "{warning}\n{}", run.stderr);
+    assert_eq!(
+        run.summary_window(),
+        format!(
+            "[{} - {}]",
+            rfc3339(start),
+            rfc3339(lagged_end(now) - Span::seconds(1))
+        )
+    );
+    assert_same_records(
+        redis.list(key),
+        sim.records(
+            originals_start(last_beat),
+            lagged_end(now) - Span::seconds(1),
+        ),
+    );
+    run
+}
+
+#[test]
+fn a_switch_over_after_consumers_took_most_of_the_queue_reads_nothing_they_may_have_had() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let last_beat = original_stopped_midway(&sim, &redis, "drained");
+    let written = redis.list("drained");
+    // A consumer took all but the last 30 pushes: the older frame's first page's
+    // oldest records.
+    let _: () = query(&redis, &["LTRIM", "drained", "-30", "-1"]);
+    let left: Vec<OffsetDateTime> = redis
+        .list("drained")
+        .iter()
+        .map(|r| created_second(r))
+        .collect();
+    let newest = *left.iter().max().unwrap();
+    let oldest_push = *left.first().unwrap();
+    let now = last_beat + Span::seconds(180);
+    let start = (oldest_push + Span::seconds(120)).min(lagged_end(now));
+    assert!(start < lagged_end(now));
+    let run = tick(&sim, &redis, "drained", now, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let warning = format!(
+        "[WARN] the queue drained holds too few records to vouch for what lies before {start}: \
+         consumers may have taken them, so this run reads nothing before it — if the exporter \
+         before stopped midway through a window, what it did not write lies in --since {wanted} \
+         --until {start} (a backfill of it delivers again what it did write)",
+        start = rfc3339(start),
+        wanted = rfc3339(newest - Span::seconds(120)),
+    );
+    assert!(run.stderr.contains(&warning), "{warning}\n{}", run.stderr);
+    // What the original wrote (taken or not) and what msgx-once wrote: nothing twice,
+    // everything from the start, and nothing missing outside the range named.
+    let mut delivered = written;
+    delivered.extend(redis.list("drained").split_off(30));
+    let expected = sim.records(
+        originals_start(last_beat),
+        lagged_end(now) - Span::seconds(1),
+    );
+    let unsure = |r: &String| (newest - Span::seconds(120)..start).contains(&created_second(r));
+    let delivered_outside: Vec<String> = delivered.iter().filter(|r| !unsure(r)).cloned().collect();
+    let expected_outside: Vec<String> = expected.iter().filter(|r| !unsure(r)).cloned().collect();
+    assert_same_records(delivered_outside, expected_outside);
+    let mut all = sorted(delivered);
+    let n = all.len();
+    all.dedup();
+    assert_eq!(all.len(), n, "nothing delivered twice");
+}
+
+#[test]
+fn a_switch_over_in_the_originals_last_window_delivers_its_overlap_once_and_fills_its_holes() {
+    let run = switch_over(30);
+    assert!(!run.stderr.contains("ERROR"), "{}", run.stderr);
+}
+
+#[test]
+fn a_switch_over_minutes_after_the_original_stopped_exports_the_gap() {
+    let run = switch_over(300);
+    assert!(!run.stderr.contains("ERROR"), "{}", run.stderr);
+}
+
+#[test]
+fn lost_state_beside_a_surviving_seen_set_resumes_where_later_runs_would_read_again() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let t0 = minutes_ago(30);
+    for offset in [0, 60, 120] {
+        let run = tick(&sim, &redis, "lost", t0 + Span::seconds(offset), &[]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    // The state hash goes (a DEL, an eviction); the seen-set stays. Three ticks missed.
+    let _: i64 = query(&redis, &["DEL", "{lost}:msgx:state"]);
+    let last = t0 + Span::seconds(300);
+    let delivered: i64 = query(&redis, &["LLEN", "lost"]);
+    let run = tick(&sim, &redis, "lost", last, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // The last run's floor: its window started at the origin, which is not yet past
+    // rescan (600 s), so the second read of every second is still to come.
+    let warning = format!(
+        "[WARN] no watermark at redis://127.0.0.1:{}/0 key {{lost}}:msgx:state, but the \
+         seen-set {{lost}}:msgx:seen holds the {delivered} ids delivered since {}: state was \
+         lost",
+        redis.port,
+        rfc3339(origin(t0))
+    );
+    assert!(run.stderr.contains(&warning), "{warning}\n{}", run.stderr);
+    assert!(!run.stderr.contains("ERROR"), "{}", run.stderr);
+    assert_same_records(
+        redis.list("lost"),
+        sim.records(origin(t0), lagged_end(last) - Span::seconds(1)),
+    );
+}
+
+/// One run at `now` into `key` on the Redis at `url` (the simulator's clock set to it).
+fn run_at(sim: &Sim, url: &str, key: &str, now: OffsetDateTime, extra: &[&str]) -> Output {
+    sim.set_clock(now);
+    let mut args = sim.args();
+    args.extend(strings(&["--redis_url", url, "--queue_key", key]));
+    args.extend(strings(extra));
+    msgx(&args, &[("MSGX_NOW", &rfc3339(now))])
+}
+
+#[test]
+fn a_backfill_into_a_stream_before_the_first_cron_run_is_taken_over_without_an_overlap() {
+    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let user = readme_acl_user(&redis, "stream-pw-4K");
+    let (key, stream) = ("ms_graph_exporter", ["--queue_type", "stream"]);
+    // Ten minutes of history up to its lagged now, then cron's first run 30 s later:
+    // its own first window would have overlapped the backfill's last 30 s.
+    let b = minutes_ago(30);
+    let since = rfc3339(b - Span::minutes(12));
+    let backfill = run_at(
+        &sim,
+        &user,
+        key,
+        b,
+        &["--since", &since, stream[0], stream[1]],
+    );
+    assert_eq!(backfill.code, 0, "{}", backfill.stderr);
+    let first = b + Span::seconds(30);
+    let run = run_at(&sim, &user, key, first, &stream);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("a backfill before the first cron run): this run starts at"),
+        "{}",
+        run.stderr
+    );
+    // Nothing was taken from the stream: no range left unsure.
+    assert!(!run.stderr.contains("too few records"), "{}", run.stderr);
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(&[key, "-", "+"])
+        .query(&mut redis.connection())
+        .unwrap();
+    let records: Vec<String> = entries
+        .into_iter()
+        .map(|(_, fields)| fields[0].1.clone())
+        .collect();
+    assert!(
+        records.len() > 1000,
+        "several scan batches: {}",
+        records.len()
+    );
+    assert_same_records(
+        records,
+        sim.records(b - Span::minutes(12), lagged_end(first) - Span::seconds(1)),
+    );
+}
