@@ -3,7 +3,7 @@
 # tools achieve for the same work on the same machine, at Microsoft's record sizes.
 # Prints a table.
 #
-#   [MSGX_BASELINE=BIN] scripts/bench.sh [--record-kb "1.5 12 20"] [RECORDS...]
+#   [MSGX_BASELINE=BIN] [FORMATS="azure_monitor ocsf"] scripts/bench.sh [--record-kb "1.5 12 20"] [RECORDS...]
 #   (default: 100000 records at each size)
 #
 # Record size is a parameter: a sign-in lists every enabled Conditional Access policy,
@@ -174,6 +174,23 @@ for kb in $kbs; do
                 [ "$got" -eq "$records" ] || { echo "msgx-once delivered $got of $records" >&2; exit 1; }
                 add_timed "msgx-once $label ($variant$tag)"
                 add "   bytes from Graph ($variant)" "" "" "" "$(awk -v b="$wire" 'BEGIN { printf "%.1f MB", b / 1e6 }')" "" ""
+            done
+
+            # Each record format named in FORMATS (e.g. "azure_monitor ocsf"): the same
+            # backfill, gzip, every record shaped before it is written.
+            for format in ${FORMATS:-}; do
+                for _ in warm timed; do
+                    "${redis[@]}" flushall >/dev/null
+                    GRAPH_CLIENT_SECRET=$secret /usr/bin/time -v -o "$work/time" "$bin" \
+                        --tenant bench.example --client_id bench --graph_url "$sim" --login_url "$sim" \
+                        --redis_url "redis://127.0.0.1:$REDIS_PORT/0" --queue_key bench \
+                        --since "$(iso "$since_s")" --until "$(iso "$until_s")" \
+                        --stream_frame 10 --streams 4 --page_size 1000 --rate_limit 0 \
+                        --record_format "$format" --log_level warn 2>"$work/log" || { cat "$work/log" >&2; exit 1; }
+                done
+                got=$("${redis[@]}" llen bench)
+                [ "$got" -eq "$records" ] || { echo "msgx-once ($format) delivered $got of $records" >&2; exit 1; }
+                add_timed "msgx-once $label (gzip, $format$tag)"
             done
 
             # A cron run catching up with state (seen-set, gzip): a first run leaves a

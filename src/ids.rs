@@ -1,4 +1,4 @@
-//! Random identifiers: `client-request-id` GUIDs for Graph requests.
+//! Identifiers: random `client-request-id` GUIDs for Graph requests, and telling a GUID.
 //!
 //! These correlate log lines with Microsoft's; they need to be unique, not secret, so
 //! std's per-process random hasher keys are enough and no RNG crate is pulled in.
@@ -20,6 +20,16 @@ pub fn random_u64() -> u64 {
         .unwrap_or_default();
     hasher.write_u64(nanos);
     hasher.finish()
+}
+
+/// Whether `text` is a GUID in its usual form (8-4-4-4-12 hex digits).
+pub fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// A random (version 4 layout) GUID such as `0f8fad5b-d9cb-469f-a165-70867728950e`.
@@ -48,5 +58,21 @@ mod tests {
         let groups: Vec<usize> = a.split('-').map(str::len).collect();
         assert_eq!(groups, [8, 4, 4, 4, 12]);
         assert_eq!(&a[14..15], "4");
+        assert!(super::is_guid(&a));
+    }
+
+    #[test]
+    fn only_the_8_4_4_4_12_hex_form_is_a_guid() {
+        assert!(super::is_guid("4A06F77B-6bdb-4f5b-b1c4-2b1a5d2e1a2b"));
+        for text in [
+            "contoso.onmicrosoft.com",
+            "4a06f77b6bdb4f5bb1c42b1a5d2e1a2b",
+            "4a06f77b-6bdb-4f5b-b1c4-2b1a5d2e1a2",
+            "4a06f77b-6bdb-4f5b-b1c4-2b1a5d2e1a2g",
+            "{4a06f77b-6bdb-4f5b-b1c4-2b1a5d2e1a2b}",
+            "",
+        ] {
+            assert!(!super::is_guid(text), "{text}");
+        }
     }
 }

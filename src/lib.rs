@@ -21,7 +21,8 @@
 //!   byte budget of chunks in flight), `keys` (Redis key names and hash tags), `window`,
 //!   `logging`, `shard` (a fleet's tenants over K processes), the HTTP `transport`;
 //!   then `shutdown` (signals) and `sources`
-//!   (the audit streams as data).
+//!   (the audit streams as data), and on it `format` (the record shapes of
+//!   `record_format`, one file each).
 //! - `config`: one declaration per option (`config::spec`), where values come from,
 //!   credentials as a table of kinds, sinks and targets, the rules; each source's
 //!   share of a run built once (`config::SourceConfig`). `retry` (backoff, the
@@ -43,6 +44,7 @@ mod config;
 mod error;
 pub mod exit;
 mod files;
+mod format;
 mod graph;
 mod ids;
 mod keys;

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use crate::auth::TokenSource;
 use crate::config::{Config, SourceConfig};
 use crate::error::Error;
+use crate::format::{Context, Shape};
 use crate::graph::GraphClient;
 use crate::graph::client::PageShape;
 use crate::metrics::RunFigures;
@@ -22,6 +23,7 @@ use crate::report::{RunReport, SourceReport, log_failures};
 use crate::retry::RetryOptions;
 use crate::setup::Setup;
 use crate::sink::dedup::DedupSink;
+use crate::sink::formatted::FormattedSink;
 use crate::sink::redis::Dedup;
 use crate::sink::{self, Sink};
 use crate::sources::Bucket;
@@ -178,7 +180,11 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             request_rate: request_rate(config, &exports),
             writers: config.options.greenlets_count,
             page_memory: config.page_memory(),
-            keyed: exports.iter().any(|e| e.resumed.is_some()),
+            // A stream entry names its record's id: read even when nothing is
+            // deduplicated.
+            keyed: exports.iter().any(|e| e.resumed.is_some())
+                || (config.options.queue_backend.uses_redis()
+                    && config.options.queue_type == crate::config::QueueType::Stream),
             progress_every: config.progress_every,
             name_sources: config.name_sources(),
             bar: wants_bar(config, &exports),
@@ -352,7 +358,9 @@ fn prepare_all<'a>(
         if !signed_in.tokens.contains_key(&source.tenant.as_deref()) {
             continue;
         }
-        match prepare(config, source, clocks, planned, connections, setup) {
+        let tokens = &signed_in.tokens[&source.tenant.as_deref()];
+        let shaped = shaped(config, source, tokens);
+        match prepare(config, source, clocks, planned, connections, setup, shaped) {
             Ok(export) => prepared.exports.push(export),
             Err(Error::Locked(message)) if source.tenant.is_some() => {
                 log::warn!("{}: {message}: left to that run", source.label());
@@ -379,6 +387,7 @@ fn prepare<'a>(
     planned: &Window,
     connections: Option<&RedisPool>,
     setup: &Setup,
+    shaped: Option<(&'static dyn Shape, Context)>,
 ) -> Result<Export<'a>, Error> {
     let mut resumed = state::open(config, source, &setup.redis_retry)?;
     if let Some(resumed) = &resumed {
@@ -404,6 +413,7 @@ fn prepare<'a>(
         &setup.redis_retry,
         resumed.as_ref(),
         &window,
+        shaped,
     )?;
     sink.check()?;
     Ok(Export {
@@ -562,6 +572,46 @@ fn deep_allowance(config: &Config, exports: &[Export]) -> BTreeMap<BudgetOf, u64
     allowance
 }
 
+/// The shape of `source`'s records in `record_format` and what it needs to know of
+/// the tenant, None: Graph's as it is. The tenant's GUID is the configured tenant when
+/// it is one, else the `tid` of its token (a tenant configured by name).
+fn shaped(
+    config: &Config,
+    source: &SourceConfig,
+    tokens: &TokenSource,
+) -> Option<(&'static dyn Shape, Context)> {
+    let shape = config.options.record_format.shape(source.spec)?;
+    let configured = source
+        .tenant
+        .as_deref()
+        .or(config.options.tenant.as_deref());
+    let tenant_id = match configured.filter(|t| crate::ids::is_guid(t)) {
+        Some(guid) => guid.to_ascii_lowercase(),
+        None => tokens
+            .bearer()
+            .ok()
+            .and_then(|b| b.tenant_id())
+            .unwrap_or_else(|| {
+                log::warn!(
+                    "{}the tenant's GUID is not known (tenant is configured by name and the \
+                     token names none): records carry an empty tenantId — set tenant to the \
+                     GUID",
+                    crate::sources::log_prefix(
+                        source.tenant.as_deref(),
+                        source.spec,
+                        config.name_sources()
+                    )
+                );
+                String::new()
+            }),
+    };
+    let context = Context {
+        tenant_id,
+        category: source.spec.kind.category(),
+    };
+    Some((shape, context))
+}
+
 /// `source`'s sink, deduplicating when the run keeps state: in Redis with a seen-set
 /// pruned below the oldest second still to be read, otherwise through the state file's
 /// seen ids. A backfill writes every record of its range.
@@ -572,6 +622,7 @@ fn open_sink(
     retry: &RetryOptions,
     resumed: Option<&Resumed>,
     window: &Window,
+    shaped: Option<(&'static dyn Shape, Context)>,
 ) -> Result<Box<dyn Sink>, Error> {
     // Ids are kept as long as any run may read their second again: this one, or a
     // later one's second read or owed range.
@@ -583,7 +634,19 @@ fn open_sink(
             .map(|start| r.progress.as_ref().map_or(start, |p| p.floor().min(start)))
             .map(|floor| floor.unix_timestamp()),
     });
-    let sink = sink::open(config, source, connections, retry.clone(), dedup)?;
+    let mut sink = sink::open(config, source, connections, retry.clone(), dedup)?;
+    if let Some((shape, context)) = shaped {
+        sink = Box::new(FormattedSink::new(
+            sink,
+            shape,
+            context,
+            crate::sources::log_prefix(
+                source.tenant.as_deref(),
+                source.spec,
+                config.name_sources(),
+            ),
+        ));
+    }
     Ok(match resumed.and_then(|r| r.store.seen()) {
         Some(seen) => Box::new(DedupSink::new(sink, seen)),
         None => sink,

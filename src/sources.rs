@@ -119,6 +119,31 @@ pub struct SourceSpec {
     pub mutable: bool,
     /// The property a log line shows (sign-ins have the original's own format).
     pub headline: Option<&'static str>,
+    /// What its records are, for the shapes of `record_format`.
+    pub kind: RecordKind,
+}
+
+/// What a source's records are, for the shapes other record formats give them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A sign-in; `category`: its Azure Monitor diagnostic-settings category.
+    SignIn {
+        category: &'static str,
+    },
+    DirectoryAudit,
+    Provisioning,
+    RiskDetection,
+    Alert,
+}
+
+impl RecordKind {
+    /// The diagnostic-settings category of a sign-in stream.
+    pub fn category(self) -> Option<&'static str> {
+        match self {
+            RecordKind::SignIn { category } => Some(category),
+            _ => None,
+        }
+    }
 }
 
 impl SourceSpec {
@@ -152,7 +177,11 @@ impl SourceSpec {
 const BETA_SIGN_INS: &str = "/beta/auditLogs/signIns";
 const SIGN_IN_PERMISSION: &str = "AuditLog.Read.All";
 
-const fn beta_sign_ins(name: &'static str, event_type: &'static str) -> SourceSpec {
+const fn beta_sign_ins(
+    name: &'static str,
+    event_type: &'static str,
+    category: &'static str,
+) -> SourceSpec {
     SourceSpec {
         name,
         path: BETA_SIGN_INS,
@@ -165,6 +194,7 @@ const fn beta_sign_ins(name: &'static str, event_type: &'static str) -> SourceSp
         beta: true,
         mutable: false,
         headline: None,
+        kind: RecordKind::SignIn { category },
     }
 }
 
@@ -181,10 +211,25 @@ pub static SOURCES: &[SourceSpec] = &[
         beta: false,
         mutable: false,
         headline: None,
+        kind: RecordKind::SignIn {
+            category: "SignInLogs",
+        },
     },
-    beta_sign_ins("signins_noninteractive", "nonInteractiveUser"),
-    beta_sign_ins("signins_service_principal", "servicePrincipal"),
-    beta_sign_ins("signins_managed_identity", "managedIdentity"),
+    beta_sign_ins(
+        "signins_noninteractive",
+        "nonInteractiveUser",
+        "NonInteractiveUserSignInLogs",
+    ),
+    beta_sign_ins(
+        "signins_service_principal",
+        "servicePrincipal",
+        "ServicePrincipalSignInLogs",
+    ),
+    beta_sign_ins(
+        "signins_managed_identity",
+        "managedIdentity",
+        "ManagedIdentitySignInLogs",
+    ),
     SourceSpec {
         name: "directory_audits",
         path: "/v1.0/auditLogs/directoryAudits",
@@ -198,6 +243,7 @@ pub static SOURCES: &[SourceSpec] = &[
         beta: false,
         mutable: false,
         headline: Some("activityDisplayName"),
+        kind: RecordKind::DirectoryAudit,
     },
     SourceSpec {
         name: "provisioning",
@@ -211,6 +257,7 @@ pub static SOURCES: &[SourceSpec] = &[
         beta: false,
         mutable: false,
         headline: Some("provisioningAction"),
+        kind: RecordKind::Provisioning,
     },
     SourceSpec {
         name: "risk_detections",
@@ -224,6 +271,7 @@ pub static SOURCES: &[SourceSpec] = &[
         beta: false,
         mutable: true,
         headline: Some("riskEventType"),
+        kind: RecordKind::RiskDetection,
     },
     SourceSpec {
         name: "security_alerts",
@@ -237,6 +285,7 @@ pub static SOURCES: &[SourceSpec] = &[
         beta: false,
         mutable: true,
         headline: Some("title"),
+        kind: RecordKind::Alert,
     },
 ];
 

@@ -94,6 +94,18 @@ impl Bearer {
     pub fn header_value(&self) -> String {
         format!("Bearer {}", self.0.expose())
     }
+
+    /// The tenant GUID the token was issued in (its `tid` claim), when the token is a
+    /// JWT that names one. Only the claim is read and kept, never the token.
+    pub fn tenant_id(&self) -> Option<String> {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let payload = self.0.expose().split('.').nth(1)?;
+        let json = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+        let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
+        let tid = claims.get("tid")?.as_str()?;
+        crate::ids::is_guid(tid).then(|| tid.to_ascii_lowercase())
+    }
 }
 
 struct Cached {
@@ -412,6 +424,24 @@ fn refresh_margin(lifetime: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tokens_tenant_is_its_tid_claim_when_it_has_one() {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jwt = |claims: &str| {
+            let token = format!("h.{}.s", URL_SAFE_NO_PAD.encode(claims));
+            Bearer(Arc::new(Secret::new(token)))
+        };
+        assert_eq!(
+            jwt(r#"{"tid":"4A06F77B-6bdb-4f5b-b1c4-2b1a5d2e1a2b","oid":"x"}"#).tenant_id(),
+            Some("4a06f77b-6bdb-4f5b-b1c4-2b1a5d2e1a2b".into())
+        );
+        assert_eq!(jwt(r#"{"tid":"contoso.com"}"#).tenant_id(), None);
+        assert_eq!(jwt(r#"{"oid":"x"}"#).tenant_id(), None);
+        assert_eq!(jwt("not json").tenant_id(), None);
+        assert_eq!(Bearer(Arc::new(Secret::new("opaque"))).tenant_id(), None);
+    }
 
     #[test]
     fn refresh_margin_scales_with_lifetime() {

@@ -657,6 +657,18 @@ impl Values {
         if let Some(warning) = self.page_size_cap(&config) {
             config.warnings.push(warning);
         }
+        let format = config.options.record_format;
+        let unshaped = crate::format::unshaped(format, &config.options.sources);
+        if !unshaped.is_empty() {
+            config.warnings.push(format!(
+                "record_format {}: {} {} no shape in it and {} written as Graph sends {}",
+                format.name(),
+                unshaped.join(", "),
+                if unshaped.len() == 1 { "has" } else { "have" },
+                if unshaped.len() == 1 { "is" } else { "are" },
+                if unshaped.len() == 1 { "it" } else { "them" },
+            ));
+        }
         if config.options.redis_tls_insecure {
             config.warnings.push(
                 "redis_tls_insecure: the Redis server's certificate is not verified; anyone \

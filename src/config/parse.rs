@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{Backend, Output, PushTarget, QueueType, RedisTarget, SentinelTarget, StateMode};
+use crate::format::{FORMATS, RecordFormat};
 use crate::logging::LogFormat;
 use crate::secret::Secret;
 use crate::sources::{self, Bucket, SourceSpec};
@@ -84,6 +85,11 @@ pub fn queue_type(value: &str) -> Result<QueueType, String> {
             ("stream", QueueType::Stream),
         ],
     )
+}
+
+pub fn record_format(value: &str) -> Result<RecordFormat, String> {
+    let table: Vec<(&str, RecordFormat)> = FORMATS.iter().map(|f| (f.name, f.format)).collect();
+    named(value, &table)
 }
 
 pub fn state_mode(value: &str) -> Result<StateMode, String> {

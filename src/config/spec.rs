@@ -15,6 +15,7 @@ use std::time::Duration;
 use super::kinds::{AuthKind, auth_kind};
 use super::parse::{self, AssertionAlg, Cloud, Moment, ShardOption, given, optional};
 use super::{Backend, ConfigError, Output, PushTarget, QueueType, RedisTarget, StateMode, Values};
+use crate::format::RecordFormat;
 use crate::logging::LogFormat;
 use crate::secret::Secret;
 use crate::sources::{Bucket, SourceSpec};
@@ -324,6 +325,11 @@ options! {
     /// sign-ins Microsoft changed after they were first read (an MFA result merged)
     /// are delivered again, whole: deduplicated on id and content
     signin_updates: bool = value("true|false", Some("false")), given(parse::boolean);
+    /// how each record is written: graph (as Graph sent it), azure_monitor (the
+    /// diagnostic-settings record of its category, as parsers of Entra's Event Hub
+    /// export read it) or ocsf (sign-ins as OCSF 1.8.0 Authentication); a source
+    /// without such a shape stays graph, said at start
+    record_format: RecordFormat = value("graph|azure_monitor|ocsf", Some("graph")), given(parse::record_format);
     /// backfill: export [since, until) instead of the lagged window; a time, a date
     /// (2026-11-29) or an age (-24h, -90m, -2d)
     since: Option<Moment> = cli_only("when"), optional(parse::moment);

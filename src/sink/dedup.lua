@@ -20,13 +20,16 @@ end
 -- Versioned keys are `{record id}#{content digest}`: the record id joins the set too,
 -- so that a new version of a record delivered before is told from a new record.
 local versioned = ARGV[6] == '1'
+-- A stream entry's fields beside the record: see EntryFields in redis.rs.
+local tenant, source, format = ARGV[7], ARGV[8], ARGV[9]
+local FIRST = 10
 local fresh, ids, marks, taken, offsets = {}, {}, {}, {}, {}
 local updates, first_seen = {}, {}
-for i = 7, #ARGV, 3 do
+for i = FIRST, #ARGV, 3 do
   local id = ARGV[i]
   if not taken[id] and not redis.call('ZSCORE', KEYS[2], id) then
     taken[id] = true
-    local offset = (i - 7) / 3
+    local offset = (i - FIRST) / 3
     fresh[#fresh + 1] = ARGV[i + 2]
     ids[#ids + 1] = id
     offsets[#offsets + 1] = offset
@@ -51,11 +54,15 @@ if #fresh > 0 then
     redis.call('RPUSH', KEYS[1], unpack(fresh))
     redis.call('ZADD', KEYS[2], unpack(marks))
   elseif mode == 'stream' then
-    for _, record in ipairs(fresh) do
+    for i, record in ipairs(fresh) do
+      -- Graph's id: the key without a version's `#digest` or an update's `@time`.
+      local id = string.match(ids[i], '^[^@#]*')
       if maxlen > 0 then
-        redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'record', record)
+        redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'record', record,
+          'tenant', tenant, 'source', source, 'id', id, 'format', format)
       else
-        redis.call('XADD', KEYS[1], '*', 'record', record)
+        redis.call('XADD', KEYS[1], '*', 'record', record,
+          'tenant', tenant, 'source', source, 'id', id, 'format', format)
       end
     end
     redis.call('ZADD', KEYS[2], unpack(marks))

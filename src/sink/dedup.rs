@@ -36,6 +36,12 @@ impl RecordKey {
     pub fn record_id(&self) -> Option<&str> {
         self.versioned.and_then(|n| self.id.get(..n))
     }
+
+    /// Graph's id of the record: the key without a version's `#digest` or an
+    /// update's `@time` (no Graph id holds either; dedup.lua cuts it the same way).
+    pub fn graph_id(&self) -> &str {
+        self.id.split(['#', '@']).next().unwrap_or(&self.id)
+    }
 }
 
 /// A record whose id or time cannot be read: it is still delivered, keyed by its

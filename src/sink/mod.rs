@@ -4,6 +4,7 @@
 
 pub mod dedup;
 pub mod file;
+pub mod formatted;
 pub mod log;
 pub mod redis;
 mod resp;

@@ -27,6 +27,19 @@ pub struct RedisSink {
     dedup: Option<Dedup>,
     dedup_script: redis::Script,
     retry: RetryOptions,
+    /// What each stream entry says beside its record.
+    entry: EntryFields,
+}
+
+/// The fields of a stream entry beside `record`, for consumers that route without
+/// parsing it (docs/consumers.md): `tenant` (as configured; empty for the
+/// credential's own), `source`, `id` (Graph's record id), `format` (the shape of
+/// `record`).
+#[derive(Debug, Clone)]
+pub struct EntryFields {
+    pub tenant: String,
+    pub source: &'static str,
+    pub format: &'static str,
 }
 
 /// Deduplication by record id (`state auto`). Delivered ids live in a sorted set scored
@@ -43,8 +56,9 @@ pub struct Dedup {
 
 /// KEYS: queue, seen-set. ARGV: "list" | "channel" | "stream", floor, max_queue_len
 /// (0: none), stream MAXLEN (0: none), "1" when a channel may publish to nobody, "1"
-/// when keys are of record versions (`id#digest`: the record id is kept too), then
-/// id, second, record for each record. Returns {records delivered, records that
+/// when keys are of record versions (`id#digest`: the record id is kept too), a
+/// stream entry's tenant, source and format ([`EntryFields`]), then id, second,
+/// record for each record. Returns {records delivered, records that
 /// reached no subscriber, the page offsets of those delivered…, of those that were a
 /// new version of a record delivered before…}.
 ///
@@ -87,6 +101,14 @@ impl RedisSink {
             dedup_script: redis::Script::new(DEDUP_SCRIPT),
             queue_type: config.options.queue_type,
             retry,
+            entry: EntryFields {
+                tenant: source.owner.clone().unwrap_or_default(),
+                source: source.spec.name,
+                format: match config.options.record_format.shape(source.spec) {
+                    Some(_) => config.options.record_format.name(),
+                    None => "graph",
+                },
+            },
         }
     }
 
@@ -100,7 +122,7 @@ impl RedisSink {
         let connection = pooled.connection();
         let result = match (&self.dedup, keys) {
             (Some(dedup), Some(keys)) => self.write_new_only(connection, dedup, records, keys),
-            _ => self.write_all(connection, records),
+            _ => self.write_all(connection, records, keys),
         }
         .and_then(|written| self.replicated(&mut **connection).map(|()| written));
         result.map_err(|e| {
@@ -173,6 +195,9 @@ impl RedisSink {
             &maxlen,
             flag(self.allow_no_subscribers),
             flag(dedup.versioned),
+            &self.entry.tenant,
+            self.entry.source,
+            self.entry.format,
         ];
         let triples: Vec<(&str, i64, &str)> = records
             .iter()
@@ -296,6 +321,7 @@ impl RedisSink {
         &self,
         connection: &mut RedisConnection,
         records: &[&str],
+        keys: Option<&[RecordKey]>,
     ) -> redis::RedisResult<Written> {
         self.check_backlog(&mut **connection)?;
         match self.queue_type {
@@ -304,7 +330,11 @@ impl RedisSink {
                 .map(|_| Written::all(records.len())),
             QueueType::Stream => self
                 .send(connection, records.len(), &|out| {
-                    resp::xadd_each(out, &self.key, self.stream_maxlen, records)
+                    let ids = keys.map(|keys| keys.iter().map(RecordKey::graph_id));
+                    let entries = records
+                        .iter()
+                        .zip(ids.into_iter().flatten().chain(std::iter::repeat("")));
+                    resp::xadd_each(out, &self.key, self.stream_maxlen, &self.entry, entries)
                 })
                 .and_then(|replies| {
                     replies

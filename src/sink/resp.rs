@@ -6,6 +6,8 @@
 //! lost halfway through a command leaves that command unwritten (of a pipeline, the
 //! commands before it ran, as when it is sent whole).
 
+use super::redis::EntryFields;
+
 /// Where an encoded command goes.
 pub trait Out {
     fn put(&mut self, bytes: &[u8]);
@@ -161,12 +163,19 @@ pub fn publish_each(out: &mut dyn Out, key: &str, records: &[&str]) {
     }
 }
 
-/// `XADD key [MAXLEN ~ n] * record r` for each record, as one pipeline.
-pub fn xadd_each(out: &mut dyn Out, key: &str, maxlen: Option<u64>, records: &[&str]) {
-    expect(out, key, records, key.len() + 64);
+/// `XADD key [MAXLEN ~ n] * record r tenant t source s id i format f` for each record
+/// and its Graph id, as one pipeline.
+pub fn xadd_each<'a>(
+    out: &mut dyn Out,
+    key: &str,
+    maxlen: Option<u64>,
+    fields: &EntryFields,
+    entries: impl Iterator<Item = (&'a &'a str, &'a str)>,
+) {
     let maxlen = maxlen.map(|n| n.to_string());
-    for record in records {
-        array(out, if maxlen.is_some() { 8 } else { 5 });
+    for (record, id) in entries {
+        out.expect(record.len() + id.len() + key.len() + 128);
+        array(out, if maxlen.is_some() { 16 } else { 13 });
         bulk(out, b"XADD");
         bulk(out, key.as_bytes());
         if let Some(n) = &maxlen {
@@ -177,6 +186,15 @@ pub fn xadd_each(out: &mut dyn Out, key: &str, maxlen: Option<u64>, records: &[&
         bulk(out, b"*");
         bulk(out, b"record");
         bulk(out, record.as_bytes());
+        for (name, value) in [
+            ("tenant", fields.tenant.as_str()),
+            ("source", fields.source),
+            ("id", id),
+            ("format", fields.format),
+        ] {
+            bulk(out, name.as_bytes());
+            bulk(out, value.as_bytes());
+        }
     }
 }
 
@@ -200,6 +218,20 @@ mod tests {
         assert_eq!(
             out,
             b"*9\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n2\r\n$1\r\nq\r\n$1\r\ns\r\n$4\r\nlist\r\n$1\r\ni\r\n$1\r\n7\r\n$2\r\n{}\r\n"
+        );
+        out.clear();
+        let fields = EntryFields {
+            tenant: "t".into(),
+            source: "signins",
+            format: "graph",
+        };
+        let records = ["{}"];
+        xadd_each(&mut out, "s", None, &fields, records.iter().zip(["i"]));
+        assert_eq!(
+            out,
+            b"*13\r\n$4\r\nXADD\r\n$1\r\ns\r\n$1\r\n*\r\n$6\r\nrecord\r\n$2\r\n{}\r\n\
+              $6\r\ntenant\r\n$1\r\nt\r\n$6\r\nsource\r\n$7\r\nsignins\r\n$2\r\nid\r\n$1\r\ni\r\n\
+              $6\r\nformat\r\n$5\r\ngraph\r\n"
         );
     }
 }

@@ -1108,3 +1108,16 @@ pub fn offline(extra: &[&str]) -> Vec<String> {
     args.extend(strings(extra));
     args
 }
+
+/// Every source, as `--sources` names them.
+pub const ALL_SOURCES: &str = "signins,signins_noninteractive,signins_service_principal,\
+    signins_managed_identity,directory_audits,provisioning,risk_detections,security_alerts";
+
+/// Every entry of the stream `key`: its fields, in order.
+pub fn stream_entries(redis: &RedisServer, key: &str) -> Vec<Vec<(String, String)>> {
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(&[key, "-", "+"])
+        .query(&mut redis.connection())
+        .expect("XRANGE");
+    entries.into_iter().map(|(_, fields)| fields).collect()
+}

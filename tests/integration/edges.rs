@@ -584,9 +584,7 @@ fn check_of_every_source_spends_the_shared_budget_and_draws_no_429() {
     flags.extend(GRAPH_THROTTLES);
     let sim = Sim::start(&flags);
     let redis = RedisServer::start();
-    let all = "signins,signins_noninteractive,signins_service_principal,\
-               signins_managed_identity,directory_audits,provisioning,risk_detections,\
-               security_alerts";
+    let all = ALL_SOURCES;
     let args = redis_args(
         &sim,
         &redis,

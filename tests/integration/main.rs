@@ -8,6 +8,7 @@ mod deployment;
 mod edges;
 mod export;
 mod faults;
+mod formats;
 mod hostile;
 mod late;
 mod loss;

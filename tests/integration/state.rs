@@ -672,13 +672,9 @@ fn a_backfill_into_a_stream_before_the_first_cron_run_is_taken_over_without_an_o
     );
     // Nothing was taken from the stream: no range left unsure.
     assert!(!run.stderr.contains("too few records"), "{}", run.stderr);
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(&[key, "-", "+"])
-        .query(&mut redis.connection())
-        .unwrap();
-    let records: Vec<String> = entries
+    let records: Vec<String> = stream_entries(&redis, key)
         .into_iter()
-        .map(|(_, fields)| fields[0].1.clone())
+        .map(|fields| fields[0].1.clone())
         .collect();
     assert!(
         records.len() > 1000,

@@ -97,7 +97,7 @@ pub const PROPERTIES: &[&str] = &[
 ];
 
 /// The simulated tenant's id (the home and resource tenant of its users' sign-ins).
-const TENANT_ID: &str = "4a06f77b-6bdb-4f5b-b1c4-2b1a5d2e1a2b";
+pub const TENANT_ID: &str = "4a06f77b-6bdb-4f5b-b1c4-2b1a5d2e1a2b";
 
 /// (operatingSystem, browser, clientAppUsed, userAgent)
 const DEVICES: &[(&str, &str, &str, &str)] = &[
@@ -200,12 +200,26 @@ fn sound(
     top.out.push('{');
     top.text("id", &guid(h(20), h(21)));
     top.text("createdDateTime", &timestamp(ticks));
-    top.text("userDisplayName", user.1);
-    top.text("userPrincipalName", &format!("{}@contoso.com", user.0));
-    top.text("userId", &guid(h(22), h(23)));
+    // A service principal or managed identity signs in as itself: no user; a managed
+    // identity from inside Azure, with no client IP.
+    let (display, upn, user_id) = match service {
+        true => (String::new(), String::new(), String::new()),
+        false => (
+            user.1.to_string(),
+            format!("{}@contoso.com", user.0),
+            guid(h(22), h(23)),
+        ),
+    };
+    top.text("userDisplayName", &display);
+    top.text("userPrincipalName", &upn);
+    top.text("userId", &user_id);
     top.text("appId", app.0);
     top.text("appDisplayName", app.1);
-    top.text("ipAddress", &public_ip(h(24)));
+    let ip = match event_type {
+        Some("managedIdentity") => String::new(),
+        _ => public_ip(h(24)),
+    };
+    top.text("ipAddress", &ip);
     top.text("clientAppUsed", device.2);
     top.text("userAgent", device.3);
     top.text("correlationId", &guid(h(25), h(26)));

@@ -125,13 +125,42 @@ impl Sim {
     }
 
     /// A new token for tenant `tenant` (an index) and its lifetime in seconds.
+    /// A token: `sim.<claims>.<guid>`, the claims (`tid`, the tenant's GUID) base64url
+    /// JSON where a JWT has them, as msgx-once reads the tenant GUID from a real token.
     fn issue(&self, tenant: usize) -> (String, u64) {
-        let token = format!("sim.{}.{}", request_guid(), request_guid());
+        let claims = format!(
+            r#"{{"tid":"{}","iss":"msgx-sim"}}"#,
+            self.tenant_guid(tenant)
+        );
+        let token = format!("sim.{}.{}", URL_SAFE_NO_PAD.encode(claims), request_guid());
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         tokens.retain(|_, (expiry, _)| *expiry > Instant::now());
         tokens.insert(token.clone(), (Instant::now() + self.token_ttl, tenant));
         self.bump("tokens_issued");
         (token, self.token_ttl.as_secs())
+    }
+
+    /// The GUID of tenant `index`: the one its records name for the first (`--tenant`),
+    /// one derived from the name for the others.
+    pub fn tenant_guid(&self, index: usize) -> String {
+        let name = self.tenants.get(index).map_or("", |t| t.name.as_str());
+        if index == 0 {
+            return crate::signins::TENANT_ID.to_string();
+        }
+        let hash = |seed: u64| {
+            name.bytes().fold(seed, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        };
+        let (a, b) = (hash(0xcbf2_9ce4_8422_2325), hash(0x6c62_272e_07bb_0142));
+        format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            b >> 52,
+            b & 0xffff_ffff_ffff
+        )
     }
 
     /// A federated token the federated credential accepts, or a certificate's signed
