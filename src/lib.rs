@@ -25,13 +25,17 @@
 //!   `record_format`, one file each).
 //! - `config`: one declaration per option (`config::spec`), where values come from,
 //!   credentials as a table of kinds, sinks and targets, the rules; each source's
-//!   share of a run built once (`config::SourceConfig`). `retry` (backoff, the
-//!   request gate) beside it; `error` above both.
+//!   share of a run built once (`config::SourceConfig`). `retry` (backoff,
+//!   Retry-After) beside it; `error` above both.
 //! - The middle: the Redis client every part that talks to Redis shares
 //!   (`redis_client`: TLS, Sentinel, Cluster, the pool, retries and advice), and on
 //!   it and the transport: `auth` (one file per credential kind), `graph` (paging,
-//!   the client of one source), `budget`, `sink` (one file per backend), `state`
-//!   (model, Redis, file, the lock renewer), `pipeline`, `plan`, `setup`.
+//!   the client of one source), `budget` (the request gate, the windows shared in
+//!   Redis, a run's request rate and deep-read allowance), `sink` (one file per
+//!   backend), `state`
+//!   (model, Redis, file, the lock renewer), `outcome` (what each frame came to:
+//!   what `report` and `metrics` read, so they need not import the pipeline),
+//!   `pipeline`, `plan`, `setup`.
 //! - On top: `check`, `report`, `metrics`, `run`.
 //!
 //! Only what `msgx-once`'s `main` needs is public.
@@ -50,6 +54,7 @@ mod ids;
 mod keys;
 mod logging;
 mod metrics;
+mod outcome;
 mod page_memory;
 pub use page_memory::tune_allocator;
 mod pipeline;

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::config::{Config, PushTarget};
 use crate::exit;
 use crate::files;
-use crate::pipeline::{LATE_BUCKETS, LateAges};
+use crate::outcome::{LATE_BUCKETS, LateAges};
 use crate::report::RunReport;
 use crate::transport::{HttpTransport, TransportOptions, UreqTransport};
 
@@ -205,8 +205,161 @@ impl Family {
     }
 }
 
-/// The families of `figures`; `previous` holds the last file's samples (by their
-/// text without the value): the success timestamp and every series are carried on.
+/// One metric family: its name, type, help, what becomes of a series a run did not
+/// write, and where its samples come from.
+struct Series {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    carried: Carried,
+    samples: Samples,
+}
+
+/// Where a family's samples come from.
+enum Samples {
+    /// One unlabelled sample of the run (None: none), given the previous file's and now.
+    Run(fn(&RunFigures, &BTreeMap<String, f64>, f64) -> Option<f64>),
+    /// One sample per lane (None: none for that lane), given now.
+    Lane(fn(&SourceFigures, f64) -> Option<f64>),
+    /// Samples per lane with a label of their own: (its name, value, sample).
+    LaneBy(&'static str, fn(&SourceFigures) -> Vec<(String, f64)>),
+    /// A lane's late-record ages, when it read at a rescan depth.
+    LateAges,
+}
+
+/// Every family the metrics hold, in the order they are written.
+const SERIES: &[Series] = &[
+    Series {
+        name: "msgx_last_success_timestamp_seconds",
+        kind: "gauge",
+        help: "Unix time of the last run that exited 0.",
+        carried: Carried::Never,
+        samples: Samples::Run(|figures, previous, now| match figures.exit_code {
+            exit::OK => Some(now.floor()),
+            _ => previous.get("msgx_last_success_timestamp_seconds").copied(),
+        }),
+    },
+    Series {
+        name: "msgx_exit_code",
+        kind: "gauge",
+        help: "Exit code of the last run.",
+        carried: Carried::Never,
+        samples: Samples::Run(|figures, _, _| Some(f64::from(figures.exit_code))),
+    },
+    Series {
+        name: "msgx_run_duration_seconds",
+        kind: "gauge",
+        help: "Wall time of the last run.",
+        carried: Carried::Never,
+        samples: Samples::Run(|figures, _, _| Some(figures.duration.as_secs_f64())),
+    },
+    Series {
+        name: "msgx_watermark_lag_seconds",
+        kind: "gauge",
+        help: "Seconds from the source's watermark to now, after the last run that read it.",
+        carried: Carried::Kept,
+        samples: Samples::Lane(|s, _| s.watermark_lag_seconds.map(|v| v as f64)),
+    },
+    Series {
+        name: "msgx_oldest_unread_age_seconds",
+        kind: "gauge",
+        help: "Age of the oldest second not read yet (owed by a failed frame, or after the \
+               watermark), after the last run that read the state.",
+        carried: Carried::Kept,
+        samples: Samples::Lane(|s, _| s.oldest_unread_age_seconds.map(|v| v as f64)),
+    },
+    Series {
+        name: "msgx_records_read",
+        kind: "gauge",
+        help: "Records the last run read from Graph.",
+        carried: Carried::Zeroed,
+        samples: Samples::Lane(|s, _| Some(s.records_read as f64)),
+    },
+    Series {
+        name: "msgx_records_delivered",
+        kind: "gauge",
+        help: "Records the last run delivered (not delivered before).",
+        carried: Carried::Zeroed,
+        samples: Samples::Lane(|s, _| Some(s.records_delivered as f64)),
+    },
+    Series {
+        name: "msgx_records_unheard",
+        kind: "gauge",
+        help: "Records the last run published to a channel nobody listened on.",
+        carried: Carried::Zeroed,
+        samples: Samples::Lane(|s, _| Some(s.records_unheard as f64)),
+    },
+    Series {
+        name: "msgx_records_late",
+        kind: "gauge",
+        help: "Records the last run delivered that a read after the first found: published late.",
+        carried: Carried::Zeroed,
+        samples: Samples::Lane(|s, _| Some(s.records_late as f64)),
+    },
+    Series {
+        name: "msgx_records_updated",
+        kind: "gauge",
+        help: "Records the last run delivered again because Microsoft changed them (signin_updates).",
+        carried: Carried::Zeroed,
+        samples: Samples::Lane(|s, _| Some(s.records_updated as f64)),
+    },
+    Series {
+        name: "msgx_late_record_age_seconds",
+        kind: "histogram",
+        help: "Age (from the record's time) of each late record when a read after the first found it.",
+        carried: Carried::Summed,
+        samples: Samples::LateAges,
+    },
+    Series {
+        name: "msgx_rescan_behind_seconds",
+        kind: "gauge",
+        help: "How far the read at each rescan depth is behind (0: up to date), after the last run \
+               that saved the state.",
+        carried: Carried::Kept,
+        samples: Samples::LaneBy("depth", |s| {
+            s.rescan_behind
+                .iter()
+                .map(|(depth, seconds)| (depth.to_string(), *seconds as f64))
+                .collect()
+        }),
+    },
+    Series {
+        name: "msgx_frames_failed",
+        kind: "gauge",
+        help: "Frames the last run left incomplete.",
+        carried: Carried::Zeroed,
+        samples: Samples::Lane(|s, _| Some(s.frames_failed as f64)),
+    },
+    Series {
+        name: LANE_SUCCESS,
+        kind: "gauge",
+        help: "Unix time of the last run that exported this tenant × source whole (0: none yet).",
+        carried: Carried::Kept,
+        samples: Samples::Lane(|s, now| s.succeeded.then_some(now.floor())),
+    },
+    Series {
+        name: "msgx_graph_requests_total",
+        kind: "counter",
+        help: "Graph requests by HTTP status (error: no answer).",
+        carried: Carried::Summed,
+        samples: Samples::LaneBy("code", |s| {
+            s.requests_by_code
+                .iter()
+                .map(|(code, count)| (code.clone(), *count as f64))
+                .collect()
+        }),
+    },
+    Series {
+        name: "msgx_graph_throttled_seconds_total",
+        kind: "counter",
+        help: "Seconds requests waited for a turn or a 429's pause.",
+        carried: Carried::Summed,
+        samples: Samples::Lane(|s, _| Some(s.throttled_seconds)),
+    },
+];
+
+/// The families of [`SERIES`] with this run's samples, and what the previous file
+/// (`previous`) carries over.
 fn families(
     figures: &RunFigures,
     previous: &BTreeMap<String, f64>,
@@ -217,164 +370,47 @@ fn families(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default();
-    let mut last_success = family(
-        "msgx_last_success_timestamp_seconds",
-        "gauge",
-        "Unix time of the last run that exited 0.",
-        Carried::Never,
-    );
-    match (
-        figures.exit_code,
-        previous.get("msgx_last_success_timestamp_seconds"),
-    ) {
-        (exit::OK, _) => last_success.push(&[], now.floor()),
-        (_, Some(kept)) => last_success.push(&[], *kept),
-        _ => {}
-    }
-    let mut exit_code = family(
-        "msgx_exit_code",
-        "gauge",
-        "Exit code of the last run.",
-        Carried::Never,
-    );
-    exit_code.push(&[], f64::from(figures.exit_code));
-    let mut duration = family(
-        "msgx_run_duration_seconds",
-        "gauge",
-        "Wall time of the last run.",
-        Carried::Never,
-    );
-    duration.push(&[], figures.duration.as_secs_f64());
-    let mut lag = family(
-        "msgx_watermark_lag_seconds",
-        "gauge",
-        "Seconds from the source's watermark to now, after the last run that read it.",
-        Carried::Kept,
-    );
-    let mut backlog = family(
-        "msgx_oldest_unread_age_seconds",
-        "gauge",
-        "Age of the oldest second not read yet (owed by a failed frame, or after the \
-         watermark), after the last run that read the state.",
-        Carried::Kept,
-    );
-    let mut read = family(
-        "msgx_records_read",
-        "gauge",
-        "Records the last run read from Graph.",
-        Carried::Zeroed,
-    );
-    let mut delivered = family(
-        "msgx_records_delivered",
-        "gauge",
-        "Records the last run delivered (not delivered before).",
-        Carried::Zeroed,
-    );
-    let mut unheard = family(
-        "msgx_records_unheard",
-        "gauge",
-        "Records the last run published to a channel nobody listened on.",
-        Carried::Zeroed,
-    );
-    let mut late = family(
-        "msgx_records_late",
-        "gauge",
-        "Records the last run delivered that a read after the first found: published late.",
-        Carried::Zeroed,
-    );
-    let mut updated = family(
-        "msgx_records_updated",
-        "gauge",
-        "Records the last run delivered again because Microsoft changed them (signin_updates).",
-        Carried::Zeroed,
-    );
-    let mut late_age = family(
-        "msgx_late_record_age_seconds",
-        "histogram",
-        "Age (from the record's time) of each late record when a read after the first found it.",
-        Carried::Summed,
-    );
-    let mut behind = family(
-        "msgx_rescan_behind_seconds",
-        "gauge",
-        "How far the read at each rescan depth is behind (0: up to date), after the last run \
-         that saved the state.",
-        Carried::Kept,
-    );
-    let mut failed = family(
-        "msgx_frames_failed",
-        "gauge",
-        "Frames the last run left incomplete.",
-        Carried::Zeroed,
-    );
-    let mut lane_success = family(
-        LANE_SUCCESS,
-        "gauge",
-        "Unix time of the last run that exported this tenant × source whole (0: none yet).",
-        Carried::Kept,
-    );
-    let mut requests = family(
-        "msgx_graph_requests_total",
-        "counter",
-        "Graph requests by HTTP status (error: no answer).",
-        Carried::Summed,
-    );
-    let mut throttled = family(
-        "msgx_graph_throttled_seconds_total",
-        "counter",
-        "Seconds requests waited for a turn or a 429's pause.",
-        Carried::Summed,
-    );
-    for s in sources {
-        let labels = lane_labels(s.tenant.as_deref(), s.source, &s.queue_key);
-        if let Some(seconds) = s.watermark_lag_seconds {
-            lag.push(&labels, seconds as f64);
-        }
-        if let Some(seconds) = s.oldest_unread_age_seconds {
-            backlog.push(&labels, seconds as f64);
-        }
-        read.push(&labels, s.records_read as f64);
-        delivered.push(&labels, s.records_delivered as f64);
-        unheard.push(&labels, s.records_unheard as f64);
-        late.push(&labels, s.records_late as f64);
-        updated.push(&labels, s.records_updated as f64);
-        if !s.rescan_behind.is_empty() {
-            late_age.push_histogram(&labels, &s.late_ages);
-        }
-        for (depth, seconds) in &s.rescan_behind {
-            let mut with_depth = labels.clone();
-            with_depth.push(("depth", depth.to_string()));
-            behind.push(&with_depth, *seconds as f64);
-        }
-        failed.push(&labels, s.frames_failed as f64);
-        if s.succeeded {
-            lane_success.push(&labels, now.floor());
-        }
-        for (code, count) in &s.requests_by_code {
-            let mut with_code = labels.clone();
-            with_code.push(("code", code.clone()));
-            requests.push(&with_code, *count as f64);
-        }
-        throttled.push(&labels, s.throttled_seconds);
-    }
-    let mut all = vec![
-        last_success,
-        exit_code,
-        duration,
-        lag,
-        backlog,
-        read,
-        delivered,
-        unheard,
-        late,
-        updated,
-        late_age,
-        behind,
-        failed,
-        lane_success,
-        requests,
-        throttled,
-    ];
+    let lanes: Vec<(&SourceFigures, Vec<(&'static str, String)>)> = sources
+        .iter()
+        .map(|s| (*s, lane_labels(s.tenant.as_deref(), s.source, &s.queue_key)))
+        .collect();
+    let mut all: Vec<Family> = SERIES
+        .iter()
+        .map(|series| {
+            let mut family = family(series.name, series.kind, series.help, series.carried);
+            match &series.samples {
+                Samples::Run(value) => {
+                    if let Some(value) = value(figures, previous, now) {
+                        family.push(&[], value);
+                    }
+                }
+                Samples::Lane(value) => {
+                    for (lane, labels) in &lanes {
+                        if let Some(value) = value(lane, now) {
+                            family.push(labels, value);
+                        }
+                    }
+                }
+                Samples::LaneBy(label, values) => {
+                    for (lane, labels) in &lanes {
+                        for (by, value) in values(lane) {
+                            let mut with = labels.clone();
+                            with.push((label, by));
+                            family.push(&with, value);
+                        }
+                    }
+                }
+                Samples::LateAges => {
+                    for (lane, labels) in &lanes {
+                        if !lane.rescan_behind.is_empty() {
+                            family.push_histogram(labels, &lane.late_ages);
+                        }
+                    }
+                }
+            }
+            family
+        })
+        .collect();
     for family in &mut all {
         family.carry(previous, dropped);
     }

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use crate::error::{Error, GraphError};
 use crate::exit;
 use crate::graph::client::BudgetSpent;
-use crate::pipeline::{FrameFailure, FrameOutcome, LateAges};
+use crate::outcome::{FrameFailure, FrameOutcome, LateAges};
 use crate::plan::Plan;
 use crate::sources::SourceSpec;
 use crate::state::{Progress, StateStore};

@@ -2,21 +2,23 @@
 //! source's frames through the shared pipeline, write each to its sink, save where each
 //! source's reads leave its progress, and report ([`RunReport`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use time::OffsetDateTime;
 
 use crate::auth::TokenSource;
+use crate::budget;
 use crate::config::{Config, SourceConfig};
 use crate::error::Error;
 use crate::format::{Context, Shape};
 use crate::graph::GraphClient;
 use crate::graph::client::PageShape;
 use crate::metrics::RunFigures;
-use crate::pipeline::{self, BudgetOf, FrameOutcome, Job, Lane, PipelineOptions};
+use crate::outcome::FrameOutcome;
+use crate::pipeline::{self, Job, Lane, PipelineOptions};
 use crate::plan::{self, Pass, Plan};
 use crate::redis_client::RedisPool;
 use crate::report::{RunReport, SourceReport, log_failures};
@@ -26,7 +28,6 @@ use crate::sink::dedup::DedupSink;
 use crate::sink::formatted::FormattedSink;
 use crate::sink::redis::Dedup;
 use crate::sink::{self, Sink};
-use crate::sources::Bucket;
 use crate::state::{self, Resumed};
 use crate::window::{self, Frame, Window};
 
@@ -177,7 +178,12 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
         &PipelineOptions {
             fetchers: config.fetchers(),
             in_flight_floor: config.options.streams,
-            request_rate: request_rate(config, &exports),
+            request_rate: budget::request_rate(
+                config,
+                exports
+                    .iter()
+                    .map(|e| (e.source.tenant.as_deref(), e.source.spec.bucket)),
+            ),
             writers: config.options.greenlets_count,
             page_memory: config.page_memory(),
             // A stream entry names its record's id: read even when nothing is
@@ -188,7 +194,13 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             progress_every: config.progress_every,
             name_sources: config.name_sources(),
             bar: wants_bar(config, &exports),
-            deep_allowance: deep_allowance(config, &exports),
+            deep_allowance: budget::deep_allowance(
+                config,
+                exports.iter().map(|e| {
+                    let spent = (e.source.tenant.clone(), e.source.spec.bucket);
+                    (spent, e.plan.as_ref().map_or(0, Plan::new_seconds))
+                }),
+            ),
             now,
         },
     )?
@@ -521,55 +533,6 @@ fn order_jobs(
     }
     keyed.sort_by_key(|(key, _)| *key);
     keyed.into_iter().map(|(_, job)| job).collect()
-}
-
-/// Requests per second the budgets of the run's lanes allow together: each tenant's
-/// bucket's rate, summed over tenants and bounded by the app's across tenants, summed
-/// over buckets. None when a lane is not paced (its requests are limited only by the
-/// fetchers).
-fn request_rate(config: &Config, exports: &[Export]) -> Option<f64> {
-    let rate = |(requests, per): (u32, Duration)| f64::from(requests) / per.as_secs_f64().max(1e-3);
-    let owners: BTreeSet<(Option<&str>, Bucket)> = exports
-        .iter()
-        .map(|e| (e.source.tenant.as_deref(), e.source.spec.bucket))
-        .collect();
-    let mut buckets: BTreeMap<Bucket, f64> = BTreeMap::new();
-    for (_, bucket) in owners {
-        *buckets.entry(bucket).or_default() += rate(config.rate_limit_of(bucket)?);
-    }
-    Some(
-        buckets
-            .into_iter()
-            .map(|(bucket, tenants)| match config.app_rate_limit_of(bucket) {
-                Some(app) => tenants.min(rate(app)),
-                None => tenants,
-            })
-            .sum(),
-    )
-}
-
-/// What each tenant's paced bucket may spend this run before deeper reads wait for a
-/// later one: the bucket's rate times the seconds of new data the run reads for the
-/// first time (the most of its sources'), so that deeper reads only use what the first
-/// two reads leave of a minute's budget.
-fn deep_allowance(config: &Config, exports: &[Export]) -> BTreeMap<BudgetOf, u64> {
-    let mut allowance = BTreeMap::new();
-    if config.deeper_rescans().is_empty() {
-        return allowance;
-    }
-    for export in exports {
-        let bucket = export.source.spec.bucket;
-        let Some((requests, per)) = config.rate_limit_of(bucket) else {
-            continue;
-        };
-        let new_seconds = export.plan.as_ref().map_or(0, Plan::new_seconds);
-        let earned = (f64::from(requests) * new_seconds as f64 / per.as_secs_f64()).floor() as u64;
-        let entry = allowance
-            .entry((export.source.tenant.clone(), bucket))
-            .or_insert(0);
-        *entry = (*entry).max(earned);
-    }
-    allowance
 }
 
 /// The shape of `source`'s records in `record_format` and what it needs to know of

@@ -24,13 +24,67 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::error::Error;
 use crate::redis_client::{RedisClient, RedisConnection, connect, open_client};
-use crate::retry::{MAX_RETRY_AFTER, RateLimit, RequestGate, SharedBudget, SharedClaim};
+use crate::retry::MAX_RETRY_AFTER;
 use crate::shutdown::Stop;
 use crate::sources::Bucket;
+
+mod gate;
+pub use gate::{NoTurn, RateLimit, RequestGate, SharedBudget, SharedClaim, Turn};
 
 const CLAIM_SCRIPT: &str = include_str!("claim.lua");
 const ANSWERED_SCRIPT: &str = include_str!("answered.lua");
 const PAUSE_SCRIPT: &str = include_str!("pause.lua");
+
+/// Whose budget a request spends: a tenant (None: the credential's) and a bucket.
+pub type BudgetOf = (Option<String>, Bucket);
+
+/// Requests per second the budgets of a run's lanes (each a tenant and bucket) allow
+/// together: each tenant's bucket's rate, summed over tenants and bounded by the app's
+/// across tenants, summed over buckets. None when a lane is not paced (its requests
+/// are limited only by the fetchers).
+pub fn request_rate<'a>(
+    config: &Config,
+    lanes: impl Iterator<Item = (Option<&'a str>, Bucket)>,
+) -> Option<f64> {
+    let rate = |(requests, per): (u32, Duration)| f64::from(requests) / per.as_secs_f64().max(1e-3);
+    let owners: std::collections::BTreeSet<(Option<&str>, Bucket)> = lanes.collect();
+    let mut buckets: BTreeMap<Bucket, f64> = BTreeMap::new();
+    for (_, bucket) in owners {
+        *buckets.entry(bucket).or_default() += rate(config.rate_limit_of(bucket)?);
+    }
+    Some(
+        buckets
+            .into_iter()
+            .map(|(bucket, tenants)| match config.app_rate_limit_of(bucket) {
+                Some(app) => tenants.min(rate(app)),
+                None => tenants,
+            })
+            .sum(),
+    )
+}
+
+/// What each tenant's paced bucket may spend in a run before deeper reads wait for a
+/// later one: the bucket's rate times the seconds of new data the run reads for the
+/// first time (the most of its lanes', given with each lane's budget), so that deeper
+/// reads only use what the first two reads leave of a minute's budget.
+pub fn deep_allowance(
+    config: &Config,
+    lanes: impl Iterator<Item = (BudgetOf, u64)>,
+) -> BTreeMap<BudgetOf, u64> {
+    let mut allowance = BTreeMap::new();
+    if config.deeper_rescans().is_empty() {
+        return allowance;
+    }
+    for ((tenant, bucket), new_seconds) in lanes {
+        let Some((requests, per)) = config.rate_limit_of(bucket) else {
+            continue;
+        };
+        let earned = (f64::from(requests) * new_seconds as f64 / per.as_secs_f64()).floor() as u64;
+        let entry = allowance.entry((tenant, bucket)).or_insert(0);
+        *entry = (*entry).max(earned);
+    }
+    allowance
+}
 
 /// The request gates of a run: one per tenant and bucket its sources use (Graph's
 /// limit per app and tenant), and for the reports bucket one more across every tenant

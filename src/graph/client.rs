@@ -12,10 +12,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::paging::{Carry, ChunkTaker, Delivered, NextLinkGuard, PageRead, ReadError, read_page};
 use crate::auth::TokenSource;
+use crate::budget::{NoTurn, RequestGate, Turn};
 use crate::config::SourceConfig;
 use crate::error::GraphError;
 use crate::ids;
-use crate::retry::{NoTurn, RequestGate, RetryOptions, Turn, parse_retry_after};
+use crate::retry::{RetryOptions, parse_retry_after};
 use crate::sources::SourceSpec;
 use crate::transport::{HttpResponse, HttpTransport, display_url};
 use crate::window::Frame;

@@ -20,7 +20,7 @@ end
 -- Versioned keys are `{record id}#{content digest}`: the record id joins the set too,
 -- so that a new version of a record delivered before is told from a new record.
 local versioned = ARGV[6] == '1'
--- A stream entry's fields beside the record: see EntryFields in redis.rs.
+-- A stream entry's fields beside the record: see EntryFields in resp.rs.
 local tenant, source, format = ARGV[7], ARGV[8], ARGV[9]
 local FIRST = 10
 local fresh, ids, marks, taken, offsets = {}, {}, {}, {}, {}

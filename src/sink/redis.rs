@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::resp;
+use super::resp::{self, EntryFields};
 use super::{RecordKey, Sink, Written};
 use crate::config::{Config, QueueType, SourceConfig};
 use crate::error::SinkError;
@@ -29,17 +29,6 @@ pub struct RedisSink {
     retry: RetryOptions,
     /// What each stream entry says beside its record.
     entry: EntryFields,
-}
-
-/// The fields of a stream entry beside `record`, for consumers that route without
-/// parsing it (docs/consumers.md): `tenant` (as configured; empty for the
-/// credential's own), `source`, `id` (Graph's record id), `format` (the shape of
-/// `record`).
-#[derive(Debug, Clone)]
-pub struct EntryFields {
-    pub tenant: String,
-    pub source: &'static str,
-    pub format: &'static str,
 }
 
 /// Deduplication by record id (`state auto`). Delivered ids live in a sorted set scored

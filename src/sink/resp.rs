@@ -6,7 +6,16 @@
 //! lost halfway through a command leaves that command unwritten (of a pipeline, the
 //! commands before it ran, as when it is sent whole).
 
-use super::redis::EntryFields;
+/// The fields of a stream entry beside `record`, for consumers that route without
+/// parsing it (docs/consumers.md): `tenant` (as configured; empty for the
+/// credential's own), `source`, `id` (Graph's record id), `format` (the shape of
+/// `record`).
+#[derive(Debug, Clone)]
+pub struct EntryFields {
+    pub tenant: String,
+    pub source: &'static str,
+    pub format: &'static str,
+}
 
 /// Where an encoded command goes.
 pub trait Out {

@@ -81,14 +81,6 @@ fn lines(path: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-fn redis_query<T: redis::FromRedisValue>(redis: &RedisServer, args: &[&str]) -> T {
-    let mut cmd = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        cmd.arg(*arg);
-    }
-    cmd.query(&mut redis.connection()).expect("redis answers")
-}
-
 // 1. A file sink that cannot write marks nothing delivered.
 
 #[test]
@@ -189,13 +181,13 @@ fn wrong_type_then_fixed(
 ) {
     let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
     let now = minutes_ago(30);
-    let _: () = redis_query(&redis, &["SET", bad_key, "not a list or zset"]);
+    let _: () = query(&redis, &["SET", bad_key, "not a list or zset"]);
     let failed = tick(&sim, &redis, queue, now, &[]);
     assert_eq!(failed.code, 1, "{}", failed.stderr);
     let refusal = format!("WRONGTYPE\": key {bad_key} holds a string, not a {kind}");
     assert!(failed.stderr.contains(&refusal), "{}", failed.stderr);
     assert!(untouched(&redis), "the failed script wrote something");
-    let _: () = redis_query(&redis, &["DEL", bad_key]);
+    let _: () = query(&redis, &["DEL", bad_key]);
     let run = tick(&sim, &redis, queue, now, &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_same_records(redis.list(queue), expected(&sim, now, now));
@@ -204,7 +196,7 @@ fn wrong_type_then_fixed(
 #[test]
 fn a_queue_key_of_the_wrong_type_leaves_no_id_marked_seen() {
     wrong_type_then_fixed("wq", "wq", "list", |redis| {
-        redis_query::<i64>(redis, &["EXISTS", "{wq}:msgx:seen"]) == 0
+        query::<i64>(redis, &["EXISTS", "{wq}:msgx:seen"]) == 0
     });
 }
 
@@ -223,7 +215,7 @@ fn a_full_redis_refuses_pages_and_every_record_arrives_once_memory_is_freed() {
     let failed = tick(&sim, &redis, "oom", now, &pages);
     assert_eq!(failed.code, 1, "{}", failed.stderr);
     assert!(failed.stderr.contains("OOM"), "{}", failed.stderr);
-    let info: String = redis_query(&redis, &["INFO", "memory"]);
+    let info: String = query(&redis, &["INFO", "memory"]);
     let used: u64 = info
         .lines()
         .find_map(|l| l.strip_prefix("used_memory:"))
@@ -233,7 +225,7 @@ fn a_full_redis_refuses_pages_and_every_record_arrives_once_memory_is_freed() {
     assert!(used < (2 << 20) + (256 << 10), "used_memory {used}");
     // What was refused is owed to the next run — or, if Redis was too full to store
     // the run's progress too, the watermark is still where the run started.
-    let (watermark, owed): (i64, String) = redis_query(
+    let (watermark, owed): (i64, String) = query(
         &redis,
         &["HMGET", "{oom}:msgx:state", "watermark", "owed_first"],
     );
@@ -241,7 +233,7 @@ fn a_full_redis_refuses_pages_and_every_record_arrives_once_memory_is_freed() {
         watermark == origin(now).unix_timestamp() || !owed.is_empty(),
         "watermark {watermark} moved on and nothing is owed"
     );
-    let _: () = redis_query(&redis, &["CONFIG", "SET", "maxmemory", "0"]);
+    let _: () = query(&redis, &["CONFIG", "SET", "maxmemory", "0"]);
     let run = tick(&sim, &redis, "oom", now, &pages);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_same_records(redis.list("oom"), expected(&sim, now, now));
@@ -317,9 +309,9 @@ fn a_lost_watermark_beside_a_seen_set_from_before_its_floor_mark_is_an_error_but
     assert_eq!(tick(&sim, &redis, "gone", t0, &[]).code, 0);
     let queued = redis.len("gone");
     // As a version before the floor mark left it, then the state hash went.
-    let _: () = redis_query(&redis, &["DEL", "{gone}:msgx:state"]);
-    let _: () = redis_query(&redis, &["ZREM", "{gone}:msgx:seen", "msgx floor"]);
-    let oldest: Vec<(String, i64)> = redis_query(
+    let _: () = query(&redis, &["DEL", "{gone}:msgx:state"]);
+    let _: () = query(&redis, &["ZREM", "{gone}:msgx:seen", "msgx floor"]);
+    let oldest: Vec<(String, i64)> = query(
         &redis,
         &["ZRANGE", "{gone}:msgx:seen", "0", "0", "WITHSCORES"],
     );
@@ -608,7 +600,7 @@ fn a_403_stops_all_requests_exits_3_and_names_the_fix() {
 #[test]
 fn a_redis_user_without_eval_gets_the_acl_to_add_and_leaves_no_lock() {
     let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
-    let _: () = redis_query(
+    let _: () = query(
         &redis,
         &[
             "ACL",
@@ -646,7 +638,7 @@ fn a_redis_user_without_eval_gets_the_acl_to_add_and_leaves_no_lock() {
     );
     assert!(!run.stderr.contains("msgx-pass-81"));
     assert_eq!(
-        redis_query::<i64>(&redis, &["EXISTS", "{acl}:msgx:lock"]),
+        query::<i64>(&redis, &["EXISTS", "{acl}:msgx:lock"]),
         0,
         "lock released"
     );
@@ -740,7 +732,7 @@ fn an_interrupted_backfills_unread_ranges_are_exactly_what_it_did_not_write() {
     let mut args = redis_args(&sim, &redis, "b", &flags);
     args.extend(backfill_flags(since, until));
     let run = Running::start(&args);
-    let llen = || redis_query::<usize>(&redis, &["LLEN", "b"]);
+    let llen = || query::<usize>(&redis, &["LLEN", "b"]);
     assert!(wait_for(Duration::from_secs(60), || llen() > 400));
     run.signal("INT");
     let run = run.finish(Duration::from_secs(60));
