@@ -984,6 +984,12 @@ impl Drop for Running {
     }
 }
 
+/// A simulator started with `sim_args` and a Redis beside it: what most tests start
+/// with.
+pub fn sim_and_redis(sim_args: &[&str]) -> (Sim, RedisServer) {
+    (Sim::start(sim_args), RedisServer::start())
+}
+
 /// The simulator flags plus a Redis list or channel `key` on `redis`, then `extra`.
 pub fn redis_args(sim: &Sim, redis: &RedisServer, key: &str, extra: &[&str]) -> Vec<String> {
     let mut args = sim.args();

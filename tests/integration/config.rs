@@ -369,8 +369,7 @@ fn values_that_look_like_flags_or_help_reach_their_option() {
 
 #[test]
 fn the_config_file_still_wins_but_says_what_it_overrode() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let dir = TempDir::new();
     let config = dir.join("app_config.yaml");
     std::fs::write(&config, "queue_backend: redis\npage_size: 50\n").unwrap();

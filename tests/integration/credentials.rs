@@ -89,8 +89,7 @@ fn assert_no_secrets(output: &str, secrets: &[&str]) {
 fn a_certificate_signs_ps256_assertions_by_default_and_rs256_on_request() {
     let dir = TempDir::new();
     let (cert, key, both) = certificate(&dir, "app");
-    let sim = Sim::start(&["--rate", "3", "--client-cert", cert.to_str().unwrap()]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3", "--client-cert", cert.to_str().unwrap()]);
     let (run, expected) = export(
         &sim,
         &redis,
@@ -130,8 +129,7 @@ fn a_certificate_the_app_does_not_know_is_refused_with_700027() {
     let (registered, _, _) = certificate(&dir, "registered");
     // A sound certificate and key, but not the one registered for the application.
     let (other, other_key, _) = certificate(&dir, "other");
-    let sim = Sim::start(&["--client-cert", registered.to_str().unwrap()]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--client-cert", registered.to_str().unwrap()]);
     let (run, _) = export(
         &sim,
         &redis,
@@ -158,8 +156,7 @@ fn a_certificate_the_app_does_not_know_is_refused_with_700027() {
 fn a_missing_or_keyless_certificate_is_a_config_error() {
     let dir = TempDir::new();
     let (cert, _, _) = certificate(&dir, "app");
-    let sim = Sim::start(&[]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&[]);
     let (run, _) = export(
         &sim,
         &redis,
@@ -183,7 +180,7 @@ fn workload_identity_reads_the_rotated_token_file_for_each_token() {
     let token_file = dir.join("azure-identity-token");
     std::fs::write(&token_file, "federated-token-A\n").unwrap();
     // Two-second tokens and slow pages: the run asks for several tokens.
-    let sim = Sim::start(&[
+    let (sim, redis) = sim_and_redis(&[
         "--rate",
         "3",
         "--token-ttl",
@@ -193,7 +190,6 @@ fn workload_identity_reads_the_rotated_token_file_for_each_token() {
         "--federated-token",
         "federated-token-A",
     ]);
-    let redis = RedisServer::start();
     let until = minutes_ago(3);
     let since = until - Span::minutes(2);
     let mut args = sim.args_without_secret();
@@ -242,7 +238,7 @@ fn workload_identity_reads_the_rotated_token_file_for_each_token() {
 
 #[test]
 fn a_managed_identity_gets_tokens_from_imds_or_app_service() {
-    let sim = Sim::start(&[
+    let (sim, redis) = sim_and_redis(&[
         "--rate",
         "3",
         "--managed-client-id",
@@ -250,7 +246,6 @@ fn a_managed_identity_gets_tokens_from_imds_or_app_service() {
         "--identity-header",
         "app-service-header-Zx9",
     ]);
-    let redis = RedisServer::start();
     let imds = [
         "--auth",
         "managed_identity",
@@ -298,8 +293,7 @@ fn a_managed_identity_gets_tokens_from_imds_or_app_service() {
 
 #[test]
 fn the_azure_sdk_environment_alone_signs_in() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let now = minutes_ago(5);
     sim.set_clock(now);
     let args = strings(&[
@@ -326,8 +320,7 @@ fn the_azure_sdk_environment_alone_signs_in() {
 
 #[test]
 fn the_first_token_request_is_retried_like_graph_requests() {
-    let sim = Sim::start(&["--rate", "3", "--fail-tokens", "2"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3", "--fail-tokens", "2"]);
     let (run, expected) = export(
         &sim,
         &redis,

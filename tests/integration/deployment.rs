@@ -237,8 +237,7 @@ fn the_crontab_line_runs_as_written_where_the_readme_installs_the_binary() {
 
     // A scratch root: the binary where the install puts it, the config and log
     // directories the crontab names.
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let root = CronRoot::new();
     std::fs::write(
         root.path("/etc/msgx/app_config.yaml"),
@@ -958,8 +957,7 @@ fn readme_step_commands(step: &str) -> Vec<String> {
 #[test]
 fn the_readmes_backfill_of_an_added_source_exports_that_source_alone() {
     // Step 7 with the example config as an operator has it then: sources added.
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let dir = TempDir::new();
     let etc = dir.join("etc-msgx");
     std::fs::create_dir_all(&etc).unwrap();

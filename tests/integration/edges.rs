@@ -137,7 +137,7 @@ fn a_pushgateway_behind_basic_auth_gets_the_credentials_as_a_header() {
 
 #[test]
 fn without_pool_blocking_every_page_still_gets_a_connection() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let now = minutes_ago(30);
     for block in ["--no-redis_pool_block", "--redis_pool_block=false"] {
         let key = format!("noblock{}", block.len());
@@ -202,8 +202,7 @@ fn on_a_cluster_every_queue_key_keeps_its_state_in_the_queues_slot() {
 
 #[test]
 fn the_readme_acl_user_runs_the_key_move_a_run_a_backfill_and_check() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let mut admin = redis.connection();
     let user_url = readme_acl_user(&redis, "acl-pw-Mv3");
     let key = "ms_graph_exporter";
@@ -262,7 +261,7 @@ fn the_readme_acl_user_runs_the_key_move_a_run_a_backfill_and_check() {
 
 #[test]
 fn junk_in_the_shared_budget_is_removed_and_every_budget_key_expires() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let claims = "msgx:budget:{sim-tenant.example:sim-client:reports}";
     let pause = format!("{claims}:pause");
     let now_ms = redis_millis(&redis);
@@ -303,7 +302,7 @@ fn junk_in_the_shared_budget_is_removed_and_every_budget_key_expires() {
 
 #[test]
 fn a_shared_pause_longer_than_the_deadline_is_named_and_its_time_counted() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let pause = "msgx:budget:{sim-tenant.example:sim-client:reports}:pause";
     let _: () = query(&redis, &["SET", pause, "1", "PX", "60000"]);
     let now = minutes_ago(30);
@@ -354,7 +353,7 @@ fn a_shared_pause_longer_than_the_deadline_is_named_and_its_time_counted() {
 
 #[test]
 fn state_under_both_names_after_a_rollback_is_merged_and_nothing_arrives_twice() {
-    let (sim, redis) = (Sim::start(&["--rate", "5"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "5"]);
     let mut admin = redis.connection();
     let t0 = minutes_ago(40);
     let at = |minute: i64| t0 + Span::minutes(minute);
@@ -404,7 +403,7 @@ fn state_under_both_names_after_a_rollback_is_merged_and_nothing_arrives_twice()
 
 #[test]
 fn a_move_cut_by_maxmemory_is_resumed_and_nothing_arrives_twice() {
-    let sim = Sim::start(&["--rate", "40"]);
+    let sim = Sim::start(&["--rate", "60"]);
     let redis = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
     let mut admin = redis.connection();
     let t0 = minutes_ago(30);
@@ -458,7 +457,7 @@ fn a_move_cut_by_maxmemory_is_resumed_and_nothing_arrives_twice() {
 
 #[test]
 fn a_watermark_ahead_of_microsofts_clock_is_an_error_naming_the_key_and_the_repair() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let t0 = minutes_ago(30);
     let once = ["--rescan", "0"];
     assert_eq!(tick(&sim, &redis, "ahead", t0, &once).code, 0);
@@ -582,8 +581,7 @@ fn sharers_of_a_budget_obey_the_tightest_limit_any_of_them_declared() {
 fn check_of_every_source_spends_the_shared_budget_and_draws_no_429() {
     let mut flags = vec!["--rate", "3"];
     flags.extend(GRAPH_THROTTLES);
-    let sim = Sim::start(&flags);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&flags);
     let all = ALL_SOURCES;
     let args = redis_args(
         &sim,
@@ -666,8 +664,7 @@ fn a_queue_key_onto_another_sources_state_is_a_config_error() {
 #[test]
 fn a_certificate_is_found_not_found_or_matched_to_its_key() {
     let (dir, ca, leaf, leaf_key) = private_ca();
-    let sim = Sim::start(&["--rate", "3", "--client-cert", &leaf]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3", "--client-cert", &leaf]);
     let until = minutes_ago(3);
     let since = until - Span::minutes(1);
     let run_with = |credential: &[&str]| {

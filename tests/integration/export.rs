@@ -20,7 +20,7 @@ fn lagged(
 
 #[test]
 fn lagged_window_lands_in_redis_exactly_once_byte_for_byte() {
-    let (sim, redis) = (Sim::start(&["--rate", "20"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "20"]);
     let now = minutes_ago(3);
     let args = redis_args(
         &sim,
@@ -44,7 +44,7 @@ fn lagged_window_lands_in_redis_exactly_once_byte_for_byte() {
 
 #[test]
 fn one_stream_and_one_writer_keep_graphs_order_page_by_page() {
-    let (sim, redis) = (Sim::start(&["--rate", "8"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "8"]);
     let since = minutes_ago(5);
     let until = since + Span::seconds(20);
     let mut args = redis_args(&sim, &redis, "ordered", &["--streams", "1"]);
@@ -70,7 +70,7 @@ fn one_stream_and_one_writer_keep_graphs_order_page_by_page() {
 
 #[test]
 fn real_clock_run_exports_the_window_ending_timelag_before_now() {
-    let (sim, redis) = (Sim::start(&["--rate", "5"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "5"]);
     let before = time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .unwrap();
@@ -105,7 +105,7 @@ fn real_clock_run_exports_the_window_ending_timelag_before_now() {
 
 #[test]
 fn backfill_over_many_frames_exports_exactly_since_to_until() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let since = minutes_ago(20);
     let until = since + Span::seconds(600);
     let mut args = redis_args(
@@ -134,7 +134,7 @@ fn backfill_over_many_frames_exports_exactly_since_to_until() {
 
 #[test]
 fn channel_mode_publishes_every_record_to_a_live_subscriber() {
-    let (sim, redis) = (Sim::start(&["--rate", "10"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "10"]);
     let mut subscriber = redis.connection();
     subscriber
         .set_read_timeout(Some(Duration::from_millis(200)))
@@ -252,7 +252,7 @@ fn file_backend_appends_to_file_path() {
 
 #[test]
 fn an_empty_window_is_a_success() {
-    let (sim, redis) = (Sim::start(&["--rate", "0"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "0"]);
     let run = msgx(&redis_args(&sim, &redis, "empty", &[]), &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.summary_field("records"), "0");
@@ -262,7 +262,7 @@ fn an_empty_window_is_a_success() {
 
 #[test]
 fn select_fetches_only_the_named_properties_plus_id_and_created() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let since = minutes_ago(20);
     let until = since + Span::seconds(60);
     let mut args = redis_args(

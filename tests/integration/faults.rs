@@ -379,8 +379,7 @@ fn redis_killed_and_restarted_mid_run_loses_nothing() {
 /// written is exact, that the exit code is the signal's, and that the frames named as
 /// failed are exactly what a re-export needs.
 fn interrupted_run_names_what_is_missing(signal: &str, code: i32) {
-    let sim = Sim::start(&["--rate", "3", "--latency-ms", "200"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3", "--latency-ms", "200"]);
     let key = format!("sig{signal}");
     let since = minutes_ago(6);
     let mut args = redis_args(&sim, &redis, &key, &["--page_size", "10", "--streams", "2"]);
@@ -418,7 +417,9 @@ fn interrupted_run_names_what_is_missing(signal: &str, code: i32) {
     unique.dedup();
     assert!(
         redis.len(&key) - unique.len() <= 10,
-        "only the boundary seconds twice"
+        "only the boundary seconds twice: {} twice after {line}\n{}",
+        redis.len(&key) - unique.len(),
+        run.stderr
     );
     assert_same_records(unique, all);
 }
@@ -477,8 +478,7 @@ fn secrets_stay_out_of_trace_logs_under_every_fault() {
 
 #[test]
 fn a_long_run_logs_its_progress_with_an_eta() {
-    let sim = Sim::start(&["--rate", "3", "--latency-ms", "150"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3", "--latency-ms", "150"]);
     let since = minutes_ago(10);
     let mut args = redis_args(&sim, &redis, "progress", &["--page_size", "10"]);
     args.extend(backfill_flags(since, since + Span::seconds(120)));
@@ -498,8 +498,7 @@ fn a_long_run_logs_its_progress_with_an_eta() {
 
 #[test]
 fn a_cron_run_cut_by_its_deadline_says_how_far_behind_and_the_next_catches_up() {
-    let sim = Sim::start(&["--rate", "3", "--latency-ms", "300"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3", "--latency-ms", "300"]);
     let now = minutes_ago(30);
     sim.set_clock(now);
     let env = [("MSGX_NOW", rfc3339(now))];
@@ -547,7 +546,7 @@ fn two_processes_share_one_budget_through_redis() {
 
 #[test]
 fn without_the_shared_budget_a_run_paces_itself_alone_and_says_so() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let _: () = redis::cmd("ACL")
         .arg(&[
             "SETUSER",

@@ -112,8 +112,7 @@ fn ids(records: &[String], inside: Option<&str>) -> Vec<String> {
 
 #[test]
 fn azure_monitor_writes_each_category_as_microsofts_diagnostic_settings_do() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let now = minutes_ago(30);
     let run = tick(
         &sim,
@@ -325,8 +324,7 @@ fn ocsf_sign_ins_of_a_day_of_every_kind_are_valid_ocsf_authentication_records() 
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let validator = jsonschema::draft202012::new(&schema).expect("the schema compiles");
     // A day at about 4 sign-ins a minute of each kind, backfilled.
-    let sim = Sim::start(&["--rate", "0.07"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "0.07"]);
     let now = minutes_ago(30);
     let since = rfc3339(lagged_end(now) - Span::days(1));
     let sources = "signins,signins_noninteractive,signins_service_principal,\
@@ -413,8 +411,7 @@ fn ocsf_sign_ins_of_a_day_of_every_kind_are_valid_ocsf_authentication_records() 
 
 #[test]
 fn stream_entries_name_tenant_source_id_and_format_beside_the_record() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let now = minutes_ago(30);
     let stream = [
         "--queue_type",
@@ -477,8 +474,7 @@ fn stream_entries_name_tenant_source_id_and_format_beside_the_record() {
 /// in the order written (Logstash's and Vector's `redis` inputs pop the list's head).
 #[test]
 fn consumers_read_each_stream_entry_once_and_each_list_element_as_one_document_in_order() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let now = minutes_ago(30);
     let stream = ["--queue_type", "stream", "--record_format", "azure_monitor"];
     assert_eq!(tick(&sim, &redis, "cs", now, &stream).code, 0);

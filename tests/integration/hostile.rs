@@ -294,7 +294,7 @@ fn tick_at(sim: &Sim, redis: &RedisServer, now: time::OffsetDateTime, extra: &[&
 
 #[test]
 fn a_limit_declaration_no_rate_limit_can_make_is_dropped_with_a_warn() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let now = minutes_ago(5);
     let (seconds, _): (i64, i64) = query(&redis, &["TIME"]);
     let until = (seconds * 1000 + 60_000).to_string();
@@ -453,7 +453,7 @@ fn graphs_newer_enum_members_reach_the_queue_as_they_are() {
     // Beta sign-ins through an NPS extension, backup authentication or an AD FS MFA
     // adapter, or by authentication transfer: members after unknownFutureValue, sent
     // only to a request with `Prefer: include-unknown-enum-members`.
-    let (sim, redis) = (Sim::start(&["--rate", "5"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "5"]);
     let now = minutes_ago(5);
     let flags = [
         "--sources",

@@ -290,7 +290,7 @@ fn without_signin_updates_every_sign_in_is_delivered_once_as_first_seen() {
 
 #[test]
 fn a_depth_more_than_its_length_behind_drops_those_seconds_with_a_warn_naming_them() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let now = minutes_ago(3 * 60);
     let end = lagged_end(now);
     let unix = |t: OffsetDateTime| t.unix_timestamp().to_string();

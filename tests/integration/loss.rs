@@ -179,7 +179,7 @@ fn wrong_type_then_fixed(
     kind: &str,
     untouched: impl Fn(&RedisServer) -> bool,
 ) {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let now = minutes_ago(30);
     let _: () = query(&redis, &["SET", bad_key, "not a list or zset"]);
     let failed = tick(&sim, &redis, queue, now, &[]);
@@ -243,7 +243,7 @@ fn a_full_redis_refuses_pages_and_every_record_arrives_once_memory_is_freed() {
 
 #[test]
 fn a_host_clock_a_day_ahead_is_bounded_by_microsofts_and_loses_nothing() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let t0 = minutes_ago(30);
     sim.set_clock(t0);
     let ahead = t0 + Span::days(1);
@@ -304,7 +304,7 @@ fn a_redis_restarted_without_persistence_gets_a_warning_naming_the_backfill() {
 
 #[test]
 fn a_lost_watermark_beside_a_seen_set_from_before_its_floor_mark_is_an_error_but_loses_nothing() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let t0 = minutes_ago(30);
     assert_eq!(tick(&sim, &redis, "gone", t0, &[]).code, 0);
     let queued = redis.len("gone");
@@ -345,8 +345,7 @@ fn a_lost_watermark_beside_a_seen_set_from_before_its_floor_mark_is_an_error_but
 
 #[test]
 fn no_request_starts_after_the_deadline_even_unpaced_and_paging_for_ever() {
-    let sim = Sim::start(&["--rate", "3", "--endless-paging", "--latency-ms", "200"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3", "--endless-paging", "--latency-ms", "200"]);
     let now = minutes_ago(30);
     sim.set_clock(now);
     let args = redis_args(
@@ -370,8 +369,7 @@ fn no_request_starts_after_the_deadline_even_unpaced_and_paging_for_ever() {
 
 #[test]
 fn a_frame_that_pages_beyond_what_its_seconds_can_hold_fails_by_name() {
-    let sim = Sim::start(&["--rate", "3", "--endless-paging"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3", "--endless-paging"]);
     let now = minutes_ago(30);
     sim.set_clock(now);
     let extra = [
@@ -411,8 +409,7 @@ fn records_without_usable_ids_are_delivered_once_and_hold_nothing_up() {
         "bad_created",
         "not_object",
     ] {
-        let sim = Sim::start(&["--rate", "5", "--damage", damage]);
-        let redis = RedisServer::start();
+        let (sim, redis) = sim_and_redis(&["--rate", "5", "--damage", damage]);
         let t0 = minutes_ago(30);
         let last = t0 + Span::seconds(120);
         let mut unkeyed = 0;
@@ -494,7 +491,7 @@ fn attacker_typed_fields_stay_inside_their_own_log_line() {
 
 #[test]
 fn a_retry_after_of_centuries_ends_at_the_deadline_without_a_panic() {
-    let sim = Sim::start(&[
+    let (sim, redis) = sim_and_redis(&[
         "--rate",
         "3",
         "--every-429",
@@ -502,7 +499,6 @@ fn a_retry_after_of_centuries_ends_at_the_deadline_without_a_panic() {
         "--retry-after",
         "9300000000000000000",
     ]);
-    let redis = RedisServer::start();
     let now = minutes_ago(30);
     sim.set_clock(now);
     let run = msgx(
@@ -528,8 +524,7 @@ fn odd_token_lifetimes_are_used_within_bounds_or_named() {
         ("3599.5", 0, false),
         (r#""3599""#, 0, false),
     ] {
-        let sim = Sim::start(&["--rate", "3", "--expires-in", expires_in]);
-        let redis = RedisServer::start();
+        let (sim, redis) = sim_and_redis(&["--rate", "3", "--expires-in", expires_in]);
         let now = minutes_ago(30);
         sim.set_clock(now);
         let run = msgx(
@@ -578,8 +573,7 @@ fn a_403_stops_all_requests_exits_3_and_names_the_fix() {
             "the tenant needs an Entra ID P1/P2 licence",
         ),
     ] {
-        let sim = Sim::start(&["--deny", code]);
-        let redis = RedisServer::start();
+        let (sim, redis) = sim_and_redis(&["--deny", code]);
         let now = minutes_ago(30);
         sim.set_clock(now);
         // A 10-minute backfill of 30 s frames: 20 frames, one 403 is enough.
@@ -599,7 +593,7 @@ fn a_403_stops_all_requests_exits_3_and_names_the_fix() {
 
 #[test]
 fn a_redis_user_without_eval_gets_the_acl_to_add_and_leaves_no_lock() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let _: () = query(
         &redis,
         &[
@@ -687,7 +681,7 @@ fn a_next_link_to_the_same_page_is_never_followed() {
 fn a_host_clock_stepped_back_is_said_and_exports_nothing_twice() {
     // Runs at T, then with the host an hour behind (an NTP step, a VM resumed) while
     // Microsoft's clock went on: not damaged state, nothing re-delivered, exit 0.
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let t0 = minutes_ago(30);
     assert_eq!(tick(&sim, &redis, "back", t0, &[]).code, 0);
     let delivered = redis.len("back");

@@ -262,8 +262,7 @@ fn through_an_outage_the_backlog_grows_and_no_counter_or_series_goes_away() {
 
 #[test]
 fn metrics_are_pushed_per_source_and_queue_key() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let (url, received) = http_receiver();
     let now = minutes_ago(10);
     sim.set_clock(now);
@@ -388,8 +387,7 @@ fn a_log_that_is_not_a_terminal_gets_progress_lines_and_no_escape_codes() {
 
 #[test]
 fn check_passes_on_a_sound_deployment_and_writes_nothing() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let args = redis_args(
         &sim,
         &redis,
@@ -434,13 +432,12 @@ fn check_passes_on_a_sound_deployment_and_writes_nothing() {
 
 #[test]
 fn check_names_each_failure_and_what_to_do() {
-    let sim = Sim::start(&[
+    let (sim, redis) = sim_and_redis(&[
         "--deny",
         "directory_audits",
         "--deny",
         "provisioning:licence",
     ]);
-    let redis = RedisServer::start();
     let args = redis_args(
         &sim,
         &redis,

@@ -20,8 +20,7 @@ fn args_at(sim: &Sim, now: OffsetDateTime, url: &str, key: &str, extra: &[&str])
 
 #[test]
 fn a_stream_is_read_back_by_a_consumer_group_once_in_the_lists_order() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let t0 = minutes_ago(30);
     for minute in 0..3 {
         let now = t0 + Span::minutes(minute);
@@ -89,8 +88,7 @@ fn a_stream_is_read_back_by_a_consumer_group_once_in_the_lists_order() {
 
 #[test]
 fn a_channel_nobody_listens_on_loses_nothing_and_the_next_run_publishes_it() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let t0 = minutes_ago(30);
     let channel = ["--queue_type", "channel"];
     let run = tick(&sim, &redis, "ch", t0, &channel);
@@ -133,8 +131,7 @@ fn a_channel_nobody_listens_on_loses_nothing_and_the_next_run_publishes_it() {
 
 #[test]
 fn fire_and_forget_is_a_choice() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let run = tick(
         &sim,
         &redis,
@@ -154,8 +151,7 @@ fn fire_and_forget_is_a_choice() {
 
 #[test]
 fn a_queue_its_consumers_left_full_holds_the_watermark_until_they_drain_it() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let mut connection = redis.connection();
     redis::cmd("RPUSH")
         .arg(&["k", "a", "b", "c", "d", "e"])
@@ -185,8 +181,7 @@ fn a_queue_its_consumers_left_full_holds_the_watermark_until_they_drain_it() {
 
 #[test]
 fn a_whole_cron_replay_runs_as_the_least_privileged_user() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let mut admin = redis.connection();
     let url = readme_acl_user(&redis, "acl-pw-Qx7");
     // A run as that user at `now`, with `extra` flags.

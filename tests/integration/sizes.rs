@@ -349,7 +349,7 @@ fn chunked_and_whole_page_writes_are_identical_byte_for_byte() {
     // Pages of 300 sign-ins of about 2 KB (600 KB): a 1 MiB chunk takes a page whole,
     // 1 MiB of page memory makes chunks of half that. One stream, one writer: the
     // list's order is Graph's, so the two lists must be the same, entry for entry.
-    let (sim, redis) = (Sim::start(&["--rate", "20"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "20"]);
     let since = minutes_ago(6);
     let run = |key: &str, mb: &str| {
         let mut args = redis_args(

@@ -40,8 +40,7 @@ fn tick(sim: &Sim, redis: &RedisServer, now: OffsetDateTime, extra: &[&str]) -> 
 fn every_source_over_cron_replays_delivers_the_oracle_once_each_update_included() {
     // Versions of risk detections and alerts 300 s apart: every version is the latest
     // when its second is first read (120 s lag, one-minute ticks).
-    let sim = Sim::start(&["--rate", "3", "--update-every", "300"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3", "--update-every", "300"]);
     let t0 = minutes_ago(40);
     let sources = names(&ALL);
     let ticks: Vec<OffsetDateTime> = (0..16).map(|m| t0 + Span::minutes(m)).collect();
@@ -107,8 +106,7 @@ fn every_source_over_cron_replays_delivers_the_oracle_once_each_update_included(
 
 #[test]
 fn without_sources_the_keys_and_the_summary_are_todays() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let now = minutes_ago(10);
     let run = tick(&sim, &redis, now, &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -131,8 +129,7 @@ fn without_sources_the_keys_and_the_summary_are_todays() {
 
 #[test]
 fn adding_a_source_starts_its_first_window_and_leaves_the_others_alone() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let t0 = minutes_ago(30);
     for minute in 0..3 {
         let run = tick(&sim, &redis, t0 + Span::minutes(minute), &[]);
@@ -243,8 +240,7 @@ fn sources_under_their_buckets_throttles_get_no_429() {
     // Graph's limits in the simulator; msgx-once's default budgets, shared in Redis.
     let mut flags = vec!["--rate", "3"];
     flags.extend(GRAPH_THROTTLES);
-    let sim = Sim::start(&flags);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&flags);
     let now = minutes_ago(10);
     let run = tick(
         &sim,
@@ -312,8 +308,7 @@ fn several_sources_need_a_file_each_and_log_lines_name_their_source() {
 
 #[test]
 fn a_yaml_list_and_mapping_configure_sources_keys_and_budgets() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let dir = TempDir::new();
     let config = dir.join("app_config.yaml");
     std::fs::write(
@@ -344,8 +339,7 @@ fn a_yaml_list_and_mapping_configure_sources_keys_and_budgets() {
 fn pages_smaller_than_asked_are_followed_to_the_end() {
     // Directory audits' page cap is undocumented: the simulator pages at most 500
     // records whatever $top asks.
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let until = minutes_ago(5);
     let since = until - Span::minutes(20);
     let mut extra = strings(&["--sources", "directory_audits"]);
@@ -375,8 +369,7 @@ fn pages_smaller_than_asked_are_followed_to_the_end() {
 
 #[test]
 fn a_source_a_day_behind_catches_up_after_the_others_minute() {
-    let sim = Sim::start(&["--rate", "3"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let t0 = minutes_ago(26 * 60);
     let first = tick(&sim, &redis, t0, &[]);
     assert_eq!(first.code, 0, "{}", first.stderr);

@@ -10,7 +10,7 @@ use crate::common::*;
 /// Runs `ticks` (seconds after `t0`) in order, each expected to exit 0, and checks that
 /// everything from the first window's start to the last window's end arrived once.
 fn replay(ticks: &[i64], key: &str) {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let t0 = minutes_ago(30);
     let mut delivered = 0;
     for offset in ticks {
@@ -49,7 +49,7 @@ fn five_missed_ticks_are_caught_up_by_the_next_one() {
 
 #[test]
 fn the_first_run_exports_the_originals_window_and_stores_where_it_ended() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let t0 = minutes_ago(30);
     let run = tick(&sim, &redis, "first", t0, &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -110,7 +110,7 @@ fn a_run_that_fails_mid_frame_is_completed_by_the_next_without_duplicates() {
 
 #[test]
 fn a_catch_up_costs_requests_by_its_records_not_by_its_length() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let t0 = minutes_ago(150);
     assert_eq!(tick(&sim, &redis, "catchup", t0, &[]).code, 0);
     let (requests_before, reads_before) = (
@@ -213,8 +213,7 @@ fn without_rescan_late_sign_ins_are_lost_as_documented() {
 
 #[test]
 fn of_two_runs_started_at_the_same_moment_one_exits_4_and_writes_nothing() {
-    let sim = Sim::start(&["--rate", "3", "--latency-ms", "300"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3", "--latency-ms", "300"]);
     let now = minutes_ago(30);
     sim.set_clock(now);
     let args = redis_args(&sim, &redis, "locked", &["--page_size", "10"]);
@@ -252,8 +251,7 @@ fn of_two_runs_started_at_the_same_moment_one_exits_4_and_writes_nothing() {
 
 #[test]
 fn a_run_killed_mid_frame_loses_nothing_and_its_successor_repeats_nothing() {
-    let sim = Sim::start(&["--rate", "3", "--latency-ms", "200"]);
-    let redis = RedisServer::start();
+    let (sim, redis) = sim_and_redis(&["--rate", "3", "--latency-ms", "200"]);
     let t0 = minutes_ago(30);
     sim.set_clock(t0);
     let args = redis_args(&sim, &redis, "killed", &["--page_size", "10"]);
@@ -277,7 +275,7 @@ fn a_run_killed_mid_frame_loses_nothing_and_its_successor_repeats_nothing() {
 
 #[test]
 fn state_off_reproduces_the_originals_windows_and_keeps_nothing() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let t0 = minutes_ago(30);
     for now in [t0, t0 + Span::seconds(61)] {
         let run = tick(&sim, &redis, "stateless", now, &["--state", "off"]);
@@ -331,7 +329,7 @@ fn the_file_backend_keeps_its_watermark_and_seen_ids_in_state_file() {
 
 #[test]
 fn a_backlog_beyond_max_catchup_is_worked_off_oldest_first_over_several_runs() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let t0 = minutes_ago(30);
     let catch_up = ["--max_catchup", "120"];
     assert_eq!(tick(&sim, &redis, "backlog", t0, &catch_up).code, 0);
@@ -360,7 +358,7 @@ fn a_backlog_beyond_max_catchup_is_worked_off_oldest_first_over_several_runs() {
 
 #[test]
 fn a_corrupt_watermark_fails_loudly_and_writes_nothing() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let _: () = redis::cmd("HSET")
         .arg("{corrupt}:msgx:state")
         .arg("watermark")
@@ -385,7 +383,7 @@ fn a_corrupt_watermark_fails_loudly_and_writes_nothing() {
 
 #[test]
 fn state_under_the_names_before_the_hash_tag_is_moved_once_and_resumed() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let t0 = minutes_ago(30);
     let first = tick(&sim, &redis, "m", t0, &[]);
     assert_eq!(first.code, 0, "{}", first.stderr);
@@ -420,7 +418,7 @@ fn state_under_the_names_before_the_hash_tag_is_moved_once_and_resumed() {
 
 #[test]
 fn a_queue_the_original_filled_is_a_switch_over_not_lost_state() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     // What MsGraphExporter left: records in the list, no trace of msgx-once.
     let earlier: Vec<String> = (0..5)
         .map(|i| format!("{{\"id\":\"original-{i}\"}}"))
@@ -506,7 +504,7 @@ fn created_second(record: &str) -> OffsetDateTime {
 /// original's first window to msgx-once's lagged end once.
 fn switch_over(after: i64) -> Output {
     let key = "ms_graph_exporter";
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let last_beat = original_stopped_midway(&sim, &redis, key);
     let now = last_beat + Span::seconds(after);
     // The newest record the original queued, and those of the two windows up to it.
@@ -547,7 +545,7 @@ fn switch_over(after: i64) -> Output {
 
 #[test]
 fn a_switch_over_after_consumers_took_most_of_the_queue_reads_nothing_they_may_have_had() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let last_beat = original_stopped_midway(&sim, &redis, "drained");
     let written = redis.list("drained");
     // A consumer took all but the last 30 pushes: the older frame's first page's
@@ -606,7 +604,7 @@ fn a_switch_over_minutes_after_the_original_stopped_exports_the_gap() {
 
 #[test]
 fn lost_state_beside_a_surviving_seen_set_resumes_where_later_runs_would_read_again() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let t0 = minutes_ago(30);
     for offset in [0, 60, 120] {
         let run = tick(&sim, &redis, "lost", t0 + Span::seconds(offset), &[]);
@@ -646,7 +644,7 @@ fn run_at(sim: &Sim, url: &str, key: &str, now: OffsetDateTime, extra: &[&str]) 
 
 #[test]
 fn a_backfill_into_a_stream_before_the_first_cron_run_is_taken_over_without_an_overlap() {
-    let (sim, redis) = (Sim::start(&["--rate", "3"]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&["--rate", "3"]);
     let user = readme_acl_user(&redis, "stream-pw-4K");
     let (key, stream) = ("ms_graph_exporter", ["--queue_type", "stream"]);
     // Ten minutes of history up to its lagged now, then cron's first run 30 s later:

@@ -255,7 +255,7 @@ fn a_tenant_without_consent_is_named_with_its_fix_and_the_others_complete() {
 
 #[test]
 fn one_tenant_keeps_its_keys_state_and_summary() {
-    let (sim, redis) = (Sim::start(&[]), RedisServer::start());
+    let (sim, redis) = sim_and_redis(&[]);
     let now = minutes_ago(5);
     let run = tick(&sim, &redis, "q", now, &["--rate_limit", "5/10"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
