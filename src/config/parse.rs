@@ -515,7 +515,7 @@ pub fn tenant(value: &str) -> Result<String, String> {
     };
     let labels: Vec<&str> = value.split('.').collect();
     let domain = labels.len() >= 2 && labels.iter().all(|l| label(l));
-    if is_guid(value) || domain {
+    if crate::ids::is_guid(value) || domain {
         Ok(value.to_string())
     } else {
         Err(TENANT_ACCEPTED.into())
@@ -525,16 +525,6 @@ pub fn tenant(value: &str) -> Result<String, String> {
 /// What `tenant` accepts.
 const TENANT_ACCEPTED: &str = "a tenant GUID or domain name (letters, digits and '-' in labels joined by single dots, \
      at least one dot, e.g. contoso.onmicrosoft.com)";
-
-/// `8-4-4-4-12` hexadecimal digits.
-fn is_guid(value: &str) -> bool {
-    let groups: Vec<&str> = value.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
-}
 
 /// `tenants`: tenant GUIDs or domain names, comma-separated, each once.
 pub fn tenants(value: &str) -> Result<Vec<String>, String> {

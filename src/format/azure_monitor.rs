@@ -52,10 +52,6 @@ fn string(value: Option<String>) -> Option<Value> {
     value.map(Value::String)
 }
 
-fn constant(value: Value) -> Option<Value> {
-    Some(value)
-}
-
 /// An IP address as written, if it is one (never `"<null>"` or a name).
 fn ip(value: Option<String>) -> Option<Value> {
     value
@@ -76,18 +72,18 @@ impl Shape for SignIn {
         let members = vec![
             ("time", string(record.text(&["createdDateTime"]))),
             ("resourceId", resource_id(context, "Microsoft.aadiam")),
-            ("operationName", constant(json!("Sign-in activity"))),
-            ("operationVersion", constant(json!("1.0"))),
-            ("category", constant(json!(category))),
-            ("tenantId", constant(json!(context.tenant_id))),
-            ("resultType", constant(json!(code.to_string()))),
-            ("resultSignature", constant(json!("None"))),
+            ("operationName", Some(json!("Sign-in activity"))),
+            ("operationVersion", Some(json!("1.0"))),
+            ("category", Some(json!(category))),
+            ("tenantId", Some(json!(context.tenant_id))),
+            ("resultType", Some(json!(code.to_string()))),
+            ("resultSignature", Some(json!("None"))),
             ("resultDescription", string(failure)),
-            ("durationMs", constant(json!(0))),
+            ("durationMs", Some(json!(0))),
             ("callerIpAddress", string(record.text(&["ipAddress"]))),
             ("correlationId", string(record.text(&["correlationId"]))),
             ("identity", string(record.text(&["userDisplayName"]))),
-            ("Level", constant(json!(4))),
+            ("Level", Some(json!(4))),
             (
                 "location",
                 string(record.text(&["location", "countryOrRegion"])),
@@ -121,19 +117,19 @@ impl Shape for Audit {
                 "operationName",
                 string(record.text(&["activityDisplayName"])),
             ),
-            ("operationVersion", constant(json!("1.0"))),
-            ("category", constant(json!("AuditLogs"))),
-            ("tenantId", constant(json!(context.tenant_id))),
-            ("resultSignature", constant(json!("None"))),
+            ("operationVersion", Some(json!("1.0"))),
+            ("category", Some(json!("AuditLogs"))),
+            ("tenantId", Some(json!(context.tenant_id))),
+            ("resultSignature", Some(json!("None"))),
             ("resultDescription", string(record.text(&["resultReason"]))),
-            ("durationMs", constant(json!(0))),
+            ("durationMs", Some(json!(0))),
             (
                 "callerIpAddress",
                 ip(record.text(&["initiatedBy", "user", "ipAddress"])),
             ),
             ("correlationId", string(record.text(&["correlationId"]))),
             ("identity", string(identity)),
-            ("Level", constant(json!(4))),
+            ("Level", Some(json!(4))),
         ];
         envelope(members, &record, out);
     }
@@ -150,15 +146,15 @@ impl Shape for Provisioning {
         let members = vec![
             ("time", string(record.text(&["activityDateTime"]))),
             ("resourceId", resource_id(context, "Microsoft.aadiam")),
-            ("operationName", constant(json!("Provisioning activity"))),
-            ("operationVersion", constant(json!("1.0"))),
-            ("category", constant(json!("ProvisioningLogs"))),
-            ("tenantId", constant(json!(context.tenant_id))),
+            ("operationName", Some(json!("Provisioning activity"))),
+            ("operationVersion", Some(json!("1.0"))),
+            ("category", Some(json!("ProvisioningLogs"))),
+            ("tenantId", Some(json!(context.tenant_id))),
             ("resultType", string(result)),
-            ("durationMs", constant(json!(duration))),
+            ("durationMs", Some(json!(duration))),
             ("correlationId", string(record.text(&["changeId"]))),
             ("identity", string(record.text(&["id"]))),
-            ("Level", constant(json!(4))),
+            ("Level", Some(json!(4))),
         ];
         for name in [
             "servicePrincipal",
@@ -255,16 +251,16 @@ impl Shape for RiskDetection {
         let members = vec![
             ("time", string(record.text(&["lastUpdatedDateTime"]))),
             ("resourceId", resource_id(context, "microsoft.aadiam")),
-            ("operationName", constant(json!("User Risk Detection"))),
-            ("operationVersion", constant(json!("1.0"))),
-            ("category", constant(json!("UserRiskEvents"))),
-            ("tenantId", constant(json!(context.tenant_id))),
-            ("resultSignature", constant(json!("None"))),
-            ("durationMs", constant(json!(0))),
+            ("operationName", Some(json!("User Risk Detection"))),
+            ("operationVersion", Some(json!("1.0"))),
+            ("category", Some(json!("UserRiskEvents"))),
+            ("tenantId", Some(json!(context.tenant_id))),
+            ("resultSignature", Some(json!("None"))),
+            ("durationMs", Some(json!(0))),
             ("callerIpAddress", string(record.text(&["ipAddress"]))),
             ("correlationId", string(record.text(&["id"]))),
             ("identity", lower(record.text(&["userDisplayName"]))),
-            ("Level", constant(json!(4))),
+            ("Level", Some(json!(4))),
             (
                 "location",
                 lower(record.text(&["location", "countryOrRegion"])),

@@ -108,22 +108,3 @@ pub fn unshaped<'a>(format: RecordFormat, sources: &[&'a SourceSpec]) -> Vec<&'a
             .collect(),
     }
 }
-
-/// `value` without null members, recursively (OCSF and diagnostic records omit what
-/// is unknown).
-fn without_nulls(value: serde_json::Value) -> Option<serde_json::Value> {
-    use serde_json::Value;
-    match value {
-        Value::Null => None,
-        Value::Object(members) => Some(Value::Object(
-            members
-                .into_iter()
-                .filter_map(|(k, v)| without_nulls(v).map(|v| (k, v)))
-                .collect(),
-        )),
-        Value::Array(items) => Some(Value::Array(
-            items.into_iter().filter_map(without_nulls).collect(),
-        )),
-        other => Some(other),
-    }
-}

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::record::{Object, Record};
-use super::{Context, Shape, without_nulls};
+use super::{Context, Shape};
 use crate::sources::RecordKind;
 
 pub fn shape(kind: &RecordKind) -> Option<&'static dyn Shape> {
@@ -285,4 +285,21 @@ fn protocol(value: Option<String>) -> Option<(i64, String)> {
         "none" => (0, "Unknown".into()),
         other => (99, other.to_string()),
     })
+}
+
+/// `value` without null members, recursively (OCSF's schema refuses nulls).
+fn without_nulls(value: Value) -> Option<Value> {
+    match value {
+        Value::Null => None,
+        Value::Object(members) => Some(Value::Object(
+            members
+                .into_iter()
+                .filter_map(|(k, v)| without_nulls(v).map(|v| (k, v)))
+                .collect(),
+        )),
+        Value::Array(items) => Some(Value::Array(
+            items.into_iter().filter_map(without_nulls).collect(),
+        )),
+        other => Some(other),
+    }
 }

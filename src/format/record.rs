@@ -47,24 +47,27 @@ impl<'a> Record<'a> {
         }
     }
 
-    /// The non-empty string at `path` (a member, then members of objects within it).
-    pub fn text(&self, path: &[&str]) -> Option<String> {
+    /// The value at `path`: a member, then members of objects within it.
+    fn at(&self, path: &[&str]) -> Option<Value> {
         let (first, rest) = path.split_first()?;
         let mut value = self.get(first)?;
         for name in rest {
-            value = value.get(*name)?.clone();
+            value = value.get_mut(*name)?.take();
         }
-        value.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+        Some(value)
+    }
+
+    /// The non-empty string at `path`.
+    pub fn text(&self, path: &[&str]) -> Option<String> {
+        match self.at(path)? {
+            Value::String(s) if !s.is_empty() => Some(s),
+            _ => None,
+        }
     }
 
     /// The integer at `path`.
     pub fn integer(&self, path: &[&str]) -> Option<i64> {
-        let (first, rest) = path.split_first()?;
-        let mut value = self.get(first)?;
-        for name in rest {
-            value = value.get(*name)?.clone();
-        }
-        value.as_i64()
+        self.at(path)?.as_i64()
     }
 
     pub fn remove(&mut self, name: &str) {
