@@ -84,10 +84,10 @@ pub struct FrameOutcome {
     /// (`signin_updates`).
     pub updated: u64,
     pub failure: Option<FrameFailure>,
-    /// What a later run must still read of a failed frame: what the chunks written in
-    /// an unbroken run from its first leave, judged by their records' times whatever
-    /// order Graph pages in. None when nothing is left to read.
-    pub unfinished: Option<Frame>,
+    /// What a later run must still read of a failed frame: what the chunks written
+    /// leave, judged by their records' times whatever order Graph pages in (a chunk
+    /// written after an unwritten one is not read again). Empty when nothing is left.
+    pub unfinished: Vec<Frame>,
 }
 
 impl FrameOutcome {

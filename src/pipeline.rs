@@ -46,7 +46,7 @@ use crate::page_memory::{Held, PageMemory};
 use crate::sink::Sink;
 use crate::sink::dedup::{record_keys, record_second};
 use crate::sources::{SourceSpec, log_prefix};
-use crate::window::{Frame, Pass};
+use crate::window::{self, Frame, Pass};
 
 /// One source's share of the run: where its pages come from and go to.
 #[derive(Clone, Copy)]
@@ -177,44 +177,73 @@ struct FrameProgress {
 }
 
 impl FrameProgress {
-    /// What of `frame` the chunks written in an unbroken run from the first leave
-    /// unread (None: nothing). Graph documents no order for some resources, so the
-    /// order is read from the records: chunks newest first have read everything after
-    /// their oldest second, chunks oldest first everything before their newest — and
-    /// that second too when the last chunk is `complete` (its second's records were
-    /// held together), else it goes on in what was not written. Records in no order,
-    /// or all in one second, leave the whole frame.
-    fn remaining(&self, frame: &Frame) -> Option<Frame> {
+    /// What of `frame` the chunks written leave unread, as ranges (none: nothing).
+    /// Graph documents no order for some resources, so the order is read from the
+    /// records. Chunks newest first: a run of chunks written from the first has read
+    /// everything after its oldest second, and that second too when its last chunk is
+    /// `complete` (its second's records were held together), else it goes on in what
+    /// was not written; a run after an unwritten chunk has read the seconds between
+    /// its newest (which the unwritten chunk may share) and its oldest second. Chunks
+    /// oldest first, the same from the other end. Records in no order, or all in one
+    /// second, leave the whole frame.
+    ///
+    /// Writers finish chunks in any order, so a chunk may be written while one before
+    /// it is not: its records are not owed again, or exporting the owed ranges would
+    /// deliver them twice.
+    fn remaining(&self, frame: &Frame) -> Vec<Frame> {
         use time::Duration;
-        let chunks: Vec<ChunkSeconds> = (1..)
-            .map_while(|number| self.written.get(&number))
-            .flatten()
-            .copied()
-            .collect();
-        let (Some(min), Some(max), Some(last)) = (
-            chunks.iter().map(|p| p.min).min(),
-            chunks.iter().map(|p| p.max).max(),
-            chunks.last(),
-        ) else {
-            return Some(*frame);
-        };
+        // Runs of chunks numbered one after the other, each as its readable chunks.
+        let mut runs: Vec<(u64, Vec<ChunkSeconds>)> = Vec::new();
+        let mut next = 0;
+        for (&number, seconds) in &self.written {
+            if number != next || runs.is_empty() {
+                runs.push((number, Vec::new()));
+            }
+            next = number + 1;
+            if let (Some(seconds), Some((_, run))) = (seconds, runs.last_mut()) {
+                run.push(*seconds);
+            }
+        }
+        let chunks: Vec<&ChunkSeconds> = runs.iter().flat_map(|(_, run)| run).collect();
+        if chunks.is_empty() {
+            return vec![*frame];
+        }
         let falling =
-            chunks.iter().all(|p| p.falling) && chunks.windows(2).all(|w| w[0].last >= w[1].first);
+            chunks.iter().all(|c| c.falling) && chunks.windows(2).all(|w| w[0].last >= w[1].first);
         let rising =
-            chunks.iter().all(|p| p.rising) && chunks.windows(2).all(|w| w[0].last <= w[1].first);
+            chunks.iter().all(|c| c.rising) && chunks.windows(2).all(|w| w[0].last <= w[1].first);
+        if falling == rising {
+            return vec![*frame];
+        }
         let at = |second: i64| {
             OffsetDateTime::from_unix_timestamp(second)
                 .map_or(frame.end, |t| t.clamp(frame.start, frame.end))
         };
-        let whole = i64::from(last.complete);
-        match (falling, rising) {
-            (true, false) => Frame::between(frame.start, at(min) + Duration::seconds(1 - whole)),
-            (false, true) => Frame::between(
-                at(max) + Duration::seconds(whole),
-                frame.end + Duration::SECOND,
-            ),
-            _ => Some(*frame),
-        }
+        let read: Vec<Frame> = runs
+            .iter()
+            .filter_map(|(number, run)| {
+                let (first, last) = (run.first()?, run.last()?);
+                let whole = i64::from(last.complete);
+                let from_the_first = *number == 1;
+                match falling {
+                    true => Frame::between(
+                        at(last.last) + Duration::seconds(1 - whole),
+                        match from_the_first {
+                            true => frame.end + Duration::SECOND,
+                            false => at(first.first),
+                        },
+                    ),
+                    false => Frame::between(
+                        match from_the_first {
+                            true => frame.start,
+                            false => at(first.first) + Duration::SECOND,
+                        },
+                        at(last.last) + Duration::seconds(whole),
+                    ),
+                }
+            })
+            .collect();
+        window::subtract(*frame, &window::merge(read))
     }
 
     /// The share of `frame` read and written: whole once done, else what the chunks
@@ -223,7 +252,8 @@ impl FrameProgress {
         if self.failure.is_some() || self.fetched == Some(self.chunks) {
             return 1.0;
         }
-        let left = self.remaining(frame).map_or(0, |f| f.seconds()) as f64;
+        let left: u64 = self.remaining(frame).iter().map(Frame::seconds).sum();
+        let left = left as f64;
         let all = frame.seconds().max(1) as f64;
         match self.written.is_empty() {
             true => 0.0,
@@ -232,9 +262,11 @@ impl FrameProgress {
     }
 
     /// The part of `frame` not yet read, if it failed.
-    fn unfinished(&self, frame: &Frame) -> Option<Frame> {
-        self.failure.as_ref()?;
-        self.remaining(frame)
+    fn unfinished(&self, frame: &Frame) -> Vec<Frame> {
+        match self.failure {
+            Some(_) => self.remaining(frame),
+            None => Vec::new(),
+        }
     }
 }
 
@@ -1118,10 +1150,10 @@ mod tests {
             progress.unfinished(&frame)
         };
         let between = |a, b| {
-            Some(Frame {
+            vec![Frame {
                 start: t(a),
                 end: t(b),
-            })
+            }]
         };
         // Newest first: everything after the oldest second written is read; that
         // second too when its records were kept together.
@@ -1131,10 +1163,63 @@ mod tests {
         assert_eq!(owed(&[&[100, 120], &[130, 140]], true), between(141, 199));
         assert_eq!(owed(&[&[100, 120], &[130, 140]], false), between(140, 199));
         // Read down to the frame's first second, whole: nothing owed.
-        assert_eq!(owed(&[&[199, 100]], true), None);
+        assert_eq!(owed(&[&[199, 100]], true), []);
         // No order, or nothing written: the whole frame.
-        assert_eq!(owed(&[&[150, 199, 120]], true), Some(frame));
-        assert_eq!(owed(&[], true), Some(frame));
+        assert_eq!(owed(&[&[150, 199, 120]], true), [frame]);
+        assert_eq!(owed(&[], true), [frame]);
+    }
+
+    /// Writers finish a frame's chunks out of order: when the run stops, a chunk may be
+    /// written while one before it is not. What is owed must leave out what the later
+    /// chunk delivered, or exporting the owed ranges again delivers it twice.
+    #[test]
+    fn a_chunk_written_after_an_unwritten_one_is_not_owed_again() {
+        let t = |s: i64| OffsetDateTime::from_unix_timestamp(s).unwrap();
+        let frame = Frame {
+            start: t(100),
+            end: t(199),
+        };
+        let owed = |chunks: &[(u64, &[i64])]| {
+            let mut progress = FrameProgress {
+                failure: Some(FrameFailure::Deferred),
+                ..FrameProgress::default()
+            };
+            for (number, seconds) in chunks {
+                let mut written = ChunkSeconds::of(seconds.iter().copied());
+                if let Some(w) = &mut written {
+                    w.complete = true;
+                }
+                progress.written.insert(*number, written);
+            }
+            let unfinished: Vec<(i64, i64)> = progress
+                .unfinished(&frame)
+                .into_iter()
+                .map(|f| (f.start.unix_timestamp(), f.end.unix_timestamp()))
+                .collect();
+            unfinished
+        };
+        // Newest first; chunk 2 (seconds 179 to 160, unknown) was not written. Its
+        // boundary seconds are owed (the unwritten chunk may hold records of them too).
+        assert_eq!(
+            owed(&[(1, &[199, 180]), (3, &[160, 150])]),
+            [(100, 149), (160, 179)]
+        );
+        // Oldest first, chunk 1 not written: from the frame's start to chunk 2's first
+        // second, and after its last.
+        assert_eq!(
+            owed(&[(2, &[130, 140]), (3, &[141, 150])]),
+            [(100, 130), (151, 199)]
+        );
+        // Runs of written chunks, twice over.
+        assert_eq!(
+            owed(&[
+                (1, &[199, 190]),
+                (3, &[170, 160]),
+                (4, &[159, 150]),
+                (6, &[120, 110])
+            ]),
+            [(100, 109), (120, 149), (170, 189)]
+        );
     }
 
     #[test]

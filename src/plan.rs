@@ -234,16 +234,16 @@ impl Plan {
     }
 
     /// The progress after this run: the frontiers moved to where the plan reaches, and
-    /// what is `unfinished` of each frame (None: read whole) owed to a later run.
-    pub fn after(
+    /// what is `unfinished` of each frame (nothing: read whole) owed to a later run.
+    pub fn after<'a>(
         &self,
         progress: &Progress,
-        unfinished: impl Fn(usize) -> Option<Frame>,
+        unfinished: impl Fn(usize) -> &'a [Frame],
     ) -> Progress {
         let owed = |pass: Pass| {
             let ranges: Vec<Frame> = (0..self.window.frames.len())
                 .filter(|&i| self.passes[i] == pass)
-                .filter_map(&unfinished)
+                .flat_map(|i| unfinished(i).iter().copied())
                 .collect();
             cap(window::merge(ranges))
         };
@@ -453,12 +453,13 @@ mod tests {
             ]
         );
         // The second frame of each pass fails having written down to 11:57:40.
+        let failed = [Frame {
+            start: at(150),
+            end: at(140),
+        }];
         let next = plan.after(&progress, |i| match i {
-            3 => Some(Frame {
-                start: at(150),
-                end: at(140),
-            }),
-            _ => None,
+            3 => &failed,
+            _ => &[],
         });
         assert_eq!(next.watermark, at(120));
         assert_eq!(next.rescanned, at(720));
@@ -510,7 +511,7 @@ mod tests {
             }]
         );
         // The first reads of 11:33–11:38 come past 1,200 s too: the frontier is 11:38.
-        let next = plan.after(&progress, |_| None);
+        let next = plan.after(&progress, |_| &[]);
         assert_eq!(next.deeper[0].frontier, at(1320));
         assert!(next.deeper[0].owed.is_empty());
     }

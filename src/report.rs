@@ -102,7 +102,7 @@ impl SourceReport {
         let Some(progress) = progress.filter(|_| self.window.start().is_some()) else {
             return;
         };
-        let next = plan.after(&progress, |i| self.frames[i].unfinished);
+        let next = plan.after(&progress, |i| &self.frames[i].unfinished);
         match store.save(next.clone()) {
             Ok(()) => {
                 self.watermark = Some(next.watermark);
@@ -227,7 +227,7 @@ impl SourceReport {
             self.frames
                 .iter()
                 .filter(|f| !matches!(f.pass, Pass::Deeper(_)))
-                .filter_map(|f| f.unfinished)
+                .flat_map(|f| f.unfinished.iter().copied())
                 .collect(),
         )
     }
