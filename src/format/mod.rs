@@ -96,6 +96,24 @@ pub fn render(shape: &dyn Shape, record: &str, context: &Context) -> Result<Stri
     Ok(out)
 }
 
+/// The second of a record msgx-once wrote in a shape other than Graph's (the time field
+/// of `source` inside an `azure_monitor` record's `properties`, or an `ocsf` record's
+/// `time` in milliseconds); None for anything else. A first run reads it where a
+/// backfill in that format went before it (`state::takeover`).
+pub fn shaped_second(record: &str, source: &SourceSpec) -> Option<i64> {
+    let value: serde_json::Value = serde_json::from_str(record).ok()?;
+    let object = value.as_object()?;
+    match (object.get("category"), object.get("properties")) {
+        (Some(serde_json::Value::String(_)), Some(serde_json::Value::Object(properties))) => {
+            crate::window::parse_created(properties.get(source.time_field)?.as_str()?)
+        }
+        _ if object.get("class_uid").is_some_and(|c| c.is_u64()) => {
+            Some(object.get("time")?.as_i64()?.div_euclid(1000))
+        }
+        _ => None,
+    }
+}
+
 /// The sources among `sources` whose records `format` leaves in Graph's shape, for the
 /// start-up WARN.
 pub fn unshaped<'a>(format: RecordFormat, sources: &[&'a SourceSpec]) -> Vec<&'a str> {

@@ -359,15 +359,27 @@ impl Resumed {
                 read,
             } => {
                 let at = |second| window::utc_second(takeover::Takeover::at(second));
-                log::warn!(
-                    "no watermark at {place}, and the queue {queue} holds records no \
-                     msgx-once run wrote, the newest from {} (a switch-over from \
-                     MsGraphExporter, or a backfill before the first cron run): this run \
-                     starts at {} and skips the {seeded} records queued since (of {read} \
-                     read), so nothing is delivered twice and nothing between is left out",
-                    at(takeover.newest),
-                    at(takeover.start)
-                );
+                match takeover.shaped {
+                    true => log::warn!(
+                        "no watermark at {place}, and the queue {queue} holds records \
+                         msgx-once wrote in another record_format than Graph's (a backfill \
+                         before the first cron run), the newest from {} (of {read} read): \
+                         this run starts at {} — a backfill reads whole seconds, and what \
+                         one did not finish its summary named as unread",
+                        at(takeover.newest),
+                        at(takeover.start)
+                    ),
+                    false => log::warn!(
+                        "no watermark at {place}, and the queue {queue} holds records no \
+                         msgx-once run wrote, the newest from {} (a switch-over from \
+                         MsGraphExporter, or a backfill before the first cron run): this \
+                         run starts at {} and skips the {seeded} records queued since (of \
+                         {read} read), so nothing is delivered twice and nothing between \
+                         is left out",
+                        at(takeover.newest),
+                        at(takeover.start)
+                    ),
+                }
                 if let Some((wanted, start)) = takeover.unsure {
                     log::warn!(
                         "the queue {queue} holds too few records to vouch for what lies \

@@ -47,6 +47,9 @@ pub struct QueueScan {
     pub read: usize,
     /// The second of the oldest push read that had one.
     pub oldest_push: Option<i64>,
+    /// The newest second of the records msgx-once wrote in another shape than Graph's
+    /// (`record_format`): a backfill's, which reads whole seconds.
+    pub shaped_newest: Option<i64>,
     /// Whether records before the oldest read may have been taken or not read: the
     /// scan reached the cap, or the queue's oldest record where consumers may have
     /// taken the ones before (a list, or a stream that lost entries).
@@ -71,17 +74,22 @@ impl QueueScan {
         self.read += batch.len();
         let (keys, problems) = record_keys(batch, settings.spec, 0, settings.versioned);
         let bad: std::collections::HashSet<usize> = problems.iter().map(|p| p.offset).collect();
-        let mut seconds = Vec::new();
         for (offset, key) in keys.into_iter().enumerate() {
-            if bad.contains(&offset) || key.second > now {
-                self.foreign += 1;
-                continue;
+            let shaped = match bad.contains(&offset) {
+                true => crate::format::shaped_second(batch[offset], settings.spec),
+                false => None,
+            };
+            match shaped {
+                Some(second) if second <= now => {
+                    self.shaped_newest = self.shaped_newest.max(Some(second));
+                    self.oldest_push = Some(second);
+                }
+                _ if bad.contains(&offset) || key.second > now => self.foreign += 1,
+                _ => {
+                    self.oldest_push = Some(key.second);
+                    self.keys.push(key);
+                }
             }
-            seconds.push(key.second);
-            self.keys.push(key);
-        }
-        if let Some(&oldest) = seconds.last() {
-            self.oldest_push = Some(oldest);
         }
         let capped = self.read >= SCAN_CAP;
         self.ended_unseen = capped || (last && taken);
@@ -126,6 +134,10 @@ pub struct SeenFloor {
 pub struct Takeover {
     /// The newest second among the queued records.
     pub newest: i64,
+    /// The queued records are all msgx-once's in another shape than Graph's: a
+    /// backfill's, whose seconds it read whole, so the lane starts after its newest
+    /// and marks nothing delivered.
+    pub shaped: bool,
     /// The first second this lane reads.
     pub start: i64,
     /// When consumers may have taken records the start would read again: the range
@@ -143,9 +155,21 @@ impl Takeover {
     /// where the queue (or the cap) does, the start is no earlier than that — but never
     /// past `lagged_end`, the run's lagged now, which the original never read beyond.
     /// None: nothing queued is this source's.
+    ///
+    /// Records msgx-once wrote in another shape (a backfill in `record_format`
+    /// azure_monitor or ocsf) cannot be keyed as Graph's: a backfill reads whole
+    /// seconds and names in its summary what it did not finish, so the start is the
+    /// second after the newest, and nothing is marked delivered.
     pub fn plan(scan: &QueueScan, window: i64, lagged_end: i64) -> Option<Takeover> {
-        let newest = scan.newest()?;
-        let wanted = newest - WINDOWS_BACK * window;
+        let (newest, wanted, shaped) = match (scan.newest(), scan.shaped_newest) {
+            (Some(newest), shaped) => (
+                newest.max(shaped.unwrap_or(newest)),
+                newest - WINDOWS_BACK * window,
+                false,
+            ),
+            (None, Some(shaped)) => (shaped, shaped + 1, true),
+            (None, None) => return None,
+        };
         let guard = match (scan.ended_unseen, scan.oldest_push) {
             (true, Some(oldest)) => oldest + WINDOWS_BACK * window,
             _ => wanted,
@@ -153,6 +177,7 @@ impl Takeover {
         let start = wanted.max(guard).min(lagged_end.max(wanted));
         Some(Takeover {
             newest,
+            shaped,
             start,
             unsure: (start > wanted).then_some((wanted, start)),
         })
@@ -296,5 +321,47 @@ mod tests {
         let takeover = Takeover::plan(&scan, 60, i64::MAX).unwrap();
         assert_eq!(takeover.start, 60_120);
         assert_eq!(takeover.unsure, Some((59_880, 60_120)));
+    }
+
+    #[test]
+    fn a_backfill_in_another_shape_is_taken_over_from_the_second_after_its_newest() {
+        let shaped: Vec<String> = [6_000, 6_030, 5_990]
+            .iter()
+            .enumerate()
+            .map(|(i, &second)| match i {
+                // OCSF: `time` in milliseconds.
+                0 => format!(
+                    r#"{{"class_uid":3002,"time":{},"metadata":{{}}}}"#,
+                    second * 1000 + 999
+                ),
+                _ => format!(
+                    r#"{{"category":"SignInLogs","properties":{}}}"#,
+                    record(i, second)
+                ),
+            })
+            .collect();
+        let refs: Vec<&str> = shaped.iter().map(String::as_str).collect();
+        let mut scan = QueueScan::default();
+        scan.add(&refs, &settings(), i64::MAX, (true, false));
+        assert_eq!((scan.foreign, scan.shaped_newest), (0, Some(6_030)));
+        let takeover = Takeover::plan(&scan, 60, 9_000).unwrap();
+        assert_eq!(
+            takeover,
+            Takeover {
+                newest: 6_030,
+                shaped: true,
+                start: 6_031,
+                unsure: None
+            }
+        );
+        assert_eq!(takeover.delivered(&scan).count(), 0);
+        // Graph's records beside them: the windows back, as for the original's.
+        let graph = record(9, 6_000);
+        scan.add(&[&graph], &settings(), i64::MAX, (true, false));
+        let takeover = Takeover::plan(&scan, 60, 9_000).unwrap();
+        assert_eq!(
+            (takeover.newest, takeover.shaped, takeover.start),
+            (6_030, false, 5_880)
+        );
     }
 }

@@ -684,3 +684,68 @@ fn a_backfill_into_a_stream_before_the_first_cron_run_is_taken_over_without_an_o
         sim.records(b - Span::minutes(12), lagged_end(first) - Span::seconds(1)),
     );
 }
+
+/// The Graph ids of shaped records: `properties.id` (azure_monitor) or `metadata.uid`
+/// (ocsf).
+fn shaped_ids(records: &[String]) -> Vec<String> {
+    let mut ids: Vec<String> = records
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(r).expect("JSON");
+            let id = match v.get("properties") {
+                Some(properties) => &properties["id"],
+                None => &v["metadata"]["uid"],
+            };
+            id.as_str().expect("an id").to_string()
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_backfill_in_another_record_format_before_the_first_cron_run_is_taken_over() {
+    for (format, queue) in [("azure_monitor", "list"), ("ocsf", "stream")] {
+        let (sim, redis) = sim_and_redis(&["--rate", "3"]);
+        let user = readme_acl_user(&redis, "shaped-pw-4K");
+        let key = "ms_graph_exporter";
+        let shape = ["--record_format", format, "--queue_type", queue];
+        // Ten minutes of history up to its lagged now, cron's first run 30 s later, and
+        // a second one a minute after.
+        let b = minutes_ago(30);
+        let since = rfc3339(b - Span::minutes(12));
+        let mut args = vec!["--since", since.as_str()];
+        args.extend(shape);
+        let backfill = run_at(&sim, &user, key, b, &args);
+        assert_eq!(backfill.code, 0, "{}", backfill.stderr);
+        let mut last = b;
+        for at in [b + Span::seconds(30), b + Span::seconds(90)] {
+            let run = run_at(&sim, &user, key, at, &shape);
+            assert_eq!(run.code, 0, "{format}: {}", run.stderr);
+            assert!(!run.stderr.contains("[ERROR]"), "{format}: {}", run.stderr);
+            last = at;
+        }
+        let records: Vec<String> = match queue {
+            "list" => redis.list(key),
+            _ => stream_entries(&redis, key)
+                .into_iter()
+                .map(|fields| fields[0].1.clone())
+                .collect(),
+        };
+        let expected: Vec<String> = sim
+            .records(b - Span::minutes(12), lagged_end(last) - Span::seconds(1))
+            .iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_str(r).expect("JSON");
+                v["id"].as_str().expect("id").to_string()
+            })
+            .collect();
+        let mut expected = expected;
+        expected.sort();
+        assert_eq!(
+            shaped_ids(&records),
+            expected,
+            "{format}: every record once"
+        );
+    }
+}
