@@ -112,6 +112,13 @@ pub fn read_text(path: &Path, cap: u64) -> Result<String, FileError> {
     })
 }
 
+/// Where a file backend writes: standard output (`-`), or a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    Path(std::path::PathBuf),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@
 //!   `record_format`, one file each).
 //! - `config`: one declaration per option (`config::spec`), where values come from,
 //!   credentials as a table of kinds, sinks and targets, the rules; each source's
-//!   share of a run built once (`config::SourceConfig`). `retry` (backoff,
+//!   share of a run built once (a `lane` each). `retry` (backoff,
 //!   Retry-After) beside it; `error` above both.
 //! - The middle: the Redis client every part that talks to Redis shares
 //!   (`redis_client`: TLS, Sentinel, Cluster, the pool, retries and advice), and on
@@ -52,6 +52,7 @@ mod format;
 mod graph;
 mod ids;
 mod keys;
+mod lane;
 mod logging;
 mod metrics;
 mod outcome;

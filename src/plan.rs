@@ -7,7 +7,8 @@ use std::time::SystemTime;
 
 use time::OffsetDateTime;
 
-use crate::config::{Config, ConfigError, Origin, SourceConfig};
+use crate::config::{Config, ConfigError, Origin};
+use crate::lane::Lane;
 use crate::state::{DeepRead, Progress};
 pub use crate::window::Pass;
 use crate::window::{self, Frame, Window};
@@ -159,7 +160,7 @@ impl Plan {
     /// at most `streams` frames.
     pub fn resume(
         config: &Config,
-        source: &SourceConfig,
+        source: &Lane,
         now: OffsetDateTime,
         progress: &Progress,
     ) -> Self {

@@ -11,14 +11,15 @@ use time::OffsetDateTime;
 
 use crate::auth::TokenSource;
 use crate::budget;
-use crate::config::{Config, SourceConfig};
+use crate::config::Config;
 use crate::error::Error;
 use crate::format::{Context, Shape};
 use crate::graph::GraphClient;
 use crate::graph::client::PageShape;
+use crate::lane::Lane;
 use crate::metrics::RunFigures;
 use crate::outcome::FrameOutcome;
-use crate::pipeline::{self, Job, Lane, PipelineOptions};
+use crate::pipeline::{self, Job, OpenLane, PipelineOptions};
 use crate::plan::{self, Pass, Plan};
 use crate::redis_client::RedisPool;
 use crate::report::{RunReport, SourceReport, log_failures};
@@ -64,7 +65,7 @@ pub fn export(config: &Config) -> u8 {
 
 /// One source's export as prepared: its state (locked), plan, window and sink.
 struct Export<'a> {
-    source: &'a SourceConfig,
+    source: &'a Lane,
     resumed: Option<Resumed>,
     plan: Option<Plan>,
     window: Window,
@@ -137,10 +138,10 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             )
         })
         .collect();
-    let lanes: Vec<Lane> = exports
+    let lanes: Vec<OpenLane> = exports
         .iter()
         .zip(&clients)
-        .map(|(export, client)| Lane {
+        .map(|(export, client)| OpenLane {
             tenant: export.source.tenant.as_deref(),
             client,
             sink: export.sink.as_ref(),
@@ -394,7 +395,7 @@ fn prepare_all<'a>(
 /// (`Date`), when known.
 fn prepare<'a>(
     config: &Config,
-    source: &'a SourceConfig,
+    source: &'a Lane,
     (now, microsoft): (OffsetDateTime, Option<OffsetDateTime>),
     planned: &Window,
     connections: Option<&RedisPool>,
@@ -540,7 +541,7 @@ fn order_jobs(
 /// it is one, else the `tid` of its token (a tenant configured by name).
 fn shaped(
     config: &Config,
-    source: &SourceConfig,
+    source: &Lane,
     tokens: &TokenSource,
 ) -> Option<(&'static dyn Shape, Context)> {
     let shape = config.options.record_format.shape(source.spec)?;
@@ -580,7 +581,7 @@ fn shaped(
 /// seen ids. A backfill writes every record of its range.
 fn open_sink(
     config: &Config,
-    source: &SourceConfig,
+    source: &Lane,
     connections: Option<&RedisPool>,
     retry: &RetryOptions,
     resumed: Option<&Resumed>,

@@ -19,26 +19,28 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+pub use crate::files::Output;
 pub use credentials::{Credential, ManagedEndpoint};
 pub use error::{ConfigError, Origin};
 pub use parse::AssertionAlg;
 pub use spec::Options;
-pub use targets::{Backend, Output, PushTarget, QueueType, RedisTarget, SentinelTarget, StateMode};
+pub use targets::{Backend, PushTarget, QueueType, RedisTarget, SentinelTarget, StateMode};
 pub use values::asks_for_json;
 
 use values::{AZURE_NAMES, Values, holds_secret, readable_by_others, test_knob};
 
+use crate::lane::{Lane, OtherLayout, Shared};
 use crate::shard::Shard;
 use crate::sources::{Bucket, SourceSpec};
 
 /// A checked configuration: every option as given ([`Options`]), what is derived from
 /// them for the whole run — the credential, the effective hosts, the backfill bounds —
-/// and each source's own share of the run ([`SourceConfig`]), built once.
+/// and each source's own share of the run ([`Lane`]), built once.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub options: Options,
     /// One per source of `sources`, in that order.
-    pub sources: Vec<SourceConfig>,
+    pub sources: Vec<Lane>,
     pub credential: Credential,
     /// `graph_url`, or the cloud's Graph host.
     pub graph_url: url::Url,
@@ -66,125 +68,56 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-/// One source's share of a run, as the options make it: where its records go, what
-/// each page asks for, how finely its ranges are cut.
-#[derive(Debug, Clone)]
-pub struct SourceConfig {
-    pub spec: &'static SourceSpec,
-    /// The tenant it is exported from, when the run exports several (`tenants`); None:
-    /// the one tenant of the credential.
-    pub tenant: Option<String>,
-    /// Where its records go: `queue_key` for signins, `{queue_key}:{source}` for the
-    /// others, unless `queue_keys` says otherwise. Its state keys follow it.
-    pub queue_key: String,
-    /// `$top`: `page_size`, at most the source's cap.
-    pub page_size: u32,
-    /// `$select`: the sign-in sources only.
-    pub select: Option<Vec<String>>,
-    /// How many frames each of its ranges is cut into: its share of the fetchers (at
-    /// least one; every tenant × source has a share), so a quiet source's minute costs
-    /// one request a pass, not one per fetcher.
-    pub frames_per_range: usize,
-    /// The file backend's output, `{source}` replaced by its name.
-    pub file_path: Output,
-    /// The log and file backends' state file, `{source}` replaced by its name.
-    pub state_file: Option<PathBuf>,
-    /// The tenant whose records these are, as the options name it (`tenants`' entry,
-    /// else `tenant`; None: a managed identity's own): kept in the state, so that a
-    /// key every tenant would share tells whose progress it holds.
-    pub owner: Option<String>,
-    /// The same tenant × source's queue key under the other key layout (one `tenant`
-    /// ↔ `tenants`), where an earlier configuration may have left its progress.
-    pub other_layout: Option<OtherLayout>,
-}
-
-/// Where a tenant × source's progress is when the run before exported its tenant
-/// under the other key layout: `tenant: A` keeps `q`, `tenants: [A, …]` keeps `q:A`.
-/// Its progress is carried over once, so that a switch neither starts the tenant over
-/// (losing what came in since its last run) nor reads anything twice.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OtherLayout {
-    pub queue_key: String,
-    /// The key is the one-tenant layout's, which names no tenant: its progress is this
-    /// lane's only if it says so (its `tenant`), or — written before progress named
-    /// its tenant — if `claims_unnamed` (this lane's tenant is the one `tenant` names,
-    /// or the only one of `tenants`).
-    pub shared: Option<Shared>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shared {
-    pub claims_unnamed: bool,
-}
-
-impl SourceConfig {
-    /// `spec`'s share of the run, for `tenant` when the run exports several.
-    fn new(
-        options: &Options,
-        spec: &'static SourceSpec,
-        tenant: Option<&str>,
-        lanes: usize,
-    ) -> Self {
-        let named = |text: &str| {
-            let text = text.replace(SOURCE_PLACEHOLDER, spec.name);
-            match tenant.or(options.tenant.as_deref()) {
-                Some(tenant) => text.replace(TENANT_PLACEHOLDER, tenant),
-                None => text,
-            }
-        };
-        let per_source = |path: &PathBuf| PathBuf::from(named(&path.to_string_lossy()));
-        let queue_key = named(&queue_key_of(options, spec, tenant.is_some()));
-        let owner = tenant.or(options.tenant.as_deref());
-        let other_layout = owner
-            .map(|owner| {
-                let other = queue_key_of(options, spec, tenant.is_none())
-                    .replace(SOURCE_PLACEHOLDER, spec.name)
-                    .replace(TENANT_PLACEHOLDER, owner);
-                let shared = tenant.map(|tenant| Shared {
-                    claims_unnamed: options.tenant.as_deref() == Some(tenant)
-                        || options.tenants.as_ref().is_some_and(|all| all.len() == 1),
-                });
-                OtherLayout {
-                    queue_key: other,
-                    shared,
-                }
-            })
-            .filter(|other| other.queue_key != queue_key);
-        SourceConfig {
-            spec,
-            tenant: tenant.map(str::to_string),
-            queue_key,
-            owner: owner.map(str::to_string),
-            other_layout,
-            page_size: options.page_size.min(spec.max_top),
-            select: options.select.clone().filter(|_| spec.is_sign_ins()),
-            frames_per_range: (options.streams / lanes.max(1)).max(1),
-            file_path: match &options.file_path {
-                Output::Path(path) => Output::Path(per_source(path)),
-                Output::Stdout => Output::Stdout,
-            },
-            state_file: options.state_file.as_ref().map(per_source),
+/// `spec`'s share of the run, for `tenant` when the run exports several.
+fn lane_of(
+    options: &Options,
+    spec: &'static SourceSpec,
+    tenant: Option<&str>,
+    lanes: usize,
+) -> Lane {
+    let named = |text: &str| {
+        let text = text.replace(SOURCE_PLACEHOLDER, spec.name);
+        match tenant.or(options.tenant.as_deref()) {
+            Some(tenant) => text.replace(TENANT_PLACEHOLDER, tenant),
+            None => text,
         }
-    }
-
-    pub fn name(&self) -> &'static str {
-        self.spec.name
-    }
-
-    /// What log lines and summaries call it: `contoso.onmicrosoft.com signins` when
-    /// the run exports several tenants, else the source's name.
-    pub fn label(&self) -> String {
-        crate::sources::label(self.tenant.as_deref(), self.spec)
-    }
-
-    /// The name of its Redis key of `purpose` (`state`, `lock`, `seen`), in its
-    /// queue's Cluster slot.
-    pub fn key(&self, purpose: &str) -> String {
-        crate::keys::derived(&self.queue_key, purpose)
+    };
+    let per_source = |path: &PathBuf| PathBuf::from(named(&path.to_string_lossy()));
+    let queue_key = named(&queue_key_of(options, spec, tenant.is_some()));
+    let owner = tenant.or(options.tenant.as_deref());
+    let other_layout = owner
+        .map(|owner| {
+            let other = queue_key_of(options, spec, tenant.is_none())
+                .replace(SOURCE_PLACEHOLDER, spec.name)
+                .replace(TENANT_PLACEHOLDER, owner);
+            let shared = tenant.map(|tenant| Shared {
+                claims_unnamed: options.tenant.as_deref() == Some(tenant)
+                    || options.tenants.as_ref().is_some_and(|all| all.len() == 1),
+            });
+            OtherLayout {
+                queue_key: other,
+                shared,
+            }
+        })
+        .filter(|other| other.queue_key != queue_key);
+    Lane {
+        spec,
+        tenant: tenant.map(str::to_string),
+        queue_key,
+        owner: owner.map(str::to_string),
+        other_layout,
+        page_size: options.page_size.min(spec.max_top),
+        select: options.select.clone().filter(|_| spec.is_sign_ins()),
+        frames_per_range: (options.streams / lanes.max(1)).max(1),
+        file_path: match &options.file_path {
+            Output::Path(path) => Output::Path(per_source(path)),
+            Output::Stdout => Output::Stdout,
+        },
+        state_file: options.state_file.as_ref().map(per_source),
     }
 }
 
-/// Where `source`'s records go (see [`SourceConfig::queue_key`]), `{tenant}` still in
+/// Where `source`'s records go (see [`Lane::queue_key`]), `{tenant}` still in
 /// it; `several_tenants`: a `queue_key` without `{tenant}` gets `:{tenant}` appended,
 /// so that each tenant has keys of its own.
 fn queue_key_of(options: &Options, source: &SourceSpec, several_tenants: bool) -> String {
@@ -201,7 +134,7 @@ fn queue_key_of(options: &Options, source: &SourceSpec, several_tenants: bool) -
 
 impl Config {
     /// The configuration of source `name`, if this run exports it.
-    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+    pub fn source(&self, name: &str) -> Option<&Lane> {
         self.sources.iter().find(|s| s.name() == name)
     }
 
@@ -267,7 +200,7 @@ impl Config {
 
     /// Whether `source`'s records are keyed by id and content (`signin_updates`, for
     /// the sign-in sources): a record Microsoft changed is delivered again.
-    pub fn versioned(&self, source: &SourceConfig) -> bool {
+    pub fn versioned(&self, source: &Lane) -> bool {
         self.options.signin_updates && source.spec.is_sign_ins()
     }
 
@@ -705,7 +638,7 @@ fn tenants_of(options: &Options, shard: Option<Shard>) -> Vec<Option<&str>> {
 
 /// Every tenant × source of a run: each tenant's sources in `sources` order, the
 /// tenants in `tenants` order (one tenant: the sources alone).
-fn source_configs(options: &Options, shard: Option<Shard>) -> Vec<SourceConfig> {
+fn source_configs(options: &Options, shard: Option<Shard>) -> Vec<Lane> {
     let tenants = tenants_of(options, shard);
     // How many tenant × sources share the fetchers.
     let lanes = options.sources.len() * tenants.len();
@@ -715,7 +648,7 @@ fn source_configs(options: &Options, shard: Option<Shard>) -> Vec<SourceConfig> 
             options
                 .sources
                 .iter()
-                .map(move |spec| SourceConfig::new(options, spec, tenant, lanes))
+                .map(move |spec| lane_of(options, spec, tenant, lanes))
         })
         .collect()
 }

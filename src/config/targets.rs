@@ -2,7 +2,6 @@
 //! file, the Redis URL (never shown with its password), the Pushgateway.
 
 use std::fmt;
-use std::path::PathBuf;
 
 use super::credentials::read_secret_file;
 use super::error::ConfigError;
@@ -33,12 +32,6 @@ pub enum QueueType {
     List,
     Channel,
     Stream,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    Stdout,
-    Path(PathBuf),
 }
 
 /// A Redis URL whose password must not be shown: `Debug` and [`RedisTarget::location`]

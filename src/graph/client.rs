@@ -13,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 use super::paging::{Carry, ChunkTaker, Delivered, NextLinkGuard, PageRead, ReadError, read_page};
 use crate::auth::TokenSource;
 use crate::budget::{NoTurn, RequestGate, Turn};
-use crate::config::SourceConfig;
 use crate::error::GraphError;
 use crate::ids;
+use crate::lane::Lane;
 use crate::retry::{RetryOptions, parse_retry_after};
 use crate::sources::SourceSpec;
 use crate::transport::{HttpResponse, HttpTransport, display_url};
@@ -40,7 +40,7 @@ pub struct PageShape {
 
 impl PageShape {
     /// The pages a source's configuration asks for.
-    pub fn of(source: &SourceConfig) -> Self {
+    pub fn of(source: &Lane) -> Self {
         PageShape {
             source: source.spec,
             page_size: source.page_size,

@@ -7,7 +7,7 @@ use crate::window::{Frame, Pass};
 
 /// One source's share of the run: where its pages come from and go to.
 #[derive(Clone, Copy)]
-pub struct Lane<'a> {
+pub struct OpenLane<'a> {
     /// The tenant it exports from, when the run exports several.
     pub tenant: Option<&'a str>,
     pub client: &'a GraphClient,
@@ -17,7 +17,7 @@ pub struct Lane<'a> {
     pub versioned: bool,
 }
 
-impl Lane<'_> {
+impl OpenLane<'_> {
     pub fn source(&self) -> &'static SourceSpec {
         self.client.source()
     }

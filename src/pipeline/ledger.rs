@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use time::OffsetDateTime;
 
-use super::jobs::{Job, Lane};
+use super::jobs::{Job, OpenLane};
 use super::progress::Figures;
 use crate::outcome::{FrameFailure, FrameOutcome, LateAges};
 use crate::window::{self, Frame};
@@ -186,7 +186,7 @@ impl Ledger {
 
     /// Where the run stands: frames done, records, the budget spent, and the seconds
     /// of the window covered so far of all.
-    pub(super) fn figures(&self, jobs: &[Job], lanes: &[Lane]) -> Figures {
+    pub(super) fn figures(&self, jobs: &[Job], lanes: &[OpenLane]) -> Figures {
         let mut figures = Figures {
             frames: jobs.len(),
             spent: lanes.iter().map(|l| l.client.spent()).sum(),
@@ -203,7 +203,7 @@ impl Ledger {
         figures
     }
 
-    pub(super) fn outcomes(self, jobs: &[Job], lanes: &[Lane]) -> Vec<FrameOutcome> {
+    pub(super) fn outcomes(self, jobs: &[Job], lanes: &[OpenLane]) -> Vec<FrameOutcome> {
         self.0
             .into_iter()
             .zip(jobs)

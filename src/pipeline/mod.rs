@@ -54,7 +54,7 @@ use crate::sources::log_prefix;
 use crate::window::{Frame, Pass};
 
 use flight::Flight;
-pub use jobs::{Job, Lane};
+pub use jobs::{Job, OpenLane};
 use ledger::{ChunkSeconds, Ledger};
 use progress::show_bar;
 use turns::DeepTurns;
@@ -121,7 +121,7 @@ const MIN_CHUNK_BYTES: usize = 64 * 1024;
 
 pub fn run(
     jobs: &[Job],
-    lanes: &[Lane],
+    lanes: &[OpenLane],
     options: &PipelineOptions,
 ) -> Result<Vec<FrameOutcome>, Error> {
     let threads = options.fetchers.min(jobs.len()).max(1);
@@ -246,7 +246,7 @@ pub fn run(
 #[derive(Clone, Copy)]
 struct Shared<'a> {
     jobs: &'a [Job],
-    lanes: &'a [Lane<'a>],
+    lanes: &'a [OpenLane<'a>],
     name_sources: bool,
     ledger: &'a Ledger,
     next_job: &'a AtomicUsize,
@@ -502,7 +502,7 @@ struct Writer<'a> {
     buffers: &'a BufferPool,
     /// Late records' ages are measured from it.
     now: OffsetDateTime,
-    lanes: &'a [Lane<'a>],
+    lanes: &'a [OpenLane<'a>],
     keyed: bool,
     name_sources: bool,
     ledger: &'a Ledger,
@@ -543,7 +543,7 @@ impl Writer<'_> {
         let Job {
             lane, frame, pass, ..
         } = self.jobs[*job];
-        let Lane { sink, .. } = self.lanes[lane];
+        let OpenLane { sink, .. } = self.lanes[lane];
         let source = self.lanes[lane].source();
         let records: Vec<&str> = chunk.records().collect();
         let (keys, problems) = if self.keyed {

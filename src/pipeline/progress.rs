@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::jobs::{Job, Lane};
+use super::jobs::{Job, OpenLane};
 use super::ledger::Ledger;
 use crate::graph::client::BudgetSpent;
 
@@ -70,7 +70,7 @@ impl Figures {
 /// A progress bar on the terminal (frames, records, requests, throttled time, ETA),
 /// updated five times a second until the fetchers are done; then cleared, so the
 /// summary stands alone.
-pub(super) fn show_bar(ledger: &Ledger, jobs: &[Job], lanes: &[Lane], finished: &Receiver<()>) {
+pub(super) fn show_bar(ledger: &Ledger, jobs: &[Job], lanes: &[OpenLane], finished: &Receiver<()>) {
     let total = ledger.figures(jobs, lanes).total.max(1.0) as u64;
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(total),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex};
 
-use super::jobs::{Job, Lane};
+use super::jobs::{Job, OpenLane};
 use crate::budget::BudgetOf;
 
 /// The requests of deeper reads: none before every frame of the first two reads is
@@ -39,7 +39,7 @@ impl<'a> DeepTurns<'a> {
         }
     }
 
-    pub(super) fn take(&self, lanes: &[Lane], budget: &BudgetOf) -> bool {
+    pub(super) fn take(&self, lanes: &[OpenLane], budget: &BudgetOf) -> bool {
         let mut shallow = self.shallow_left.lock().unwrap_or_else(|p| p.into_inner());
         while *shallow > 0 {
             shallow = self

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::sync::Mutex;
 
 use super::{RecordKey, Sink, Written};
-use crate::config::Output;
+use crate::files::Output;
 use crate::error::{Error, SinkError};
 
 enum Target {

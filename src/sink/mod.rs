@@ -11,8 +11,9 @@ mod resp;
 
 pub use dedup::RecordKey;
 
-use crate::config::{Backend, Config, SourceConfig};
+use crate::config::{Backend, Config};
 use crate::error::{Error, SinkError};
+use crate::lane::Lane;
 use crate::redis_client::RedisPool;
 use crate::retry::RetryOptions;
 
@@ -73,7 +74,7 @@ pub trait Sink: Send + Sync {
 /// sources share `connections`; with several sources, log lines name theirs.
 pub fn open(
     config: &Config,
-    source: &SourceConfig,
+    source: &Lane,
     connections: Option<&RedisPool>,
     redis_retry: RetryOptions,
     dedup: Option<redis::Dedup>,

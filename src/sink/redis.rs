@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::resp::{self, EntryFields};
 use super::{RecordKey, Sink, Written};
-use crate::config::{Config, QueueType, SourceConfig};
+use crate::config::{Config, QueueType};
 use crate::error::SinkError;
+use crate::lane::Lane;
 use crate::redis_client::{Attempt, RedisConnection, RedisPool, connect_attempt, retrying};
 use crate::retry::RetryOptions;
 
@@ -75,7 +76,7 @@ impl RedisSink {
     pub fn new(
         connections: RedisPool,
         config: &Config,
-        source: &SourceConfig,
+        source: &Lane,
         retry: RetryOptions,
         dedup: Option<Dedup>,
     ) -> Self {

@@ -19,8 +19,9 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use crate::config::{Config, SourceConfig, StateMode};
+use crate::config::{Config, StateMode};
 use crate::error::Error;
+use crate::lane::Lane;
 use crate::retry::RetryOptions;
 use crate::sink::dedup::SeenSet;
 use crate::window::{self, Frame, Window};
@@ -459,7 +460,7 @@ impl Resumed {
 /// a backfill, and somewhere to keep it.
 pub fn open(
     config: &Config,
-    source: &SourceConfig,
+    source: &Lane,
     retry: &RetryOptions,
 ) -> Result<Option<Resumed>, Error> {
     if config.options.state == StateMode::Off || config.since.is_some() {

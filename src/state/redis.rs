@@ -18,10 +18,11 @@ use super::{
     Progress, StateStore, Traces, before_second_pass, decode_deeper, decode_ranges, encode_deeper,
     encode_ranges,
 };
-use crate::config::{Config, OtherLayout, SourceConfig};
+use crate::config::Config;
 use crate::error::Error;
 use crate::ids;
 use crate::keys;
+use crate::lane::{Lane, OtherLayout};
 use crate::redis_client::{RedisClient, connect, connect_attempt, open_client, retrying};
 use crate::retry::RetryOptions;
 use crate::sink::redis::FLOOR_MARK;
@@ -62,7 +63,7 @@ pub struct RedisState {
 }
 
 impl RedisState {
-    pub fn new(config: &Config, source: &SourceConfig, retry: RetryOptions) -> Result<Self, Error> {
+    pub fn new(config: &Config, source: &Lane, retry: RetryOptions) -> Result<Self, Error> {
         Ok(RedisState {
             client: open_client(config)?,
             location: config.redis.location().to_string(),
