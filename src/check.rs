@@ -80,7 +80,7 @@ fn check_redis(config: &Config) -> Outcome {
     let name = format!("redis {}", config.redis.location());
     let keys: Vec<String> = config.sources.iter().map(|s| s.queue_key.clone()).collect();
     let probe = || -> Result<(), redis::RedisError> {
-        let client = open_client(config).map_err(|e| {
+        let client = open_client(&config.redis_settings()).map_err(|e| {
             redis::RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
                 "redis_url",

@@ -109,7 +109,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
     };
     plan::warn_if_until_ahead(config, now);
     let connections = match config.options.queue_backend.uses_redis() {
-        true => Some(RedisPool::new(config)?),
+        true => Some(RedisPool::new(&config.redis_settings())?),
         false => None,
     };
     let Prepared {

@@ -74,7 +74,7 @@ impl Setup {
     pub fn tokens(&self, config: &Config, tenant: Option<&str>) -> Result<Arc<TokenSource>, Error> {
         Ok(Arc::new(TokenSource::new(
             self.transport.clone(),
-            config,
+            &config.hosts(),
             &config.credential_in(tenant),
             self.retry.clone(),
         )?))

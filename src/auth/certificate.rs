@@ -16,9 +16,18 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::jwt::{base64url, signing_input};
 use super::{Grant, TokenRequest, assertion};
-use crate::config::{AssertionAlg, ConfigError, Origin};
 use crate::error::{AuthError, Error};
+use crate::error::{ConfigError, Origin};
 use crate::secret::Secret;
+
+/// The signature of a certificate's client assertion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssertionAlg {
+    /// RSASSA-PSS with SHA-256, thumbprint `x5t#S256`: Microsoft's current document.
+    Ps256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, thumbprint `x5t` (SHA-1): the older form.
+    Rs256,
+}
 
 /// How long an assertion is valid: Microsoft asks for at most 10 minutes.
 const LIFETIME_SECONDS: u64 = 600;

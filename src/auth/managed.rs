@@ -2,8 +2,8 @@
 //! VMs and AKS nodes) or from App Service's `IDENTITY_ENDPOINT` (`X-IDENTITY-HEADER`),
 //! for the Graph resource; `client_id` picks a user-assigned identity.
 
+use super::ManagedEndpoint;
 use super::{Grant, Method, TokenRequest};
-use crate::config::ManagedEndpoint;
 use crate::error::AuthError;
 use crate::secret::Secret;
 

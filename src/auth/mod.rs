@@ -11,17 +11,20 @@
 //! are [`Secret`]s.
 
 mod certificate;
+mod credential;
 mod jwt;
 mod managed;
 mod secret;
 mod workload;
+
+pub use certificate::AssertionAlg;
+pub use credential::{Credential, ManagedEndpoint};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 
-use crate::config::{Config, Credential};
 use crate::error::{AuthError, Error};
 use crate::retry::{RetryOptions, parse_http_date, parse_retry_after};
 use crate::secret::Secret;
@@ -151,17 +154,25 @@ struct OAuthError {
     error_description: String,
 }
 
+/// The hosts a token is asked of and for: the identity platform (`login_url`) and
+/// Graph (`graph_url`, whose `.default` scope a token is for).
+#[derive(Debug, Clone)]
+pub struct Hosts {
+    pub graph: url::Url,
+    pub login: url::Url,
+}
+
 impl TokenSource {
-    /// The token source of `credential` (of `config`, or its `in_tenant` form): Graph's `.default` scope (managed
+    /// The token source of `credential` (the configured one, or its `in_tenant` form): Graph's `.default` scope (managed
     /// identities: its resource), retried within `retry`. A certificate that cannot be
     /// read is an error here, before anything else happens.
     pub fn new(
         transport: Arc<dyn HttpTransport>,
-        config: &Config,
+        hosts: &Hosts,
         credential: &Credential,
         retry: RetryOptions,
     ) -> Result<Self, Error> {
-        let resource = config.graph_url.as_str().trim_end_matches('/').to_string();
+        let resource = hosts.graph.as_str().trim_end_matches('/').to_string();
         let scope = format!("{resource}/.default");
         let grant: Box<dyn Grant> = match credential {
             Credential::Secret {
@@ -169,7 +180,7 @@ impl TokenSource {
                 client_id,
                 secret,
             } => Box::new(secret::ClientSecret {
-                url: token_url(&config.login_url, tenant),
+                url: token_url(&hosts.login, tenant),
                 client_id: client_id.clone(),
                 secret: secret.clone(),
                 scope,
@@ -181,7 +192,7 @@ impl TokenSource {
                 key,
                 alg,
             } => Box::new(certificate::ClientCertificate::load(
-                token_url(&config.login_url, tenant),
+                token_url(&hosts.login, tenant),
                 client_id.clone(),
                 scope,
                 certificate,
@@ -193,7 +204,7 @@ impl TokenSource {
                 client_id,
                 token_file,
             } => Box::new(workload::WorkloadIdentity {
-                url: token_url(&config.login_url, tenant),
+                url: token_url(&hosts.login, tenant),
                 client_id: client_id.clone(),
                 token_file: token_file.clone(),
                 scope,

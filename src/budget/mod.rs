@@ -216,7 +216,7 @@ impl RedisBudget {
             }
         };
         Ok(RedisBudget {
-            client: open_client(config)?,
+            client: open_client(&config.redis_settings())?,
             connection: Mutex::new(None),
             pause_key: format!("{prefix}:pause"),
             limits_key: format!("{prefix}:limits"),

@@ -5,7 +5,6 @@
 
 mod cli;
 mod credentials;
-mod error;
 mod file;
 mod kinds;
 mod parse;
@@ -19,12 +18,12 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+pub use crate::error::{ConfigError, Origin};
 pub use crate::files::Output;
-pub use credentials::{Credential, ManagedEndpoint};
-pub use error::{ConfigError, Origin};
-pub use parse::AssertionAlg;
+use crate::redis_client::{RedisSettings, RedisTarget};
+pub use credentials::Credential;
 pub use spec::Options;
-pub use targets::{Backend, PushTarget, QueueType, RedisTarget, SentinelTarget, StateMode};
+pub use targets::{Backend, PushTarget, QueueType, StateMode};
 pub use values::asks_for_json;
 
 use values::{AZURE_NAMES, Values, holds_secret, readable_by_others, test_knob};
@@ -185,6 +184,28 @@ impl Config {
     /// Frames each of a lane's ranges is cut into (every lane has the same share).
     pub fn frames_per_lane(&self) -> usize {
         self.sources.first().map_or(1, |s| s.frames_per_range)
+    }
+
+    /// The hosts tokens are asked of and for.
+    pub fn hosts(&self) -> crate::auth::Hosts {
+        crate::auth::Hosts {
+            graph: self.graph_url.clone(),
+            login: self.login_url.clone(),
+        }
+    }
+
+    /// What the Redis client needs of the options.
+    pub fn redis_settings(&self) -> RedisSettings {
+        RedisSettings {
+            target: self.redis.clone(),
+            cluster: self.options.redis_cluster.clone(),
+            tls_insecure: self.options.redis_tls_insecure,
+            ca_file: self.options.redis_ca_file.clone(),
+            pool_max_connections: self.options.redis_pool_max_connections,
+            pool_timeout: self.options.redis_pool_timeout,
+            pool_block: self.options.redis_pool_block,
+            pool_gevent_queue: self.options.redis_pool_gevent_queue,
+        }
     }
 
     /// The first rescan depth: when each second is read the second time (0: never).
@@ -1277,7 +1298,7 @@ mod tests {
         match &config.credential {
             Credential::ManagedIdentity {
                 client_id: None,
-                endpoint: ManagedEndpoint::AppService { url, .. },
+                endpoint: crate::auth::ManagedEndpoint::AppService { url, .. },
             } => assert_eq!(url.path(), "/msi/token"),
             other => panic!("{other:?}"),
         }

@@ -8,9 +8,11 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{Backend, Output, PushTarget, QueueType, RedisTarget, SentinelTarget, StateMode};
+use super::{Backend, Output, PushTarget, QueueType, StateMode};
+pub use crate::auth::AssertionAlg;
 use crate::format::{FORMATS, RecordFormat};
 use crate::logging::LogFormat;
+use crate::redis_client::{RedisTarget, SentinelTarget};
 use crate::secret::Secret;
 use crate::sources::{self, Bucket, SourceSpec};
 
@@ -94,15 +96,6 @@ pub fn record_format(value: &str) -> Result<RecordFormat, String> {
 
 pub fn state_mode(value: &str) -> Result<StateMode, String> {
     named(value, &[("auto", StateMode::Auto), ("off", StateMode::Off)])
-}
-
-/// The signature of a certificate's client assertion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AssertionAlg {
-    /// RSASSA-PSS with SHA-256, thumbprint `x5t#S256`: Microsoft's current document.
-    Ps256,
-    /// RSASSA-PKCS1-v1_5 with SHA-256, thumbprint `x5t` (SHA-1): the older form.
-    Rs256,
 }
 
 /// `shard`: `i/K`, or `K` alone (the index from `JOB_COMPLETION_INDEX`).

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use time::OffsetDateTime;
 
-use super::error::ConfigError;
 use super::kinds::{AuthKind, KINDS};
 use super::{Config, Options, Output, SOURCE_PLACEHOLDER, TENANT_PLACEHOLDER, Values};
+use crate::error::ConfigError;
 
 impl Values {
     /// `--since/--until`, resolved against `now`, in order.

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::error::{ConfigError, Origin};
 use super::spec::{redact_userinfo, shown};
 use super::{CRON_DEADLINE, Config, Options, spec};
+use crate::error::{ConfigError, Origin};
 
 /// Raw option values with their sources; later `set`s win.
 #[derive(Default)]

@@ -7,17 +7,18 @@
 mod acl;
 mod attempt;
 mod pool;
+mod target;
 
 pub use acl::acl_line;
 pub use attempt::{Attempt, PASSWORD_REFUSED, is_password_refused, retrying};
 pub use pool::RedisPool;
+pub use target::{RedisSettings, RedisTarget, SentinelTarget};
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 
-use crate::config::Config;
 use crate::error::Error;
 use crate::retry::Backoff;
 
@@ -93,18 +94,18 @@ impl RedisClient {
 /// `redis_ca_file` when given (else the system's and webpki's roots), and not at all
 /// only with `redis_tls_insecure`. An invalid URL is described by kind only, since
 /// the error's text could quote the URL and its password.
-pub fn open_client(config: &Config) -> Result<RedisClient, Error> {
+pub fn open_client(settings: &RedisSettings) -> Result<RedisClient, Error> {
     let failed = |e: redis::RedisError| {
         Error::Setup(format!(
             "redis_url {}: {:?}",
-            config.redis.location(),
+            settings.target.location(),
             e.kind()
         ))
     };
-    if let Some(nodes) = &config.options.redis_cluster {
-        return open_cluster(config, nodes).map_err(failed);
+    if let Some(nodes) = &settings.cluster {
+        return open_cluster(settings, nodes).map_err(failed);
     }
-    if let Some(target) = config.redis.sentinels() {
+    if let Some(target) = settings.target.sentinels() {
         let sentinels: Vec<String> = target
             .sentinels
             .iter()
@@ -123,12 +124,12 @@ pub fn open_client(config: &Config) -> Result<RedisClient, Error> {
         .map_err(failed)?;
         return Ok(RedisClient(Arc::new(Route::Sentinel(Mutex::new(client)))));
     }
-    let mut url = config.redis.url().expose().to_string();
-    if config.options.redis_tls_insecure {
+    let mut url = settings.target.url().expose().to_string();
+    if settings.tls_insecure {
         // The redis crate's spelling for "do not verify the certificate".
         url.push_str("#insecure");
     }
-    let client = match &config.options.redis_ca_file {
+    let client = match &settings.ca_file {
         Some(path) => {
             let root_cert = crate::files::read(path, crate::files::PEM_CAP)
                 .map_err(|e| Error::Setup(format!("redis_ca_file {}: {e}", path.display())))?;
@@ -145,8 +146,8 @@ pub fn open_client(config: &Config) -> Result<RedisClient, Error> {
 
 /// The Cluster of seed `nodes` (`host:port`), with `redis_url`'s scheme (TLS) and
 /// credentials.
-fn open_cluster(config: &Config, nodes: &[String]) -> redis::RedisResult<RedisClient> {
-    let url = url::Url::parse(config.redis.url().expose()).map_err(|_| {
+fn open_cluster(settings: &RedisSettings, nodes: &[String]) -> redis::RedisResult<RedisClient> {
+    let url = url::Url::parse(settings.target.url().expose()).map_err(|_| {
         redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "redis_url"))
     })?;
     let scheme = url.scheme();

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Attempt, RedisClient, RedisConnection, connect, open_client};
+use super::{Attempt, RedisClient, RedisConnection, RedisSettings, connect, open_client};
 use crate::buffers::BufferPool;
-use crate::config::Config;
 use crate::error::Error;
 
 /// Opens the pool's connections.
@@ -58,15 +57,15 @@ pub struct RedisPool {
 
 impl RedisPool {
     /// The pool of `redis_pool_max_connections`, opened lazily.
-    pub fn new(config: &Config) -> Result<Self, Error> {
-        let client = open_client(config)?;
-        if config.options.redis_pool_gevent_queue {
+    pub fn new(settings: &RedisSettings) -> Result<Self, Error> {
+        let client = open_client(settings)?;
+        if settings.pool_gevent_queue {
             log::debug!("redis_pool_gevent_queue is accepted for compatibility and has no effect");
         }
         let pool = r2d2::Pool::builder()
-            .max_size(config.options.redis_pool_max_connections)
+            .max_size(settings.pool_max_connections)
             .min_idle(Some(0))
-            .connection_timeout(config.options.redis_pool_timeout)
+            .connection_timeout(settings.pool_timeout)
             .test_on_check_out(false)
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(Connector {
@@ -75,9 +74,9 @@ impl RedisPool {
         Ok(RedisPool {
             pool,
             client,
-            location: config.redis.location().to_string(),
-            block: config.options.redis_pool_block,
-            pool_timeout: config.options.redis_pool_timeout,
+            location: settings.target.location().to_string(),
+            block: settings.pool_block,
+            pool_timeout: settings.pool_timeout,
             buffers: Arc::default(),
         })
     }

@@ -13,8 +13,8 @@ use std::io::Write;
 use std::sync::Mutex;
 
 use super::{RecordKey, Sink, Written};
-use crate::files::Output;
 use crate::error::{Error, SinkError};
+use crate::files::Output;
 
 enum Target {
     Stdout,

@@ -88,7 +88,7 @@ pub fn open(
             dedup,
         )),
         (Backend::Redis, None) => Box::new(redis::RedisSink::new(
-            RedisPool::new(config)?,
+            RedisPool::new(&config.redis_settings())?,
             config,
             source,
             redis_retry,

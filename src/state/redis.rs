@@ -65,7 +65,7 @@ pub struct RedisState {
 impl RedisState {
     pub fn new(config: &Config, source: &Lane, retry: RetryOptions) -> Result<Self, Error> {
         Ok(RedisState {
-            client: open_client(config)?,
+            client: open_client(&config.redis_settings())?,
             location: config.redis.location().to_string(),
             queue_key: source.queue_key.clone(),
             rescan: config.rescan(),

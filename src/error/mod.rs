@@ -5,9 +5,11 @@
 
 use std::fmt;
 
-use crate::config::ConfigError;
+mod config;
+
 use crate::exit;
 use crate::sources::SourceSpec;
+pub use config::{ConfigError, Origin};
 
 /// Why the token endpoint did not give us a token.
 #[derive(Debug, Clone)]

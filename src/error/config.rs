@@ -19,7 +19,7 @@ pub enum Origin {
 }
 
 impl Origin {
-    pub(super) fn describe(&self, option: &str) -> String {
+    pub(crate) fn describe(&self, option: &str) -> String {
         match self {
             Origin::Unset => "nowhere".into(),
             Origin::Default => "the default".into(),
@@ -30,13 +30,13 @@ impl Origin {
     }
 
     /// Given by the user rather than defaulted.
-    pub(super) fn is_given(&self) -> bool {
+    pub(crate) fn is_given(&self) -> bool {
         !matches!(self, Origin::Unset | Origin::Default)
     }
 
     /// Precedence, as the original's: the config file over the command line over the
     /// environment (`GRAPH_*` over the Azure SDK's names) over the defaults.
-    pub(super) fn rank(&self) -> u8 {
+    pub(crate) fn rank(&self) -> u8 {
         match self {
             Origin::Unset | Origin::Default => 0,
             Origin::Env(variable) if !variable.starts_with("GRAPH_") => 1,
@@ -55,7 +55,7 @@ pub struct ConfigError {
     option: Option<Box<(String, Origin)>>,
     problem: String,
     accepted: Option<String>,
-    pub(super) more: Vec<ConfigError>,
+    pub(crate) more: Vec<ConfigError>,
 }
 
 impl ConfigError {
@@ -84,7 +84,7 @@ impl ConfigError {
     }
 
     /// All of `errors` as one (None when there are none).
-    pub(super) fn all(mut errors: Vec<ConfigError>) -> Option<ConfigError> {
+    pub(crate) fn all(mut errors: Vec<ConfigError>) -> Option<ConfigError> {
         if errors.is_empty() {
             return None;
         }
@@ -94,7 +94,7 @@ impl ConfigError {
     }
 
     /// Each problem as an error of its own.
-    pub(super) fn into_each(mut self) -> Vec<ConfigError> {
+    pub(crate) fn into_each(mut self) -> Vec<ConfigError> {
         let more = std::mem::take(&mut self.more);
         let mut each = vec![self];
         each.extend(more.into_iter().flat_map(ConfigError::into_each));
@@ -113,7 +113,7 @@ impl ConfigError {
         lines
     }
 
-    pub(super) fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let mut line = String::new();
         if let Some((name, source)) = self.option.as_deref() {
             line.push_str(&format!("option {name}: {}", self.problem));
