@@ -173,6 +173,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             config.options.streams
         );
     }
+    let budget_settings = config.budget_settings();
     let mut outcomes = pipeline::run(
         &jobs,
         &lanes,
@@ -180,7 +181,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             fetchers: config.fetchers(),
             in_flight_floor: config.options.streams,
             request_rate: budget::request_rate(
-                config,
+                &budget_settings,
                 exports
                     .iter()
                     .map(|e| (e.source.tenant.as_deref(), e.source.spec.bucket)),
@@ -196,7 +197,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             name_sources: config.name_sources(),
             bar: wants_bar(config, &exports),
             deep_allowance: budget::deep_allowance(
-                config,
+                &budget_settings,
                 exports.iter().map(|e| {
                     let spent = (e.source.tenant.clone(), e.source.spec.bucket);
                     (spent, e.plan.as_ref().map_or(0, Plan::new_seconds))

@@ -48,7 +48,7 @@ impl Setup {
             body_limit: 1 << 20,
         }));
         let stop = Stop::default();
-        let gates = Arc::new(Gates::new(config, &stop)?);
+        let gates = Arc::new(Gates::new(&config.budget_settings(), &stop)?);
         stop_on_signals(&stop, &gates, &transport)?;
         let retry = RetryOptions {
             max_retries,

@@ -21,9 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::Config;
 use crate::error::Error;
-use crate::redis_client::{RedisClient, RedisConnection, connect, open_client};
+use crate::redis_client::{RedisClient, RedisConnection, RedisSettings, connect, open_client};
 use crate::retry::MAX_RETRY_AFTER;
 use crate::shutdown::Stop;
 use crate::sources::Bucket;
@@ -35,6 +34,47 @@ const CLAIM_SCRIPT: &str = include_str!("claim.lua");
 const ANSWERED_SCRIPT: &str = include_str!("answered.lua");
 const PAUSE_SCRIPT: &str = include_str!("pause.lua");
 
+/// What the budget needs of the options: each bucket's limits, the lanes that spend
+/// them, and where the budget is shared with other processes.
+#[derive(Debug, Clone)]
+pub struct BudgetSettings {
+    /// Each bucket's limit per tenant and application (`rate_limits`, `rate_limit`, or
+    /// Graph's documented one); a bucket not named is not paced.
+    pub tenant_limits: BTreeMap<Bucket, (u32, Duration)>,
+    /// Each bucket's limit per application across tenants (`app_rate_limit`).
+    pub app_limits: BTreeMap<Bucket, (u32, Duration)>,
+    /// Every lane's tenant and bucket: a gate each.
+    pub lanes: Vec<(Option<String>, Bucket)>,
+    /// Seconds are read at depths beyond the second read (`rescan`).
+    pub deep_reads: bool,
+    /// Rate-limit windows pass this many times faster (1; tests).
+    pub speedup: u32,
+    /// The budget is shared in Redis with other processes (the Redis backend).
+    pub shared: Option<SharedSettings>,
+}
+
+/// Where and as whom a budget is shared.
+#[derive(Debug, Clone)]
+pub struct SharedSettings {
+    pub redis: RedisSettings,
+    /// The application, as Graph counts its app-wide budget.
+    pub app_id: String,
+    /// The tenant of requests without a lane tenant (the credential's, or `tenant`;
+    /// `-` unknown).
+    pub own_tenant: String,
+    pub http_timeout: Duration,
+}
+
+impl BudgetSettings {
+    fn limit_of(&self, bucket: Bucket) -> Option<(u32, Duration)> {
+        self.tenant_limits.get(&bucket).copied()
+    }
+
+    fn app_limit_of(&self, bucket: Bucket) -> Option<(u32, Duration)> {
+        self.app_limits.get(&bucket).copied()
+    }
+}
+
 /// Whose budget a request spends: a tenant (None: the credential's) and a bucket.
 pub type BudgetOf = (Option<String>, Bucket);
 
@@ -43,19 +83,19 @@ pub type BudgetOf = (Option<String>, Bucket);
 /// across tenants, summed over buckets. None when a lane is not paced (its requests
 /// are limited only by the fetchers).
 pub fn request_rate<'a>(
-    config: &Config,
+    settings: &BudgetSettings,
     lanes: impl Iterator<Item = (Option<&'a str>, Bucket)>,
 ) -> Option<f64> {
     let rate = |(requests, per): (u32, Duration)| f64::from(requests) / per.as_secs_f64().max(1e-3);
     let owners: std::collections::BTreeSet<(Option<&str>, Bucket)> = lanes.collect();
     let mut buckets: BTreeMap<Bucket, f64> = BTreeMap::new();
     for (_, bucket) in owners {
-        *buckets.entry(bucket).or_default() += rate(config.rate_limit_of(bucket)?);
+        *buckets.entry(bucket).or_default() += rate(settings.limit_of(bucket)?);
     }
     Some(
         buckets
             .into_iter()
-            .map(|(bucket, tenants)| match config.app_rate_limit_of(bucket) {
+            .map(|(bucket, tenants)| match settings.app_limit_of(bucket) {
                 Some(app) => tenants.min(rate(app)),
                 None => tenants,
             })
@@ -68,15 +108,15 @@ pub fn request_rate<'a>(
 /// first time (the most of its lanes', given with each lane's budget), so that deeper
 /// reads only use what the first two reads leave of a minute's budget.
 pub fn deep_allowance(
-    config: &Config,
+    settings: &BudgetSettings,
     lanes: impl Iterator<Item = (BudgetOf, u64)>,
 ) -> BTreeMap<BudgetOf, u64> {
     let mut allowance = BTreeMap::new();
-    if config.deeper_rescans().is_empty() {
+    if !settings.deep_reads {
         return allowance;
     }
     for ((tenant, bucket), new_seconds) in lanes {
-        let Some((requests, per)) = config.rate_limit_of(bucket) else {
+        let Some((requests, per)) = settings.limit_of(bucket) else {
             continue;
         };
         let earned = (f64::from(requests) * new_seconds as f64 / per.as_secs_f64()).floor() as u64;
@@ -98,7 +138,7 @@ pub struct Gates {
 }
 
 impl Gates {
-    pub fn new(config: &Config, stop: &Stop) -> Result<Gates, Error> {
+    pub fn new(settings: &BudgetSettings, stop: &Stop) -> Result<Gates, Error> {
         let mut gates = Gates {
             by_tenant: BTreeMap::new(),
             app: BTreeMap::new(),
@@ -106,29 +146,29 @@ impl Gates {
         let paced = |limit: Option<(u32, Duration)>| {
             limit.map(|(requests, per)| RateLimit {
                 requests,
-                per: per / config.budget_speedup,
+                per: per / settings.speedup,
             })
         };
         // Paced by `limit` (when there is one), shared through Redis with the redis
         // backend.
         let gate = |limit: Option<RateLimit>, window: Window, bucket: Bucket| {
             let gate = RequestGate::new(limit, stop.clone());
-            let gate = match limit.filter(|_| config.options.queue_backend.uses_redis()) {
-                Some(limit) => {
-                    gate.with_shared(Box::new(RedisBudget::new(config, window, bucket, limit)?))
+            let gate = match (limit, &settings.shared) {
+                (Some(limit), Some(shared)) => {
+                    gate.with_shared(Box::new(RedisBudget::new(shared, window, bucket, limit)?))
                 }
-                None => gate,
+                _ => gate,
             };
             Ok::<_, Error>(Arc::new(gate))
         };
-        for source in &config.sources {
-            let bucket = source.spec.bucket;
-            let key = (source.tenant.clone(), bucket);
+        for (tenant, bucket) in &settings.lanes {
+            let bucket = *bucket;
+            let key = (tenant.clone(), bucket);
             if let std::collections::btree_map::Entry::Vacant(entry) = gates.by_tenant.entry(key) {
-                let window = Window::Tenant(source.tenant.as_deref());
-                entry.insert(gate(paced(config.rate_limit_of(bucket)), window, bucket)?);
+                let window = Window::Tenant(tenant.as_deref());
+                entry.insert(gate(paced(settings.limit_of(bucket)), window, bucket)?);
             }
-            let app_limit = paced(config.app_rate_limit_of(bucket));
+            let app_limit = paced(settings.app_limit_of(bucket));
             if app_limit.is_some() && !gates.app.contains_key(&bucket) {
                 gates
                     .app
@@ -195,7 +235,7 @@ const MAX_DECLARED_PER_MS: u64 = 100_000 * 1000;
 
 impl RedisBudget {
     pub fn new(
-        config: &Config,
+        shared: &SharedSettings,
         window: Window,
         bucket: Bucket,
         limit: RateLimit,
@@ -206,9 +246,9 @@ impl RedisBudget {
         let prefix = match window {
             // `*` is no tenant's name (tenants are letters, digits, '-' and '.'): the
             // window of every tenant, under the prefix the README's ACL grants.
-            Window::App => format!("msgx:budget:{{*:{}:{bucket}}}", config.app_id()),
+            Window::App => format!("msgx:budget:{{*:{}:{bucket}}}", shared.app_id),
             Window::Tenant(tenant) => {
-                let (tenant, client_id) = config.budget_owner(tenant);
+                let (tenant, client_id) = (tenant.unwrap_or(&shared.own_tenant), &shared.app_id);
                 match bucket.per_tenant() {
                     true => format!("msgx:budget:{{{tenant}:{bucket}}}"),
                     false => format!("msgx:budget:{{{tenant}:{client_id}:{bucket}}}"),
@@ -216,13 +256,13 @@ impl RedisBudget {
             }
         };
         Ok(RedisBudget {
-            client: open_client(&config.redis_settings())?,
+            client: open_client(&shared.redis)?,
             connection: Mutex::new(None),
             pause_key: format!("{prefix}:pause"),
             limits_key: format!("{prefix}:limits"),
             claims_key: prefix,
             limit,
-            http_timeout: config.options.http_timeout,
+            http_timeout: shared.http_timeout,
             warned_tighter: AtomicBool::new(false),
             warned_junk: AtomicBool::new(false),
             claim: redis::Script::new(CLAIM_SCRIPT),

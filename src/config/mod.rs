@@ -194,6 +194,37 @@ impl Config {
         }
     }
 
+    /// What the request budget needs of the options.
+    pub fn budget_settings(&self) -> crate::budget::BudgetSettings {
+        let buckets: std::collections::BTreeSet<Bucket> =
+            self.sources.iter().map(|s| s.spec.bucket).collect();
+        crate::budget::BudgetSettings {
+            tenant_limits: buckets
+                .iter()
+                .filter_map(|&b| Some((b, self.rate_limit_of(b)?)))
+                .collect(),
+            app_limits: buckets
+                .iter()
+                .filter_map(|&b| Some((b, self.app_rate_limit_of(b)?)))
+                .collect(),
+            lanes: self
+                .sources
+                .iter()
+                .map(|s| (s.tenant.clone(), s.spec.bucket))
+                .collect(),
+            deep_reads: !self.deeper_rescans().is_empty(),
+            speedup: self.budget_speedup,
+            shared: self.options.queue_backend.uses_redis().then(|| {
+                crate::budget::SharedSettings {
+                    redis: self.redis_settings(),
+                    app_id: self.app_id().to_string(),
+                    own_tenant: self.budget_owner(None).0,
+                    http_timeout: self.options.http_timeout,
+                }
+            }),
+        }
+    }
+
     /// What the Redis client needs of the options.
     pub fn redis_settings(&self) -> RedisSettings {
         RedisSettings {
