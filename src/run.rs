@@ -403,7 +403,7 @@ fn prepare<'a>(
     setup: &Setup,
     shaped: Option<(&'static dyn Shape, Context)>,
 ) -> Result<Export<'a>, Error> {
-    let mut resumed = state::open(config, source, &setup.redis_retry)?;
+    let mut resumed = state::open(&config.state_settings(), source, &setup.redis_retry)?;
     if let Some(resumed) = &resumed {
         refuse_progress_ahead(resumed, now, microsoft)?;
     }
@@ -599,7 +599,13 @@ fn open_sink(
             .map(|start| r.progress.as_ref().map_or(start, |p| p.floor().min(start)))
             .map(|floor| floor.unix_timestamp()),
     });
-    let mut sink = sink::open(config, source, connections, retry.clone(), dedup)?;
+    let mut sink = sink::open(
+        &config.sink_settings(),
+        source,
+        connections,
+        retry.clone(),
+        dedup,
+    )?;
     if let Some((shape, context)) = shaped {
         sink = Box::new(FormattedSink::new(
             sink,

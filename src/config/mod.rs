@@ -21,9 +21,10 @@ use time::OffsetDateTime;
 pub use crate::error::{ConfigError, Origin};
 pub use crate::files::Output;
 use crate::redis_client::{RedisSettings, RedisTarget};
+pub use crate::sink::{Backend, QueueType};
 pub use credentials::Credential;
 pub use spec::Options;
-pub use targets::{Backend, PushTarget, QueueType, StateMode};
+pub use targets::{PushTarget, StateMode};
 pub use values::asks_for_json;
 
 use values::{AZURE_NAMES, Values, holds_secret, readable_by_others, test_knob};
@@ -222,6 +223,36 @@ impl Config {
                     http_timeout: self.options.http_timeout,
                 }
             }),
+        }
+    }
+
+    /// What the state stores need of the options.
+    pub fn state_settings(&self) -> crate::state::StateSettings {
+        crate::state::StateSettings {
+            keep: self.options.state == StateMode::Auto && self.since.is_none(),
+            redis: self
+                .options
+                .queue_backend
+                .uses_redis()
+                .then(|| self.redis_settings()),
+            rescan: self.rescan(),
+            signin_updates: self.options.signin_updates,
+            window: self.options.streams as i64 * self.options.stream_frame as i64,
+            timelag: self.options.timelag as i64,
+        }
+    }
+
+    /// What the sinks need of the options.
+    pub fn sink_settings(&self) -> crate::sink::SinkSettings {
+        crate::sink::SinkSettings {
+            backend: self.options.queue_backend,
+            queue_type: self.options.queue_type,
+            max_queue_len: self.options.max_queue_len,
+            stream_maxlen: self.options.stream_maxlen,
+            allow_no_subscribers: self.options.channel_allow_no_subscribers,
+            record_format: self.options.record_format,
+            name_sources: self.name_sources(),
+            redis: self.redis_settings(),
         }
     }
 

@@ -9,32 +9,6 @@ use crate::error::ConfigError;
 use crate::redis_client::RedisTarget;
 use crate::secret::Secret;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Redis,
-    Log,
-    File,
-}
-
-impl Backend {
-    /// Records go to Redis; the state and the shared request budget live there too.
-    pub fn uses_redis(self) -> bool {
-        self == Backend::Redis
-    }
-
-    /// Records go to `file_path`.
-    pub fn writes_file(self) -> bool {
-        self == Backend::File
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueType {
-    List,
-    Channel,
-    Stream,
-}
-
 /// A Pushgateway: its URL without credentials (safe to log) and, when the URL held
 /// `user:password@`, the basic-auth header value they make.
 #[derive(Clone)]

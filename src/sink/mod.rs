@@ -11,10 +11,10 @@ mod resp;
 
 pub use dedup::RecordKey;
 
-use crate::config::{Backend, Config};
 use crate::error::{Error, SinkError};
+use crate::format::RecordFormat;
 use crate::lane::Lane;
-use crate::redis_client::RedisPool;
+use crate::redis_client::{RedisPool, RedisSettings};
 use crate::retry::RetryOptions;
 
 /// What a sink did with a page.
@@ -69,34 +69,77 @@ pub trait Sink: Send + Sync {
     }
 }
 
+/// What the sinks need of the options.
+#[derive(Debug, Clone)]
+pub struct SinkSettings {
+    pub backend: Backend,
+    pub queue_type: QueueType,
+    /// `max_queue_len`: refuse a page while the list or stream holds this many entries.
+    pub max_queue_len: Option<u64>,
+    /// `stream_maxlen`: trim the stream to about this many entries.
+    pub stream_maxlen: Option<u64>,
+    /// `channel_allow_no_subscribers`.
+    pub allow_no_subscribers: bool,
+    pub record_format: RecordFormat,
+    /// Several sources are exported: log lines name theirs.
+    pub name_sources: bool,
+    pub redis: RedisSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Redis,
+    Log,
+    File,
+}
+
+impl Backend {
+    /// Records go to Redis; the state and the shared request budget live there too.
+    pub fn uses_redis(self) -> bool {
+        self == Backend::Redis
+    }
+
+    /// Records go to `file_path`.
+    pub fn writes_file(self) -> bool {
+        self == Backend::File
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    List,
+    Channel,
+    Stream,
+}
+
 /// `source`'s sink; `redis_retry` limits the Redis sink's retries (files and the log
 /// are not retried: their errors do not go away by waiting). The Redis sinks of all
 /// sources share `connections`; with several sources, log lines name theirs.
 pub fn open(
-    config: &Config,
+    settings: &SinkSettings,
     source: &Lane,
     connections: Option<&RedisPool>,
     redis_retry: RetryOptions,
     dedup: Option<redis::Dedup>,
 ) -> Result<Box<dyn Sink>, Error> {
-    Ok(match (config.options.queue_backend, connections) {
+    Ok(match (settings.backend, connections) {
         (Backend::Redis, Some(connections)) => Box::new(redis::RedisSink::new(
             connections.clone(),
-            config,
+            settings,
             source,
             redis_retry,
             dedup,
         )),
         (Backend::Redis, None) => Box::new(redis::RedisSink::new(
-            RedisPool::new(&config.redis_settings())?,
-            config,
+            RedisPool::new(&settings.redis)?,
+            settings,
             source,
             redis_retry,
             dedup,
         )),
         (Backend::Log, _) => Box::new(log::LogSink {
             source: source.spec,
-            name_sources: config.name_sources(),
+            name_sources: settings.name_sources,
         }),
         (Backend::File, _) => Box::new(file::FileSink::open(&source.file_path)?),
     })

@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use super::resp::{self, EntryFields};
-use super::{RecordKey, Sink, Written};
-use crate::config::{Config, QueueType};
+use super::{QueueType, RecordKey, Sink, SinkSettings, Written};
 use crate::error::SinkError;
 use crate::lane::Lane;
 use crate::redis_client::{Attempt, RedisConnection, RedisPool, connect_attempt, retrying};
@@ -75,7 +74,7 @@ impl RedisSink {
     /// every write (and the start-up check): its backoff should be [`REDIS_BACKOFF`].
     pub fn new(
         connections: RedisPool,
-        config: &Config,
+        settings: &SinkSettings,
         source: &Lane,
         retry: RetryOptions,
         dedup: Option<Dedup>,
@@ -83,19 +82,19 @@ impl RedisSink {
         RedisSink {
             connections,
             key: source.queue_key.clone(),
-            max_queue_len: config.options.max_queue_len,
-            stream_maxlen: config.options.stream_maxlen,
-            allow_no_subscribers: config.options.channel_allow_no_subscribers,
+            max_queue_len: settings.max_queue_len,
+            stream_maxlen: settings.stream_maxlen,
+            allow_no_subscribers: settings.allow_no_subscribers,
             warned_unheard: std::sync::atomic::AtomicBool::new(false),
             dedup,
             dedup_script: redis::Script::new(DEDUP_SCRIPT),
-            queue_type: config.options.queue_type,
+            queue_type: settings.queue_type,
             retry,
             entry: EntryFields {
                 tenant: source.owner.clone().unwrap_or_default(),
                 source: source.spec.name,
-                format: match config.options.record_format.shape(source.spec) {
-                    Some(_) => config.options.record_format.name(),
+                format: match settings.record_format.shape(source.spec) {
+                    Some(_) => settings.record_format.name(),
                     None => "graph",
                 },
             },

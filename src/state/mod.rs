@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use crate::config::{Config, StateMode};
 use crate::error::Error;
 use crate::lane::Lane;
+use crate::redis_client::RedisSettings;
 use crate::retry::RetryOptions;
 use crate::sink::dedup::SeenSet;
 use crate::window::{self, Frame, Window};
@@ -456,20 +456,36 @@ impl Resumed {
     }
 }
 
+/// What the state stores need of the options.
+#[derive(Debug, Clone)]
+pub struct StateSettings {
+    /// Runs keep state: `state auto`, and not a backfill.
+    pub keep: bool,
+    /// State lives in Redis (the Redis backend), else in each lane's `state_file`.
+    pub redis: Option<RedisSettings>,
+    /// The first rescan depth.
+    pub rescan: u64,
+    /// Records of the sign-in sources are keyed by id and content (`signin_updates`).
+    pub signin_updates: bool,
+    /// The original's window (`streams` × `stream_frame`) and `timelag`, in seconds:
+    /// what a first run takes over from its queue.
+    pub window: i64,
+    pub timelag: i64,
+}
+
 /// Opens and locks `source`'s state store when this run keeps state: `state auto`, not
 /// a backfill, and somewhere to keep it.
 pub fn open(
-    config: &Config,
+    settings: &StateSettings,
     source: &Lane,
     retry: &RetryOptions,
 ) -> Result<Option<Resumed>, Error> {
-    if config.options.state == StateMode::Off || config.since.is_some() {
+    if !settings.keep {
         return Ok(None);
     }
-    let backend = config.options.queue_backend;
-    let mut store: Box<dyn StateStore> = match (backend.uses_redis(), &source.state_file) {
-        (true, _) => Box::new(RedisState::new(config, source, retry.clone())?),
-        (_, Some(path)) => Box::new(FileState::new(path, config.rescan())),
+    let mut store: Box<dyn StateStore> = match (&settings.redis, &source.state_file) {
+        (Some(redis), _) => Box::new(RedisState::new(settings, redis, source, retry.clone())?),
+        (_, Some(path)) => Box::new(FileState::new(path, settings.rescan)),
         (_, None) => {
             log::warn!(
                 "state auto needs state_file with the log and file backends: running stateless (no watermark, no rescan, no lock)"

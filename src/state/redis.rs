@@ -18,12 +18,13 @@ use super::{
     Progress, StateStore, Traces, before_second_pass, decode_deeper, decode_ranges, encode_deeper,
     encode_ranges,
 };
-use crate::config::Config;
 use crate::error::Error;
 use crate::ids;
 use crate::keys;
 use crate::lane::{Lane, OtherLayout};
-use crate::redis_client::{RedisClient, connect, connect_attempt, open_client, retrying};
+use crate::redis_client::{
+    RedisClient, RedisSettings, connect, connect_attempt, open_client, retrying,
+};
 use crate::retry::RetryOptions;
 use crate::sink::redis::FLOOR_MARK;
 use crate::window::{self, Frame};
@@ -63,12 +64,17 @@ pub struct RedisState {
 }
 
 impl RedisState {
-    pub fn new(config: &Config, source: &Lane, retry: RetryOptions) -> Result<Self, Error> {
+    pub fn new(
+        settings: &super::StateSettings,
+        redis: &RedisSettings,
+        source: &Lane,
+        retry: RetryOptions,
+    ) -> Result<Self, Error> {
         Ok(RedisState {
-            client: open_client(&config.redis_settings())?,
-            location: config.redis.location().to_string(),
+            client: open_client(redis)?,
+            location: redis.target.location().to_string(),
             queue_key: source.queue_key.clone(),
-            rescan: config.rescan(),
+            rescan: settings.rescan,
             owner: source.owner.clone(),
             other_layout: source.other_layout.clone(),
             lock_key: source.key("lock"),
@@ -79,9 +85,9 @@ impl RedisState {
             lost: Arc::default(),
             takeover: TakeoverSettings {
                 spec: source.spec,
-                versioned: config.versioned(source),
-                window: config.options.streams as i64 * config.options.stream_frame as i64,
-                timelag: config.options.timelag as i64,
+                versioned: settings.signin_updates && source.spec.is_sign_ins(),
+                window: settings.window,
+                timelag: settings.timelag,
             },
         })
     }
