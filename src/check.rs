@@ -7,12 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::{Backend, Config, Output};
+use crate::config::Config;
 use crate::error::GraphError;
 use crate::exit;
 use crate::graph::GraphClient;
 use crate::graph::client::PageShape;
-use crate::redis_client::{self, connect, open_client};
 use crate::setup::Setup;
 use crate::window::{self, Frame};
 
@@ -57,13 +56,10 @@ pub fn check(config: &Config) -> u8 {
             }
         )),
     }];
-    outcomes.push(match config.options.queue_backend {
-        Backend::Redis => check_redis(config),
-        Backend::File => check_file(config),
-        Backend::Log => Outcome {
-            name: "output".into(),
-            result: Ok("the log (stderr)".into()),
-        },
+    let health = crate::sink::health(&config.sink_settings(), &config.sources);
+    outcomes.push(Outcome {
+        name: health.name,
+        result: health.result,
     });
     outcomes.extend(check_graph(config));
     let mut passed = true;
@@ -72,112 +68,6 @@ pub fn check(config: &Config) -> u8 {
         println!("{}", outcome.line());
     }
     if passed { exit::OK } else { exit::INCOMPLETE }
-}
-
-/// PING, then for each source's queue key a SET and DEL of `{key}:msgx:check` and a
-/// trivial script: what a run does, without touching its keys.
-fn check_redis(config: &Config) -> Outcome {
-    let name = format!("redis {}", config.redis.location());
-    let keys: Vec<String> = config.sources.iter().map(|s| s.queue_key.clone()).collect();
-    let probe = || -> Result<(), redis::RedisError> {
-        let client = open_client(&config.redis_settings()).map_err(|e| {
-            redis::RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "redis_url",
-                e.to_string(),
-            ))
-        })?;
-        let mut connection = connect(&client)?;
-        redis::cmd("PING").exec(&mut *connection)?;
-        for key in &keys {
-            let probe_key = crate::keys::derived(key, "check");
-            redis::cmd("SET")
-                .arg(&probe_key)
-                .arg("msgx-once --check")
-                .arg("PX")
-                .arg(10_000)
-                .exec(&mut *connection)?;
-            redis::cmd("DEL").arg(&probe_key).exec(&mut *connection)?;
-        }
-        redis::cmd("EVAL")
-            .arg("return 1")
-            .arg(0)
-            .exec(&mut *connection)
-    };
-    let result = probe().map(|()| {
-        format!(
-            "PING, a write and delete under {}, a script",
-            prefixes(&keys)
-        )
-    });
-    Outcome {
-        name,
-        result: result.map_err(|e| {
-            let advice = match e.code() {
-                Some("NOPERM") => format!(
-                    "grant the Redis user every right a run needs: {} (docs/redis.md)",
-                    redis_client::acl_line(
-                        keys.first().map_or("ms_graph_exporter", String::as_str)
-                    )
-                ),
-                _ if redis_client::is_password_refused(&e) => {
-                    redis_client::PASSWORD_REFUSED.to_string()
-                }
-                _ if e.to_string().contains("invalid peer certificate") => {
-                    "give the CA that signed Redis's certificate in redis_ca_file (a PEM file), \
-                     and use the host name the certificate names in redis_url"
-                        .into()
-                }
-                _ => "check that Redis runs and redis_url points at it (host, port, TLS)".into(),
-            };
-            (e.to_string(), advice)
-        }),
-    }
-}
-
-fn prefixes(keys: &[String]) -> String {
-    let shown: Vec<String> = keys.iter().map(|k| format!("{k}:msgx")).collect();
-    shown.join(", ")
-}
-
-/// The output file's directory must exist and be writable (nothing is written to the
-/// file itself).
-fn check_file(config: &Config) -> Outcome {
-    let mut paths = Vec::new();
-    for source in &config.sources {
-        if let Output::Path(path) = &source.file_path {
-            paths.push(path.clone());
-        }
-    }
-    let problem = paths.iter().find_map(|path| {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        let probe = dir.join(format!(".msgx-check-{}", std::process::id()));
-        std::fs::write(&probe, b"")
-            .and_then(|()| std::fs::remove_file(&probe))
-            .err()
-            .map(|e| (path.clone(), e))
-    });
-    Outcome {
-        name: "output file".into(),
-        result: match problem {
-            None if paths.is_empty() => Ok("stdout".into()),
-            None => Ok(format!(
-                "{} writable",
-                paths
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            Some((path, e)) => Err((
-                format!("cannot write beside {}: {e}", path.display()),
-                "create the directory and give the user msgx-once runs as write access".into(),
-            )),
-        },
-    }
 }
 
 /// A token, then one `$top=1` request per source for the last minute.

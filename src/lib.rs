@@ -25,7 +25,9 @@
 //!   HTTP `transport`.
 //! - The vocabulary: `shutdown` (signals), `sources` (the audit streams as data),
 //!   `lane` (one tenant × source: its identity, keys and file), `format` (the record
-//!   shapes of `record_format`, one file each), `retry` (backoff, Retry-After), and
+//!   shapes of `record_format`, one file each), `dedup` (each record's key, the
+//!   seen-set, below both the sinks and the state stores), `retry` (backoff,
+//!   Retry-After), and
 //!   `error` (one type per boundary, an option's `ConfigError` among them).
 //! - The adapters, each receiving its own settings and never the configuration (as
 //!   ripgrep's search crates never see its flags): `redis_client` (TLS, Sentinel,
@@ -47,6 +49,7 @@ mod budget;
 mod buffers;
 mod check;
 mod config;
+mod dedup;
 mod error;
 pub mod exit;
 mod files;

@@ -68,14 +68,11 @@ pub fn output(value: &str) -> Result<Output, String> {
 }
 
 pub fn backend(value: &str) -> Result<Backend, String> {
-    named(
-        value,
-        &[
-            ("redis", Backend::Redis),
-            ("log", Backend::Log),
-            ("file", Backend::File),
-        ],
-    )
+    let names: Vec<(&str, Backend)> = crate::sink::BACKENDS
+        .iter()
+        .map(|b| (b.name, b.backend))
+        .collect();
+    named(value, &names)
 }
 
 pub fn queue_type(value: &str) -> Result<QueueType, String> {

@@ -12,9 +12,63 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::Mutex;
 
-use super::{RecordKey, Sink, Written};
+use super::{Health, RecordKey, Sink, SinkSettings, Written};
 use crate::error::{Error, SinkError};
 use crate::files::Output;
+use crate::lane::Lane;
+use crate::redis_client::RedisPool;
+use crate::retry::RetryOptions;
+
+/// The lane's file sink: its `file_path`.
+pub fn open(
+    _: &SinkSettings,
+    source: &Lane,
+    _: Option<&RedisPool>,
+    _: RetryOptions,
+    _: Option<super::redis::Dedup>,
+) -> Result<Box<dyn Sink>, Error> {
+    Ok(Box::new(FileSink::open(&source.file_path)?))
+}
+
+/// `--check`: the output file's directory must exist and be writable (nothing is written to the
+/// file itself).
+pub fn health(_: &SinkSettings, lanes: &[Lane]) -> Health {
+    let mut paths = Vec::new();
+    for source in lanes {
+        if let Output::Path(path) = &source.file_path {
+            paths.push(path.clone());
+        }
+    }
+    let problem = paths.iter().find_map(|path| {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let probe = dir.join(format!(".msgx-check-{}", std::process::id()));
+        std::fs::write(&probe, b"")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .err()
+            .map(|e| (path.clone(), e))
+    });
+    Health {
+        name: "output file".into(),
+        result: match problem {
+            None if paths.is_empty() => Ok("stdout".into()),
+            None => Ok(format!(
+                "{} writable",
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Some((path, e)) => Err((
+                format!("cannot write beside {}: {e}", path.display()),
+                "create the directory and give the user msgx-once runs as write access".into(),
+            )),
+        },
+    }
+}
 
 enum Target {
     Stdout,

@@ -6,15 +6,40 @@
 
 use serde::Deserialize;
 
-use super::{RecordKey, Sink, Written};
-use crate::error::SinkError;
+use super::{Health, RecordKey, Sink, SinkSettings, Written};
+use crate::error::{Error, SinkError};
+use crate::lane::Lane;
 use crate::logging;
+use crate::redis_client::RedisPool;
+use crate::retry::RetryOptions;
 use crate::sources::SourceSpec;
 
 pub struct LogSink {
     pub source: &'static SourceSpec,
     /// Start each line with the source's name (several sources are exported).
     pub name_sources: bool,
+}
+
+/// The lane's log sink.
+pub fn open(
+    settings: &SinkSettings,
+    source: &Lane,
+    _: Option<&RedisPool>,
+    _: RetryOptions,
+    _: Option<super::redis::Dedup>,
+) -> Result<Box<dyn Sink>, Error> {
+    Ok(Box::new(LogSink {
+        source: source.spec,
+        name_sources: settings.name_sources,
+    }))
+}
+
+/// `--check`: the log needs nothing.
+pub fn health(_: &SinkSettings, _: &[Lane]) -> Health {
+    Health {
+        name: "output".into(),
+        result: Ok("the log (stderr)".into()),
+    }
 }
 
 #[derive(Deserialize, Default)]

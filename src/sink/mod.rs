@@ -9,7 +9,7 @@ pub mod log;
 pub mod redis;
 mod resp;
 
-pub use dedup::RecordKey;
+pub use crate::dedup::RecordKey;
 
 use crate::error::{Error, SinkError};
 use crate::format::RecordFormat;
@@ -86,6 +86,7 @@ pub struct SinkSettings {
     pub redis: RedisSettings,
 }
 
+/// A `queue_backend`: one row of [`BACKENDS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Redis,
@@ -93,16 +94,82 @@ pub enum Backend {
     File,
 }
 
+/// A sink backend: its option value, what it brings with it, how its sink is opened and
+/// the check `--check` runs for it. A new backend is its file and a row here.
+pub struct BackendSpec {
+    pub name: &'static str,
+    pub backend: Backend,
+    /// Records go to Redis; the state and the shared request budget live there too.
+    pub uses_redis: bool,
+    /// Records go to `file_path`.
+    pub writes_file: bool,
+    /// The lane's sink (`connections`: the run's shared Redis pool, if it has one).
+    open: OpenSink,
+    /// What `--check` checks of it for `lanes`, before any record is written.
+    pub health: fn(&SinkSettings, &[Lane]) -> Health,
+}
+
+/// How a backend opens a lane's sink: the run's shared Redis pool, if it has one, the
+/// Redis retries, and the seen-set the Redis sink writes.
+type OpenSink = fn(
+    &SinkSettings,
+    &Lane,
+    Option<&RedisPool>,
+    RetryOptions,
+    Option<redis::Dedup>,
+) -> Result<Box<dyn Sink>, Error>;
+
+pub static BACKENDS: &[BackendSpec] = &[
+    BackendSpec {
+        name: "redis",
+        backend: Backend::Redis,
+        uses_redis: true,
+        writes_file: false,
+        open: redis::open,
+        health: redis::health,
+    },
+    BackendSpec {
+        name: "log",
+        backend: Backend::Log,
+        uses_redis: false,
+        writes_file: false,
+        open: log::open,
+        health: log::health,
+    },
+    BackendSpec {
+        name: "file",
+        backend: Backend::File,
+        uses_redis: false,
+        writes_file: true,
+        open: file::open,
+        health: file::health,
+    },
+];
+
 impl Backend {
+    pub fn spec(self) -> &'static BackendSpec {
+        BACKENDS
+            .iter()
+            .find(|b| b.backend == self)
+            .unwrap_or(&BACKENDS[0])
+    }
+
     /// Records go to Redis; the state and the shared request budget live there too.
     pub fn uses_redis(self) -> bool {
-        self == Backend::Redis
+        self.spec().uses_redis
     }
 
     /// Records go to `file_path`.
     pub fn writes_file(self) -> bool {
-        self == Backend::File
+        self.spec().writes_file
     }
+}
+
+/// What `--check` found of a destination: what was checked, and on failure the problem
+/// and what to do.
+pub struct Health {
+    pub name: String,
+    pub result: Result<String, (String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,25 +189,10 @@ pub fn open(
     redis_retry: RetryOptions,
     dedup: Option<redis::Dedup>,
 ) -> Result<Box<dyn Sink>, Error> {
-    Ok(match (settings.backend, connections) {
-        (Backend::Redis, Some(connections)) => Box::new(redis::RedisSink::new(
-            connections.clone(),
-            settings,
-            source,
-            redis_retry,
-            dedup,
-        )),
-        (Backend::Redis, None) => Box::new(redis::RedisSink::new(
-            RedisPool::new(&settings.redis)?,
-            settings,
-            source,
-            redis_retry,
-            dedup,
-        )),
-        (Backend::Log, _) => Box::new(log::LogSink {
-            source: source.spec,
-            name_sources: settings.name_sources,
-        }),
-        (Backend::File, _) => Box::new(file::FileSink::open(&source.file_path)?),
-    })
+    (settings.backend.spec().open)(settings, source, connections, redis_retry, dedup)
+}
+
+/// The check `--check` runs for the configured backend.
+pub fn health(settings: &SinkSettings, lanes: &[Lane]) -> Health {
+    (settings.backend.spec().health)(settings, lanes)
 }

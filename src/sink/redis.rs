@@ -6,10 +6,12 @@
 use std::time::Duration;
 
 use super::resp::{self, EntryFields};
-use super::{QueueType, RecordKey, Sink, SinkSettings, Written};
-use crate::error::SinkError;
+use super::{Health, QueueType, RecordKey, Sink, SinkSettings, Written};
+use crate::error::{Error, SinkError};
 use crate::lane::Lane;
-use crate::redis_client::{Attempt, RedisConnection, RedisPool, connect_attempt, retrying};
+use crate::redis_client::{
+    self, Attempt, RedisConnection, RedisPool, connect, connect_attempt, open_client, retrying,
+};
 use crate::retry::RetryOptions;
 
 pub struct RedisSink {
@@ -62,12 +64,95 @@ pub struct Dedup {
 /// last.
 const DEDUP_SCRIPT: &str = include_str!("dedup.lua");
 
-/// The seen-set member whose score is the floor of the last write: every id delivered
-/// at or after it is in the set. A space, which no Graph id holds, keeps it apart.
-pub const FLOOR_MARK: &str = "msgx floor";
-
 /// How long a page waits for a replica to acknowledge it (Sentinel).
 const REPLICA_WAIT: Duration = Duration::from_secs(5);
+
+/// The lane's Redis sink, on the run's shared pool (or a pool of its own).
+pub fn open(
+    settings: &SinkSettings,
+    source: &Lane,
+    connections: Option<&RedisPool>,
+    retry: RetryOptions,
+    dedup: Option<Dedup>,
+) -> Result<Box<dyn Sink>, Error> {
+    let connections = match connections {
+        Some(connections) => connections.clone(),
+        None => RedisPool::new(&settings.redis)?,
+    };
+    Ok(Box::new(RedisSink::new(
+        connections,
+        settings,
+        source,
+        retry,
+        dedup,
+    )))
+}
+
+/// `--check`: PING, then for each lane's queue key a SET and DEL of `{key}:msgx:check` and a
+/// trivial script: what a run does, without touching its keys.
+pub fn health(settings: &SinkSettings, lanes: &[Lane]) -> Health {
+    let name = format!("redis {}", settings.redis.target.location());
+    let keys: Vec<String> = lanes.iter().map(|s| s.queue_key.clone()).collect();
+    let probe = || -> Result<(), redis::RedisError> {
+        let client = open_client(&settings.redis).map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "redis_url",
+                e.to_string(),
+            ))
+        })?;
+        let mut connection = connect(&client)?;
+        redis::cmd("PING").exec(&mut *connection)?;
+        for key in &keys {
+            let probe_key = crate::keys::derived(key, "check");
+            redis::cmd("SET")
+                .arg(&probe_key)
+                .arg("msgx-once --check")
+                .arg("PX")
+                .arg(10_000)
+                .exec(&mut *connection)?;
+            redis::cmd("DEL").arg(&probe_key).exec(&mut *connection)?;
+        }
+        redis::cmd("EVAL")
+            .arg("return 1")
+            .arg(0)
+            .exec(&mut *connection)
+    };
+    let result = probe().map(|()| {
+        format!(
+            "PING, a write and delete under {}, a script",
+            prefixes(&keys)
+        )
+    });
+    Health {
+        name,
+        result: result.map_err(|e| {
+            let advice = match e.code() {
+                Some("NOPERM") => format!(
+                    "grant the Redis user every right a run needs: {} (docs/redis.md)",
+                    redis_client::acl_line(
+                        keys.first().map_or("ms_graph_exporter", String::as_str)
+                    )
+                ),
+                _ if redis_client::is_password_refused(&e) => {
+                    redis_client::PASSWORD_REFUSED.to_string()
+                }
+                _ if e.to_string().contains("invalid peer certificate") => {
+                    "give the CA that signed Redis's certificate in redis_ca_file (a PEM file), \
+                     and use the host name the certificate names in redis_url"
+                        .into()
+                }
+                _ => "check that Redis runs and redis_url points at it (host, port, TLS)".into(),
+            };
+            (e.to_string(), advice)
+        }),
+    }
+}
+
+fn prefixes(keys: &[String]) -> String {
+    let shown: Vec<String> = keys.iter().map(|k| format!("{k}:msgx")).collect();
+    shown.join(", ")
+}
 
 impl RedisSink {
     /// A sink writing to `source`'s queue key through `connections`; `retry` limits
@@ -412,6 +497,7 @@ mod tests {
 
     #[test]
     fn the_script_writes_the_floor_mark_under_its_rust_name() {
-        assert!(DEDUP_SCRIPT.contains(&format!("'{FLOOR_MARK}'")));
+        let mark = crate::dedup::FLOOR_MARK;
+        assert!(DEDUP_SCRIPT.contains(&format!("'{mark}'")));
     }
 }

@@ -12,8 +12,8 @@ use super::{
     Progress, StateStore, Traces, before_second_pass, decode_deeper, decode_ranges, encode_deeper,
     encode_ranges,
 };
+use crate::dedup::SeenSet;
 use crate::error::Error;
-use crate::sink::dedup::SeenSet;
 
 /// State of the log and file backends: `{"watermark": …, "origin": …, "seen": {id:
 /// created, …}}` in Unix seconds, replaced atomically (write, then rename). `seen`

@@ -19,11 +19,11 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
+use crate::dedup::SeenSet;
 use crate::error::Error;
 use crate::lane::Lane;
 use crate::redis_client::RedisSettings;
 use crate::retry::RetryOptions;
-use crate::sink::dedup::SeenSet;
 use crate::window::{self, Frame, Window};
 
 /// What the runs so far have read. Every second is read twice: once when it becomes
@@ -321,7 +321,7 @@ impl Resumed {
                      ({}): not what msgx-once stored — ZREM {key} \"{}\" and run again",
                     window::utc_second(floor.start),
                     window::utc_second(now),
-                    crate::sink::redis::FLOOR_MARK,
+                    crate::dedup::FLOOR_MARK,
                     key = floor.key,
                 )));
             }

@@ -18,6 +18,7 @@ use super::{
     Progress, StateStore, Traces, before_second_pass, decode_deeper, decode_ranges, encode_deeper,
     encode_ranges,
 };
+use crate::dedup::FLOOR_MARK;
 use crate::error::Error;
 use crate::ids;
 use crate::keys;
@@ -26,7 +27,6 @@ use crate::redis_client::{
     RedisClient, RedisSettings, connect, connect_attempt, open_client, retrying,
 };
 use crate::retry::RetryOptions;
-use crate::sink::redis::FLOOR_MARK;
 use crate::window::{self, Frame};
 
 const RELEASE_SCRIPT: &str = include_str!("lua/release.lua");

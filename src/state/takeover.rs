@@ -13,7 +13,7 @@
 
 use time::OffsetDateTime;
 
-use crate::sink::dedup::{RecordKey, record_keys};
+use crate::dedup::{RecordKey, record_keys};
 use crate::sources::SourceSpec;
 
 /// What a lane needs to take over from another exporter's queue.
