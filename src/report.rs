@@ -11,9 +11,7 @@ use crate::error::{Error, GraphError};
 use crate::exit;
 use crate::graph::client::BudgetSpent;
 use crate::outcome::{FrameFailure, FrameOutcome, LateAges};
-use crate::plan::Plan;
 use crate::sources::SourceSpec;
-use crate::state::{Progress, StateStore};
 use crate::window::{self, Frame, Pass, Window};
 
 /// What one source's export did.
@@ -85,40 +83,6 @@ impl SourceReport {
             ages.merge(&frame.late_ages);
         }
         ages
-    }
-
-    /// Stores where the plan's reads leave the progress: the frontiers move on, and
-    /// the unfinished parts of failed frames are owed to later runs. An empty window
-    /// leaves it as it is; any other window has `progress` to start from (a first run
-    /// stored its start before exporting).
-    pub(crate) fn save_progress(
-        &mut self,
-        store: &dyn StateStore,
-        plan: &Plan,
-        progress: Option<Progress>,
-        lagged_end: OffsetDateTime,
-        depths: &[u64],
-    ) {
-        let Some(progress) = progress.filter(|_| self.window.start().is_some()) else {
-            return;
-        };
-        let next = plan.after(&progress, |i| &self.frames[i].unfinished);
-        match store.save(next.clone()) {
-            Ok(()) => {
-                self.watermark = Some(next.watermark);
-                self.behind = next.behind(lagged_end, depths);
-                self.oldest_unread = next
-                    .owed_first
-                    .iter()
-                    .map(|r| r.start)
-                    .chain([next.watermark])
-                    .min();
-            }
-            Err(e) => {
-                log::error!("{e}");
-                self.state_error = Some(e);
-            }
-        }
     }
 
     /// The summary's figures of this source: window, frames, records, budget,
