@@ -495,3 +495,132 @@ pub(crate) fn log_failures<'a>(frames: impl Iterator<Item = &'a FrameOutcome>, n
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::SinkError;
+
+    fn at(second: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(second).unwrap()
+    }
+
+    fn frame(start: i64, end: i64) -> Frame {
+        Frame {
+            start: at(start),
+            end: at(end),
+        }
+    }
+
+    fn outcome(pass: Pass, failure: Option<FrameFailure>, unfinished: Vec<Frame>) -> FrameOutcome {
+        FrameOutcome {
+            source: crate::sources::sign_ins(),
+            tenant: None,
+            frame: frame(0, 59),
+            pass,
+            late_ages: LateAges::default(),
+            pages: 1,
+            records: 10,
+            delivered: 10,
+            unkeyed: 0,
+            unheard: 0,
+            updated: 0,
+            failure,
+            unfinished,
+        }
+    }
+
+    fn lane(frames: Vec<FrameOutcome>) -> SourceReport {
+        SourceReport {
+            source: crate::sources::sign_ins(),
+            tenant: None,
+            queue_key: "q".into(),
+            window: Window {
+                frames: frames.iter().map(|f| f.frame).collect(),
+            },
+            frames,
+            watermark: None,
+            oldest_unread: None,
+            state_error: None,
+            spent: BudgetSpent::default(),
+            requests_by_code: BTreeMap::new(),
+            behind: Vec::new(),
+        }
+    }
+
+    fn run(sources: Vec<SourceReport>) -> RunReport {
+        RunReport {
+            sources,
+            refused_tenants: Vec::new(),
+            locked: Vec::new(),
+            unread_state: Vec::new(),
+            elapsed: Duration::from_secs(1),
+            interrupted: None,
+        }
+    }
+
+    fn write_failed() -> Option<FrameFailure> {
+        Some(FrameFailure::Write(SinkError {
+            target: "redis".into(),
+            message: "refused".into(),
+        }))
+    }
+
+    #[test]
+    fn the_exit_code_says_the_worst_that_happened() {
+        assert_eq!(
+            run(vec![lane(vec![outcome(Pass::First, None, vec![])])]).exit_code(),
+            exit::OK
+        );
+        // A deferred deeper read is not a failure.
+        let deferred = outcome(
+            Pass::Deeper(0),
+            Some(FrameFailure::Deferred),
+            vec![frame(0, 59)],
+        );
+        assert_eq!(run(vec![lane(vec![deferred])]).exit_code(), exit::OK);
+        let failed = run(vec![lane(vec![outcome(
+            Pass::First,
+            write_failed(),
+            vec![],
+        )])]);
+        assert_eq!(failed.exit_code(), exit::INCOMPLETE);
+        let mut refused = run(vec![lane(vec![])]);
+        refused.refused_tenants.push("t".into());
+        assert_eq!(refused.exit_code(), exit::AUTH);
+        let mut interrupted = failed;
+        interrupted.interrupted = Some(130);
+        assert_eq!(interrupted.exit_code(), 130);
+    }
+
+    #[test]
+    fn unread_ranges_join_the_first_two_reads_and_leave_deeper_ones_to_their_depth() {
+        let report = lane(vec![
+            outcome(
+                Pass::First,
+                write_failed(),
+                vec![frame(0, 9), frame(30, 39)],
+            ),
+            outcome(Pass::Second, write_failed(), vec![frame(10, 19)]),
+            outcome(Pass::Deeper(0), write_failed(), vec![frame(20, 29)]),
+        ]);
+        assert_eq!(report.unread(), [frame(0, 19), frame(30, 39)]);
+        assert!(!report.succeeded());
+    }
+
+    #[test]
+    fn the_summary_names_what_is_unread_as_a_backfill_reads_it() {
+        let report = run(vec![lane(vec![outcome(
+            Pass::First,
+            write_failed(),
+            vec![frame(1_796_702_928, 1_796_702_987)],
+        )])]);
+        let summary = report.summary();
+        let line = &summary[0].text;
+        assert!(
+            line.contains("unread [--since 2026-12-08T04:08:48Z --until 2026-12-08T04:09:48Z]"),
+            "{line}"
+        );
+        assert!(!summary[0].ok);
+    }
+}

@@ -196,3 +196,26 @@ pub fn open(
 pub fn health(settings: &SinkSettings, lanes: &[Lane]) -> Health {
     (settings.backend.spec().health)(settings, lanes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every backend has one row, under its own name, and the row is its own.
+    #[test]
+    fn each_backend_is_one_row_of_its_own() {
+        for backend in [Backend::Redis, Backend::Log, Backend::File] {
+            assert_eq!(backend.spec().backend, backend);
+            assert_eq!(
+                BACKENDS.iter().filter(|b| b.backend == backend).count(),
+                1,
+                "{backend:?}"
+            );
+        }
+        let names: std::collections::BTreeSet<&str> = BACKENDS.iter().map(|b| b.name).collect();
+        assert_eq!(names.len(), BACKENDS.len());
+        // Only the Redis backend shares the budget and keeps state in Redis.
+        assert!(Backend::Redis.uses_redis() && !Backend::File.uses_redis());
+        assert!(Backend::File.writes_file() && !Backend::Log.writes_file());
+    }
+}
