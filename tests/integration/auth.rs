@@ -32,8 +32,8 @@ fn wrong_secret_exits_3_with_the_aadsts_code_and_never_shows_the_secret() {
             &[],
         );
         assert_eq!(run.code, 3, "{}", run.stderr);
-        assert!(run.stderr.contains("AADSTS7000215"), "{}", run.stderr);
-        assert!(run.stderr.contains("invalid_client"), "{}", run.stderr);
+        run.assert_stderr_has("AADSTS7000215");
+        run.assert_stderr_has("invalid_client");
         assert!(!run.stderr.contains(secret) && !run.stdout.contains(secret));
     }
     assert_eq!(
@@ -63,7 +63,7 @@ fn unknown_tenant_exits_3_with_aadsts90002() {
         &[],
     );
     assert_eq!(run.code, 3, "{}", run.stderr);
-    assert!(run.stderr.contains("AADSTS90002"), "{}", run.stderr);
+    run.assert_stderr_has("AADSTS90002");
 }
 
 #[test]

@@ -819,6 +819,17 @@ pub struct Output {
 }
 
 impl Output {
+    /// Asserts that the run logged `text`, showing everything it logged if not.
+    #[track_caller]
+    pub fn assert_stderr_has(&self, text: impl AsRef<str>) {
+        let text = text.as_ref();
+        assert!(
+            self.stderr.contains(text),
+            "{text:?} not logged:\n{}",
+            self.stderr
+        );
+    }
+
     /// The run's last summary line: a log line whose message starts with `summary: `.
     pub fn summary_line(&self) -> &str {
         self.stderr

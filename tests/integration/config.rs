@@ -339,11 +339,7 @@ fn missing_credentials_exit_2_naming_every_way_to_set_them() {
 fn missing_config_file_is_named() {
     let run = msgx(&strings(&["--app_config", "/nonexistent/msgx.yaml"]), &[]);
     assert_eq!(run.code, 2);
-    assert!(
-        run.stderr.contains("/nonexistent/msgx.yaml"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("/nonexistent/msgx.yaml");
 }
 
 #[test]
@@ -383,7 +379,7 @@ fn the_config_file_still_wins_but_says_what_it_overrode() {
          --page_size (the config file wins, as in the original)",
         config.display()
     );
-    assert!(run.stderr.contains(&warning), "{}", run.stderr);
+    run.assert_stderr_has(&warning);
     assert!(redis.len("k") > 0, "redis, as the file says");
 }
 
@@ -405,14 +401,10 @@ fn a_config_file_others_can_read_holding_a_secret_gets_a_warning() {
     args.extend(strings(&["--state", "off"]));
     let run = msgx(&args, &[("MSGX_NOW", &rfc3339(minutes_ago(5)))]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(&format!(
-            "[WARN] config file {} holds client_secret and others can read it (mode 644)",
-            config.display()
-        )),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has(&format!(
+        "[WARN] config file {} holds client_secret and others can read it (mode 644)",
+        config.display()
+    ));
     assert!(!run.stderr.contains(SIM_SECRET));
 }
 
@@ -483,12 +475,7 @@ fn since_and_until_take_dates_and_ages_and_warn_beyond_retention() {
     args.extend(strings(&["--stream_frame", "86400", "--streams", "1"]));
     let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("is older than Graph's 30-day retention"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("is older than Graph's 30-day retention");
     let start = now.replace_nanosecond(0).unwrap() - Span::days(40);
     assert!(
         run.summary_window()
@@ -511,18 +498,7 @@ fn print_config_works_before_any_credential_and_says_what_is_missing() {
     ] {
         assert!(run.stdout.contains(line), "{line:?} in:\n{}", run.stdout);
     }
-    let ready = msgx(
-        &strings(&[
-            "--tenant",
-            "t.example",
-            "--client_id",
-            "c",
-            "--client_secret",
-            "s",
-            "--print_config",
-        ]),
-        &[],
-    );
+    let ready = msgx(&offline(&["--print_config"]), &[]);
     assert_eq!(ready.code, 0, "{}", ready.stderr);
     assert!(
         ready
@@ -595,12 +571,7 @@ fn a_redis_password_with_reserved_characters_says_to_percent_encode_it() {
 fn a_misspelled_source_or_a_list_for_one_value_says_what_was_meant() {
     let run = msgx(&offline(&["--sources", "signins,directory_audit"]), &[]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("(directory_audit: did you mean directory_audits?)"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("(directory_audit: did you mean directory_audits?)");
     let dir = TempDir::new();
     let file = dir.join("app_config.yaml");
     std::fs::write(&file, "streams: [2]\n").unwrap();

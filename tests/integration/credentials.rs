@@ -142,12 +142,7 @@ fn a_certificate_the_app_does_not_know_is_refused_with_700027() {
         &[],
     );
     assert_eq!(run.code, 3, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("AADSTS700027: Client assertion failed signature validation"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("AADSTS700027: Client assertion failed signature validation");
     assert_eq!(sim.stats()["token_401"], serde_json::json!(1), "no retries");
     assert_no_secrets(&run.stderr, &[&pem_body(&other_key)]);
 }
@@ -164,14 +159,10 @@ fn a_missing_or_keyless_certificate_is_a_config_error() {
         &[],
     );
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(&format!(
-            "option client_certificate: no private key in {}",
-            cert.display()
-        )),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has(&format!(
+        "option client_certificate: no private key in {}",
+        cert.display()
+    ));
 }
 
 #[test]
@@ -284,11 +275,7 @@ fn a_managed_identity_gets_tokens_from_imds_or_app_service() {
         &[],
     );
     assert_eq!(run.code, 3, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("invalid_request): Identity not found"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("invalid_request): Identity not found");
 }
 
 #[test]

@@ -680,11 +680,7 @@ fn pod_exports(
     );
     let run = pod.run(root.path(), &binary, &secret, injected, &[]);
     assert_eq!(run.code, 0, "{manifest}: {}", run.stderr);
-    assert!(
-        run.stderr.contains("\"msg\":\"summary: window ["),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("\"msg\":\"summary: window [");
     assert!(
         redis.len("ms_graph_exporter") > 0,
         "{manifest}: records in Redis"
@@ -787,12 +783,8 @@ fn the_workload_identity_cronjob_runs_as_its_pod_with_what_the_webhook_injects()
         &injected,
         &project_token,
     );
-    assert!(
-        run.stderr.contains(
-            ") overrides redis_url_file (from environment variable GRAPH_REDIS_URL_FILE)"
-        ),
-        "{}",
-        run.stderr
+    run.assert_stderr_has(
+        ") overrides redis_url_file (from environment variable GRAPH_REDIS_URL_FILE)",
     );
 }
 

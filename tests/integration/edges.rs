@@ -33,17 +33,8 @@ fn a_stray_character_in_a_relative_time_is_exit_2_naming_the_option() {
         let run = msgx(&offline(args), env);
         assert_eq!(run.code, 2, "{args:?} {env:?}: {}", run.stderr);
         assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-        assert!(
-            run.stderr
-                .contains(&format!("msgx-once: error: option {option}: invalid value")),
-            "{}",
-            run.stderr
-        );
-        assert!(
-            run.stderr.contains("or an age (-90m, -24h, -2d)"),
-            "{}",
-            run.stderr
-        );
+        run.assert_stderr_has(&format!("msgx-once: error: option {option}: invalid value"));
+        run.assert_stderr_has("or an age (-90m, -24h, -2d)");
     }
 }
 
@@ -230,11 +221,7 @@ fn the_readme_acl_user_runs_the_key_move_a_run_a_backfill_and_check() {
     let t2 = t1 + Span::seconds(60);
     let moved = as_user(t1, &[]);
     assert_eq!(moved.code, 0, "{}", moved.stderr);
-    assert!(
-        moved.stderr.contains("state moved from"),
-        "{}",
-        moved.stderr
-    );
+    moved.assert_stderr_has("state moved from");
     let steady = as_user(t2, &[]);
     assert_eq!(steady.code, 0, "{}", steady.stderr);
     assert_same_records(
@@ -315,14 +302,10 @@ fn a_shared_pause_longer_than_the_deadline_is_named_and_its_time_counted() {
     );
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(!run.stderr.contains("raise deadline"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains(&format!(
-            "the request budget shared with other processes is paused ({pause}"
-        )),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains(" s more, set by "), "{}", run.stderr);
+    run.assert_stderr_has(&format!(
+        "the request budget shared with other processes is paused ({pause}"
+    ));
+    run.assert_stderr_has(" s more, set by ");
     assert_eq!(sim.stats()["graph_200"], serde_json::Value::Null);
     // A backfill waits it out, and its progress lines count the wait.
     let _: () = query(&redis, &["SET", pause, "1", "PX", "3000"]);
@@ -391,7 +374,7 @@ fn state_under_both_names_after_a_rollback_is_merged_and_nothing_arrives_twice()
     // Rolled forward: both names hold state, the old ones the further progress.
     let run = tick(&sim, &redis, "rb", at(5), &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stderr.contains("rb:msgx:state"), "{}", run.stderr);
+    run.assert_stderr_has("rb:msgx:state");
     let old: i64 = query(&redis, &["EXISTS", "rb:msgx:state", "rb:msgx:seen"]);
     assert_eq!(old, 0, "the old names are gone once merged");
     assert_eq!(tick(&sim, &redis, "rb", at(6), &[]).code, 0);
@@ -431,7 +414,7 @@ fn a_move_cut_by_maxmemory_is_resumed_and_nothing_arrives_twice() {
     let t1 = t0 + Span::seconds(60);
     let cut = tick(&sim, &redis, "cut", t1, &[]);
     assert_ne!(cut.code, 0, "{}", cut.stderr);
-    assert!(cut.stderr.contains("OOM"), "{}", cut.stderr);
+    cut.assert_stderr_has("OOM");
     let moved: i64 = query(&redis, &["ZCARD", "{cut}:msgx:seen"]);
     assert!(
         moved < seen,
@@ -478,12 +461,8 @@ fn a_watermark_ahead_of_microsofts_clock_is_an_error_naming_the_key_and_the_repa
             "{}",
             run.stderr
         );
-        assert!(
-            run.stderr.contains(
-                "HSET {ahead}:msgx:state watermark <Unix second of the last export's end>"
-            ),
-            "{}",
-            run.stderr
+        run.assert_stderr_has(
+            "HSET {ahead}:msgx:state watermark <Unix second of the last export's end>",
         );
     }
     // Repaired as the message says, the next run reads what the damage held back.
@@ -544,19 +523,15 @@ fn a_backfill_into_the_future_stops_at_microsofts_now_and_names_the_rest() {
             rfc3339(end - Span::seconds(1))
         )
     );
-    assert!(
-        run.stderr.contains(&format!(
-            "[WARN] --until {} is after what Graph can have yet ({}: Microsoft's clock minus \
+    run.assert_stderr_has(&format!(
+        "[WARN] --until {} is after what Graph can have yet ({}: Microsoft's clock minus \
              timelag): this backfill stops there; export the rest later with --since {} \
              --until {}",
-            rfc3339(until),
-            rfc3339(end),
-            rfc3339(end),
-            rfc3339(until)
-        )),
-        "{}",
-        run.stderr
-    );
+        rfc3339(until),
+        rfc3339(end),
+        rfc3339(end),
+        rfc3339(until)
+    ));
 }
 
 // 13. Sharers with different limits.
@@ -682,24 +657,16 @@ fn a_certificate_is_found_not_found_or_matched_to_its_key() {
     let missing = dir.join("missing.pem");
     let run = run_with(&["--client_certificate", missing.to_str().unwrap()]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(&format!(
-            "option client_certificate: {} not found",
-            missing.display()
-        )),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has(&format!(
+        "option client_certificate: {} not found",
+        missing.display()
+    ));
     let run = run_with(&["--client_certificate", dir.path().to_str().unwrap()]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(&format!(
-            "option client_certificate: {} is a directory",
-            dir.path().display()
-        )),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has(&format!(
+        "option client_certificate: {} is a directory",
+        dir.path().display()
+    ));
     // The chain as a CA hands it out: its own certificate first, then the leaf, then
     // the leaf's key.
     let read = |path: &str| std::fs::read_to_string(path).unwrap();
@@ -730,14 +697,10 @@ fn a_certificate_is_found_not_found_or_matched_to_its_key() {
         other_key.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(&format!(
-            "option client_certificate: no certificate in {ca} belongs to the private key in {}",
-            other_key.display()
-        )),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has(&format!(
+        "option client_certificate: no certificate in {ca} belongs to the private key in {}",
+        other_key.display()
+    ));
     assert_eq!(
         sim.stats()["token_200"].as_u64().unwrap_or(0),
         tokens_before

@@ -126,12 +126,7 @@ fn lasting_failure_fails_every_frame_by_name_with_exit_1() {
             rfc3339(start),
             rfc3339(start + Span::seconds(29))
         );
-        assert!(
-            run.stderr
-                .contains(&format!("[ERROR] frame {span} incomplete")),
-            "{}",
-            run.stderr
-        );
+        run.assert_stderr_has(&format!("[ERROR] frame {span} incomplete"));
     }
     // The summary names the unread minute as one range, ready to export again.
     let redo = format!(
@@ -201,7 +196,7 @@ fn garbled_pages_are_retried_and_nothing_is_lost() {
     let run = backfill(&sim, &redis, "garbage", since, &[]);
     assert_exported_once(&run, &sim, &redis, "garbage", since);
     assert!(sim.stats()["graph_garbage"].as_u64().unwrap_or(0) >= 2);
-    assert!(run.stderr.contains("malformed page"), "{}", run.stderr);
+    run.assert_stderr_has("malformed page");
 }
 
 #[test]
@@ -286,11 +281,7 @@ fn a_foreign_next_link_fails_the_frame_and_gets_no_request() {
     args.extend(backfill_flags(since, since + Span::seconds(20)));
     let run = msgx(&args, &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("refusing to follow @odata.nextLink"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("refusing to follow @odata.nextLink");
     let span = format!(
         "[{} - {}]",
         rfc3339(since),
@@ -422,7 +413,7 @@ fn interrupted_run_names_what_is_missing(signal: &str, code: i32) {
             .expect("an RFC 3339 time")
             .unix_timestamp()
     };
-    assert!(run.stderr.contains(" in 2 frames "), "{}", run.stderr);
+    run.assert_stderr_has(" in 2 frames ");
     let frames = [0, 59, 60, 119].map(|s| (since + Span::seconds(s)).unix_timestamp());
     let boundaries: Vec<i64> = unread
         .iter()

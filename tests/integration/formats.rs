@@ -153,13 +153,9 @@ fn azure_monitor_writes_each_category_as_microsofts_diagnostic_settings_do() {
         &["--sources", ALL_SOURCES, "--record_format", "azure_monitor"],
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(
-            "[WARN] record_format azure_monitor: security_alerts has no shape in it and is \
-             written as Graph sends it"
-        ),
-        "{}",
-        run.stderr
+    run.assert_stderr_has(
+        "[WARN] record_format azure_monitor: security_alerts has no shape in it and is \
+             written as Graph sends it",
     );
     let (start, end) = (origin(now), lagged_end(now) - Span::seconds(1));
     let key = |source: &str| match source {
@@ -380,13 +376,9 @@ fn ocsf_sign_ins_of_a_day_of_every_kind_are_valid_ocsf_authentication_records() 
         ],
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(
-            "[WARN] record_format ocsf: directory_audits has no shape in it and is written as \
-             Graph sends it"
-        ),
-        "{}",
-        run.stderr
+    run.assert_stderr_has(
+        "[WARN] record_format ocsf: directory_audits has no shape in it and is written as \
+             Graph sends it",
     );
     let (mut failures, mut services, mut without_ip) = (0, 0, 0);
     for (source, category) in SIGN_INS {

@@ -250,12 +250,7 @@ fn a_previous_metrics_file_msgx_did_not_write_is_replaced_with_a_warn() {
         std::fs::write(&path, &previous).unwrap();
         let run = run_with_metrics(&sim, &path);
         assert_eq!(run.code, 0, "{}", run.stderr);
-        assert!(
-            run.stderr
-                .contains(&format!("[WARN] metrics_file {path}: ")),
-            "{}",
-            run.stderr
-        );
+        run.assert_stderr_has(&format!("[WARN] metrics_file {path}: "));
         let after = std::fs::read_to_string(&path).unwrap();
         assert!(after.len() < 20_000, "{} bytes carried", after.len());
         assert!(!after.contains("NaN") && !after.contains(" -5"), "{after}");
@@ -342,12 +337,7 @@ fn a_config_file_of_many_unknown_keys_is_reported_by_its_first_problems_and_a_co
         run.stderr.len()
     );
     assert_eq!(run.stderr.matches("unknown option").count(), 10);
-    assert!(
-        run.stderr
-            .contains("99990 more problems in this file, not listed"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("99990 more problems in this file, not listed");
 }
 
 #[test]
@@ -357,12 +347,7 @@ fn an_unknown_option_cannot_forge_a_log_line() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert!(!run.stderr.contains('\u{1b}'), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("unknown option --zz\\n2026-01-01T00:00:00Z [ERROR] forged\\u{1b}[31m"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("unknown option --zz\\n2026-01-01T00:00:00Z [ERROR] forged\\u{1b}[31m");
 }
 
 #[test]
@@ -516,18 +501,9 @@ fn a_graph_variable_that_names_no_option_is_a_warn_with_what_it_meant() {
         &[("GRAPH_TIMELAGG", "60"), ("GRAPH_ZZZ", "1")],
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(
-            "[WARN] environment variable GRAPH_TIMELAGG names no option (did you mean \
-             GRAPH_TIMELAG?): it is ignored"
-        ),
-        "{}",
-        run.stderr
+    run.assert_stderr_has(
+        "[WARN] environment variable GRAPH_TIMELAGG names no option (did you mean \
+             GRAPH_TIMELAG?): it is ignored",
     );
-    assert!(
-        run.stderr
-            .contains("[WARN] environment variable GRAPH_ZZZ names no option: it is ignored"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("[WARN] environment variable GRAPH_ZZZ names no option: it is ignored");
 }

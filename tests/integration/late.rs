@@ -334,7 +334,7 @@ fn a_depth_more_than_its_length_behind_drops_those_seconds_with_a_warn_naming_th
         rfc3339(owed_start),
         rfc3339(owed_end)
     );
-    assert!(run.stderr.contains(&warning), "{}", run.stderr);
+    run.assert_stderr_has(&warning);
     assert!(run.stderr.contains("[WARN]"));
     // Not read, and no longer owed: the next run neither reads nor names them.
     let overlaps = |reads: &[(i64, i64)]| {

@@ -91,7 +91,7 @@ fn a_full_device_marks_no_record_delivered_and_the_next_run_delivers_them() {
         &[("MSGX_NOW", &rfc3339(runs.now))],
     );
     assert_eq!(failed.code, 1, "{}", failed.stderr);
-    assert!(failed.stderr.contains("/dev/full"), "{}", failed.stderr);
+    failed.assert_stderr_has("/dev/full");
     let run = runs.run();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_same_records(lines(&runs.out), runs.expected());
@@ -185,7 +185,7 @@ fn wrong_type_then_fixed(
     let failed = tick(&sim, &redis, queue, now, &[]);
     assert_eq!(failed.code, 1, "{}", failed.stderr);
     let refusal = format!("WRONGTYPE\": key {bad_key} holds a string, not a {kind}");
-    assert!(failed.stderr.contains(&refusal), "{}", failed.stderr);
+    failed.assert_stderr_has(&refusal);
     assert!(untouched(&redis), "the failed script wrote something");
     let _: () = query(&redis, &["DEL", bad_key]);
     let run = tick(&sim, &redis, queue, now, &[]);
@@ -214,7 +214,7 @@ fn a_full_redis_refuses_pages_and_every_record_arrives_once_memory_is_freed() {
     let pages = ["--page_size", "20"];
     let failed = tick(&sim, &redis, "oom", now, &pages);
     assert_eq!(failed.code, 1, "{}", failed.stderr);
-    assert!(failed.stderr.contains("OOM"), "{}", failed.stderr);
+    failed.assert_stderr_has("OOM");
     let info: String = query(&redis, &["INFO", "memory"]);
     let used: u64 = info
         .lines()
@@ -281,11 +281,7 @@ fn a_redis_restarted_without_persistence_gets_a_warning_naming_the_backfill() {
     let t0 = minutes_ago(30);
     let first = tick(&sim, &redis, "lost", t0, &[]);
     assert_eq!(first.code, 0, "{}", first.stderr);
-    assert!(
-        first.stderr.contains("[WARN] no watermark at"),
-        "{}",
-        first.stderr
-    );
+    first.assert_stderr_has("[WARN] no watermark at");
     redis.kill();
     redis.restart();
     let t1 = t0 + Span::seconds(60);
@@ -299,7 +295,7 @@ fn a_redis_restarted_without_persistence_gets_a_warning_naming_the_backfill() {
         rfc3339(origin(t1)),
         rfc3339(origin(t1))
     );
-    assert!(run.stderr.contains(&warning), "{}", run.stderr);
+    run.assert_stderr_has(&warning);
 }
 
 #[test]
@@ -330,7 +326,7 @@ fn a_lost_watermark_beside_a_seen_set_from_before_its_floor_mark_is_an_error_but
         redis.port,
         start = rfc3339(oldest)
     );
-    assert!(run.stderr.contains(&error), "{}", run.stderr);
+    run.assert_stderr_has(&error);
     // The run exported from there and stored a watermark: the next one is normal, and
     // nothing was lost or delivered twice.
     let t2 = t1 + Span::seconds(60);
@@ -357,11 +353,7 @@ fn no_request_starts_after_the_deadline_even_unpaced_and_paging_for_ever() {
     let running = Running::start_with_env(&args, &[("MSGX_NOW", &rfc3339(now))]);
     let run = running.finish(Duration::from_secs(60));
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("run deadline reached"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("run deadline reached");
     // Two streams, 200 ms a request, 2 s: at most 2 × (10 + 1) requests.
     let requests = sim.stats()["graph_200"].as_u64().unwrap_or(0);
     assert!(requests <= 22, "{requests} requests");
@@ -385,13 +377,9 @@ fn a_frame_that_pages_beyond_what_its_seconds_can_hold_fails_by_name() {
         &[("MSGX_NOW", &rfc3339(now))],
     );
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(
-            "it would be page 21 of the frame, more than the 20 its length can need (Graph \
-             keeps sending nextLinks)"
-        ),
-        "{}",
-        run.stderr
+    run.assert_stderr_has(
+        "it would be page 21 of the frame, more than the 20 its length can need (Graph \
+             keeps sending nextLinks)",
     );
     // Two 1 s frames, 20 pages each at most (1 s × 10,000 records / 1000 + 10).
     assert_eq!(sim.stats()["graph_200"], 40);
@@ -507,11 +495,7 @@ fn a_retry_after_of_centuries_ends_at_the_deadline_without_a_panic() {
     );
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("run deadline reached; last error"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("run deadline reached; last error");
     assert_eq!(run.summary_field("failed"), "2");
 }
 
@@ -551,12 +535,7 @@ fn odd_token_lifetimes_are_used_within_bounds_or_named() {
     let sim = Sim::start(&["--expires-in", r#""soon""#]);
     let run = msgx(&sim.args(), &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains(r#"token response: expires_in "soon" is not a number of seconds"#),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has(r#"token response: expires_in "soon" is not a number of seconds"#);
 }
 
 // 12. A 403 stops the run at once and says what to grant.
@@ -584,7 +563,7 @@ fn a_403_stops_all_requests_exits_3_and_names_the_fix() {
         ));
         let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
         assert_eq!(run.code, 3, "{}", run.stderr);
-        assert!(run.stderr.contains(fix), "{}", run.stderr);
+        run.assert_stderr_has(fix);
         assert_eq!(sim.stats()["graph_403"], 1, "one request, then none");
     }
 }
@@ -618,17 +597,9 @@ fn a_redis_user_without_eval_gets_the_acl_to_add_and_leaves_no_lock() {
     args.extend(strings(&["--redis_url", &url, "--queue_key", "acl"]));
     let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("NoPerm: this user has no permissions to run the 'evalsha' command"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains("lacks the right to run evalsha: add it with ACL SETUSER <user> +evalsha"),
-        "{}",
-        run.stderr
+    run.assert_stderr_has("NoPerm: this user has no permissions to run the 'evalsha' command");
+    run.assert_stderr_has(
+        "lacks the right to run evalsha: add it with ACL SETUSER <user> +evalsha",
     );
     assert!(!run.stderr.contains("msgx-pass-81"));
     assert_eq!(
@@ -656,11 +627,7 @@ fn a_next_link_to_the_same_page_is_never_followed() {
     ]));
     let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("it was already followed in this frame"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("it was already followed in this frame");
     // The first page of each of the two frames, each once — but the last second of
     // each, which the refused next page would have gone on with, held back.
     let records: Vec<String> = run.stdout.lines().map(str::to_string).collect();
@@ -692,14 +659,10 @@ fn a_host_clock_stepped_back_is_said_and_exports_nothing_twice() {
     let run = msgx(&args, &[("MSGX_NOW", &rfc3339(behind))]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!run.stderr.contains("damaged"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains(&format!(
-            "[WARN] the host clock ({}) is 3600 s behind Microsoft's",
-            rfc3339(behind)
-        )),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has(&format!(
+        "[WARN] the host clock ({}) is 3600 s behind Microsoft's",
+        rfc3339(behind)
+    ));
     assert_eq!(redis.len("back"), delivered, "{}", run.stderr);
     // The clock fixed, the next tick goes on where the first left off.
     let t2 = t1 + Span::minutes(1);

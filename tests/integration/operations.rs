@@ -376,11 +376,7 @@ fn a_log_that_is_not_a_terminal_gets_progress_lines_and_no_escape_codes() {
         ],
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("[INFO] progress: frames "),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("[INFO] progress: frames ");
     assert!(!run.stderr.contains('\x1b'), "escape codes in a log file");
     assert!(!run.stderr.contains('\r'));
 }

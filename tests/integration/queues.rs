@@ -161,12 +161,7 @@ fn a_queue_its_consumers_left_full_holds_the_watermark_until_they_drain_it() {
     let limit = ["--max_queue_len", "5"];
     let run = tick(&sim, &redis, "k", t0, &limit);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("consumer behind: k holds 5 >= max_queue_len 5"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("consumer behind: k holds 5 >= max_queue_len 5");
     assert_eq!(redis.len("k"), 5, "nothing written");
     // The consumers drain it; the next run delivers everything once.
     redis::cmd("DEL").arg("k").exec(&mut connection).unwrap();
@@ -217,12 +212,8 @@ fn a_whole_cron_replay_runs_as_the_least_privileged_user() {
         &["--rate_limit", "0", "--state", "off"],
     );
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("'rpush' command"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("ACL SETUSER <user> +rpush"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("'rpush' command");
+    run.assert_stderr_has("ACL SETUSER <user> +rpush");
     assert!(!run.stderr.contains("; retry "), "{}", run.stderr);
 }
 
@@ -269,13 +260,8 @@ fn rediss_verifies_the_server_against_a_private_ca_and_the_host_name() {
     // the CA goes.
     let run = run_with(&url, &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("certificate"), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("give the CA that signed it in redis_ca_file"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("certificate");
+    run.assert_stderr_has("give the CA that signed it in redis_ca_file");
     assert!(!run.stderr.contains("; retry "), "{}", run.stderr);
     // The certificate names 127.0.0.1, not localhost.
     let run = run_with(
@@ -283,15 +269,12 @@ fn rediss_verifies_the_server_against_a_private_ca_and_the_host_name() {
         &["--redis_ca_file", &ca],
     );
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("certificate"), "{}", run.stderr);
+    run.assert_stderr_has("certificate");
     // Verification off only on request, and said every run.
     let run = run_with(&url, &["--redis_tls_insecure", "true"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("[WARN] redis_tls_insecure: the Redis server's certificate is not verified"),
-        "{}",
-        run.stderr
+    run.assert_stderr_has(
+        "[WARN] redis_tls_insecure: the Redis server's certificate is not verified",
     );
 }
 

@@ -159,12 +159,7 @@ fn adding_a_source_starts_its_first_window_and_leaves_the_others_alone() {
     );
     assert!(!audits.is_empty());
     assert_same_records(redis.list("entra_audit"), audits);
-    assert!(
-        run.stderr
-            .contains(" key {entra_audit}:msgx:state: starting a first window at "),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has(" key {entra_audit}:msgx:state: starting a first window at ");
     let audits_line = run
         .stderr
         .lines()
@@ -189,19 +184,10 @@ fn a_403_fails_only_its_source_naming_the_permission_and_the_next_run_catches_up
     let sources = ["--sources", "signins,provisioning,risk_detections"];
     let run = tick(&denying, &redis, t0, &sources);
     assert_eq!(run.code, 3, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(
-            "grant the application permission IdentityRiskEvent.Read.All (admin consent)"
-        ),
-        "{}",
-        run.stderr
+    run.assert_stderr_has(
+        "grant the application permission IdentityRiskEvent.Read.All (admin consent)",
     );
-    assert!(
-        run.stderr
-            .contains("the tenant needs an Entra ID P1/P2 licence"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("the tenant needs an Entra ID P1/P2 licence");
     // Each refused source gave up at once: a frame of it already asked for when the
     // first 403 came (two fetchers: at most one more) is the only other request;
     // sign-ins went on.

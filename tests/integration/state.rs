@@ -341,7 +341,7 @@ fn a_backlog_beyond_max_catchup_is_worked_off_oldest_first_over_several_runs() {
         assert_eq!(run.code, 0, "{}", run.stderr);
         watermarks.push(run.summary_field("watermark"));
         if watermarks.len() == 1 {
-            assert!(run.stderr.contains("[WARN] 360 s behind"), "{}", run.stderr);
+            run.assert_stderr_has("[WARN] 360 s behind");
         }
     }
     let end = lagged_end(t0);
@@ -369,12 +369,8 @@ fn a_corrupt_watermark_fails_loudly_and_writes_nothing() {
         .expect("HSET");
     let run = tick(&sim, &redis, "corrupt", minutes_ago(30), &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(
-            "[ERROR] {corrupt}:msgx:state field watermark: \"yesterday\" is not what msgx-once stored"
-        ),
-        "{}",
-        run.stderr
+    run.assert_stderr_has(
+        "[ERROR] {corrupt}:msgx:state field watermark: \"yesterday\" is not what msgx-once stored",
     );
     assert!(!run.stderr.contains("retry"), "not retried: {}", run.stderr);
     assert_eq!(redis.len("corrupt"), 0);
@@ -399,10 +395,8 @@ fn state_under_the_names_before_the_hash_tag_is_moved_once_and_resumed() {
     let t1 = t0 + Span::seconds(60);
     let run = tick(&sim, &redis, "m", t1, &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("[INFO] state moved from m:msgx:state and m:msgx:seen to {m}:msgx:state and {m}:msgx:seen"),
-        "{}",
-        run.stderr
+    run.assert_stderr_has(
+        "[INFO] state moved from m:msgx:state and m:msgx:seen to {m}:msgx:state and {m}:msgx:seen",
     );
     assert!(!run.stderr.contains("no watermark"), "{}", run.stderr);
     let old: i64 = redis::cmd("EXISTS")
@@ -440,7 +434,7 @@ fn a_queue_the_original_filled_is_a_switch_over_not_lost_state() {
         redis.port,
         start = rfc3339(origin(t0))
     );
-    assert!(run.stderr.contains(&warning), "{}", run.stderr);
+    run.assert_stderr_has(&warning);
     assert!(!run.stderr.contains("ERROR"), "{}", run.stderr);
     let mut expected = earlier;
     expected.extend(sim.records(origin(t0), lagged_end(t0) - Span::seconds(1)));
@@ -662,12 +656,7 @@ fn a_backfill_into_a_stream_before_the_first_cron_run_is_taken_over_without_an_o
     let first = b + Span::seconds(30);
     let run = run_at(&sim, &user, key, first, &stream);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("a backfill before the first cron run): this run starts at"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("a backfill before the first cron run): this run starts at");
     // Nothing was taken from the stream: no range left unsure.
     assert!(!run.stderr.contains("too few records"), "{}", run.stderr);
     let records: Vec<String> = stream_entries(&redis, key)

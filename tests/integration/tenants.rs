@@ -221,7 +221,7 @@ fn a_tenant_without_consent_is_named_with_its_fix_and_the_others_complete() {
     assert_eq!(refused_series.len(), 1, "{refused_series:?}");
     // Each lane's summary at the level of its own outcome: the healthy ones at INFO.
     let healthy = format!("[INFO] summary of {other} signins:");
-    assert!(run.stderr.contains(&healthy), "{}", run.stderr);
+    run.assert_stderr_has(&healthy);
     assert!(!run.stderr.contains(&format!("[ERROR] summary of {other} ")));
     assert_eq!(run.summary_field("failed_tenants"), *refused);
     assert_eq!(run.summary_field("tenants"), "40");
@@ -594,11 +594,7 @@ fn switch_layout(before: &[&str], after: &[&str]) {
                     run.stderr
                 );
             }
-            assert!(
-                run.stderr.contains("progress carried over from"),
-                "{}",
-                run.stderr
-            );
+            run.assert_stderr_has("progress carried over from");
         }
     }
     assert_home_tenant_once(&sim, &redis, first, second);
@@ -655,12 +651,8 @@ fn progress_that_names_no_tenant_is_not_given_to_a_guessed_one() {
     args.drain(at..at + 2);
     let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(
-            "{q}:msgx:state holds the progress of a one-tenant run that did not record its tenant"
-        ),
-        "{}",
-        run.stderr
+    run.assert_stderr_has(
+        "{q}:msgx:state holds the progress of a one-tenant run that did not record its tenant",
     );
     assert_eq!(redis.len(&format!("q:{SIM_TENANT}")), 0);
     // Naming it for one run carries it over.
