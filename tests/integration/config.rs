@@ -401,7 +401,7 @@ fn a_config_file_others_can_read_holding_a_secret_gets_a_warning() {
     args.extend(strings(&["--state", "off"]));
     let run = msgx(&args, &[("MSGX_NOW", &rfc3339(minutes_ago(5)))]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    run.assert_stderr_has(&format!(
+    run.assert_stderr_has(format!(
         "[WARN] config file {} holds client_secret and others can read it (mode 644)",
         config.display()
     ));

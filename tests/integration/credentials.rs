@@ -159,7 +159,7 @@ fn a_missing_or_keyless_certificate_is_a_config_error() {
         &[],
     );
     assert_eq!(run.code, 2, "{}", run.stderr);
-    run.assert_stderr_has(&format!(
+    run.assert_stderr_has(format!(
         "option client_certificate: no private key in {}",
         cert.display()
     ));

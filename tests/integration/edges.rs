@@ -33,7 +33,7 @@ fn a_stray_character_in_a_relative_time_is_exit_2_naming_the_option() {
         let run = msgx(&offline(args), env);
         assert_eq!(run.code, 2, "{args:?} {env:?}: {}", run.stderr);
         assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-        run.assert_stderr_has(&format!("msgx-once: error: option {option}: invalid value"));
+        run.assert_stderr_has(format!("msgx-once: error: option {option}: invalid value"));
         run.assert_stderr_has("or an age (-90m, -24h, -2d)");
     }
 }
@@ -302,7 +302,7 @@ fn a_shared_pause_longer_than_the_deadline_is_named_and_its_time_counted() {
     );
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(!run.stderr.contains("raise deadline"), "{}", run.stderr);
-    run.assert_stderr_has(&format!(
+    run.assert_stderr_has(format!(
         "the request budget shared with other processes is paused ({pause}"
     ));
     run.assert_stderr_has(" s more, set by ");
@@ -523,7 +523,7 @@ fn a_backfill_into_the_future_stops_at_microsofts_now_and_names_the_rest() {
             rfc3339(end - Span::seconds(1))
         )
     );
-    run.assert_stderr_has(&format!(
+    run.assert_stderr_has(format!(
         "[WARN] --until {} is after what Graph can have yet ({}: Microsoft's clock minus \
              timelag): this backfill stops there; export the rest later with --since {} \
              --until {}",
@@ -657,13 +657,13 @@ fn a_certificate_is_found_not_found_or_matched_to_its_key() {
     let missing = dir.join("missing.pem");
     let run = run_with(&["--client_certificate", missing.to_str().unwrap()]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    run.assert_stderr_has(&format!(
+    run.assert_stderr_has(format!(
         "option client_certificate: {} not found",
         missing.display()
     ));
     let run = run_with(&["--client_certificate", dir.path().to_str().unwrap()]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    run.assert_stderr_has(&format!(
+    run.assert_stderr_has(format!(
         "option client_certificate: {} is a directory",
         dir.path().display()
     ));
@@ -697,7 +697,7 @@ fn a_certificate_is_found_not_found_or_matched_to_its_key() {
         other_key.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    run.assert_stderr_has(&format!(
+    run.assert_stderr_has(format!(
         "option client_certificate: no certificate in {ca} belongs to the private key in {}",
         other_key.display()
     ));

@@ -126,7 +126,7 @@ fn lasting_failure_fails_every_frame_by_name_with_exit_1() {
             rfc3339(start),
             rfc3339(start + Span::seconds(29))
         );
-        run.assert_stderr_has(&format!("[ERROR] frame {span} incomplete"));
+        run.assert_stderr_has(format!("[ERROR] frame {span} incomplete"));
     }
     // The summary names the unread minute as one range, ready to export again.
     let redo = format!(

@@ -250,7 +250,7 @@ fn a_previous_metrics_file_msgx_did_not_write_is_replaced_with_a_warn() {
         std::fs::write(&path, &previous).unwrap();
         let run = run_with_metrics(&sim, &path);
         assert_eq!(run.code, 0, "{}", run.stderr);
-        run.assert_stderr_has(&format!("[WARN] metrics_file {path}: "));
+        run.assert_stderr_has(format!("[WARN] metrics_file {path}: "));
         let after = std::fs::read_to_string(&path).unwrap();
         assert!(after.len() < 20_000, "{} bytes carried", after.len());
         assert!(!after.contains("NaN") && !after.contains(" -5"), "{after}");

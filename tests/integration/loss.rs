@@ -659,7 +659,7 @@ fn a_host_clock_stepped_back_is_said_and_exports_nothing_twice() {
     let run = msgx(&args, &[("MSGX_NOW", &rfc3339(behind))]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!run.stderr.contains("damaged"), "{}", run.stderr);
-    run.assert_stderr_has(&format!(
+    run.assert_stderr_has(format!(
         "[WARN] the host clock ({}) is 3600 s behind Microsoft's",
         rfc3339(behind)
     ));
