@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::error::GraphError;
 use crate::exit;
 use crate::graph::GraphClient;
-use crate::graph::client::PageShape;
+use crate::graph::PageShape;
 use crate::setup::Setup;
 use crate::window::{self, Frame};
 

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::error::{Error, GraphError};
 use crate::exit;
-use crate::graph::client::BudgetSpent;
+use crate::graph::BudgetSpent;
 use crate::outcome::{FrameFailure, FrameOutcome, LateAges};
 use crate::sources::SourceSpec;
 use crate::window::{self, Frame, Pass, Window};

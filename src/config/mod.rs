@@ -9,7 +9,7 @@ mod file;
 mod kinds;
 mod parse;
 mod rules;
-pub mod spec;
+mod spec;
 mod targets;
 mod values;
 

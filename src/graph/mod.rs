@@ -2,8 +2,8 @@
 //! that fetches one source's frame page by page ([`client`]) over the
 //! [`crate::transport`] within the [`crate::retry`] policy.
 
-pub mod client;
-pub mod paging;
+mod client;
+mod paging;
 
-pub use client::GraphClient;
+pub use client::{BudgetSpent, GraphClient, PageShape};
 pub use paging::{Chunk, ChunkTaker, PageEnd};

@@ -46,7 +46,7 @@ use crate::budget::BudgetOf;
 use crate::buffers::BufferPool;
 use crate::dedup::{record_keys, record_second};
 use crate::error::{Error, GraphError, SinkError};
-use crate::graph::client::BudgetSpent;
+use crate::graph::BudgetSpent;
 use crate::graph::{Chunk, ChunkTaker, PageEnd};
 use crate::outcome::{FrameFailure, FrameOutcome, LateAges};
 use crate::page_memory::{Held, PageMemory};

@@ -7,7 +7,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::jobs::{Job, OpenLane};
 use super::ledger::Ledger;
-use crate::graph::client::BudgetSpent;
+use crate::graph::BudgetSpent;
 
 /// Where a run stands, for the progress line or bar.
 #[derive(Default)]

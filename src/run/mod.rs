@@ -18,7 +18,7 @@ use crate::budget;
 use crate::config::Config;
 use crate::error::Error;
 use crate::graph::GraphClient;
-use crate::graph::client::PageShape;
+use crate::graph::PageShape;
 use crate::metrics::RunFigures;
 use crate::outcome::FrameOutcome;
 use crate::pipeline::{self, Job, OpenLane, PipelineOptions};

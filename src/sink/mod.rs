@@ -2,11 +2,15 @@
 //! NDJSON file or stdout ([`file`]). A sink takes one page at a time from several writer
 //! threads at once, and either takes the page whole or fails.
 
-pub mod dedup;
-pub mod file;
-pub mod formatted;
-pub mod log;
-pub mod redis;
+mod dedup;
+mod file;
+mod formatted;
+mod log;
+mod redis;
+
+pub use dedup::DedupSink;
+pub use formatted::FormattedSink;
+pub use redis::Dedup;
 mod resp;
 
 pub use crate::dedup::RecordKey;
