@@ -122,6 +122,13 @@ def resources(v1, beta):
          "lastUpdatedDateTime", "", "risk_detections", True),
         ("v1.0 alerts_v2", v1.security.alerts_v2, "lastUpdateDateTime", "",
          "security_alerts", True),
+        ("v1.0 servicePrincipalRiskDetections",
+         v1.identity_protection.service_principal_risk_detections, "detectedDateTime", "",
+         "service_principal_risk_detections", False),
+        ("beta agentRiskDetections", beta.identity_protection.agent_risk_detections,
+         "lastModifiedDateTime", "", "agent_risk_detections", True),
+        ("v1.0 deviceManagement auditEvents", v1.device_management.audit_events,
+         "activityDateTime", "", "intune_audit_events", False),
     ]
 
 

@@ -13,6 +13,7 @@ use crate::exit;
 use crate::graph::GraphClient;
 use crate::graph::PageShape;
 use crate::setup::Setup;
+use crate::sources::SourceSpec;
 use crate::window::{self, Frame};
 
 /// A check gives up after this long, and retries a failure this often.
@@ -149,11 +150,21 @@ fn check_graph(config: &Config) -> Vec<Outcome> {
             let result = match frame {
                 Some(frame) => client
                     .count_first_page(&frame)
-                    .map(|records| {
-                        format!("HTTP 200, {records} record(s) in the last minute's first page")
+                    .map(|page| {
+                        let hidden = match page.hidden {
+                            true => format!(
+                                "; its risk details come back hidden: the tenant needs {}",
+                                source.spec.licence
+                            ),
+                            false => String::new(),
+                        };
+                        format!(
+                            "HTTP 200, {} record(s) in the last minute's first page{hidden}",
+                            page.records
+                        )
                     })
                     .map_err(|e| {
-                        let advice = graph_advice(&e, source.spec.permission);
+                        let advice = graph_advice(&e, source.spec);
                         (e.to_string(), advice)
                     }),
                 None => Ok("no minute to ask for".into()),
@@ -168,16 +179,20 @@ fn check_graph(config: &Config) -> Vec<Outcome> {
 }
 
 /// What to do about Graph's answer to a source's request.
-fn graph_advice(error: &GraphError, permission: &str) -> String {
+fn graph_advice(error: &GraphError, source: &SourceSpec) -> String {
     match error {
         GraphError::Status { code, .. }
             if code == "Authentication_RequestFromNonPremiumTenantOrB2CTenant" =>
         {
-            "the tenant needs Entra ID P1/P2 to read these logs through Graph".into()
+            format!(
+                "the tenant needs {} to read these logs through Graph",
+                source.licence
+            )
         }
-        GraphError::Status { status: 403, .. } => {
-            format!("grant the application permission {permission} and admin consent")
-        }
+        GraphError::Status { status: 403, .. } => format!(
+            "grant the application permission {} and admin consent (the tenant needs {})",
+            source.permission, source.licence
+        ),
         GraphError::Status { status: 429, .. } => {
             "Graph throttled the check: the budget is used by other processes; try again later"
                 .into()

@@ -29,13 +29,17 @@ pub enum Bucket {
     IdentityProtection,
     /// Security detections: 150 requests per minute per app and tenant.
     Security,
+    /// Intune auditing: 1,000 requests per 20 s per app and tenant (2,000 per tenant for
+    /// all apps).
+    IntuneAuditing,
 }
 
 impl Bucket {
-    pub const ALL: [Bucket; 3] = [
+    pub const ALL: [Bucket; 4] = [
         Bucket::Reports,
         Bucket::IdentityProtection,
         Bucket::Security,
+        Bucket::IntuneAuditing,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +47,7 @@ impl Bucket {
             Bucket::Reports => "reports",
             Bucket::IdentityProtection => "identity_protection",
             Bucket::Security => "security",
+            Bucket::IntuneAuditing => "intune_auditing",
         }
     }
 
@@ -56,6 +61,7 @@ impl Bucket {
             Bucket::Reports => (5, 10),
             Bucket::IdentityProtection => (1, 1),
             Bucket::Security => (150, 60),
+            Bucket::IntuneAuditing => (1000, 20),
         }
     }
 
@@ -112,6 +118,8 @@ pub struct SourceSpec {
     pub bucket: Bucket,
     /// The application permission a 403 asks for.
     pub permission: &'static str,
+    /// The licence the tenant needs, as advice names it.
+    pub licence: &'static str,
     /// Microsoft marks the endpoint "not supported in production".
     pub beta: bool,
     /// Records change after creation: windowed on their last update, and each update is
@@ -132,8 +140,12 @@ pub enum RecordKind {
     },
     DirectoryAudit,
     Provisioning,
+    /// A user's risk detection.
     RiskDetection,
+    ServicePrincipalRiskDetection,
+    AgentRiskDetection,
     Alert,
+    IntuneAuditEvent,
 }
 
 impl RecordKind {
@@ -191,12 +203,16 @@ const fn beta_sign_ins(
         max_top: 1000,
         bucket: Bucket::Reports,
         permission: SIGN_IN_PERMISSION,
+        licence: P1_P2,
         beta: true,
         mutable: false,
         headline: None,
         kind: RecordKind::SignIn { category },
     }
 }
+
+/// Most of Entra's logs need one of these.
+const P1_P2: &str = "an Entra ID P1/P2 licence";
 
 pub static SOURCES: &[SourceSpec] = &[
     SourceSpec {
@@ -208,6 +224,7 @@ pub static SOURCES: &[SourceSpec] = &[
         max_top: 1000,
         bucket: Bucket::Reports,
         permission: SIGN_IN_PERMISSION,
+        licence: P1_P2,
         beta: false,
         mutable: false,
         headline: None,
@@ -240,6 +257,7 @@ pub static SOURCES: &[SourceSpec] = &[
         max_top: 1000,
         bucket: Bucket::Reports,
         permission: "AuditLog.Read.All and Directory.Read.All",
+        licence: P1_P2,
         beta: false,
         mutable: false,
         headline: Some("activityDisplayName"),
@@ -254,6 +272,7 @@ pub static SOURCES: &[SourceSpec] = &[
         max_top: 1000,
         bucket: Bucket::Reports,
         permission: SIGN_IN_PERMISSION,
+        licence: P1_P2,
         beta: false,
         mutable: false,
         headline: Some("provisioningAction"),
@@ -268,6 +287,7 @@ pub static SOURCES: &[SourceSpec] = &[
         max_top: 500,
         bucket: Bucket::IdentityProtection,
         permission: "IdentityRiskEvent.Read.All",
+        licence: "an Entra ID P1/P2 licence (P2 for the risk details)",
         beta: false,
         mutable: true,
         headline: Some("riskEventType"),
@@ -282,10 +302,66 @@ pub static SOURCES: &[SourceSpec] = &[
         max_top: 1000,
         bucket: Bucket::Security,
         permission: "SecurityAlert.Read.All",
+        licence: "a Microsoft Defender licence",
         beta: false,
         mutable: true,
         headline: Some("title"),
         kind: RecordKind::Alert,
+    },
+    // Workload identities' risk: windowed on when it was detected, the time field the
+    // issue and Microsoft's examples name; its later state changes are not events.
+    SourceSpec {
+        name: "service_principal_risk_detections",
+        path: "/v1.0/identityProtection/servicePrincipalRiskDetections",
+        event_type: None,
+        time_field: "detectedDateTime",
+        bounds: Bounds::Inclusive,
+        // Undocumented; riskDetections' cap. Smaller pages are followed.
+        max_top: 500,
+        bucket: Bucket::IdentityProtection,
+        permission: "IdentityRiskEvent.Read.All",
+        licence: "a Microsoft Entra Workload ID Premium licence (without it risk details \
+                  come back hidden)",
+        beta: false,
+        mutable: false,
+        headline: Some("riskEventType"),
+        kind: RecordKind::ServicePrincipalRiskDetection,
+    },
+    // Agent identities' risk (Entra Agent ID, preview): beta; $filter eq/le/ge documented
+    // on lastModifiedDateTime, so a detection is windowed on its last update and each
+    // update (dismissed, confirmed) is an event, as for users' risk; $top 500 at most.
+    SourceSpec {
+        name: "agent_risk_detections",
+        path: "/beta/identityProtection/agentRiskDetections",
+        event_type: None,
+        time_field: "lastModifiedDateTime",
+        bounds: Bounds::Inclusive,
+        max_top: 500,
+        bucket: Bucket::IdentityProtection,
+        permission: "IdentityRiskEvent.Read.All",
+        licence: "an Entra ID P2 licence (ID Protection for agents is in preview)",
+        beta: true,
+        mutable: true,
+        headline: Some("riskEventType"),
+        kind: RecordKind::AgentRiskDetection,
+    },
+    // Intune's audit trail: its own service and throttling limits, not the reports
+    // bucket.
+    SourceSpec {
+        name: "intune_audit_events",
+        path: "/v1.0/deviceManagement/auditEvents",
+        event_type: None,
+        time_field: "activityDateTime",
+        bounds: Bounds::Inclusive,
+        // Undocumented. Smaller pages are followed.
+        max_top: 1000,
+        bucket: Bucket::IntuneAuditing,
+        permission: "DeviceManagementApps.Read.All",
+        licence: "an active Intune licence",
+        beta: false,
+        mutable: false,
+        headline: Some("activity"),
+        kind: RecordKind::IntuneAuditEvent,
     },
 ];
 

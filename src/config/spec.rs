@@ -233,7 +233,7 @@ options! {
     /// disables
     app_rate_limit: Option<(u32, Duration)> = value("n/seconds", Some("122/10")), given(parse::rate_limit);
     /// limits of the other buckets (defaults: Graph's identity_protection=1/1,
-    /// security=150/60), comma-separated; 0 disables
+    /// security=150/60, intune_auditing=1000/20), comma-separated; 0 disables
     rate_limits: BTreeMap<Bucket, Option<(u32, Duration)>> = structured("bucket=n/seconds", Some("")), given(parse::rate_limits);
     /// retries of one transient failure (429, 5xx, network, garbled page) before its
     /// frame fails

@@ -144,7 +144,7 @@ impl fmt::Display for GraphError {
                 if let Some(id) = request_id {
                     write!(f, " (request-id {id})")?;
                 }
-                match forbidden_hint(*status, code, source.permission) {
+                match forbidden_hint(*status, code, source) {
                     Some(hint) => write!(f, "; {hint}"),
                     None => Ok(()),
                 }
@@ -226,19 +226,20 @@ impl GraphError {
     }
 }
 
-/// What to do about a 403 from a resource that needs `permission`.
-fn forbidden_hint(status: u16, code: &str, permission: &str) -> Option<String> {
+/// What to do about a 403 from `source`'s resource.
+fn forbidden_hint(status: u16, code: &str, source: &SourceSpec) -> Option<String> {
+    let (permission, licence) = (source.permission, source.licence);
     match (status, code) {
-        (403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant") => Some(
-            "the tenant needs an Entra ID P1/P2 licence to read these logs through Graph".into(),
-        ),
+        (403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant") => Some(format!(
+            "the tenant needs {licence} to read these logs through Graph"
+        )),
         (403, "Authorization_RequestDenied") => Some(format!(
             "grant the application permission {permission} (admin consent) and make sure \
              it can read the directory"
         )),
         (403, _) => Some(format!(
             "Graph refused the application: it needs {permission} with admin consent \
-             (and the tenant an Entra ID P1/P2 licence)"
+             (and the tenant {licence})"
         )),
         _ => None,
     }

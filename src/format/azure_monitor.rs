@@ -25,8 +25,14 @@ pub fn shape(kind: &RecordKind) -> Option<&'static dyn Shape> {
         RecordKind::DirectoryAudit => Some(&Audit),
         RecordKind::Provisioning => Some(&Provisioning),
         RecordKind::RiskDetection => Some(&RiskDetection),
-        // Entra has no diagnostic category for alerts.
-        RecordKind::Alert => None,
+        // Entra has no diagnostic category for alerts. Service principals' and agents'
+        // risk events have categories of their own (`ServicePrincipalRiskEvents`, …),
+        // but no real record of them was at hand to check a mapping against; Intune's
+        // audit logs are another provider's (Microsoft.Intune).
+        RecordKind::Alert
+        | RecordKind::ServicePrincipalRiskDetection
+        | RecordKind::AgentRiskDetection
+        | RecordKind::IntuneAuditEvent => None,
     }
 }
 

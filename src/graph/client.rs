@@ -50,6 +50,14 @@ impl PageShape {
     }
 }
 
+/// What `--check` learns from a frame's first page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstPage {
+    pub records: usize,
+    /// A record's `riskLevel` is `hidden`: the tenant lacks the licence for its details.
+    pub hidden: bool,
+}
+
 /// Where a run's share of Graph's request budget went.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BudgetSpent {
@@ -262,8 +270,11 @@ impl GraphClient {
     }
 
     /// The records of `frame`'s first page, counted and dropped (`--check`).
-    pub fn count_first_page(&self, frame: &Frame) -> Result<usize, GraphError> {
-        struct Count;
+    pub fn count_first_page(&self, frame: &Frame) -> Result<FirstPage, GraphError> {
+        #[derive(Default)]
+        struct Count {
+            hidden: bool,
+        }
         impl ChunkTaker for Count {
             fn chunk_bytes(&self) -> usize {
                 64 * 1024
@@ -275,14 +286,28 @@ impl GraphClient {
                 Vec::new()
             }
             fn discard(&mut self, _: Vec<u8>) {}
-            fn take(&mut self, _: super::paging::Chunk) -> ControlFlow<()> {
+            fn take(&mut self, chunk: super::paging::Chunk) -> ControlFlow<()> {
+                self.hidden |= chunk.records().any(|record| {
+                    serde_json::from_str::<serde_json::Value>(record)
+                        .is_ok_and(|r| r["riskLevel"] == "hidden")
+                });
                 ControlFlow::Continue(())
             }
         }
-        match self.fetch_page_as(&self.first_url(frame), 0, &mut Carry::default(), &mut Count)? {
-            Attempted::Read(page) => Ok(page.records),
-            Attempted::Stopped => Ok(0),
-        }
+        let mut count = Count::default();
+        let records = match self.fetch_page_as(
+            &self.first_url(frame),
+            0,
+            &mut Carry::default(),
+            &mut count,
+        )? {
+            Attempted::Read(page) => page.records,
+            Attempted::Stopped => 0,
+        };
+        Ok(FirstPage {
+            records,
+            hidden: count.hidden,
+        })
     }
 
     /// One page, retried while the failure is transient, up to `max_retries` more

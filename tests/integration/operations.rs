@@ -426,6 +426,50 @@ fn check_passes_on_a_sound_deployment_and_writes_nothing() {
     assert_eq!(queries[0].0, "1", "$top=1");
 }
 
+/// The sources Microsoft added name their own permission and licence: a workload
+/// identity's risk details come back hidden without Workload ID Premium, Intune's audit
+/// trail needs an Intune licence and its own permission.
+#[test]
+fn check_names_the_licence_each_new_source_needs() {
+    let (sim, redis) = sim_and_redis(&[
+        "--rate",
+        "20",
+        "--no-workload-premium",
+        "--deny",
+        "intune_audit_events:licence",
+        "--deny",
+        "agent_risk_detections",
+    ]);
+    let now = minutes_ago(10);
+    sim.set_clock(now);
+    let args = redis_args(
+        &sim,
+        &redis,
+        "k",
+        &[
+            "--check",
+            "--sources",
+            "service_principal_risk_detections,agent_risk_detections,intune_audit_events",
+        ],
+    );
+    let run = msgx(&args, &[("MSGX_NOW", &rfc3339(now))]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    for line in [
+        "record(s) in the last minute's first page; its risk details come back hidden: the \
+         tenant needs a Microsoft Entra Workload ID Premium licence (without it risk details \
+         come back hidden)\n",
+        "\n    → grant the application permission IdentityRiskEvent.Read.All and admin consent \
+         (the tenant needs an Entra ID P2 licence (ID Protection for agents is in preview))\n",
+        "\n    → the tenant needs an active Intune licence to read these logs through Graph\n",
+    ] {
+        assert!(run.stdout.contains(line), "{line:?} in:\n{}", run.stdout);
+    }
+    assert!(
+        run.stdout
+            .contains("✔ source service_principal_risk_detections: HTTP 200, ")
+    );
+}
+
 #[test]
 fn check_names_each_failure_and_what_to_do() {
     let (sim, redis) = sim_and_redis(&[
@@ -452,11 +496,13 @@ fn check_names_each_failure_and_what_to_do() {
         run.stdout
     );
     assert!(run.stdout.contains(
-        "\n    → grant the application permission AuditLog.Read.All and Directory.Read.All and admin consent\n"
+        "\n    → grant the application permission AuditLog.Read.All and Directory.Read.All and admin \
+         consent (the tenant needs an Entra ID P1/P2 licence)\n"
     ), "{}", run.stdout);
     assert!(
-        run.stdout
-            .contains("\n    → the tenant needs Entra ID P1/P2 to read these logs through Graph\n"),
+        run.stdout.contains(
+            "\n    → the tenant needs an Entra ID P1/P2 licence to read these logs through Graph\n"
+        ),
         "{}",
         run.stdout
     );

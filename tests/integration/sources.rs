@@ -7,7 +7,7 @@ use time::{Duration as Span, OffsetDateTime};
 use crate::common::*;
 
 /// (source, time field, where it goes under queue key `k`)
-const ALL: [(&str, &str); 8] = [
+const ALL: [(&str, &str); 11] = [
     ("signins", "createdDateTime"),
     ("signins_noninteractive", "createdDateTime"),
     ("signins_service_principal", "createdDateTime"),
@@ -16,6 +16,9 @@ const ALL: [(&str, &str); 8] = [
     ("provisioning", "activityDateTime"),
     ("risk_detections", "lastUpdatedDateTime"),
     ("security_alerts", "lastUpdateDateTime"),
+    ("service_principal_risk_detections", "detectedDateTime"),
+    ("agent_risk_detections", "lastModifiedDateTime"),
+    ("intune_audit_events", "activityDateTime"),
 ];
 
 fn names(sources: &[(&str, &str)]) -> String {
@@ -49,7 +52,7 @@ fn every_source_over_cron_replays_delivers_the_oracle_once_each_update_included(
         assert_eq!(run.code, 0, "{}", run.stderr);
         assert!(
             run.summary_line()
-                .contains("] summary: sources 8 frames ok "),
+                .contains("] summary: sources 11 frames ok "),
             "{}",
             run.summary_line()
         );
@@ -64,7 +67,10 @@ fn every_source_over_cron_replays_delivers_the_oracle_once_each_update_included(
         );
         assert!(!expected.is_empty(), "{source}: the oracle has records");
         let delivered = redis.list(&key_of("k", source));
-        if matches!(source, "risk_detections" | "security_alerts") {
+        if matches!(
+            source,
+            "risk_detections" | "security_alerts" | "agent_risk_detections"
+        ) {
             // Updates arrived as events of their own: some ids more than once, each
             // (id, last update) once.
             let ids: Vec<String> = delivered
@@ -97,6 +103,28 @@ fn every_source_over_cron_replays_delivers_the_oracle_once_each_update_included(
     }
     let risk = sim.queries("risk_detections");
     assert!(!risk.is_empty() && risk.iter().all(|(top, _)| top == "500"));
+    // The sources Microsoft added: their documented (or, for Intune, Graph's usual)
+    // operators and caps.
+    for (source, field, top) in [
+        (
+            "service_principal_risk_detections",
+            "detectedDateTime",
+            "500",
+        ),
+        ("agent_risk_detections", "lastModifiedDateTime", "500"),
+        ("intune_audit_events", "activityDateTime", "1000"),
+    ] {
+        let queries = sim.queries(source);
+        assert!(!queries.is_empty(), "{source}");
+        for (asked, filter) in &queries {
+            assert_eq!(asked, top, "{source}");
+            assert!(
+                filter.starts_with(&format!("{field} ge "))
+                    && filter.contains(&format!(" and {field} le ")),
+                "{source}: {filter}"
+            );
+        }
+    }
     assert!(
         sim.queries("signins_noninteractive")
             .iter()
@@ -405,5 +433,56 @@ fn a_source_a_day_behind_catches_up_after_the_others_minute() {
     assert_same_records(
         redis.list("k"),
         sim.records(origin(t0), lagged_end(t0) + Span::seconds(3599)),
+    );
+}
+
+/// Entra Agent ID: an agent's sign-ins are service principal sign-ins with beta's
+/// `agent` object, and its identity types include members after `unknownFutureValue`:
+/// both reach the queue whole, byte for byte as Graph sends them.
+#[test]
+fn agent_sign_ins_and_agent_risk_arrive_whole() {
+    let (sim, redis) = sim_and_redis(&["--rate", "20", "--update-every", "300"]);
+    let t0 = minutes_ago(30);
+    let sources = "signins_service_principal,agent_risk_detections";
+    for minute in 0..3 {
+        let run = tick(
+            &sim,
+            &redis,
+            t0 + Span::minutes(minute),
+            &["--sources", sources],
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let end = lagged_end(t0 + Span::minutes(2)) - Span::seconds(1);
+    let sign_ins = redis.list(&key_of("k", "signins_service_principal"));
+    let agents = sign_ins
+        .iter()
+        .filter(|r| r.contains(r#""agent":{"agentType":"#))
+        .count();
+    assert!(agents > 0, "no agent sign-in among {}", sign_ins.len());
+    assert_same_records(
+        sign_ins,
+        sim.records_of(
+            "signins_service_principal",
+            "createdDateTime",
+            origin(t0),
+            end,
+        ),
+    );
+    let risk = redis.list(&key_of("k", "agent_risk_detections"));
+    assert!(
+        risk.iter()
+            .any(|r| r.contains(r#""identityType":"agentIdentityBlueprintPrincipal""#)),
+        "a later member of identityType reached the queue as it is"
+    );
+    assert!(!risk.iter().any(|r| r.contains("unknownFutureValue")));
+    assert_same_records(
+        risk,
+        sim.records_of(
+            "agent_risk_detections",
+            "lastModifiedDateTime",
+            origin(t0),
+            end,
+        ),
     );
 }

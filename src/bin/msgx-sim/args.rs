@@ -72,6 +72,9 @@ pub struct Args {
     /// the same for security (alerts)
     #[argh(option)]
     pub throttle_security: Option<String>,
+    /// the same for Intune auditing (audit events)
+    #[argh(option)]
+    pub throttle_intune: Option<String>,
     /// seconds between the versions of a risk detection or alert (default 900)
     #[argh(option, default = "900")]
     pub update_every: i64,
@@ -125,6 +128,10 @@ pub struct Args {
     /// Microsoft's average; 95 about 20 KB)
     #[argh(option, default = "50")]
     pub ca_policies: u32,
+    /// the tenant has no Workload ID Premium licence: service principals' risk
+    /// detections come with riskLevel and riskDetail `hidden`
+    #[argh(switch)]
+    pub no_workload_premium: bool,
     /// answer with 403: CODE (e.g. Authorization_RequestDenied) for every resource,
     /// SOURCE (permission missing), SOURCE:licence (no P1/P2) or SOURCE:CODE, in every
     /// tenant or, as TENANT/…, in that one; repeatable

@@ -34,7 +34,8 @@ impl Sim {
                 "Could not find a property named 'signInEventTypes' on type 'microsoft.graph.signIn'.",
             ));
         }
-        if beta && event_type.is_none() {
+        let beta_sign_ins = path.eq_ignore_ascii_case("/beta/auditlogs/signins");
+        if beta_sign_ins && event_type.is_none() {
             return Err(graph_error(
                 400,
                 "BadRequest",
@@ -231,7 +232,13 @@ impl Sim {
         let max = resource.max_top;
         let top = match query.get("$top").map(|t| t.parse::<usize>()) {
             // Graph's documented defaults: 20 risk detections, else the maximum.
-            None if resource.family == Family::RiskDetections => 20,
+            None if matches!(
+                resource.family,
+                Family::RiskDetections | Family::AgentRiskDetections
+            ) =>
+            {
+                20
+            }
             None => max,
             Some(Ok(top)) if (1..=max).contains(&top) => top,
             Some(_) => {

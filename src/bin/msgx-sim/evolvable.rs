@@ -6,7 +6,7 @@
 /// The members after `unknownFutureValue` that the simulator's records carry, by the
 /// property that holds them (Graph's reference lists them per enum: `tokenIssuerType`,
 /// beta's `protocolType` of `authenticationProtocol`).
-pub const LATER_MEMBERS: [(&str, &[&str]); 2] = [
+pub const LATER_MEMBERS: [(&str, &[&str]); 4] = [
     (
         "tokenIssuerType",
         &[
@@ -16,6 +16,17 @@ pub const LATER_MEMBERS: [(&str, &[&str]); 2] = [
         ],
     ),
     ("authenticationProtocol", &["authenticationTransfer"]),
+    // A service principal's risk detection: `activityType`.
+    ("activity", &["servicePrincipal"]),
+    // An agent's risk detection: `agentIdentityType`.
+    (
+        "identityType",
+        &[
+            "agentIdentityBlueprintPrincipal",
+            "user",
+            "discoveredAgentIdentity",
+        ],
+    ),
 ];
 
 /// Whether the request asked for the members after `unknownFutureValue`.

@@ -87,6 +87,7 @@ pub struct Faults {
     pub throttle_app: Option<Throttle>,
     pub throttle_identity_protection: Option<Throttle>,
     pub throttle_security: Option<Throttle>,
+    pub throttle_intune: Option<Throttle>,
     pub requests: AtomicU64,
     /// Until when the last 429's Retry-After asked each tenant's clients to wait.
     pub quiet_until: Mutex<HashMap<usize, Instant>>,
@@ -138,6 +139,7 @@ impl Faults {
             Bucket::Reports => &self.throttle,
             Bucket::IdentityProtection => &self.throttle_identity_protection,
             Bucket::Security => &self.throttle_security,
+            Bucket::IntuneAuditing => &self.throttle_intune,
         };
         let app = match bucket {
             Bucket::Reports => self.throttle_app.as_ref(),

@@ -42,6 +42,9 @@ pub struct Generator {
     /// `--ca-policies`: the tenant's enabled Conditional Access policies, each listed
     /// in every sign-in (the record size).
     pub ca_policies: u32,
+    /// `--no-workload-premium`: the tenant has no Workload ID Premium licence, so
+    /// service principals' risk levels and details read `hidden`.
+    pub hidden_risk: bool,
 }
 
 /// splitmix64: a tiny, well-mixed hash of (seed, second, index, field).

@@ -20,6 +20,7 @@ mod generator;
 mod hostile;
 mod http;
 mod identities;
+mod intune;
 mod odata;
 mod pages;
 mod protection;
@@ -81,6 +82,7 @@ fn main() {
             .unwrap_or_else(|e| fail(2, &e)),
         hostile: args.hostile,
         ca_policies: args.ca_policies,
+        hidden_risk: args.no_workload_premium,
     };
     let mut names = vec![args.tenant.clone()];
     for name in args.tenants.iter().flat_map(|t| t.split(',')) {
@@ -166,6 +168,7 @@ fn main() {
             throttle_app: throttle(&args.throttle_app),
             throttle_identity_protection: throttle(&args.throttle_identity_protection),
             throttle_security: throttle(&args.throttle_security),
+            throttle_intune: throttle(&args.throttle_intune),
             requests: AtomicU64::new(0),
             quiet_until: Default::default(),
         },

@@ -208,3 +208,164 @@ pub fn alert(g: &Generator, event: &Event, created: Ticks) -> String {
     close(&mut top.out);
     top.out
 }
+
+/// (riskEventType, riskLevel) of service principals' detections (Microsoft's
+/// documented types).
+const SP_RISKS: &[(&str, &str)] = &[
+    ("investigationsThreatIntelligence", "high"),
+    ("suspiciousSignins", "medium"),
+    ("leakedCredentials", "high"),
+    ("anomalousServicePrincipalActivity", "low"),
+];
+
+/// A workload identity's risk detection, as `/identityProtection/servicePrincipalRiskDetections`
+/// lists it (Microsoft's example: offline detections have no request or IP). `hidden`:
+/// the tenant has no Workload ID Premium licence, so level and detail read `hidden`.
+/// Its `activity`, `servicePrincipal`, is a member after `unknownFutureValue`.
+pub fn service_principal_risk_detection(g: &Generator, event: &Event, hidden: bool) -> String {
+    let h = |field: u64| g.hash(event.created, event.index, field);
+    let (kind, level) = SP_RISKS[(h(12) % SP_RISKS.len() as u64) as usize];
+    let app = crate::generator::APPS[(h(11) % crate::generator::APPS.len() as u64) as usize];
+    let offline = h(13) % 3 != 0;
+    let mut top = Record {
+        out: String::with_capacity(1000),
+        select: None,
+    };
+    top.out.push('{');
+    top.text(
+        "id",
+        &format!(
+            "{:016x}{:016x}{:016x}{:04x}",
+            h(20),
+            h(21),
+            h(31),
+            h(32) & 0xffff
+        ),
+    );
+    match offline {
+        true => {
+            top.raw("requestId", "null");
+            top.raw("correlationId", "null");
+        }
+        false => {
+            top.text("requestId", &guid(h(22), h(23)));
+            top.text("correlationId", &guid(h(24), h(25)));
+        }
+    }
+    top.text("riskEventType", kind);
+    top.text("riskState", "atRisk");
+    top.text("riskLevel", if hidden { "hidden" } else { level });
+    top.text("riskDetail", if hidden { "hidden" } else { "none" });
+    top.text("source", "IdentityProtection");
+    top.text(
+        "detectionTimingType",
+        if offline { "offline" } else { "realtime" },
+    );
+    top.text("activity", "servicePrincipal");
+    top.text("tokenIssuerType", "AzureAD");
+    match offline {
+        true => {
+            top.raw("ipAddress", "null");
+            top.raw("location", "null");
+        }
+        false => {
+            let place = PLACES[(h(14) % PLACES.len() as u64) as usize];
+            top.text("ipAddress", &public_ip(h(26)));
+            top.raw("location", &location(place, false));
+        }
+    }
+    // Detected when it shows in the window: the activity came first.
+    top.text(
+        "activityDateTime",
+        &timestamp(event.ticks - (60 + h(15) % 3600) as i64 * TICKS_PER_SECOND),
+    );
+    top.text("detectedDateTime", &timestamp(event.ticks));
+    top.text(
+        "lastUpdatedDateTime",
+        &timestamp(event.ticks + 3 * TICKS_PER_SECOND),
+    );
+    top.text("servicePrincipalId", &guid(h(27), h(28)));
+    top.text("servicePrincipalDisplayName", app.1);
+    top.text("appId", app.0);
+    top.raw(
+        "keyIds",
+        &format!("[{}]", crate::generator::json_string(&guid(h(29), h(30)))),
+    );
+    top.text("additionalInfo", r#"[{"Key":"alertUrl","Value":null}]"#);
+    close(&mut top.out);
+    top.out
+}
+
+/// (riskEventType, identityType) of agents' detections (Microsoft's offline types).
+const AGENT_RISKS: &[&str] = &[
+    "unfamiliarResourceAccess",
+    "signInSpike",
+    "failedAccessAttempt",
+];
+
+/// The agent identity types: the first two are ordinary members, the blueprint
+/// principal comes after `unknownFutureValue`.
+const AGENT_TYPES: &[&str] = &[
+    "agentIdentity",
+    "agentUser",
+    "agentIdentityBlueprintPrincipal",
+];
+
+/// (riskLevel, riskState, riskDetail) of each version of an agent's detection.
+const AGENT_VERSIONS: [(&str, &str, &str); 3] = [
+    ("medium", "atRisk", "none"),
+    (
+        "high",
+        "confirmedCompromised",
+        "adminConfirmedAgentCompromised",
+    ),
+    ("none", "dismissed", "adminDismissedRiskForAgent"),
+];
+
+/// An agent's risk detection (beta `/identityProtection/agentRiskDetections`), windowed
+/// on `lastModifiedDateTime`: each version is the record as it stands after an update.
+/// `agentId` and `agentDisplayName` are deprecated copies of `identityId` and
+/// `displayName`, still sent.
+pub fn agent_risk_detection(g: &Generator, event: &Event, created: Ticks) -> String {
+    let h = |field: u64| g.hash(event.created, event.index, field);
+    let app = crate::generator::APPS[(h(11) % crate::generator::APPS.len() as u64) as usize];
+    let name = format!("{} agent", app.1);
+    let identity = guid(h(22), h(23));
+    let (level, state, detail) = AGENT_VERSIONS[event.version as usize % AGENT_VERSIONS.len()];
+    let mut top = Record {
+        out: String::with_capacity(900),
+        select: None,
+    };
+    top.out.push('{');
+    top.text(
+        "id",
+        &format!("{:064x}", u128::from(h(20)) << 64 | u128::from(h(21))),
+    );
+    top.text("identityId", &identity);
+    top.text("displayName", &name);
+    top.text(
+        "identityType",
+        AGENT_TYPES[(h(12) % AGENT_TYPES.len() as u64) as usize],
+    );
+    top.text("agentId", &identity);
+    top.text("agentDisplayName", &name);
+    top.text("blueprintId", &guid(h(24), h(25)));
+    top.text(
+        "riskEventType",
+        AGENT_RISKS[(h(13) % AGENT_RISKS.len() as u64) as usize],
+    );
+    top.text("riskLevel", level);
+    top.text("riskState", state);
+    top.text("riskDetail", detail);
+    top.text("detectionTimingType", "offline");
+    top.text("source", "IdentityProtection");
+    top.text(
+        "activityDateTime",
+        &timestamp(created - 300 * TICKS_PER_SECOND),
+    );
+    top.text("detectedDateTime", &timestamp(created));
+    top.text("lastModifiedDateTime", &timestamp(event.ticks));
+    top.text("additionalInfo", "[]");
+    close(&mut top.out);
+    top.out
+}

@@ -16,6 +16,7 @@ pub enum Bucket {
     Reports,
     IdentityProtection,
     Security,
+    IntuneAuditing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,9 @@ pub enum Family {
     Provisioning,
     RiskDetections,
     Alerts,
+    ServicePrincipalRiskDetections,
+    AgentRiskDetections,
+    IntuneAuditEvents,
 }
 
 pub struct Resource {
@@ -145,11 +149,56 @@ pub static RESOURCES: &[Resource] = &[
         share: 0.1,
         salt: 7,
     },
+    Resource {
+        source: "service_principal_risk_detections",
+        path: "/v1.0/identityprotection/serviceprincipalriskdetections",
+        context: "identityProtection/servicePrincipalRiskDetections",
+        type_name: "microsoft.graph.servicePrincipalRiskDetection",
+        event_type: None,
+        time_field: "detectedDateTime",
+        operators: &["eq", "ge", "le"],
+        max_top: 500,
+        bucket: Bucket::IdentityProtection,
+        family: Family::ServicePrincipalRiskDetections,
+        share: 0.05,
+        salt: 8,
+    },
+    Resource {
+        source: "agent_risk_detections",
+        path: "/beta/identityprotection/agentriskdetections",
+        context: "identityProtection/agentRiskDetections",
+        type_name: "microsoft.graph.agentRiskDetection",
+        event_type: None,
+        time_field: "lastModifiedDateTime",
+        operators: &["eq", "ge", "le"],
+        max_top: 500,
+        bucket: Bucket::IdentityProtection,
+        family: Family::AgentRiskDetections,
+        share: 0.05,
+        salt: 9,
+    },
+    Resource {
+        source: "intune_audit_events",
+        path: "/v1.0/devicemanagement/auditevents",
+        context: "deviceManagement/auditEvents",
+        type_name: "microsoft.graph.auditEvent",
+        event_type: None,
+        time_field: "activityDateTime",
+        operators: &["eq", "ge", "le", "gt", "lt"],
+        max_top: 1000,
+        bucket: Bucket::IntuneAuditing,
+        family: Family::IntuneAuditEvents,
+        share: 0.2,
+        salt: 10,
+    },
 ];
 
 impl Resource {
     pub fn mutable(&self) -> bool {
-        matches!(self.family, Family::RiskDetections | Family::Alerts)
+        matches!(
+            self.family,
+            Family::RiskDetections | Family::Alerts | Family::AgentRiskDetections
+        )
     }
 
     /// Records a page holds at most, whatever `$top` asked.
@@ -265,6 +314,11 @@ impl Stream {
             Family::Provisioning => audits::provisioning(g, event),
             Family::RiskDetections => protection::risk_detection(g, event, created),
             Family::Alerts => protection::alert(g, event, created),
+            Family::ServicePrincipalRiskDetections => {
+                protection::service_principal_risk_detection(g, event, g.hidden_risk)
+            }
+            Family::AgentRiskDetections => protection::agent_risk_detection(g, event, created),
+            Family::IntuneAuditEvents => crate::intune::audit_event(g, event),
         }
     }
 }

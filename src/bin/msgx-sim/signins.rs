@@ -93,6 +93,7 @@ pub const PROPERTIES: &[&str] = &[
     "federatedCredentialId",
     "clientSessionId",
     "globalSecureAccessIpAddress",
+    "agent",
     "azureResourceId",
 ];
 
@@ -289,6 +290,23 @@ fn sound(
     top.raw("location", &location(place, true));
     if beta {
         beta_properties(&mut top, g, second, index, ticks, failed);
+    }
+    // One service principal sign-in in six is an agent's (Entra Agent ID): beta's
+    // `agent` object names its kind and the agent it acts for.
+    if event_type == Some("servicePrincipal") && h(36) % 6 == 0 {
+        let kinds = [
+            "agenticAppInstance",
+            "agenticApp",
+            "agentIdentityBlueprintPrincipal",
+        ];
+        let kind = kinds[(h(37) % kinds.len() as u64) as usize];
+        let mut agent = String::from("{");
+        field(&mut agent, "agentType", kind);
+        field(&mut agent, "agentSubjectType", kind);
+        field(&mut agent, "agentSubjectParentId", &guid(h(38), h(39)));
+        field(&mut agent, "parentAppId", &guid(h(40), h(41)));
+        close(&mut agent);
+        top.raw("agent", &agent);
     }
     top.raw(
         "appliedConditionalAccessPolicies",
