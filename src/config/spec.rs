@@ -438,6 +438,17 @@ pub fn help_text() -> String {
 mod tests {
     use super::*;
 
+    /// A backend is its file and a row of `sink::BACKENDS`; `--help`'s placeholder for
+    /// `queue_backend` must name every row, in order.
+    #[test]
+    fn queue_backends_placeholder_names_every_backend() {
+        let names: Vec<&str> = crate::sink::BACKENDS.iter().map(|b| b.name).collect();
+        assert_eq!(
+            find("queue_backend").and_then(|o| o.kind.value_name),
+            Some(names.join("|").as_str())
+        );
+    }
+
     /// The options table of docs/options.md: one row per option, `| \`name\` |
     /// default | … |`.
     fn documented_rows() -> Vec<(String, String)> {
