@@ -320,8 +320,9 @@ pub static SOURCES: &[SourceSpec] = &[
         max_top: 500,
         bucket: Bucket::IdentityProtection,
         permission: "IdentityRiskEvent.Read.All",
-        licence: "a Microsoft Entra Workload ID Premium licence (without it risk details \
-                  come back hidden)",
+        // Without it Graph still answers, with riskLevel and riskDetail `hidden`:
+        // `--check` says so.
+        licence: "a Microsoft Entra Workload ID Premium licence",
         beta: false,
         mutable: false,
         headline: Some("riskEventType"),

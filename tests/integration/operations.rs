@@ -456,8 +456,7 @@ fn check_names_the_licence_each_new_source_needs() {
     assert_eq!(run.code, 1, "{}", run.stdout);
     for line in [
         "record(s) in the last minute's first page; its risk details come back hidden: the \
-         tenant needs a Microsoft Entra Workload ID Premium licence (without it risk details \
-         come back hidden)\n",
+         tenant needs a Microsoft Entra Workload ID Premium licence\n",
         "\n    → grant the application permission IdentityRiskEvent.Read.All and admin consent \
          (the tenant needs an Entra ID P2 licence (ID Protection for agents is in preview))\n",
         "\n    → the tenant needs an active Intune licence to read these logs through Graph\n",
