@@ -158,7 +158,7 @@ pub fn run(
         let reporter = std::thread::Builder::new()
             .name("progress".into())
             .spawn_scoped(scope, move || match options.bar {
-                true => show_bar(ledger, jobs, lanes, &finished),
+                true => show_bar(|| ledger.figures(jobs, lanes), &finished),
                 false => {
                     while let Err(RecvTimeoutError::Timeout) =
                         finished.recv_timeout(options.progress_every)

@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::jobs::{Job, OpenLane};
-use super::ledger::Ledger;
 use crate::graph::BudgetSpent;
 
 /// Where a run stands, for the progress line or bar.
@@ -70,8 +68,9 @@ impl Figures {
 /// A progress bar on the terminal (frames, records, requests, throttled time, ETA),
 /// updated five times a second until the fetchers are done; then cleared, so the
 /// summary stands alone.
-pub(super) fn show_bar(ledger: &Ledger, jobs: &[Job], lanes: &[OpenLane], finished: &Receiver<()>) {
-    let total = ledger.figures(jobs, lanes).total.max(1.0) as u64;
+/// `figures`: where the run stands now.
+pub(super) fn show_bar(figures: impl Fn() -> Figures, finished: &Receiver<()>) {
+    let total = figures().total.max(1.0) as u64;
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(total),
         indicatif::ProgressDrawTarget::stderr_with_hz(5),
@@ -82,9 +81,9 @@ pub(super) fn show_bar(ledger: &Ledger, jobs: &[Job], lanes: &[OpenLane], finish
         bar.set_style(style);
     }
     while let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(Duration::from_millis(200)) {
-        let figures = ledger.figures(jobs, lanes);
-        bar.set_position(figures.covered as u64);
-        bar.set_message(figures.message());
+        let now = figures();
+        bar.set_position(now.covered as u64);
+        bar.set_message(now.message());
     }
     bar.finish_and_clear();
 }
