@@ -19,8 +19,6 @@ use crate::window::{self, Frame};
 pub(super) struct ChunkSeconds {
     pub(super) first: i64,
     pub(super) last: i64,
-    pub(super) min: i64,
-    pub(super) max: i64,
     /// Every second is at most the one before it (newest first), or at least it.
     pub(super) falling: bool,
     pub(super) rising: bool,
@@ -35,8 +33,6 @@ impl ChunkSeconds {
         let mut chunk = ChunkSeconds {
             first,
             last: first,
-            min: first,
-            max: first,
             falling: true,
             rising: true,
             complete: false,
@@ -44,8 +40,6 @@ impl ChunkSeconds {
         for second in seconds {
             chunk.falling &= second <= chunk.last;
             chunk.rising &= second >= chunk.last;
-            chunk.min = chunk.min.min(second);
-            chunk.max = chunk.max.max(second);
             chunk.last = second;
         }
         Some(chunk)
@@ -91,7 +85,7 @@ impl FrameProgress {
         let mut runs: Vec<(u64, Vec<ChunkSeconds>)> = Vec::new();
         let mut next = 0;
         for (&number, seconds) in &self.written {
-            if number != next || runs.is_empty() {
+            if number != next {
                 runs.push((number, Vec::new()));
             }
             next = number + 1;
