@@ -75,20 +75,21 @@ impl QueueScan {
         let (keys, problems) = record_keys(batch, settings.spec, 0, settings.versioned);
         let bad: std::collections::HashSet<usize> = problems.iter().map(|p| p.offset).collect();
         for (offset, key) in keys.into_iter().enumerate() {
-            let shaped = match bad.contains(&offset) {
-                true => crate::format::shaped_second(batch[offset], settings.spec),
-                false => None,
-            };
-            match shaped {
-                Some(second) if second <= now => {
-                    self.shaped_newest = self.shaped_newest.max(Some(second));
-                    self.oldest_push = Some(second);
+            if bad.contains(&offset) {
+                // Not keyed as Graph's: msgx-once's own record in another shape, or
+                // another exporter's.
+                match crate::format::shaped_second(batch[offset], settings.spec) {
+                    Some(second) if second <= now => {
+                        self.shaped_newest = self.shaped_newest.max(Some(second));
+                        self.oldest_push = Some(second);
+                    }
+                    _ => self.foreign += 1,
                 }
-                _ if bad.contains(&offset) || key.second > now => self.foreign += 1,
-                _ => {
-                    self.oldest_push = Some(key.second);
-                    self.keys.push(key);
-                }
+            } else if key.second > now {
+                self.foreign += 1;
+            } else {
+                self.oldest_push = Some(key.second);
+                self.keys.push(key);
             }
         }
         let capped = self.read >= SCAN_CAP;
