@@ -27,6 +27,9 @@ pub struct Lane {
     /// least one; every tenant × source has a share), so a quiet source's minute costs
     /// one request a pass, not one per fetcher.
     pub frames_per_range: usize,
+    /// Its records are keyed by id and content (`signin_updates`, for the sign-in
+    /// sources): a changed record is delivered again.
+    pub versioned: bool,
     /// The file backend's output, `{source}` replaced by its name.
     pub file_path: Output,
     /// The log and file backends' state file, `{source}` replaced by its name.

@@ -109,6 +109,7 @@ fn lane_of(
         page_size: options.page_size.min(spec.max_top),
         select: options.select.clone().filter(|_| spec.is_sign_ins()),
         frames_per_range: (options.streams / lanes.max(1)).max(1),
+        versioned: options.signin_updates && spec.is_sign_ins(),
         file_path: match &options.file_path {
             Output::Path(path) => Output::Path(per_source(path)),
             Output::Stdout => Output::Stdout,
@@ -236,7 +237,6 @@ impl Config {
                 .uses_redis()
                 .then(|| self.redis_settings()),
             rescan: self.rescan(),
-            signin_updates: self.options.signin_updates,
             window: self.options.streams as i64 * self.options.stream_frame as i64,
             timelag: self.options.timelag as i64,
         }
@@ -279,12 +279,6 @@ impl Config {
     /// the budget the first two reads leave.
     pub fn deeper_rescans(&self) -> &[u64] {
         self.options.rescan.get(1..).unwrap_or_default()
-    }
-
-    /// Whether `source`'s records are keyed by id and content (`signin_updates`, for
-    /// the sign-in sources): a record Microsoft changed is delivered again.
-    pub fn versioned(&self, source: &Lane) -> bool {
-        self.options.signin_updates && source.spec.is_sign_ins()
     }
 
     /// Frames a backfill's range is cut into, per source: one per fetcher.

@@ -23,8 +23,8 @@ use crate::setup::Setup;
 use crate::sink::Dedup;
 use crate::sink::DedupSink;
 use crate::sink::FormattedSink;
-use crate::sink::{self, Sink};
-use crate::state::{self, Resumed};
+use crate::sink::{self, Sink, SinkSettings};
+use crate::state::{self, Resumed, StateSettings};
 use crate::window::{self, Window};
 
 /// One source's export as prepared: its state (locked), plan, window and sink.
@@ -107,6 +107,14 @@ pub(super) struct Prepared<'a> {
     pub(super) unread_state: Vec<String>,
 }
 
+/// What every lane's state store and sink open with: built once per run.
+struct Openers<'a> {
+    state: StateSettings,
+    sink: SinkSettings,
+    /// The run's Redis pool, shared by every Redis sink.
+    connections: Option<&'a RedisPool>,
+}
+
 /// Prepares each tenant × source signed in to. Each has its own state, lock, plan and
 /// sink; a lock another run holds ends the run (the locks taken so far are released
 /// as the exports drop) — with several tenants, that tenant × source is left to the
@@ -124,12 +132,17 @@ pub(super) fn prepare_all<'a>(
         locked: Vec::new(),
         unread_state: Vec::new(),
     };
+    let openers = Openers {
+        state: config.state_settings(),
+        sink: config.sink_settings(),
+        connections,
+    };
     for source in &config.sources {
         let Some(tokens) = tokens.get(&source.tenant.as_deref()) else {
             continue;
         };
         let shaped = shaped(config, source, tokens);
-        match prepare(config, source, clocks, planned, connections, setup, shaped) {
+        match prepare(config, &openers, source, clocks, planned, setup, shaped) {
             Ok(export) => prepared.exports.push(export),
             Err(Error::Locked(message)) if source.tenant.is_some() => {
                 log::warn!("{}: {message}: left to that run", source.label());
@@ -151,14 +164,14 @@ pub(super) fn prepare_all<'a>(
 /// (`Date`), when known.
 fn prepare<'a>(
     config: &Config,
+    openers: &Openers,
     source: &'a Lane,
     (now, microsoft): (OffsetDateTime, Option<OffsetDateTime>),
     planned: &Window,
-    connections: Option<&RedisPool>,
     setup: &Setup,
     shaped: Option<(&'static dyn Shape, Context)>,
 ) -> Result<Export<'a>, Error> {
-    let mut resumed = state::open(&config.state_settings(), source, &setup.redis_retry)?;
+    let mut resumed = state::open(&openers.state, source, &setup.redis_retry)?;
     if let Some(resumed) = &resumed {
         refuse_progress_ahead(resumed, now, microsoft)?;
     }
@@ -176,9 +189,9 @@ fn prepare<'a>(
         None => None,
     };
     let sink = open_sink(
-        config,
+        &openers.sink,
         source,
-        connections,
+        openers.connections,
         &setup.redis_retry,
         resumed.as_ref(),
         &window,
@@ -286,7 +299,7 @@ fn shaped(
 /// pruned below the oldest second still to be read, otherwise through the state file's
 /// seen ids. A backfill writes every record of its range.
 fn open_sink(
-    config: &Config,
+    settings: &SinkSettings,
     source: &Lane,
     connections: Option<&RedisPool>,
     retry: &RetryOptions,
@@ -298,19 +311,13 @@ fn open_sink(
     // later one's second read or owed range.
     let dedup = resumed.map(|r| Dedup {
         seen_key: source.key("seen"),
-        versioned: config.versioned(source),
+        versioned: source.versioned,
         floor: window
             .start()
             .map(|start| r.progress.as_ref().map_or(start, |p| p.floor().min(start)))
             .map(|floor| floor.unix_timestamp()),
     });
-    let mut sink = sink::open(
-        &config.sink_settings(),
-        source,
-        connections,
-        retry.clone(),
-        dedup,
-    )?;
+    let mut sink = sink::open(settings, source, connections, retry.clone(), dedup)?;
     if let Some((shape, context)) = shaped {
         sink = Box::new(FormattedSink::new(
             sink,
@@ -319,7 +326,7 @@ fn open_sink(
             crate::sources::log_prefix(
                 source.tenant.as_deref(),
                 source.spec,
-                config.name_sources(),
+                settings.name_sources,
             ),
         ));
     }

@@ -131,7 +131,7 @@ pub fn run(config: &Config) -> Result<RunReport, Error> {
             tenant: export.source.tenant.as_deref(),
             client,
             sink: export.sink.as_ref(),
-            versioned: config.versioned(export.source),
+            versioned: export.source.versioned,
         })
         .collect();
     let planned_reads: Vec<(&Window, Vec<Pass>)> = exports

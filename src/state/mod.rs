@@ -465,8 +465,6 @@ pub struct StateSettings {
     pub redis: Option<RedisSettings>,
     /// The first rescan depth.
     pub rescan: u64,
-    /// Records of the sign-in sources are keyed by id and content (`signin_updates`).
-    pub signin_updates: bool,
     /// The original's window (`streams` × `stream_frame`) and `timelag`, in seconds:
     /// what a first run takes over from its queue.
     pub window: i64,

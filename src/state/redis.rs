@@ -85,7 +85,7 @@ impl RedisState {
             lost: Arc::default(),
             takeover: TakeoverSettings {
                 spec: source.spec,
-                versioned: settings.signin_updates && source.spec.is_sign_ins(),
+                versioned: source.versioned,
                 window: settings.window,
                 timelag: settings.timelag,
             },
