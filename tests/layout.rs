@@ -90,17 +90,20 @@ fn imports(module: &str, all: &BTreeSet<String>) -> BTreeSet<String> {
     named
 }
 
+/// The part of `text` after `start`, up to `end`.
+fn section<'t>(text: &'t str, start: &str, end: &str) -> &'t str {
+    let after = text
+        .split(start)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {start:?}"));
+    after.split(end).next().unwrap_or_default()
+}
+
 /// The floors of lib.rs's *Layout*, bottom first: the modules each bullet names in
 /// backticks (`config::spec` names `config`); a module named in two bullets is refused.
 fn floors(all: &BTreeSet<String>) -> BTreeMap<String, usize> {
     let lib = read(&root().join("src/lib.rs"));
-    let layout = lib
-        .split("//! # Layout")
-        .nth(1)
-        .expect("a # Layout section")
-        .split("//! Only what")
-        .next()
-        .unwrap_or_default();
+    let layout = section(&lib, "//! # Layout", "//! Only what");
     let mut floors = BTreeMap::new();
     let mut floor = 0;
     for line in layout.lines() {
@@ -184,13 +187,7 @@ fn lines_of(name: &str) -> usize {
 #[test]
 fn the_module_map_of_the_architecture_doc_counts_the_lines_there_are() {
     let doc = read(&root().join("docs/architecture.md"));
-    let table = doc
-        .split("| module | lines | what it is |")
-        .nth(1)
-        .expect("the module map")
-        .split("\n\n")
-        .next()
-        .unwrap_or_default();
+    let table = section(&doc, "| module | lines | what it is |", "\n\n");
     let mut wrong = Vec::new();
     let mut seen = 0;
     for row in table.lines().skip(2) {
